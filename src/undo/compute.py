@@ -1,0 +1,57 @@
+"""Token and FLOP accounting.
+
+Convention (Kaplan et al. 2020): a forward pass costs 2·N FLOPs per token and a training
+step (forward + backward) 6·N, where N counts the parameters that take part in matrix
+multiplies: every weight except the input-embedding lookup, plus the output head (which
+with tied embeddings is the embedding matrix used once as a matmul). The attention-score
+term (∝ sequence length) is left out; at our sequence lengths it is < 5% of the total.
+FLOPs count every position processed, padding included (it is computed); `tokens`
+counts non-padding tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def matmul_params(model: torch.nn.Module) -> int:
+    """N in the 2N / 6N rule: all parameters minus the embedding lookup, plus the head."""
+    total = sum(p.numel() for p in model.parameters())
+    get_in = getattr(model, "get_input_embeddings", None)
+    get_out = getattr(model, "get_output_embeddings", None)
+    emb = get_in() if get_in else None
+    head = get_out() if get_out else None
+    n = total
+    if emb is not None:
+        n -= emb.weight.numel()
+    if head is not None:
+        # Tied: the head's weight is the embedding's (counted once in `total`, removed
+        # above), so add it back as the output matmul. Untied: it is already in `total`.
+        tied = emb is not None and head.weight is emb.weight
+        if tied:
+            n += head.weight.numel()
+    return n
+
+
+def forward_flops(n_params: int, positions: int) -> float:
+    return 2.0 * n_params * positions
+
+
+def train_flops(n_params: int, positions: int) -> float:
+    return 6.0 * n_params * positions
+
+
+def count_tokens(batch: object) -> tuple[int, int]:
+    """(non-padding tokens, positions) in a batch, possibly nested ({'forget': {...}})."""
+    if isinstance(batch, dict):
+        if "input_ids" in batch:
+            ids = batch["input_ids"]
+            mask = batch.get("attention_mask")
+            real = int(mask.sum()) if mask is not None else ids.numel()
+            return real, ids.numel()
+        tok = pos = 0
+        for v in batch.values():
+            t, p = count_tokens(v)
+            tok, pos = tok + t, pos + p
+        return tok, pos
+    return 0, 0

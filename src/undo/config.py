@@ -1,0 +1,331 @@
+"""Typed run configuration: one dataclass per stage, YAML loading, dotted overrides.
+
+Every user-facing setting lives here. Loading is strict: an unknown key, a value of
+the wrong type or one out of range stops at load time with a single `ConfigError`
+naming the key, the bad value and what is valid. The resolved config (every default
+filled in) is what gets written beside each result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user error in a config file or override: the message says what to fix."""
+
+
+def _check(cond: bool, key: str, value: Any, valid: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}': got {value!r}; valid: {valid}")
+
+
+# ---------------------------------------------------------------------------- stages
+
+
+@dataclass
+class ModelConfig:
+    """Which network. `preset` builds one from config; `name_or_path` loads any HF causal LM."""
+
+    preset: str = "tiny"  # tiny | gemma2-0.1b | gemma2-0.3b | llama-tiny-wide (see models.PRESETS)
+    name_or_path: str | None = None  # HF hub id or local folder; overrides `preset` when set
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # Optional shape overrides on top of the preset (None keeps the preset's value).
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    intermediate_size: int | None = None
+    max_position_embeddings: int | None = None
+
+    def validate(self, p: str) -> None:
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_position_embeddings"):
+            v = getattr(self, name)
+            _check(v is None or v > 0, f"{p}.{name}", v, "a positive integer or null")
+
+
+@dataclass
+class DataConfig:
+    """The embedded arithmetic benchmark (generated in code, seeded)."""
+
+    benchmark: Literal["arithmetic"] = "arithmetic"
+    # Operations: add, sub, mul, div (names, not symbols: `*` is special in YAML).
+    retain_ops: list[str] = field(default_factory=lambda: ["add", "sub"])
+    forget_ops: list[str] = field(default_factory=lambda: ["mul", "div"])
+    # Relative sampling weight of each operation in pretraining batches (harder ops more).
+    op_weights: dict[str, float] = field(
+        default_factory=lambda: {"add": 1.0, "sub": 1.0, "mul": 2.0, "div": 2.0}
+    )
+    word_problem_fraction: float = 0.15  # share of batches made of word problems
+    # Word problems are ~4x longer than equations: their batches hold this fraction of
+    # batch_size items, so every step costs about the same.
+    word_batch_scale: float = 0.25
+    heldout_fraction: float = 0.1  # operand pairs never trained on (generalisation set)
+    attack_fraction: float = 0.35  # share of trained forget pairs reserved for attacks
+    eval_items_per_op: int = 100  # evaluation items per operation and format
+    seed: int = 0  # the split and templates depend only on this seed
+
+    def validate(self, p: str) -> None:
+        ops = {"add", "sub", "mul", "div"}
+        for k in ("retain_ops", "forget_ops"):
+            for op in getattr(self, k):
+                _check(op in ops, f"{p}.{k}", op, "operations from add, sub, mul, div")
+        overlap = set(self.retain_ops) & set(self.forget_ops)
+        _check(not overlap, f"{p}.forget_ops", self.forget_ops,
+               "operations disjoint from retain_ops")
+        _check(bool(self.retain_ops), f"{p}.retain_ops", self.retain_ops, "at least one op")
+        _check(bool(self.forget_ops), f"{p}.forget_ops", self.forget_ops, "at least one op")
+        for op, w in self.op_weights.items():
+            _check(op in ops and w >= 0, f"{p}.op_weights", {op: w},
+                   "non-negative weights keyed by add, sub, mul, div")
+        _check(0 <= self.word_problem_fraction <= 1, f"{p}.word_problem_fraction",
+               self.word_problem_fraction, "a number in [0, 1]")
+        _check(0 < self.word_batch_scale <= 1, f"{p}.word_batch_scale",
+               self.word_batch_scale, "a number in (0, 1]")
+        _check(0 < self.heldout_fraction < 0.5, f"{p}.heldout_fraction",
+               self.heldout_fraction, "a number in (0, 0.5)")
+        _check(0 < self.attack_fraction < 0.9, f"{p}.attack_fraction",
+               self.attack_fraction, "a number in (0, 0.9)")
+        _check(self.eval_items_per_op > 0, f"{p}.eval_items_per_op", self.eval_items_per_op,
+               "a positive integer")
+
+
+@dataclass
+class OptimConfig:
+    """Settings of the one training loop, shared by every stage."""
+
+    steps: int = 1000
+    batch_size: int = 128
+    grad_accum: int = 1  # micro-batches per optimizer step (batch_size is per micro-batch)
+    lr: float = 2e-3
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1  # cosine/linear decay floor as a fraction of lr
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    grad_clip: float | None = 1.0
+    log_every: int = 25
+    eval_every: int = 0  # 0: no periodic evaluation
+    checkpoint_every: int = 0  # 0: no mid-run checkpoints (no resume)
+
+    def validate(self, p: str) -> None:
+        _check(self.steps >= 0, f"{p}.steps", self.steps, "an integer >= 0")
+        _check(self.batch_size > 0, f"{p}.batch_size", self.batch_size, "a positive integer")
+        _check(self.grad_accum > 0, f"{p}.grad_accum", self.grad_accum, "a positive integer")
+        _check(self.lr > 0, f"{p}.lr", self.lr, "a positive number")
+        _check(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, "an integer >= 0")
+        _check(0 <= self.min_lr_ratio <= 1, f"{p}.min_lr_ratio", self.min_lr_ratio, "[0, 1]")
+        _check(self.weight_decay >= 0, f"{p}.weight_decay", self.weight_decay, "a number >= 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas",
+               self.betas, "two numbers in [0, 1)")
+        _check(self.grad_clip is None or self.grad_clip > 0, f"{p}.grad_clip", self.grad_clip,
+               "a positive number or null")
+        for k in ("log_every", "eval_every", "checkpoint_every"):
+            _check(getattr(self, k) >= 0, f"{p}.{k}", getattr(self, k), "an integer >= 0")
+
+
+@dataclass
+class PretrainConfig(OptimConfig):
+    """Base (retain + forget) and gold-standard (retain only) pretraining."""
+
+    steps: int = 3000
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    # Gold standard sees the same number of retain tokens as the base model: by default
+    # its step count is steps × (retain share of the base mix). Set to override.
+    gold_steps: int | None = None
+
+    def validate(self, p: str) -> None:
+        super().validate(p)
+        _check(self.gold_steps is None or self.gold_steps > 0, f"{p}.gold_steps",
+               self.gold_steps, "a positive integer or null")
+
+
+@dataclass
+class RunConfig:
+    """A whole study. Stage sections are added as stages are built."""
+
+    name: str = "arithmetic-tiny"
+    seed: int = 0
+    out_dir: str = "runs"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
+    progress: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def validate(self, p: str = "") -> None:
+        _check(bool(self.name) and "/" not in self.name, "name", self.name,
+               "a non-empty folder name without '/'")
+        _check(self.threads >= 0, "threads", self.threads, "an integer >= 0")
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping of {tp.__name__} fields"
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting where it is lossless."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        valid = " or ".join(_type_name(a) for a in args)
+        raise ConfigError(f"config key '{key}': got {value!r}; valid: {valid}")
+    if origin is Literal:
+        _check(value in get_args(tp), key, value, _type_name(tp))
+        return value
+    if dataclasses.is_dataclass(tp):
+        _check(isinstance(value, dict), key, value, _type_name(tp))
+        return _build(tp, value, key)
+    if origin is list:
+        _check(isinstance(value, list), key, value, "a list")
+        (item,) = get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _check(isinstance(value, dict), key, value, "a mapping")
+        kt, vt = get_args(tp) or (Any, Any)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        _check(isinstance(value, bool), key, value, "true or false")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, value, "an integer")
+        return value
+    if tp is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, value,
+               "a number")
+        return float(value)
+    if tp is str:
+        # YAML reads `+` as a string but `1e-3` as a string too in YAML 1.1: accept numbers
+        # only where a string is meant if the user quoted them.
+        _check(isinstance(value, str), key, value, "a string")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this module
+
+
+def _build(cls: type, raw: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in raw.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in fields:
+            valid = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown config key '{key}'; valid keys here: {valid}")
+        kwargs[k] = _coerce(v, hints[k], key)
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def from_dict(raw: dict, cls: type = RunConfig) -> Any:
+    """Build and validate a config dataclass from a plain mapping."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of keys, got {type(raw).__name__}")
+    return _build(cls, raw, "")
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`pretrain.steps=200` -> ("pretrain.steps", 200); values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. seed=3)")
+    key, _, val = text.partition("=")
+    try:
+        value = yaml.safe_load(val) if val != "" else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+    if isinstance(value, str) and _looks_numeric(value):
+        value = float(value)  # YAML 1.1 reads 1e-3 as a string
+    return key.strip(), value
+
+
+def _looks_numeric(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _fix_yaml_numbers(node: Any) -> Any:
+    """PyYAML follows YAML 1.1, where `1e-3` is a string: read such scalars as floats."""
+    if isinstance(node, dict):
+        return {k: _fix_yaml_numbers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fix_yaml_numbers(v) for v in node]
+    if isinstance(node, str) and _looks_numeric(node) and any(c in node for c in "eE."):
+        return float(node)
+    return node
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                cls: type = RunConfig) -> Any:
+    """Load a YAML file (or the defaults when `path` is None) and apply dotted overrides."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of keys")
+        raw = _fix_yaml_numbers(loaded)
+    for ov in overrides or []:
+        key, value = parse_override(ov)
+        _set_dotted(raw, key, value)
+    return from_dict(raw, cls)
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Benchmarks: one module each (arithmetic is embedded; text corpora come later)."""

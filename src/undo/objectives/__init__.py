@@ -1,0 +1,11 @@
+"""Training objectives, one small module each, registered by name.
+
+An objective is an object with `loss(model, batch) -> (loss, metrics)`; see `undo.train`
+for the optional hooks. `OBJECTIVES.get(name)` errors list the valid names.
+"""
+
+from ..registry import Registry
+
+OBJECTIVES: Registry = Registry("objective")
+
+from . import ce  # noqa: E402,F401  (registers)

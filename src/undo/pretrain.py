@@ -1,0 +1,82 @@
+"""Pretraining: the base model (retain + forget) and the gold standard (retain only).
+
+The gold standard is the paper's "data filtering" model: the same recipe on data without
+the forget operations. It sees as many retain tokens as the base model did, so by
+default it trains for `steps × retain share` steps (see `gold_steps`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+from .config import RunConfig
+from .data.arithmetic import ArithmeticBenchmark, Batches
+from .evaluate import evaluate_arithmetic
+from .models import build_model, count_params, save_model
+from .objectives import OBJECTIVES
+from .stages import finish, is_done, reset, stage_dir
+from .tokenizers import build_char_tokenizer
+from .train import make_accelerator, train
+
+Which = Literal["base", "gold"]
+EVAL_SETS = ("retain", "forget", "retain_heldout", "forget_heldout")
+
+
+def gold_steps(cfg: RunConfig) -> int:
+    if cfg.pretrain.gold_steps is not None:
+        return cfg.pretrain.gold_steps
+    share = ArithmeticBenchmark(cfg.data).retain_share()
+    return max(1, round(cfg.pretrain.steps * share))
+
+
+def pretrain_key(cfg: RunConfig, which: Which) -> dict:
+    return {"which": which, "seed": cfg.seed, "model": cfg.model, "data": cfg.data,
+            "pretrain": cfg.pretrain}
+
+
+def pretrain_dir(cfg: RunConfig, which: Which) -> Path:
+    return stage_dir(cfg, f"pretrain-{which}", pretrain_key(cfg, which))
+
+
+def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path:
+    """Train (or reuse) one pretrained model; returns its stage folder (model in `model/`)."""
+    d = pretrain_dir(cfg, which)
+    if force:
+        reset(d)
+    if is_done(d):
+        return d
+    bench = ArithmeticBenchmark(cfg.data)
+    tokenizer = build_char_tokenizer()
+    model = build_model(cfg.model, tokenizer, seed=cfg.seed)
+    ops = bench.ops if which == "base" else bench.retain_ops
+    steps = cfg.pretrain.steps if which == "base" else gold_steps(cfg)
+    optim = replace(cfg.pretrain, steps=steps)
+    acc = make_accelerator(cfg.device)
+    batches = Batches(bench.stream(ops), tokenizer, optim.batch_size, seed=cfg.seed,
+                      rank=acc.process_index)
+
+    def evaluate(m):  # retain/forget only while training; all sets at the end
+        return evaluate_arithmetic(m, bench, tokenizer, sets=("retain", "forget"))
+
+    t0 = time.time()
+    result = train(model, OBJECTIVES.get("ce")(), batches, optim, d, evaluate=evaluate,
+                   accelerator=acc, desc=f"pretrain {which}", progress=cfg.progress)
+    model = acc.unwrap_model(model)
+    metrics = evaluate_arithmetic(model, bench, tokenizer, sets=EVAL_SETS)
+    if acc.is_main_process:
+        save_model(model, tokenizer, d / "model")
+        finish(d, {
+            "stage": f"pretrain-{which}",
+            "ops": ops,
+            "metrics": metrics,
+            "steps": result.steps,
+            "tokens": result.tokens,
+            "flops": result.flops,
+            "params": count_params(model),
+            "train_time_s": result.wall_time,
+            "wall_time_s": time.time() - t0,
+        }, pretrain_key(cfg, which), device=str(acc.device))
+    return d

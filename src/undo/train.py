@@ -1,0 +1,283 @@
+"""THE training loop, shared by every stage.
+
+Pretraining, unlearning, distillation, oracle matching and relearning attacks differ only
+in their objective and their data, so they all run through `train()`:
+
+    objective.loss(model, batch) -> (loss, metrics)     # the only per-method code
+
+An objective may also define
+    prepare(model)                  freeze parameters it must not train (e.g. RMU);
+    extra_forward_params: int       matmul parameters of a frozen model it runs forward
+                                    (teacher or reference), for FLOP accounting;
+    gradients(model, micro_batches, backward) -> metrics
+                                    its own gradient computation (e.g. SAM's two passes).
+
+Data is a function `batches(step, micro) -> batch` that is deterministic in its
+arguments, so resuming at step k replays exactly the batches an uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from .compute import count_tokens, matmul_params, train_flops
+from .config import OptimConfig
+
+Batch = dict[str, Any]
+Metrics = dict[str, float]
+
+
+class Objective(Protocol):
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Metrics]: ...
+
+
+@dataclass
+class Counters:
+    """What a run consumed; saved in checkpoints so a resumed run counts on."""
+
+    step: int = 0
+    tokens: int = 0
+    positions: int = 0
+    flops: float = 0.0
+    wall_time: float = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        for k, v in d.items():
+            setattr(self, k, v)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    flops: float
+    wall_time: float
+    stopped_early: bool
+    last_metrics: Metrics = field(default_factory=dict)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+
+
+def lr_lambda(cfg: OptimConfig) -> Callable[[int], float]:
+    """Linear warmup, then constant, cosine or linear decay to `min_lr_ratio` at `steps`."""
+
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        span = max(1, cfg.steps - cfg.warmup_steps)
+        progress = min(1.0, (step - cfg.warmup_steps) / span)
+        if cfg.schedule == "cosine":
+            shape = 0.5 * (1 + math.cos(math.pi * progress))
+        else:
+            shape = 1 - progress
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+
+    return f
+
+
+def make_accelerator(device: str = "auto") -> Accelerator:
+    return Accelerator(cpu=(device == "cpu") or not torch.cuda.is_available())
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _default_gradients(objective: Objective, model: torch.nn.Module, micro_batches: list[Batch],
+                       backward: Callable[[torch.Tensor], None]) -> Metrics:
+    """Average the loss over micro-batches: sum of loss/n backwards == one big batch."""
+    n = len(micro_batches)
+    totals: Metrics = {}
+    for mb in micro_batches:
+        loss, metrics = objective.loss(model, mb)
+        backward(loss / n)
+        for k, v in {"loss": float(loss.detach()), **metrics}.items():
+            totals[k] = totals.get(k, 0.0) + v / n
+    return totals
+
+
+class _JsonlLog:
+    """metrics.jsonl: one JSON object a line. On resume, lines past the checkpoint go."""
+
+    def __init__(self, path: Path | None, resume_step: int) -> None:
+        self.path = path
+        if path is None:
+            return
+        lines = path.read_text().splitlines() if path.exists() else []
+        kept = [ln for ln in lines if ln and json.loads(ln).get("step", 0) <= resume_step]
+        path.write_text("".join(ln + "\n" for ln in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def train(
+    model: torch.nn.Module,
+    objective: Objective,
+    batches: Callable[[int, int], Batch],
+    cfg: OptimConfig,
+    out_dir: str | Path | None = None,
+    *,
+    evaluate: Callable[[torch.nn.Module], Metrics] | None = None,
+    should_stop: Callable[[Metrics], bool] | None = None,
+    eval_at_start: bool = False,
+    accelerator: Accelerator | None = None,
+    desc: str = "train",
+    progress: bool = True,
+    on_step: Callable[[int, torch.nn.Module], None] | None = None,
+) -> TrainResult:
+    """Train `model` in place for `cfg.steps` optimizer steps (or until `should_stop`).
+
+    With `out_dir`, writes `metrics.jsonl` there and, every `cfg.checkpoint_every` steps,
+    a resumable checkpoint in `out_dir/state`; a later call with the same arguments
+    resumes from it. The checkpoint is removed when the run finishes.
+    """
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    acc = accelerator or make_accelerator()
+    if hasattr(objective, "prepare"):
+        objective.prepare(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    # No weight decay on 1-D weights (norm scales, biases), as is standard.
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=tuple(cfg.betas),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    counters = Counters()
+    acc.register_for_checkpointing(counters)
+
+    state_dir = out / "state" if out is not None else None
+    if state_dir is not None:
+        _recover_swap(state_dir)
+    if state_dir is not None and (state_dir / "done").exists():
+        acc.load_state(str(state_dir))
+    log = _JsonlLog(out / "metrics.jsonl" if out is not None else None, counters.step)
+
+    n_matmul = matmul_params(acc.unwrap_model(model))
+    extra = int(getattr(objective, "extra_forward_params", 0))
+    gradients = getattr(objective, "gradients", None)
+    result = TrainResult(0, 0, 0.0, 0.0, False)
+
+    def run_eval() -> Metrics:
+        m = evaluate(acc.unwrap_model(model)) if evaluate is not None else {}
+        rec = {"step": counters.step, "tokens": counters.tokens, "flops": counters.flops,
+               "eval": m}
+        result.evals.append(rec)
+        log.write(rec)
+        return m
+
+    if eval_at_start and counters.step == 0 and evaluate is not None:
+        m = run_eval()
+        if should_stop is not None and should_stop(m):
+            result.stopped_early = True
+
+    bar = tqdm(total=cfg.steps, initial=counters.step, desc=desc, disable=not progress,
+               dynamic_ncols=True, leave=False)
+    model.train()
+    window_start, window_tokens = time.perf_counter(), 0
+    while counters.step < cfg.steps and not result.stopped_early:
+        t0 = time.perf_counter()
+        step = counters.step
+        micro = [_to_device(batches(step, i), acc.device) for i in range(cfg.grad_accum)]
+        if gradients is not None:
+            metrics = gradients(acc.unwrap_model(model), micro, acc.backward)
+        else:
+            metrics = _default_gradients(objective, model, micro, acc.backward)
+        if cfg.grad_clip is not None:
+            metrics["grad_norm"] = float(acc.clip_grad_norm_(params, cfg.grad_clip))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        for mb in micro:
+            tok, pos = count_tokens(mb)
+            counters.tokens += tok
+            counters.positions += pos
+            # Forward passes of frozen models: count positions of the batch they see.
+            counters.flops += train_flops(n_matmul, pos) + 2.0 * extra * pos
+            window_tokens += tok
+        counters.step += 1
+        counters.wall_time += time.perf_counter() - t0
+        if on_step is not None:
+            on_step(counters.step, acc.unwrap_model(model))
+
+        if cfg.log_every and (counters.step % cfg.log_every == 0 or counters.step == cfg.steps):
+            elapsed = time.perf_counter() - window_start
+            tps = window_tokens / max(elapsed, 1e-9)
+            window_start, window_tokens = time.perf_counter(), 0
+            rec = {"step": counters.step, "lr": scheduler.get_last_lr()[0], **metrics,
+                   "tokens": counters.tokens, "flops": counters.flops, "tok_per_s": tps}
+            log.write(rec)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{tps:,.0f}")
+        result.last_metrics = metrics
+        bar.update(1)
+
+        if evaluate is not None and cfg.eval_every and counters.step % cfg.eval_every == 0:
+            m = run_eval()
+            if should_stop is not None and should_stop(m):
+                result.stopped_early = True
+        if (state_dir is not None and cfg.checkpoint_every
+                and counters.step % cfg.checkpoint_every == 0 and counters.step < cfg.steps
+                and not result.stopped_early):
+            _save_state(acc, state_dir)
+    bar.close()
+
+    # A final evaluation unless the last step just had one.
+    if evaluate is not None and (not result.evals or result.evals[-1]["step"] != counters.step):
+        run_eval()
+    if state_dir is not None and state_dir.exists():
+        shutil.rmtree(state_dir)  # finished: the model itself is the result
+    result.steps, result.tokens = counters.step, counters.tokens
+    result.flops, result.wall_time = counters.flops, counters.wall_time
+    return result
+
+
+def _recover_swap(state_dir: Path) -> None:
+    """A kill between the two renames of `_save_state` leaves only `state.old`: use it."""
+    old = state_dir.with_name("state.old")
+    if not (state_dir / "done").exists() and (old / "done").exists():
+        if state_dir.exists():
+            shutil.rmtree(state_dir)
+        old.rename(state_dir)
+
+
+def _save_state(acc: Accelerator, state_dir: Path) -> None:
+    """Checkpoint atomically: write beside, then swap, so a kill never leaves half a state."""
+    tmp = state_dir.with_name("state.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    acc.save_state(str(tmp))
+    (tmp / "done").write_text("ok\n")
+    old = state_dir.with_name("state.old")
+    if state_dir.exists():
+        state_dir.rename(old)
+    tmp.rename(state_dir)
+    if old.exists():
+        shutil.rmtree(old)

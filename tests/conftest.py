@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny real models, built from config (no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from undo.config import DataConfig, ModelConfig
+from undo.data.arithmetic import ArithmeticBenchmark
+from undo.models import build_model
+from undo.tokenizers import build_char_tokenizer
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def bench():
+    return ArithmeticBenchmark(DataConfig(eval_items_per_op=16))
+
+
+@pytest.fixture
+def micro_model(tokenizer):
+    return build_model(ModelConfig(preset="micro"), tokenizer, seed=0)

@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+
+from undo.config import ConfigError, RunConfig, load_config, parse_override
+
+CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").rglob("*.yaml"))
+
+
+def test_defaults_validate():
+    cfg = load_config()
+    assert isinstance(cfg, RunConfig)
+    assert cfg.data.retain_ops == ["add", "sub"] and cfg.data.forget_ops == ["mul", "div"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_config_loads(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# undo "), f"{path}: first line must be the command that runs it"
+    load_config(path)
+
+
+def test_configs_exist():
+    assert len(CONFIGS) >= 2
+
+
+def test_dotted_overrides_and_scientific_notation():
+    cfg = load_config(None, ["pretrain.steps=200", "seed=3", "pretrain.lr=1e-3",
+                             "data.forget_ops=[mul]"])
+    assert cfg.pretrain.steps == 200 and cfg.seed == 3
+    assert cfg.pretrain.lr == pytest.approx(1e-3)
+    assert cfg.data.forget_ops == ["mul"]
+
+
+def test_yaml_scientific_notation(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("pretrain:\n  lr: 1e-3\n")
+    assert load_config(p).pretrain.lr == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("pretrain.stepz=3", "unknown config key 'pretrain.stepz'; valid keys here:"),
+    ("pretrain.steps=abc", "config key 'pretrain.steps': got 'abc'; valid: an integer"),
+    ("pretrain.steps=-1", "config key 'pretrain.steps': got -1"),
+    ("pretrain.lr=0", "config key 'pretrain.lr': got 0.0; valid: a positive number"),
+    ("data.forget_ops=[add]", "disjoint from retain_ops"),
+    ("data.retain_ops=[pow]", "valid: operations from add, sub, mul, div"),
+    ("pretrain.schedule=step", "valid: one of 'cosine', 'constant', 'linear'"),
+    ("progress=yes please", "valid: true or false"),
+    ("seed", "not of the form key=value"),
+])
+def test_bad_values_name_key_value_and_valid(override, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert fragment in str(e.value)
+
+
+def test_unknown_top_level_key_lists_valid(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("modle:\n  preset: tiny\n")
+    with pytest.raises(ConfigError, match="unknown config key 'modle'; valid keys here: .*model"):
+        load_config(p)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_parse_override_types():
+    assert parse_override("a.b=3") == ("a.b", 3)
+    assert parse_override("x=null") == ("x", None)
+    assert parse_override("x=[1, 2]") == ("x", [1, 2])

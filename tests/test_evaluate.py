@@ -1,0 +1,49 @@
+import torch
+
+from undo.data.arithmetic import Item, encode
+from undo.evaluate import evaluate_arithmetic, metrics_for, score_items
+
+
+class Oracle(torch.nn.Module):
+    """Puts all mass on the true next token: exact match must be 1 and CE ~0."""
+
+    def __init__(self, items, tokenizer, vocab):
+        super().__init__()
+        self.batch = encode(items, tokenizer)
+        self.vocab = vocab
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None):
+        nxt = torch.roll(input_ids, -1, dims=1)
+        logits = torch.full((*input_ids.shape, self.vocab), -30.0)
+        logits.scatter_(2, nxt.unsqueeze(-1), 30.0)
+        return type("Out", (), {"logits": logits})()
+
+
+def test_exact_match_equals_greedy_on_oracle(tokenizer):
+    items = [Item("add", 7, 12), Item("div", 120, 12, 3)]
+    oracle = Oracle(items, tokenizer, len(tokenizer))
+    correct, ce, n = score_items(oracle, items, tokenizer)
+    assert correct.all() and (ce / n < 1e-6).all()
+    m = metrics_for(oracle, items, tokenizer)
+    assert m["acc"] == 1.0 and m["acc/add/equation"] == 1.0 and m["acc/div/word"] == 1.0
+
+
+def test_exact_match_matches_greedy_decoding(micro_model, tokenizer):
+    """The teacher-forced shortcut agrees with real greedy generation."""
+    items = [Item("add", a, b) for a in range(1, 6) for b in range(1, 4)]
+    correct, _, _ = score_items(micro_model, items, tokenizer)
+    for it, ok in zip(items, correct.tolist(), strict=True):
+        ids = encode([it], tokenizer)["input_ids"]
+        n_prompt = 1 + len(it.prompt())
+        out = micro_model.generate(ids[:, :n_prompt], max_new_tokens=4, do_sample=False,
+                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=None)
+        gen = out[0, n_prompt:].tolist()
+        expected = ids[0, n_prompt:].tolist()
+        assert ok == (gen == expected)
+
+
+def test_evaluate_arithmetic_keys(micro_model, tokenizer, bench):
+    m = evaluate_arithmetic(micro_model, bench, tokenizer, sets=("retain", "forget"))
+    assert {"retain/acc", "retain/ce", "forget/acc", "forget/ce"} <= set(m)
+    assert "forget/acc/mul/word" in m and all(v >= 0 for v in m.values())
