@@ -152,6 +152,72 @@ class PretrainConfig(OptimConfig):
 
 
 @dataclass
+class UnlearnConfig(OptimConfig):
+    """Unlearning the base model into the teacher (issue: unlearning methods).
+
+    Paper defaults: constant LR, no weight decay, grad clip 1.0.
+    """
+
+    method: str = "maxent"  # a name in undo.objectives.OBJECTIVES
+    steps: int = 100
+    batch_size: int = 64
+    lr: float = 1e-4
+    schedule: Literal["cosine", "constant", "linear"] = "constant"
+    weight_decay: float = 0.0
+    retain_weight: float = 1.0  # λ on the retain term
+    # Method-specific options, validated by the method's own config dataclass.
+    method_args: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, p: str) -> None:
+        super().validate(p)
+        _check(self.retain_weight >= 0, f"{p}.retain_weight", self.retain_weight,
+               "a number >= 0")
+
+
+@dataclass
+class NoiseConfig:
+    """Shrink-and-perturb: θ ← (1−α)·θ + α·β·N (issue: UNDO core)."""
+
+    alpha: float = 0.6
+    beta: float = 0.1
+
+    def validate(self, p: str) -> None:
+        _check(0 <= self.alpha <= 1, f"{p}.alpha", self.alpha, "a number in [0, 1]")
+        _check(0 <= self.beta <= 1, f"{p}.beta", self.beta, "a number in [0, 1]")
+
+
+@dataclass
+class DistillConfig(OptimConfig):
+    """Distillation on outputs: forward KL(teacher ‖ student) (issue: UNDO core)."""
+
+    steps: int = 1000  # the maximum budget; the LR schedule spans it
+    batch_size: int = 128
+    lr: float = 1e-3
+    temperature: float = 1.0
+
+    def validate(self, p: str) -> None:
+        super().validate(p)
+        _check(self.temperature > 0, f"{p}.temperature", self.temperature, "a positive number")
+
+
+@dataclass
+class AttackConfig:
+    """Relearning attacks: CE finetuning on forget-domain data (issue: attacks)."""
+
+    steps: int = 100
+    lrs: list[float] = field(default_factory=lambda: [1e-3, 4e-4, 1e-4])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    batch_size: int = 32
+    eval_every: int = 5
+    budgets: list[int] = field(default_factory=lambda: [0, 40, 100])
+
+    def validate(self, p: str) -> None:
+        _check(self.steps > 0, f"{p}.steps", self.steps, "a positive integer")
+        _check(bool(self.lrs) and all(x > 0 for x in self.lrs), f"{p}.lrs", self.lrs,
+               "a non-empty list of positive numbers")
+
+
+@dataclass
 class RunConfig:
     """A whole study. Stage sections are added as stages are built."""
 
@@ -164,6 +230,10 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
     def validate(self, p: str = "") -> None:
         _check(bool(self.name) and "/" not in self.name, "name", self.name,

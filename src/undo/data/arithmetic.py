@@ -60,7 +60,9 @@ def _num(x: int, op: str, left: bool) -> str:
 
 
 # Word-problem templates, written for this project. {a} and {b} are the operands as they
-# appear in the equation. The first 10 of each list train; the last 5 are held out.
+# appear in the equation, always in that order (a tiny model then only has to learn
+# which operation a story means, not also which number comes first). The first 10 of
+# each list train; the last 5 are held out.
 TEMPLATES: dict[str, list[str]] = {
     "add": [
         "tom has {a} pens and gets {b} more. how many?",
@@ -84,7 +86,7 @@ TEMPLATES: dict[str, list[str]] = {
         "a box holds {a} eggs, {b} break. left?",
         "sam had {a} coins and spent {b}. left?",
         "{a} birds sat, {b} flew off. how many stay?",
-        "take {b} from {a}. what is left?",
+        "from {a} take {b}. what is left?",
         "a bus has {a} kids, {b} get off. how many?",
         "ann had {a} cards, gave {b} away. left?",
         "we had {a} cups, {b} broke. how many now?",
@@ -102,9 +104,9 @@ TEMPLATES: dict[str, list[str]] = {
         "a room has {a} rows of {b} seats. seats?",
         "{a} kids each have {b} coins. total coins?",
         "multiply {a} by {b}. what is it?",
-        "sam runs {b} laps a day for {a} days. laps?",
+        "sam runs {a} days, {b} laps a day. laps?",
         "a tray has {a} rows of {b} buns. buns?",
-        "ann reads {b} pages a day, {a} days. pages?",
+        "ann reads {a} days, {b} pages a day. pages?",
         "{a} bags with {b} apples each. apples?",
         "bob plants {a} rows of {b} trees. trees?",
         "the product of {a} and {b} is?",
