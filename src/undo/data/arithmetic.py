@@ -59,10 +59,12 @@ def _num(x: int, op: str, left: bool) -> str:
     return str(x).zfill(width)
 
 
-# Word-problem templates, written for this project. {a} and {b} are the operands as they
-# appear in the equation, always in that order (a tiny model then only has to learn
-# which operation a story means, not also which number comes first). The first 10 of
-# each list train; the last 5 are held out.
+# Word-problem templates, written for this project. A story names its quantities x and
+# y, whose values follow it: "tom has x pens and gets y more. how many? x=05 y=12 ".
+# The operation must be read from the words; the values sit at fixed offsets before the
+# answer, as in an equation. (With the numbers inside the story a ~1M-parameter model
+# stayed near 5% on word problems after 1750 steps; this way it learns them alongside
+# equations.) The first 10 of each list train; the last 5 are held out.
 TEMPLATES: dict[str, list[str]] = {
     "add": [
         "tom has {a} pens and gets {b} more. how many?",
@@ -157,7 +159,8 @@ class Item:
         a, b = _num(self.a, self.op, True), _num(self.b, self.op, False)
         if self.template < 0:
             return f"{a}{SYMBOLS[self.op]}{b}="
-        return TEMPLATES[self.op][self.template].format(a=a, b=b) + " "
+        story = TEMPLATES[self.op][self.template].format(a="x", b="y")
+        return f"{story} x={a} y={b} "
 
     def answer_text(self) -> str:
         return str(self.answer).zfill(ANSWER_DIGITS)[::-1]
