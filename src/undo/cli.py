@@ -79,6 +79,29 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Regenerate RUN_DIR/plots/*.png and RUN_DIR/report.html from RUN_DIR/summary.json."""
+    import textwrap
+
+    from .report import SummaryError, format_table, write_report
+
+    if len(args.items) != 1 or "=" in args.items[0]:
+        raise ConfigError(f"undo report takes one RUN_DIR (a folder holding summary.json, "
+                          f"e.g. runs/arithmetic-tiny), got {args.items or 'nothing'}")
+    try:
+        rep = write_report(args.items[0])
+    except SummaryError as e:
+        raise ConfigError(str(e)) from None
+    print(format_table(rep.summary))
+    print()
+    print(textwrap.fill(("Verdict (composed from the numbers): " if rep.verdict_composed
+                         else "Verdict: ") + rep.verdict, 96))
+    print()
+    print(f"report: {rep.html}")
+    print(f"plots:  {', '.join(str(p) for p in rep.plots.values())}")
+    return 0
+
+
 def opts_pretrain(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--which", choices=["base", "gold", "both"], default="both")
     sp.add_argument("--force", action="store_true", help="retrain even if cached")
@@ -90,6 +113,8 @@ Command = tuple[Callable[[argparse.Namespace], int], str,
 COMMANDS: dict[str, Command] = {
     "pretrain": (cmd_pretrain, "pretrain the base and gold-standard models", opts_pretrain),
     "config": (cmd_config, "print the fully resolved config", None),
+    "report": (cmd_report, "regenerate plots and report.html from RUN_DIR/summary.json",
+               None),
 }
 
 

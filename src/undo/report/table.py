@@ -1,0 +1,122 @@
+"""The table of all models: one row per model, shared by the terminal and the HTML report.
+
+`format_table(summary)` is the fixed-width text that `undo run` and `undo report` print.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import views
+from .schema import budget_key
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A metric value; `-` where undefined (null), `nan` where the run produced NaN."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return f"{value:.{digits}f}"
+
+
+def fmt_fraction(value: float | None) -> str:
+    """A compute fraction as a percentage; small ones keep a decimal (unlearning is ~0.3%)."""
+    if value is None:
+        return "-"
+    pct = 100 * value
+    return f"{pct:.1f}%" if abs(pct) < 10 else f"{pct:.0f}%"
+
+
+def fmt_seconds(s: float) -> str:
+    if s < 100:
+        return f"{s:.0f}s"
+    if s < 6000:
+        return f"{s / 60:.1f}m"
+    return f"{s / 3600:.1f}h"
+
+
+def fmt_count(n: float) -> str:
+    """Large counts in engineering notation: 4.6M tokens, 2.2e13 FLOPs."""
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def robustness_budgets(summary: dict) -> list[int]:
+    """Budgets where at least one model has a defined robustness (others are all '-')."""
+    return [b for b in summary["budgets"]
+            if any(m["robustness"].get(budget_key(b)) is not None for m in summary["models"])]
+
+
+@dataclass
+class Row:
+    """One model's numbers, unformatted (None = undefined)."""
+
+    name: str
+    kind: str
+    alpha: float | None
+    seed: int | None
+    retain: float | None
+    forget: float | None
+    worst: dict[int, tuple[float, float | None, float] | None]  # budget -> (value, std, lr)
+    robustness: dict[int, float | None]
+    compute: float | None
+    steps: int
+    tokens: int
+    flops: float
+    wall_time_s: float
+
+
+def rows(summary: dict) -> list[Row]:
+    out = []
+    for m in summary["models"]:
+        attack = m.get("attack")
+        worst: dict[int, tuple[float, float | None, float] | None] = {}
+        for b in summary["budgets"]:
+            w = attack["worst_case"][budget_key(b)] if attack else None
+            worst[b] = (w["value"], w.get("std"), w["lr"]) if w else None
+        out.append(Row(
+            name=m["name"], kind=m["kind"], alpha=m.get("alpha"), seed=m.get("seed"),
+            retain=m["metrics"].get(summary["retain_metric"]["name"]),
+            forget=m["metrics"].get(summary["metric"]["name"]),
+            worst=worst,
+            robustness={b: views.robustness(m, b) for b in summary["budgets"]},
+            compute=m["compute"]["fraction_of_gold_steps"], steps=m["compute"]["steps"],
+            tokens=m["compute"]["tokens"], flops=m["compute"]["flops"],
+            wall_time_s=m["wall_time_s"]))
+    return out
+
+
+def format_table(summary: dict) -> str:
+    """Fixed-width plain-text table of every model, with a legend of the columns."""
+    rb = robustness_budgets(summary)
+    header = ["model", "retain", "forget"] + [f"wc@{b}" for b in summary["budgets"]] + \
+        [f"R@{b}" for b in rb] + ["compute", "time"]
+    body = []
+    for r in rows(summary):
+        body.append([r.name, fmt(r.retain), fmt(r.forget)]
+                    + [fmt(r.worst[b][0]) if r.worst[b] else "-" for b in summary["budgets"]]
+                    + [fmt(r.robustness[b], 2) for b in rb]
+                    + [fmt_fraction(r.compute), fmt_seconds(r.wall_time_s)])
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest]).rstrip()
+
+    rule = "-" * len(line(header))
+    metric, retain = summary["metric"]["name"], summary["retain_metric"]["name"]
+    legend = (f"retain, forget: {retain}, {metric} before the attack; wc@k: worst-case {metric} "
+              f"over the attack LRs after k steps (mean over attack seeds); R@k: robustness "
+              f"(0 = unlearn-only, 1 = gold standard); compute: steps / gold-standard steps")
+    return "\n".join([line(header), rule, *(line(b) for b in body), rule, *_wrap(legend, 96)])
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)
