@@ -331,3 +331,12 @@ def test_report_package_needs_no_torch():
             for n in names:
                 assert n.split(".")[0] not in {"torch", "transformers", "accelerate"}, \
                     f"{path.name} imports {n}"
+
+
+def test_nan_robustness_counts_as_undefined():
+    """A diverged seed (NaN) is left out of the α mean instead of making it NaN."""
+    s = _study(_undo(0.5, 0.6, 0.4, seed=0), _undo(0.5, float("nan"), 0.45, seed=1))
+    (p,) = [p for p in views.frontier(s) if p.kind == "undo"]
+    assert (p.n, p.robustness, p.compute) == (1, 0.6, 0.4)
+    assert "α = 0.5, reached 0.60 at 40%" in compose_verdict(s)
+    assert "nan" in format_table(s)  # the table still shows what the run produced

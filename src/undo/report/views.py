@@ -153,7 +153,7 @@ def frontier(summary: dict) -> list[FrontierPoint]:
     UNDO groups and Unlearn-and-Distill carry their measured robustness; the references sit at
     their definitional values where the file leaves them null: unlearn-only 0, gold 1.
     Models without a compute fraction or a defined robustness are left out (the table shows
-    them). Oracles and the base model are not on this trade-off and are left out too.
+    them; NaN counts as undefined). Oracles and the base model are not on this trade-off and are left out too.
     """
     budget = largest_budget(summary)
     defaults = {"unlearn_only": 0.0, "gold": 1.0}
@@ -170,7 +170,8 @@ def frontier(summary: dict) -> list[FrontierPoint]:
             y = robustness(m, budget)
             if y is None:
                 y = defaults.get(g.kind)
-            if x is not None and y is not None:
+            # NaN (a diverged run) is as undefined as null: it must not poison a mean.
+            if x is not None and y is not None and math.isfinite(x) and math.isfinite(y):
                 xy.append((float(x), float(y)))
         if not xy:
             continue
