@@ -107,6 +107,136 @@ def opts_pretrain(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--force", action="store_true", help="retrain even if cached")
 
 
+def _one_path(args: argparse.Namespace, command: str, what: str) -> str:
+    if len(args.paths) != 1:
+        raise ConfigError(f"undo {command} takes exactly one {what}, got {args.paths or 'none'}")
+    return args.paths[0]
+
+
+def cmd_noise(args: argparse.Namespace) -> int:
+    from .noise import noise
+
+    cfg = load_run_config(args)
+    src = _one_path(args, "noise", "MODEL_DIR")
+    if args.out is None:
+        raise ConfigError("undo noise needs --out OUT_DIR (where the noised model goes)")
+    r = noise(cfg, src, args.out, base_dir=args.base, seed=args.seed, alpha=args.alpha)
+    print(f"noised: {args.out}  (alpha {r.alpha:g}, beta {r.beta:g}, mask {r.mask}, "
+          f"{r.fraction_touched:.1%} of {r.params_total:,} params touched, "
+          f"norm {r.norm_before:.3f} -> {r.norm_after:.3f})")
+    return 0
+
+
+def opts_noise(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--out", metavar="OUT_DIR", help="folder for the noised model (required)")
+    sp.add_argument("--base", metavar="BASE_DIR", help="model before unlearning (localized mask)")
+    sp.add_argument("--seed", type=int, help="noise seed (default: the config's seed)")
+    sp.add_argument("--alpha", type=float, help="overrides noise.alpha")
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .artifacts import read_json
+    from .distill import distill
+
+    cfg = load_run_config(args)
+    teacher = _one_path(args, "distill", "TEACHER_DIR")
+    d = distill(cfg, teacher, init=args.init, alpha=args.alpha, seed=args.seed,
+                gold_dir=args.gold, base_dir=args.base, force=args.force)
+    s = read_json(d / "summary.json")
+    stop = "stopped early" if s["stopped_early"] else "full budget"
+    print(f"{s['init']} student: {d}  ({s['steps']}/{s['max_steps']} steps, {stop}, "
+          f"{s['tokens']:,} tokens, {s['flops_incl_teacher']:.3g} FLOPs incl. teacher, "
+          f"{s['wall_time_s']:.0f}s)")
+    if s.get("compute"):
+        c = s["compute"]
+        print(f"  compute vs gold: {c['steps_fraction']:.3f} (steps at equal tokens/step), "
+              f"{c['flops_fraction']:.3f} (FLOPs)")
+    print(f"  {'metric':<24} {'teacher':>8} {'student':>8}")
+    for k, v in s["teacher_metrics"].items():
+        if k.count("/") == 1:
+            print(f"  {k:<24} {v:8.4f} {s['metrics'][k]:8.4f}")
+    return 0
+
+
+def opts_distill(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--init", default="noised", metavar="noised|random|PATH",
+                    help="student init: noised teacher (UNDO), random, or a model folder")
+    sp.add_argument("--alpha", type=float, help="noise alpha (default: noise.alpha)")
+    sp.add_argument("--seed", type=int, help="noise / init seed (default: the config's seed)")
+    sp.add_argument("--gold", metavar="GOLD_DIR", help="gold pretraining stage: compute fractions")
+    sp.add_argument("--base", metavar="BASE_DIR", help="model before unlearning (localized mask)")
+    sp.add_argument("--force", action="store_true", help="redo even if cached")
+
+
+def _model_dirs(args: argparse.Namespace, command: str) -> list[str]:
+    """Every MODEL_DIR, checked before any work starts (nothing half-done on a typo)."""
+    from .attack import resolve_model_dir
+
+    if not args.paths:
+        raise ConfigError(f"undo {command} needs at least one MODEL_DIR (a save_pretrained "
+                          f"folder, or a stage folder holding model/)")
+    return [str(resolve_model_dir(p)) for p in args.paths]
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from .artifacts import read_json
+    from .attack import attack, model_identity
+
+    cfg = load_run_config(args)
+    dirs = _model_dirs(args, "attack")
+    for p in dirs:
+        model_identity(p)  # fails early on a folder without weights
+    budgets = cfg.attack.all_budgets()
+    head = "".join(f"{'acc@' + str(k):>22}" for k in budgets)
+    rows = []
+    for p in dirs:
+        d = attack(cfg, p, force=args.force)
+        r = read_json(d / "relearn.json")
+        wc = r["worst_case"]["forget/acc"]
+        cells = "".join(f"{wc[str(k)]['value']:>8.3f}±{wc[str(k)]['std']:.3f} ({wc[str(k)]['lr']:.0e})"
+                        for k in budgets)
+        rows.append(f"  {r['model']['label'][:28]:<28}{cells}  {r['wall_time_s']:5.0f}s")
+        print(f"attack: {d / 'relearn.json'}")
+    print(f"worst-case forget accuracy over lrs {cfg.attack.lrs} (mean±std over seeds "
+          f"{cfg.attack.seeds}, worst lr) after k attack steps")
+    print(f"  {'model':<28}{head}")
+    print("\n".join(rows))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .artifacts import config_hash, write_json
+    from .attack import ALL_SETS, evaluate_model, model_identity, model_label
+    from .config import to_dict
+    from .stages import run_dir
+
+    cfg = load_run_config(args)
+    dirs = _model_dirs(args, "eval")
+    results = {}
+    for p in dirs:
+        ident = model_identity(p)
+        metrics = evaluate_model(cfg, p)
+        rec = {"model": {"label": model_label(p), "path": str(Path(p).resolve()),
+                         "identity": ident}, "data": to_dict(cfg.data), "metrics": metrics}
+        out = (run_dir(cfg) / "evals" /
+               f"{model_label(p)}-{config_hash({'model': ident, 'data': rec['data']})}.json")
+        write_json(out, rec)
+        results[p] = rec
+        print(f"eval: {out}")
+    if args.out:
+        write_json(args.out, list(results.values()))
+    cols = [f"{s}/acc" for s in ALL_SETS] + ["retain/ce", "forget/ce"]
+    print(f"  {'model':<28}" + "".join(f"{c:>20}" for c in cols))
+    for rec in results.values():
+        m = rec["metrics"]
+        print(f"  {rec['model']['label'][:28]:<28}" + "".join(f"{m[c]:>20.4f}" for c in cols))
+    return 0
+
+
+def opts_eval(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--out", help="also write every model's metrics to this JSON file")
+
+
 Command = tuple[Callable[[argparse.Namespace], int], str,
                 Callable[[argparse.ArgumentParser], None] | None]
 # name -> (handler, help, extra options)
@@ -115,6 +245,9 @@ COMMANDS: dict[str, Command] = {
     "config": (cmd_config, "print the fully resolved config", None),
     "report": (cmd_report, "regenerate plots and report.html from RUN_DIR/summary.json",
                None),
+    "noise": (cmd_noise, "shrink-and-perturb a model into a new folder", opts_noise),
+    "distill": (cmd_distill, "distill a teacher into a (noised / random / given) student",
+                opts_distill),
 }
 
 

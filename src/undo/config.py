@@ -176,28 +176,77 @@ class UnlearnConfig(OptimConfig):
 
 @dataclass
 class NoiseConfig:
-    """Shrink-and-perturb: θ ← (1−α)·θ + α·β·N (issue: UNDO core)."""
+    """Shrink-and-perturb θ ← (1−α)·θ + α·β·(I ⊙ N) before distilling (see undo.noise).
 
-    alpha: float = 0.6
-    beta: float = 0.1
+    N is Xavier-uniform for 2-D weights and 0 for 1-D ones (only shrunk); I is all ones
+    unless `mask` builds it from |θ_unlearned − θ_base| (localized noise).
+    """
+
+    alpha: float = 0.6  # shrink / noise share; the paper sweeps 0.1..0.8
+    beta: float = 0.1  # noise scale relative to a fresh Xavier init
+    # Parameter types to noise: attention, mlp, embeddings (incl. the output head),
+    # norms, other (anything else). Parameters not listed are left untouched.
+    targets: list[Literal["attention", "mlp", "embeddings", "norms", "other"]] = field(
+        default_factory=lambda: ["attention", "mlp", "embeddings", "norms", "other"]
+    )
+    # Only these transformer blocks (0-based); null = all. With a list, parameters
+    # outside every block (embeddings, final norm) are left untouched.
+    layers: list[int] | None = None
+    # Localized noise (needs the base model): top_fraction = 1 on the `mask_fraction`
+    # largest |Δθ| of each tensor; magnitude = |Δθ| / max |Δθ| per tensor.
+    mask: Literal["none", "top_fraction", "magnitude"] = "none"
+    mask_fraction: float = 0.1
 
     def validate(self, p: str) -> None:
         _check(0 <= self.alpha <= 1, f"{p}.alpha", self.alpha, "a number in [0, 1]")
         _check(0 <= self.beta <= 1, f"{p}.beta", self.beta, "a number in [0, 1]")
+        _check(bool(self.targets), f"{p}.targets", self.targets, "a non-empty list")
+        _check(self.layers is None or all(i >= 0 for i in self.layers), f"{p}.layers",
+               self.layers, "null or a list of block indices >= 0")
+        _check(0 < self.mask_fraction <= 1, f"{p}.mask_fraction", self.mask_fraction,
+               "a number in (0, 1]")
 
 
 @dataclass
 class DistillConfig(OptimConfig):
-    """Distillation on outputs: forward KL(teacher ‖ student) (issue: UNDO core)."""
+    """Distillation on outputs: forward KL(teacher ‖ student) on the unlabeled
+    pretraining mix, every non-pad next-token position (see undo.distill).
 
-    steps: int = 1000  # the maximum budget; the LR schedule spans it
+    `steps` is the maximum budget; the LR schedule spans it even when a run stops early.
+    """
+
+    steps: int = 1000
     batch_size: int = 128
-    lr: float = 1e-3
-    temperature: float = 1.0
+    lr: float = 2e-3
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1  # the paper decays 7e-4 -> 7e-5
+    weight_decay: float = 0.0
+    eval_every: int = 20  # the early-stop check interval (paper: 20 arithmetic, 50 text)
+    checkpoint_every: int = 200
+    temperature: float = 1.0  # softens both distributions; the loss is scaled by T²
+    # Early stop: `retain_acc` when mean retain accuracy is within `stop_within` (absolute)
+    # of the teacher's; `retain_ce` when retain CE is within `stop_within` (relative);
+    # `budget` runs all `steps`.
+    stop: Literal["retain_acc", "retain_ce", "budget"] = "retain_acc"
+    stop_within: float = 0.05
+    # Teacher outputs: `online` runs the teacher every step; `full` caches its full
+    # log-probs on disk once (exact; for small vocabularies); `topk` caches the top-k
+    # log-probs + the remaining mass (approximate, for large vocabularies); `auto` is
+    # `full` when the vocabulary has <= 4096 tokens, else `online`.
+    teacher_cache: Literal["auto", "online", "full", "topk"] = "auto"
+    cache_topk: int = 64
+    chunk_positions: int = 4096  # positions per chunk of the KL (bounds float32 memory)
 
     def validate(self, p: str) -> None:
         super().validate(p)
         _check(self.temperature > 0, f"{p}.temperature", self.temperature, "a positive number")
+        _check(self.stop_within >= 0, f"{p}.stop_within", self.stop_within, "a number >= 0")
+        _check(self.stop == "budget" or self.eval_every > 0, f"{p}.eval_every",
+               self.eval_every, f"a positive integer when {p}.stop={self.stop!r}")
+        _check(self.cache_topk > 0, f"{p}.cache_topk", self.cache_topk, "a positive integer")
+        _check(self.chunk_positions > 0, f"{p}.chunk_positions", self.chunk_positions,
+               "a positive integer")
 
 
 @dataclass

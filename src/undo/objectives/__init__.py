@@ -8,4 +8,4 @@ from ..registry import Registry
 
 OBJECTIVES: Registry = Registry("objective")
 
-from . import ce  # noqa: E402,F401  (registers)
+from . import ce, distill_kl  # noqa: E402,F401  (registers)

@@ -1,0 +1,244 @@
+"""Distill-on-outputs: the "DO" of UNDO, and every other distillation of the study.
+
+    distill(cfg, teacher_dir, init=...) -> stage folder with model/ and summary.json
+
+The student imitates a frozen teacher (forward KL on every non-pad next-token position,
+`objectives.distill_kl`) on the *unlabeled* pretraining mix (all operations; no
+forget/retain labels are used). Student initialisations:
+
+- `noised`: a shrink-and-perturbed copy of the teacher, θ = (1−α)θ_T + αβN (UNDO);
+- `random`: a fresh random init of the teacher's architecture (Unlearn-and-Distill);
+- a model folder: any checkpoint (oracle matching: gold standard into the base model).
+
+Stopping: the full `distill.steps` budget, or as soon as the student recovers the
+teacher's retain performance (`distill.stop`, checked every `distill.eval_every` steps;
+the LR schedule always spans the full budget, as in the paper). Compute is recorded as
+optimizer steps, tokens and FLOPs, and, given the gold-standard pretraining stage, as
+fractions of it (`compute.compute_fractions`).
+
+The data order depends on the run seed (`cfg.seed`), not on the distillation `seed`
+(noise draw / random init): an α × seed sweep then distills on identical batches and
+shares one teacher cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .artifacts import read_json, write_json
+from .compute import compute_fractions, forward_flops, matmul_params, train_flops
+from .config import ConfigError, DistillConfig, RunConfig, to_dict
+from .data.arithmetic import ArithmeticBenchmark, Batches
+from .evaluate import evaluate_arithmetic
+from .models import count_params, load_model, load_tokenizer, reinit_like, save_model
+from .noise import noised_copy
+from .objectives.distill_kl import DistillKL
+from .stages import finish, is_done, reset, run_dir, stage_dir
+from .teacher_cache import CachedBatches, TeacherCache, folder_fingerprint
+from .train import make_accelerator, train
+
+EVAL_SETS = ("retain", "forget", "retain_heldout", "forget_heldout")
+FULL_CACHE_MAX_VOCAB = 4096
+
+
+def model_folder(path: str | Path, what: str) -> Path:
+    """The HF model folder of a model folder or of a finished stage folder (its model/)."""
+    d = Path(path).expanduser()
+    if (d / "model" / "config.json").is_file():
+        return d / "model"
+    if (d / "config.json").is_file():
+        return d
+    raise ConfigError(f"{what} '{path}': no model there; valid: a Hugging Face model folder "
+                      "or a stage folder with model/")
+
+
+def recovered(metrics: dict[str, float], teacher: dict[str, float], rule: str,
+              within: float) -> bool:
+    """The early-stop test (Lee et al. 2025: "95% of the teacher's retain performance").
+
+    retain_acc: acc_s ≥ acc_T − within (absolute); retain_ce: ce_s ≤ ce_T·(1 + within).
+    """
+    if rule == "retain_acc":
+        return metrics["retain/acc"] >= teacher["retain/acc"] - within
+    if rule == "retain_ce":
+        return metrics["retain/ce"] <= teacher["retain/ce"] * (1.0 + within)
+    return False
+
+
+def cache_mode(dcfg: DistillConfig, vocab_size: int) -> str:
+    if dcfg.teacher_cache == "auto":
+        return "full" if vocab_size <= FULL_CACHE_MAX_VOCAB else "online"
+    return dcfg.teacher_cache
+
+
+def distill_key(cfg: RunConfig, teacher_fp: str, init: dict[str, Any], seed: int,
+                base_fp: str | None) -> dict[str, Any]:
+    # noise settings matter only for a noised init; keeping them out of the other keys
+    # lets a random-init run be reused across noise sweeps.
+    noise = to_dict(cfg.noise) if init["kind"] == "noised" else None
+    return {"teacher": teacher_fp, "init": init, "seed": seed, "run_seed": cfg.seed,
+            "base": base_fp, "noise": noise, "distill": to_dict(cfg.distill),
+            "data": to_dict(cfg.data)}
+
+
+def _init_identity(init: str, alpha: float) -> dict[str, Any]:
+    if init == "noised":
+        return {"kind": "noised", "alpha": alpha}
+    if init == "random":
+        return {"kind": "random"}
+    return {"kind": "checkpoint", "fingerprint": folder_fingerprint(model_folder(init, "--init"))}
+
+
+def _label(init: dict[str, Any], seed: int) -> str:
+    if init["kind"] == "noised":
+        return f"distill-noised-a{init['alpha']:g}-s{seed}"
+    if init["kind"] == "random":
+        return f"distill-random-s{seed}"
+    return f"distill-from-{init['fingerprint'][:8]}-s{seed}"
+
+
+def gold_summary(gold_dir: str | Path) -> dict[str, Any]:
+    """The summary.json of a gold-standard pretraining stage (or of its model/ parent)."""
+    d = Path(gold_dir).expanduser()
+    for cand in (d / "summary.json", d.parent / "summary.json"):
+        if cand.is_file():
+            return read_json(cand)
+    raise ConfigError(f"--gold '{gold_dir}': no summary.json there; valid: the gold-standard "
+                      "pretraining stage folder (runs/<name>/stages/pretrain-gold-<hash>)")
+
+
+def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
+            alpha: float | None = None, seed: int | None = None,
+            gold_dir: str | Path | None = None, base_dir: str | Path | None = None,
+            force: bool = False) -> Path:
+    """Distill `teacher_dir` into a student (`init`: noised | random | a model folder).
+
+    `alpha` defaults to `cfg.noise.alpha`, `seed` (noise draw / random init) to `cfg.seed`.
+    `base_dir` (the model before unlearning) is needed for localized noise. `gold_dir`
+    (gold pretraining stage) adds compute fractions to the summary. Returns the stage
+    folder; a finished one is reused (its compute fractions refreshed from `gold_dir`).
+    """
+    teacher_path = model_folder(teacher_dir, "teacher")
+    alpha = cfg.noise.alpha if alpha is None else alpha
+    if not 0 <= alpha <= 1:
+        raise ConfigError(f"--alpha: got {alpha!r}; valid: a number in [0, 1]")
+    seed = cfg.seed if seed is None else seed
+    gold = gold_summary(gold_dir) if gold_dir is not None else None
+    init_id = _init_identity(init, alpha)
+    needs_base = init_id["kind"] == "noised" and cfg.noise.mask != "none"
+    if needs_base and base_dir is None:
+        raise ConfigError(f"noise.mask={cfg.noise.mask!r} needs the base model: pass --base")
+    base_path = model_folder(base_dir, "--base") if needs_base and base_dir else None
+    key = distill_key(cfg, folder_fingerprint(teacher_path), init_id, seed,
+                      folder_fingerprint(base_path) if base_path else None)
+    d = stage_dir(cfg, _label(init_id, seed), key)
+    if force:
+        reset(d)
+    if is_done(d):
+        if gold is not None:
+            s = read_json(d / "summary.json")
+            s["compute"] = compute_fractions(s["steps"], s["tokens"], s["flops_incl_teacher"],
+                                             gold)
+            write_json(d / "summary.json", s)
+        return d
+    t0 = time.time()
+    bench = ArithmeticBenchmark(cfg.data)
+    tokenizer = load_tokenizer(teacher_path)
+    teacher = load_model(teacher_path)
+    student, noise_report = _make_student(teacher, init_id, init, seed, cfg, base_path)
+    acc = make_accelerator(cfg.device)
+    teacher.to(acc.device)
+    teacher_metrics = evaluate_arithmetic(teacher, bench, tokenizer, sets=EVAL_SETS)
+
+    dcfg = cfg.distill
+    batches: Callable[[int, int], dict] = Batches(
+        bench.stream(bench.ops), tokenizer, dcfg.batch_size, seed=cfg.seed,
+        rank=acc.process_index)
+    mode = cache_mode(dcfg, teacher.get_output_embeddings().weight.size(0))
+    cache = None
+    if mode == "online":
+        objective = DistillKL(teacher, dcfg.temperature, dcfg.chunk_positions)
+    else:
+        cache = TeacherCache(
+            run_dir(cfg) / "cache", teacher, batches, mode=mode, k=dcfg.cache_topk,
+            temperature=dcfg.temperature, grad_accum=dcfg.grad_accum, rank=acc.process_index,
+            key={"teacher": key["teacher"], "data": key["data"], "seed": cfg.seed,
+                 "batch_size": dcfg.batch_size})
+        objective = DistillKL(None, dcfg.temperature, dcfg.chunk_positions)
+        batches = CachedBatches(batches, cache)
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        return evaluate_arithmetic(m, bench, tokenizer, sets=("retain", "forget"))
+
+    def should_stop(m: dict[str, float]) -> bool:
+        return recovered(m, teacher_metrics, dcfg.stop, dcfg.stop_within)
+
+    early = dcfg.stop != "budget"
+    result = train(student, objective, batches, dcfg, d, evaluate=evaluate,
+                   should_stop=should_stop if early else None, eval_at_start=early,
+                   accelerator=acc, desc=_label(init_id, seed), progress=cfg.progress)
+    student = acc.unwrap_model(student)
+    metrics = evaluate_arithmetic(student, bench, tokenizer, sets=EVAL_SETS)
+
+    # Positions processed: train() counted (6·N_s + 2·extra)·positions FLOPs.
+    n_s, n_t = matmul_params(student), matmul_params(teacher)
+    per_pos = train_flops(n_s, 1) + 2.0 * objective.extra_forward_params
+    positions = round(result.flops / per_pos) if per_pos else 0
+    teacher_flops = forward_flops(n_t, positions)
+    flops_incl = train_flops(n_s, positions) + teacher_flops
+    summary: dict[str, Any] = {
+        "stage": "distill",
+        "init": init_id["kind"], "init_from": None if init_id["kind"] != "checkpoint" else str(init),
+        "alpha": alpha if init_id["kind"] == "noised" else None,
+        "beta": cfg.noise.beta if init_id["kind"] == "noised" else None,
+        "seed": seed, "teacher": str(teacher_path), "teacher_fingerprint": key["teacher"],
+        "metrics": metrics, "teacher_metrics": teacher_metrics,
+        "stop": {"rule": dcfg.stop, "within": dcfg.stop_within, "every": dcfg.eval_every},
+        "stopped_early": result.stopped_early, "steps": result.steps, "max_steps": dcfg.steps,
+        "tokens": result.tokens, "positions": positions,
+        "flops": result.flops,  # as run: student fwd+bwd (+ teacher fwd when online)
+        "teacher_forward_flops": teacher_flops,
+        "flops_incl_teacher": flops_incl,  # comparable between cached and online runs
+        "teacher_outputs": {
+            "mode": mode, "cache_dir": str(cache.dir) if cache else None,
+            "built_chunks": cache.built_chunks if cache else 0,
+            "build_flops": cache.build_flops if cache else 0.0,
+            "build_time_s": cache.build_time if cache else 0.0,
+        },
+        "noise": noise_report.to_dict() if noise_report is not None else None,
+        "compute": compute_fractions(result.steps, result.tokens, flops_incl, gold)
+        if gold is not None else None,
+        "params": count_params(student),
+        "train_time_s": result.wall_time,
+        "wall_time_s": time.time() - t0,
+    }
+    if acc.is_main_process:
+        save_model(student, tokenizer, d / "model")
+        finish(d, summary, key, device=str(acc.device))
+    return d
+
+
+def _make_student(teacher: torch.nn.Module, init_id: dict[str, Any], init: str, seed: int,
+                  cfg: RunConfig, base_path: Path | None) -> tuple[torch.nn.Module, Any]:
+    report = None
+    if init_id["kind"] == "noised":
+        base = load_model(base_path) if base_path is not None else None
+        student, report = noised_copy(teacher, cfg.noise, seed, alpha=init_id["alpha"],
+                                      base=base)
+    elif init_id["kind"] == "random":
+        student = reinit_like(teacher, seed)
+    else:
+        student = load_model(model_folder(init, "--init"))
+    v_s = student.get_output_embeddings().weight.size(0)
+    v_t = teacher.get_output_embeddings().weight.size(0)
+    if v_s != v_t:
+        raise ConfigError(f"--init: the student's vocabulary ({v_s}) differs from the "
+                          f"teacher's ({v_t}); valid: a model with the teacher's tokenizer")
+    student.requires_grad_(True)
+    student.train()
+    return student, report

@@ -1,0 +1,263 @@
+"""Distillation on outputs: forward KL(p_teacher ‖ p_student) over the full vocabulary.
+
+    L = T² · (1/N) Σ_{positions i} Σ_v p_t(v|i) · (log p_t(v|i) − log p_s(v|i)),
+    p = softmax(z / T)
+
+at every next-token position i whose input token and next token are both real (not
+padding), N of them; the T² factor (Hinton et al. 2015) keeps gradient sizes
+independent of the temperature T (default 1: the plain KL of Lee et al. 2025). No
+cross-entropy term: the student only imitates the teacher.
+
+Memory: logits for a 256k vocabulary are big, so the KL never materialises float32
+log-probs for a whole batch. A custom autograd function walks the counted positions in
+chunks of `chunk` rows, both in the forward and in the backward, where it recomputes the
+softmaxes and writes the closed-form gradient ∂L/∂z_s = T·(q − p)/N (q, p the student's
+and teacher's tempered distributions). Peak extra memory is a few chunk × V float32
+buffers, and no autograd graph of log-softmax / subtraction / product is kept.
+
+Targets come either from a teacher run online (frozen, under `torch.inference_mode`) or
+from a cache of its log-probs (`undo.teacher_cache`): full rows, or the top-k log-probs
+plus the log of the remaining mass. For top-k, the loss is the KL between the (k + 1)-
+bucket coarse-grainings of the two distributions (the k tokens and "everything else"),
+a lower bound on the exact KL by the data-processing inequality; its gradient is
+T·(q − p̃)/N with p̃ = p on the k tokens and q·r/(1 − Q) elsewhere (r the teacher's, Q
+the student's top-k mass).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..compute import matmul_params
+from . import OBJECTIVES
+
+Tensor = torch.Tensor
+
+
+# ------------------------------------------------------------------- pure functions
+
+
+def next_token_mask(attention_mask: Tensor) -> Tensor:
+    """(B, T) bool: position t counts iff tokens t and t+1 are both real (last never)."""
+    m = attention_mask.bool()
+    out = torch.zeros_like(m)
+    out[:, :-1] = m[:, :-1] & m[:, 1:]
+    return out
+
+
+def is_right_padded(attention_mask: Tensor) -> bool:
+    """True when every row is ones then zeros (so the causal mask alone is exact)."""
+    m = attention_mask
+    return bool((m[:, :-1] >= m[:, 1:]).all()) if m.size(1) > 1 else True
+
+
+def kl_per_row(student: Tensor, teacher: Tensor, temperature: float = 1.0,
+               teacher_is_logprobs: bool = False) -> Tensor:
+    """T²·KL(p_t ‖ p_s) for each row of (n, V) logits, float32, plain autograd.
+
+    The simple, materialising version: the reference the chunked function is tested
+    against, and fine for small inputs.
+    """
+    ls = F.log_softmax(_up(student) / temperature, dim=-1)
+    lt = _teacher_logp(teacher, temperature, teacher_is_logprobs)
+    return temperature**2 * _xlogy_diff(lt, ls).sum(-1)
+
+
+def _teacher_logp(teacher: Tensor, temperature: float, is_logprobs: bool) -> Tensor:
+    # Cached rows are already tempered log-probs; re-normalising them is idempotent and
+    # removes rounding drift, so both cases go through one log_softmax.
+    scale = 1.0 if is_logprobs else temperature
+    return F.log_softmax(_up(teacher) / scale, dim=-1)
+
+
+def _up(x: Tensor) -> Tensor:
+    """At least float32 (bf16/fp16 logits are upcast; float64 stays exact for tests)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _xlogy_diff(lt: Tensor, ls: Tensor) -> Tensor:
+    """p_t·(log p_t − log p_s), with 0 where p_t = 0 (a −inf teacher logit)."""
+    p = lt.exp()
+    return torch.where(p > 0, p * (lt - ls), torch.zeros((), device=lt.device))
+
+
+class _ChunkedForwardKL(torch.autograd.Function):
+    """Mean T²·KL over `positions` rows of `student` (M, V); see the module docstring."""
+
+    @staticmethod
+    def forward(ctx: Any, student: Tensor, positions: Tensor, teacher: Tensor,
+                teacher_rows: Tensor, temperature: float, teacher_is_logprobs: bool,
+                chunk: int) -> Tensor:
+        n = positions.numel()
+        total = torch.zeros((), dtype=_up(student[:0]).dtype, device=student.device)
+        for i in range(0, n, chunk):
+            ls = F.log_softmax(_up(student[positions[i:i + chunk]]) / temperature, dim=-1)
+            lt = _teacher_logp(teacher[teacher_rows[i:i + chunk]], temperature,
+                               teacher_is_logprobs)
+            total += _xlogy_diff(lt, ls).sum()
+        # The teacher's tensors may be inference tensors (no autograd): keep them on ctx.
+        ctx.save_for_backward(student)
+        ctx.rest = (positions, teacher, teacher_rows, temperature, teacher_is_logprobs, chunk)
+        return total * (temperature**2 / max(n, 1))
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        (student,) = ctx.saved_tensors
+        positions, teacher, teacher_rows, temperature, is_logprobs, chunk = ctx.rest
+        n = positions.numel()
+        grad = torch.zeros_like(student)
+        scale = _up(grad_out) * (temperature / max(n, 1))
+        for i in range(0, n, chunk):
+            pos = positions[i:i + chunk]
+            q = F.softmax(_up(student[pos]) / temperature, dim=-1)
+            p = _teacher_logp(teacher[teacher_rows[i:i + chunk]], temperature, is_logprobs).exp()
+            grad[pos] = ((q - p) * scale).to(grad.dtype)
+        return grad, None, None, None, None, None, None
+
+
+class _ChunkedTopkKL(torch.autograd.Function):
+    """Mean T²·KL between (k+1)-bucket coarse-grainings; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx: Any, student: Tensor, positions: Tensor, topk_idx: Tensor,
+                topk_logp: Tensor, rest_logp: Tensor, temperature: float, chunk: int) -> Tensor:
+        n = positions.numel()
+        total = torch.zeros((), dtype=_up(student[:0]).dtype, device=student.device)
+        for i in range(0, n, chunk):
+            sl = slice(i, i + chunk)
+            lq = F.log_softmax(_up(student[positions[sl]]) / temperature, dim=-1)
+            total += _topk_rows(lq, topk_idx[sl], _up(topk_logp[sl]),
+                                _up(rest_logp[sl]))[0].sum()
+        ctx.save_for_backward(student)
+        ctx.rest = (positions, topk_idx, topk_logp, rest_logp, temperature, chunk)
+        return total * (temperature**2 / max(n, 1))
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        (student,) = ctx.saved_tensors
+        positions, topk_idx, topk_logp, rest_logp, temperature, chunk = ctx.rest
+        n = positions.numel()
+        grad = torch.zeros_like(student)
+        scale = _up(grad_out) * (temperature / max(n, 1))
+        for i in range(0, n, chunk):
+            sl = slice(i, i + chunk)
+            pos = positions[sl]
+            lq = F.log_softmax(_up(student[pos]) / temperature, dim=-1)
+            lr = _up(rest_logp[sl])
+            _, l_off = _topk_rows(lq, topk_idx[sl], _up(topk_logp[sl]), lr)
+            # p̃: the teacher's rest mass spread in the student's own shape off the top k.
+            target = (lq + (lr - l_off).unsqueeze(-1)).exp()
+            target = torch.where(torch.isfinite(lr).unsqueeze(-1), target, 0.0)
+            target.scatter_(1, topk_idx[sl].long(), _up(topk_logp[sl]).exp())
+            grad[pos] = ((lq.exp() - target) * scale).to(grad.dtype)
+        return grad, None, None, None, None, None, None
+
+
+def _topk_rows(lq: Tensor, idx: Tensor, lp: Tensor, lr: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row bucket KL and log of the student's mass off the top k."""
+    idx = idx.long()
+    l_on = lq.gather(1, idx)  # (n, k)
+    l_off = torch.logsumexp(lq.scatter(1, idx, float("-inf")), dim=-1)  # (n,)
+    kl_on = _xlogy_diff(lp, l_on).sum(-1)
+    kl_rest = torch.where(torch.isfinite(lr), lr.exp() * (lr - l_off), 0.0)
+    return kl_on + kl_rest, l_off
+
+
+def forward_kl(student_logits: Tensor, teacher: Tensor, mask: Tensor, *,
+               temperature: float = 1.0, packed: bool = False,
+               teacher_is_logprobs: bool = False, chunk: int = 4096) -> Tensor:
+    """Mean over counted positions of T²·KL(p_teacher ‖ p_student).
+
+    student_logits (B, T, V); mask (B, T) bool, counted positions (`next_token_mask`).
+    teacher: logits (B, T, V) aligned with the student, or, with `packed`, one row per
+    counted position (N, V) in row-major order of `mask` (as the cache stores them).
+    """
+    v = student_logits.size(-1)
+    student = student_logits.reshape(-1, v)
+    positions = mask.reshape(-1).nonzero().squeeze(1)
+    if packed:
+        if teacher.size(0) != positions.numel():
+            raise ValueError(f"{teacher.size(0)} teacher rows for {positions.numel()} positions")
+        rows = torch.arange(positions.numel(), device=positions.device)
+        teacher_flat = teacher
+    else:
+        rows, teacher_flat = positions, teacher.reshape(-1, v)
+    return _ChunkedForwardKL.apply(student, positions, teacher_flat, rows, temperature,
+                                   teacher_is_logprobs, chunk)
+
+
+def topk_kl(student_logits: Tensor, topk_idx: Tensor, topk_logp: Tensor, rest_logp: Tensor,
+            mask: Tensor, *, temperature: float = 1.0, chunk: int = 4096) -> Tensor:
+    """Mean bucket KL from packed top-k teacher rows: idx/logp (N, k), rest_logp (N,)."""
+    student = student_logits.reshape(-1, student_logits.size(-1))
+    positions = mask.reshape(-1).nonzero().squeeze(1)
+    if topk_idx.size(0) != positions.numel():
+        raise ValueError(f"{topk_idx.size(0)} teacher rows for {positions.numel()} positions")
+    return _ChunkedTopkKL.apply(student, positions, topk_idx, topk_logp, rest_logp,
+                                temperature, chunk)
+
+
+# --------------------------------------------------------------------- model calls
+
+
+def forward_logits(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Logits (B, T, V) that are exact at every real position.
+
+    Right padding: with causal attention a real token never attends to the padding after
+    it, so the attention mask is dropped and the fast `is_causal` attention path is used.
+    `use_cache=False`: no key/value cache is built during training.
+    """
+    am = None if is_right_padded(attention_mask) else attention_mask
+    return model(input_ids=input_ids, attention_mask=am, use_cache=False).logits
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+@OBJECTIVES.register("distill_kl")
+class DistillKL:
+    """L = forward KL(teacher ‖ student) on every non-pad next-token position.
+
+    With `teacher`, runs it online (frozen, held once, under inference mode) and counts
+    its forward FLOPs via `extra_forward_params`. Without, each batch must carry cached
+    targets: `teacher_logprobs` (N, V), or `teacher_topk_idx`, `teacher_topk_logp` (N, k)
+    and `teacher_rest_logp` (N,) (see `undo.teacher_cache.CachedBatches`).
+    """
+
+    def __init__(self, teacher: torch.nn.Module | None = None, temperature: float = 1.0,
+                 chunk_positions: int = 4096) -> None:
+        self.teacher = freeze(teacher) if teacher is not None else None
+        self.temperature = temperature
+        self.chunk = chunk_positions
+        self.extra_forward_params = matmul_params(teacher) if teacher is not None else 0
+
+    def teacher_logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        if self.teacher is None:
+            raise ValueError("distill_kl: no teacher and no cached teacher outputs in the batch")
+        dev = next(self.teacher.parameters()).device
+        if dev != input_ids.device:  # moved once, lazily, to wherever the batches live
+            self.teacher.to(input_ids.device)
+        with torch.inference_mode():
+            return forward_logits(self.teacher, input_ids, attention_mask)
+
+    def loss(self, model: torch.nn.Module, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        ids, am = batch["input_ids"], batch["attention_mask"]
+        mask = next_token_mask(am)
+        logits = forward_logits(model, ids, am)  # (B, T, V)
+        t, c = self.temperature, self.chunk
+        if "teacher_logprobs" in batch:
+            loss = forward_kl(logits, batch["teacher_logprobs"], mask, temperature=t,
+                              packed=True, teacher_is_logprobs=True, chunk=c)
+        elif "teacher_topk_idx" in batch:
+            loss = topk_kl(logits, batch["teacher_topk_idx"], batch["teacher_topk_logp"],
+                           batch["teacher_rest_logp"], mask, temperature=t, chunk=c)
+        else:
+            loss = forward_kl(logits, self.teacher_logits(ids, am), mask, temperature=t,
+                              chunk=c)
+        return loss, {}

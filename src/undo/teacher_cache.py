@@ -1,0 +1,162 @@
+"""Cached teacher outputs: run the frozen teacher over the distillation data once.
+
+The teacher and the data (`batches(step, micro)`, deterministic) are fixed across an
+α × seed sweep, so its outputs are too: computing them in every run is waste. The cache
+stores, for every counted next-token position of every batch (see
+`objectives.distill_kl.next_token_mask`), the teacher's tempered log-probs:
+
+- `full`: all V log-probs (exact; for small vocabularies),
+- `topk`: the k largest log-probs, their token ids and log(1 − Σ top-k) (the remaining
+  mass), for large vocabularies; the KL from it is a lower bound of the exact one.
+
+Layout: `<root>/<key>/chunk-<rank>-<c>.safetensors`, one file per `chunk_steps` optimizer
+steps, written atomically (temp file + rename) the first time a run needs it. A run that
+stops early so builds only what it used, a longer budget extends a shorter one (batch s
+does not depend on the budget, so `steps` is not in the key), and concurrent runs at
+worst write the same file twice. The key hashes the teacher's weights (content), the
+data config and seed, the batch shape, the mode, k and the temperature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .artifacts import config_hash
+from .compute import forward_flops, matmul_params
+from .objectives.distill_kl import forward_logits, freeze, next_token_mask
+
+Batch = dict[str, Any]
+
+
+def folder_fingerprint(path: str | Path) -> str:
+    """sha256 over a model folder's config and weight files (names and contents).
+
+    Content, not path or mtime: a copied teacher reuses the cache, a retrained one in
+    the same place does not.
+    """
+    p = Path(path)
+    files = sorted(f for f in p.iterdir() if f.is_file()
+                   and (f.suffix in (".safetensors", ".bin") or f.name == "config.json"))
+    if not files:
+        raise FileNotFoundError(f"no model files (config.json, *.safetensors) in {p}")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+@torch.inference_mode()
+def teacher_targets(teacher: torch.nn.Module, batch: Batch, mode: str, k: int,
+                    temperature: float) -> dict[str, torch.Tensor]:
+    """The cached form of the teacher's outputs on one batch (CPU tensors, packed rows)."""
+    dev = next(teacher.parameters()).device
+    ids, am = batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
+    logits = forward_logits(teacher, ids, am)  # (B, T, V)
+    rows = logits[next_token_mask(am)]  # (N, V), row-major over (b, t)
+    logp = torch.log_softmax(rows.float() / temperature, dim=-1)
+    if mode == "full":
+        return {"teacher_logprobs": logp.cpu()}
+    k = min(k, logp.size(-1))
+    top, idx = logp.topk(k, dim=-1)  # (N, k)
+    rest = torch.logsumexp(logp.scatter(1, idx, float("-inf")), dim=-1)  # log(1 − Σ top)
+    return {"teacher_topk_idx": idx.int().cpu(), "teacher_topk_logp": top.cpu(),
+            "teacher_rest_logp": rest.cpu()}
+
+
+class TeacherCache:
+    """Lazily built, chunked on-disk cache of a teacher's outputs over `batches`."""
+
+    def __init__(self, root: str | Path, teacher: torch.nn.Module,
+                 batches: Callable[[int, int], Batch], *, key: dict[str, Any],
+                 mode: str = "full", k: int = 64, temperature: float = 1.0,
+                 grad_accum: int = 1, chunk_steps: int = 20, rank: int = 0) -> None:
+        if mode not in ("full", "topk"):
+            raise ValueError(f"cache mode must be 'full' or 'topk', got {mode!r}")
+        self.teacher = freeze(teacher)
+        self.batches = batches
+        self.mode, self.k, self.temperature = mode, k, temperature
+        self.grad_accum, self.chunk_steps, self.rank = grad_accum, chunk_steps, rank
+        full_key = {**key, "mode": mode, "k": k if mode == "topk" else None,
+                    "temperature": temperature, "grad_accum": grad_accum,
+                    "chunk_steps": chunk_steps}
+        self.dir = Path(root) / f"teacher-{config_hash(full_key)}"
+        self._loaded: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._n_teacher = matmul_params(teacher)
+        # What this object spent building chunks (0 when every chunk was reused).
+        self.built_chunks = 0
+        self.build_positions = 0
+        self.build_time = 0.0
+
+    @property
+    def build_flops(self) -> float:
+        return forward_flops(self._n_teacher, self.build_positions)
+
+    def _path(self, chunk: int) -> Path:
+        return self.dir / f"chunk-{self.rank}-{chunk:05d}.safetensors"
+
+    def _build(self, chunk: int) -> dict[str, torch.Tensor]:
+        t0 = time.perf_counter()
+        tensors: dict[str, torch.Tensor] = {}
+        for step in range(chunk * self.chunk_steps, (chunk + 1) * self.chunk_steps):
+            for micro in range(self.grad_accum):
+                batch = self.batches(step, micro)
+                self.build_positions += batch["input_ids"].numel()
+                for name, t in teacher_targets(self.teacher, batch, self.mode, self.k,
+                                               self.temperature).items():
+                    tensors[f"{step}.{micro}.{name}"] = t.contiguous()
+        path = self._path(chunk)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
+        self.built_chunks += 1
+        self.build_time += time.perf_counter() - t0
+        return tensors
+
+    def _chunk(self, chunk: int) -> dict[str, torch.Tensor]:
+        if self._loaded is not None and self._loaded[0] == chunk:
+            return self._loaded[1]
+        path = self._path(chunk)
+        tensors = load_file(str(path)) if path.is_file() else self._build(chunk)
+        self._loaded = (chunk, tensors)  # one chunk in memory at a time
+        return tensors
+
+    def fill(self, steps: int) -> None:
+        """Build (or find) every chunk covering steps 0..steps−1 now."""
+        for c in range((steps + self.chunk_steps - 1) // self.chunk_steps):
+            if not self._path(c).is_file():
+                self._build(c)
+
+    def targets(self, step: int, micro: int = 0) -> dict[str, torch.Tensor]:
+        tensors = self._chunk(step // self.chunk_steps)
+        prefix = f"{step}.{micro}."
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+class CachedBatches:
+    """`batches(step, micro)` plus the teacher's cached targets for that batch."""
+
+    def __init__(self, batches: Callable[[int, int], Batch], cache: TeacherCache) -> None:
+        self.batches, self.cache = batches, cache
+
+    def __call__(self, step: int, micro: int = 0) -> Batch:
+        batch = dict(self.batches(step, micro))
+        targets = self.cache.targets(step, micro)
+        n = int(next_token_mask(batch["attention_mask"]).sum())
+        rows = next(iter(targets.values())).size(0)
+        if rows != n:  # a stale or foreign cache: never distill from misaligned targets
+            raise RuntimeError(f"teacher cache {self.cache.dir} has {rows} rows for batch "
+                               f"({step}, {micro}) with {n} positions; delete that folder")
+        batch.update(targets)
+        return batch

@@ -1,0 +1,159 @@
+import math
+
+import pytest
+import torch
+
+from undo.config import ConfigError, ModelConfig, NoiseConfig
+from undo.models import build_model
+from undo.noise import (
+    apply_noise,
+    importance_mask,
+    layer_index,
+    noised_copy,
+    param_group,
+    shrink_perturb,
+    xavier_bound,
+    xavier_uniform,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny tensors on a shared 2-core machine run ~10x faster."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _params(m):
+    return {k: v.detach().clone() for k, v in m.named_parameters()}
+
+
+def test_shrink_perturb_hand_computed():
+    theta = torch.tensor([[1.0, -2.0], [0.5, 4.0]])
+    noise = torch.tensor([[0.1, 0.2], [-0.3, 0.0]])
+    mask = torch.tensor([[1.0, 0.0], [0.5, 1.0]])
+    out = shrink_perturb(theta, 0.25, 0.5, noise, mask)
+    # (1 − 0.25)·θ + 0.25·0.5·(I ⊙ N)
+    want = torch.tensor([[0.75 + 0.0125, -1.5], [0.375 - 0.01875, 3.0]])
+    assert torch.allclose(out, want)
+    assert torch.allclose(shrink_perturb(theta[0], 0.25, 0.5), 0.75 * theta[0])
+
+
+def test_xavier_bound_hand_computed():
+    assert xavier_bound((64, 32)) == pytest.approx(math.sqrt(6 / 96))
+    with pytest.raises(ValueError):
+        xavier_bound((5,))
+
+
+def test_alpha_zero_leaves_weights_unchanged(micro_model):
+    before = _params(micro_model)
+    rep = apply_noise(micro_model, 0.0, 1.0, _gen())
+    for k, v in micro_model.named_parameters():
+        assert torch.equal(v, before[k]), k
+    assert rep.fraction_touched == 1.0 and rep.norm_after == pytest.approx(rep.norm_before)
+
+
+def test_same_seed_same_weights_other_seed_differs(micro_model):
+    cfg = NoiseConfig(alpha=0.5, beta=0.3)
+    a, _ = noised_copy(micro_model, cfg, seed=3)
+    b, _ = noised_copy(micro_model, cfg, seed=3)
+    c, _ = noised_copy(micro_model, cfg, seed=4)
+    pa, pb, pc = _params(a), _params(b), _params(c)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    two_d = [k for k in pa if pa[k].dim() == 2]
+    assert all(not torch.equal(pa[k], pc[k]) for k in two_d)
+    # noised_copy leaves the original alone
+    assert not torch.equal(pa[two_d[0]], dict(micro_model.named_parameters())[two_d[0]])
+
+
+def test_one_d_params_only_shrunk(micro_model):
+    before = _params(micro_model)
+    apply_noise(micro_model, 0.4, 1.0, _gen())
+    one_d = [k for k, v in before.items() if v.dim() == 1]
+    assert one_d
+    for k, v in micro_model.named_parameters():
+        if v.dim() == 1:
+            assert torch.allclose(v, 0.6 * before[k]), k
+
+
+def test_alpha_beta_one_gives_xavier_range(micro_model):
+    apply_noise(micro_model, 1.0, 1.0, _gen())
+    for name, p in micro_model.named_parameters():
+        if p.dim() != 2:
+            continue
+        b = xavier_bound(p.shape)
+        assert p.abs().max() <= b + 1e-7, name
+        assert p.abs().max() >= 0.98 * b, name  # ≥1024 draws: the range is filled
+        assert abs(p.mean().item()) < 0.1 * b, name
+
+
+def test_noise_is_drawn_on_cpu_generator():
+    # Same numbers whatever the target device: the draw never uses a device generator.
+    x = xavier_uniform((8, 4), _gen(7))
+    y = xavier_uniform((8, 4), _gen(7))
+    assert x.device.type == "cpu" and torch.equal(x, y)
+
+
+def test_tied_embeddings_noised_once(micro_model):
+    assert micro_model.lm_head.weight is micro_model.model.embed_tokens.weight
+    w0 = micro_model.model.embed_tokens.weight.detach().clone()
+    rep = apply_noise(micro_model, 0.5, 0.0, _gen())
+    # Shrunk once (0.5), not twice (0.25).
+    assert torch.allclose(micro_model.lm_head.weight, 0.5 * w0)
+    assert rep.params_total == sum(p.numel() for p in micro_model.parameters())
+
+
+def test_restrict_to_groups_and_layers(micro_model):
+    before = _params(micro_model)
+    rep = apply_noise(micro_model, 0.5, 0.5, _gen(), targets=["mlp"], layers=[1])
+    for k, v in micro_model.named_parameters():
+        changed = not torch.equal(v, before[k])
+        assert changed == (param_group(k) == "mlp" and layer_index(k) == 1), k
+    assert 0 < rep.fraction_touched < 0.5 and set(rep.touched_by_group) == {"mlp"}
+
+
+def test_param_groups_of_llama_names():
+    assert param_group("model.layers.0.self_attn.q_proj.weight") == "attention"
+    assert param_group("model.layers.0.post_attention_layernorm.weight") == "norms"
+    assert param_group("model.layers.3.mlp.down_proj.weight") == "mlp"
+    assert param_group("model.embed_tokens.weight") == "embeddings"
+    assert param_group("lm_head.weight") == "embeddings"
+    assert layer_index("model.layers.12.mlp.up_proj.weight") == 12
+    assert layer_index("model.norm.weight") is None
+
+
+def test_importance_masks_hand_computed():
+    base = torch.zeros(2, 3)
+    theta = torch.tensor([[0.1, -0.4, 0.0], [0.2, 0.0, 0.8]])
+    top = importance_mask(theta, base, "top_fraction", fraction=1 / 3)
+    assert torch.equal(top, torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    mag = importance_mask(theta, base, "magnitude")
+    assert torch.allclose(mag, theta.abs() / 0.8)
+    assert torch.equal(importance_mask(base, base, "magnitude"), torch.zeros(2, 3))
+
+
+def test_localized_noise_only_where_unlearning_moved(micro_model, tokenizer):
+    base = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
+    with torch.no_grad():  # "unlearning" changed only one MLP weight
+        micro_model.model.layers[0].mlp.up_proj.weight.add_(0.1)
+    before = _params(micro_model)
+    apply_noise(micro_model, 0.5, 1.0, _gen(), mask="magnitude", base=base)
+    for k, v in micro_model.named_parameters():
+        if k == "model.layers.0.mlp.up_proj.weight":
+            assert not torch.allclose(v, 0.5 * before[k])
+        else:  # mask 0: shrunk only
+            assert torch.allclose(v, 0.5 * before[k]), k
+    with pytest.raises(ConfigError, match="needs the base model"):
+        apply_noise(micro_model, 0.5, 1.0, _gen(), mask="magnitude")
+
+
+@pytest.mark.parametrize("alpha,beta", [(-0.1, 0.1), (1.5, 0.1), (0.5, 2.0)])
+def test_alpha_beta_validated(micro_model, alpha, beta):
+    with pytest.raises(ConfigError, match="valid: a number in \\[0, 1\\]"):
+        apply_noise(micro_model, alpha, beta, _gen())
