@@ -8,4 +8,4 @@ from ..registry import Registry
 
 OBJECTIVES: Registry = Registry("objective")
 
-from . import ce, distill_kl  # noqa: E402,F401  (registers)
+from . import ce, distill_kl, grad_ascent, grad_diff, maxent, npo, repnoise, rmu, sam, simnpo  # noqa: E402,F401,I001  (registers)

@@ -1,0 +1,72 @@
+"""Negative Preference Optimization (NPO; Zhang et al. 2024, "Negative Preference
+Optimization: From Catastrophic Collapse to Effective Unlearning"), with a retain term.
+
+    L = (2/β)·E_forget[ log(1 + (π_θ(y|x)/π_ref(y|x))^β) ] + λ·R(retain)
+      = (2/β)·E_forget[ softplus(β·(log π_θ(y|x) − log π_ref(y|x))) ] + λ·R(retain)
+
+log π(y|x) sums the log-probabilities of the labelled (answer) tokens; π_ref is the
+frozen original model. R is CE on retain answers (NPO+RT, the paper's default), KL to
+the original (`retain: kl`) or nothing. Limits: as β → 0, L − 2·log2/β → E[log π_θ −
+log π_ref], whose gradient is gradient ascent's on the sequence log-likelihood; for
+β > 0 the forget term is bounded below by 0 and its gradient vanishes once π_θ ≪ π_ref,
+which is what keeps NPO from GA's catastrophic collapse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..config import UnlearnConfig, _check
+from . import OBJECTIVES
+from .unlearning import (
+    Batch,
+    Reference,
+    RetainKind,
+    logits_of,
+    parse_args,
+    retain_loss,
+    sequence_logprob,
+)
+
+
+def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """(2/β)·mean softplus(β·(logp − ref_logp)); logp, ref_logp (B,) sequence log-probs."""
+    return (2.0 / beta) * F.softplus(beta * (logp - ref_logp)).mean()
+
+
+@dataclass
+class NPOArgs:
+    beta: float = 0.1
+    retain: RetainKind = "ce"
+
+    def validate(self, p: str) -> None:
+        _check(self.beta > 0, f"{p}.beta", self.beta, "a positive number")
+
+
+@OBJECTIVES.register("npo")
+class NPO:
+    def __init__(self, retain_weight: float = 1.0, args: NPOArgs | None = None) -> None:
+        self.retain_weight = retain_weight
+        self.args = args or NPOArgs()
+        self.reference = Reference()
+        self.extra_forward_params = 0
+
+    @classmethod
+    def from_config(cls, cfg: UnlearnConfig) -> NPO:
+        return cls(cfg.retain_weight, parse_args(cfg.method_args, NPOArgs, "npo"))
+
+    def prepare(self, model: torch.nn.Module) -> None:
+        self.extra_forward_params = self.reference.prepare(model)
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        f = batch["forget"]
+        logp = sequence_logprob(logits_of(model, f), f["labels"])
+        ref_logp = sequence_logprob(self.reference.logits(f), f["labels"])
+        forget = npo_loss(logp, ref_logp, self.args.beta)
+        retain, metrics = retain_loss(self.args.retain, model, batch["retain"], self.reference)
+        loss = forget + self.retain_weight * retain
+        return loss, {"forget_npo": float(forget.detach()),
+                      "forget_logratio": float((logp - ref_logp).mean().detach()), **metrics}

@@ -1,0 +1,146 @@
+"""Representation Misdirection for Unlearning (RMU; Li et al. 2024, "The WMDP Benchmark").
+
+Only the chosen parameters (by default the MLP down-projections of `train_layers`) are
+trained. With h_θ(x) the output of decoder layer `layer` (B, T, d):
+
+    L = mean_{forget positions} ‖h_θ − c·u‖²/d  +  α·mean_{retain positions} ‖h_θ − h_orig‖²/d
+
+u is a fixed random unit vector (seeded; `u_dist` uniform = the original code's
+`torch.rand` direction, all components positive; gaussian = an isotropic direction),
+c the steering coefficient, h_orig the frozen original model's activation and α
+`unlearn.retain_weight`. The retain term can be switched off (`retain: none`), as in
+the public code of Lee et al. 2025 for the synthetic settings.
+
+Layer indices are explicit and 0-based: `layer` is the decoder layer whose *output*
+is steered (hidden_states[layer + 1] in HF's `output_hidden_states` numbering), and
+`train_layers` lists decoder layers whose down-projection is trained. The public code
+takes `hidden_states[layer]`, the output of layer `layer − 1`, so the last listed layer
+gets no gradient (an off-by-one). Here a train layer after `layer` would likewise get
+no gradient, so it is rejected with a ConfigError instead of being silently inert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from ..config import UnlearnConfig, _check
+from . import OBJECTIVES
+from .unlearning import Batch, Reference, decoder_layers, layer_output, masked_mean, parse_args
+
+
+def control_vector(dim: int, coef: float, dist: Literal["uniform", "gaussian"],
+                   generator: torch.Generator) -> torch.Tensor:
+    """c·u, u a unit vector drawn from `dist` with `generator` (d,)."""
+    if dist == "uniform":
+        u = torch.rand(dim, generator=generator)
+    else:
+        u = torch.randn(dim, generator=generator)
+    return coef * u / u.norm()
+
+
+def rmu_loss(h_forget: torch.Tensor, forget_mask: torch.Tensor, control: torch.Tensor,
+             h_retain: torch.Tensor | None = None, h_retain_ref: torch.Tensor | None = None,
+             retain_mask: torch.Tensor | None = None, alpha: float = 1.0
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, forget MSE, retain MSE). h_* (B, T, d), masks (B, T), control (d,).
+
+    MSE is the mean over hidden dimensions, then over masked positions (`F.mse_loss` of
+    the original when every position counts). Retain is 0 when `h_retain` is None.
+    """
+    forget = masked_mean(((h_forget.float() - control) ** 2).mean(-1), forget_mask)
+    if h_retain is None:
+        retain = torch.zeros((), device=h_forget.device)
+    else:
+        assert h_retain_ref is not None and retain_mask is not None
+        retain = masked_mean(((h_retain.float() - h_retain_ref.float()) ** 2).mean(-1),
+                             retain_mask)
+    return forget + alpha * retain, forget, retain
+
+
+@dataclass
+class RMUArgs:
+    layer: int = 2  # 0-based decoder layer whose output is steered
+    train_layers: list[int] = field(default_factory=lambda: [0, 1, 2])
+    param: str = "mlp.down_proj"  # module (under each train layer) whose weights train
+    steering_coef: float = 20.0  # c
+    u_dist: Literal["uniform", "gaussian"] = "uniform"
+    u_seed: int = 0
+    retain: Literal["mse", "none"] = "mse"
+    positions: Literal["all", "labelled"] = "all"  # which forget/retain positions count
+
+    def validate(self, p: str) -> None:
+        _check(self.layer >= 0, f"{p}.layer", self.layer, "an integer >= 0")
+        _check(bool(self.train_layers), f"{p}.train_layers", self.train_layers,
+               "a non-empty list of layer indices")
+        _check(all(0 <= i <= self.layer for i in self.train_layers), f"{p}.train_layers",
+               self.train_layers, f"layer indices in [0, layer={self.layer}] (a layer after "
+               "the steered one gets no gradient)")
+        _check(self.steering_coef > 0, f"{p}.steering_coef", self.steering_coef,
+               "a positive number")
+
+
+@OBJECTIVES.register("rmu")
+class RMU:
+    def __init__(self, retain_weight: float = 1.0, args: RMUArgs | None = None) -> None:
+        self.alpha = retain_weight
+        self.args = args or RMUArgs()
+        self.reference = Reference() if self.args.retain == "mse" else None
+        self.control: torch.Tensor | None = None
+        self.extra_forward_params = 0
+
+    @classmethod
+    def from_config(cls, cfg: UnlearnConfig) -> RMU:
+        return cls(cfg.retain_weight, parse_args(cfg.method_args, RMUArgs, "rmu"))
+
+    def trained_names(self, model: torch.nn.Module) -> list[str]:
+        n = len(decoder_layers(model))
+        _check(self.args.layer < n, "unlearn.method_args.layer", self.args.layer,
+               f"a decoder layer index in [0, {n - 1}] for this model")
+        dec_prefix = next(name for name, mod in model.named_modules()
+                          if mod is decoder_layers(model))
+        names = [f"{dec_prefix}.{i}.{self.args.param}.weight" for i in self.args.train_layers]
+        params = dict(model.named_parameters())
+        missing = [x for x in names if x not in params]
+        _check(not missing, "unlearn.method_args.param", self.args.param,
+               f"a module name under each decoder layer (no parameter {missing[0] if missing else ''})")
+        return names
+
+    def prepare(self, model: torch.nn.Module) -> None:
+        """Freeze all but the chosen parameters; make u and the frozen reference."""
+        if self.reference is not None:  # before freezing: an exact copy of the original
+            self.extra_forward_params = self.reference.prepare(model)
+        keep = set(self.trained_names(model))
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in keep)
+        g = torch.Generator().manual_seed(self.args.u_seed)
+        dim = int(model.config.hidden_size)
+        device = next(model.parameters()).device
+        self.control = control_vector(dim, self.args.steering_coef, self.args.u_dist, g).to(device)
+
+    def _mask(self, enc: Batch) -> torch.Tensor:
+        if self.args.positions == "all":
+            return enc["attention_mask"].bool()
+        # Labelled next-token targets: the positions that predict them are t-1.
+        m = torch.zeros_like(enc["attention_mask"], dtype=torch.bool)
+        m[:, :-1] = enc["labels"][:, 1:] != -100
+        return m
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.control is None:
+            raise RuntimeError("RMU.loss called before prepare(model)")
+        f, r = batch["forget"], batch["retain"]
+        self.control = self.control.to(f["input_ids"].device)
+        h_f = layer_output(model, f, self.args.layer)
+        if self.reference is not None:
+            h_r = layer_output(model, r, self.args.layer)
+            with torch.no_grad():
+                ref = self.reference.on_device(r["input_ids"].device)
+                h_ref = layer_output(ref, r, self.args.layer)
+            total, fl, rl = rmu_loss(h_f, self._mask(f), self.control, h_r, h_ref,
+                                     self._mask(r), self.alpha)
+        else:
+            total, fl, rl = rmu_loss(h_f, self._mask(f), self.control)
+        return total, {"forget_mse": float(fl.detach()), "retain_mse": float(rl.detach())}

@@ -1,0 +1,224 @@
+"""Shared pieces of the unlearning objectives: masks, log-likelihoods, the retain term,
+the frozen reference model, and building an objective from `cfg.unlearn`.
+
+An unlearning batch is nested: `{"forget": encoded, "retain": encoded, "noise_seed": int}`
+where `encoded` has `input_ids`, `attention_mask` and `labels` (-100 where no loss is
+taken; in arithmetic the answer digits and EOS are labelled). Every loss below is a pure
+function of tensors; the objective classes only run the model and call them.
+
+Each unlearning objective class is registered in `OBJECTIVES` and has
+`from_config(cfg: UnlearnConfig)`, which validates `cfg.method_args` against the
+method's own dataclass (unknown keys and bad values raise a `ConfigError`).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from ..compute import matmul_params
+from ..config import ConfigError, UnlearnConfig, from_dict
+from . import OBJECTIVES
+
+Batch = dict[str, Any]
+RetainKind = Literal["ce", "kl", "none"]
+
+
+class UnlearnObjective(Protocol):
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        ...
+
+
+# ------------------------------------------------------------------------- pure math
+
+
+def label_mask(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) bool: next-token positions that carry a label (logits[:, t] predict t+1)."""
+    return labels[:, 1:] != -100
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) log p(label_{t+1} | ≤t), 0 where unlabelled. logits (B, T, V)."""
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
+    target = labels[:, 1:].clamp(min=0)
+    lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    return lp * label_mask(labels)
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) log π(y|x) = Σ_t log p(y_t | x, y_<t) over the labelled (answer) tokens."""
+    return token_logprobs(logits, labels).sum(dim=1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `x` over positions where `mask` is true (0 if none)."""
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def forward_kl(ref_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(p_ref ‖ p_θ) = Σ_v p_ref,v (log p_ref,v − log p_θ,v), averaged over `mask`.
+
+    Both logits (B, T, V) at the same positions; `mask` (B, T). Used as the retain term
+    "stay close to the original model" (MaxEnt's WMDP variant, option `retain: kl`).
+    """
+    ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
+    logp = F.log_softmax(logits.float(), dim=-1)
+    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)  # (B, T)
+    return masked_mean(kl, mask)
+
+
+def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token CE over labelled positions (the same as `objectives.ce.token_ce`)."""
+    return -masked_mean(token_logprobs(logits, labels), label_mask(labels))
+
+
+# ------------------------------------------------------------------- model helpers
+
+
+def logits_of(model: torch.nn.Module, enc: Batch) -> torch.Tensor:
+    return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """The reference model: one deep copy, eval mode, no gradients (held once)."""
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+class _Stop(Exception):
+    """Raised by a capture hook: nothing after the last needed layer is computed."""
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder blocks of an HF causal LM (`model.model.layers` for Llama/Gemma-2)."""
+    dec = model.get_decoder() if hasattr(model, "get_decoder") else model
+    layers = getattr(dec, "layers", None)
+    if layers is None:
+        raise ConfigError(f"cannot find decoder layers in {type(model).__name__}")
+    return layers
+
+
+def layer_outputs(model: torch.nn.Module, enc: Batch, layers: list[int]) -> list[torch.Tensor]:
+    """Outputs of the given 0-based decoder layers, each (B, T, d), in the order given.
+
+    Forward hooks capture them; the forward stops right after the deepest one, so
+    nothing downstream is computed. Indices are checked against the model.
+    """
+    blocks = decoder_layers(model)
+    for i in layers:
+        if not 0 <= i < len(blocks):
+            raise ConfigError(f"layer index {i} is out of range; valid: 0..{len(blocks) - 1} "
+                              "for this model")
+    captured: dict[int, torch.Tensor] = {}
+    last = max(layers)
+
+    def make_hook(i: int):
+        def hook(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+            captured[i] = output[0] if isinstance(output, tuple) else output
+            if i == last:
+                raise _Stop
+
+        return hook
+
+    handles = [blocks[i].register_forward_hook(make_hook(i)) for i in set(layers)]
+    try:
+        model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return [captured[i] for i in layers]
+
+
+def layer_output(model: torch.nn.Module, enc: Batch, layer: int) -> torch.Tensor:
+    """Output of decoder layer `layer` (B, T, d)."""
+    return layer_outputs(model, enc, [layer])[0]
+
+
+@dataclass
+class Reference:
+    """Holds the frozen original model, made at `prepare` time (before any update).
+
+    Objectives that need one own a `Reference`; `extra_forward_params` reports its matmul
+    parameters so the training loop counts its forward passes in the FLOPs.
+    """
+
+    model: torch.nn.Module | None = None
+
+    def prepare(self, model: torch.nn.Module) -> int:
+        if self.model is None:
+            self.model = frozen_copy(model)
+        return matmul_params(self.model)
+
+    @torch.no_grad()
+    def logits(self, enc: Batch) -> torch.Tensor:
+        return logits_of(self.on_device(enc["input_ids"].device), enc)
+
+    def on_device(self, device: torch.device) -> torch.nn.Module:
+        """The frozen model, moved once to where the batches are (the loop moves the
+        trained model after `prepare`, e.g. to the GPU)."""
+        if self.model is None:
+            raise RuntimeError("reference model used before prepare(model)")
+        if next(self.model.parameters()).device != device:
+            self.model.to(device)
+        return self.model
+
+
+def retain_loss(kind: RetainKind, model: torch.nn.Module, enc: Batch,
+                reference: Reference | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The retain term: CE on retain answers, KL(original ‖ θ) on them, or nothing."""
+    if kind == "none":
+        return torch.zeros((), device=enc["input_ids"].device), {}
+    logits = logits_of(model, enc)
+    if kind == "ce":
+        ce = token_ce(logits, enc["labels"])
+        return ce, {"retain_ce": float(ce.detach())}
+    assert reference is not None, "retain: kl needs a reference model"
+    ref = reference.logits(enc)
+    kl = forward_kl(ref[:, :-1], logits[:, :-1], label_mask(enc["labels"]))
+    return kl, {"retain_kl": float(kl.detach())}
+
+
+# ------------------------------------------------------------------- configuration
+
+
+def parse_args(raw: dict[str, Any], cls: type, method: str) -> Any:
+    """Validate `unlearn.method_args` against a method's dataclass; errors name the key."""
+    try:
+        return from_dict(dict(raw), cls)
+    except ConfigError as e:
+        msg = str(e).replace("config key '", "config key 'unlearn.method_args.")
+        msg = msg.replace("method_args..", "method_args.")  # validate() gets prefix ""
+        raise ConfigError(f"{msg} (method '{method}')") from None
+
+
+def unlearning_methods() -> list[str]:
+    return [n for n in OBJECTIVES.names() if hasattr(OBJECTIVES.get(n), "from_config")]
+
+
+def build_objective(cfg: UnlearnConfig) -> UnlearnObjective:
+    """The objective `cfg.method` with its validated `method_args`."""
+    if cfg.method not in OBJECTIVES or not hasattr(OBJECTIVES.get(cfg.method), "from_config"):
+        raise ConfigError(f"config key 'unlearn.method': got {cfg.method!r}; valid: "
+                          f"{', '.join(unlearning_methods())}")
+    return OBJECTIVES.get(cfg.method).from_config(cfg)
+
+
+def build_base(cfg: UnlearnConfig, method: str, args: dict[str, Any]) -> UnlearnObjective:
+    """The objective a wrapper (SAM, RepNoise) wraps: `cfg` with another method and args.
+    Errors name the wrapper's keys (`unlearn.method_args.base_args.x`)."""
+    try:
+        return build_objective(replace(cfg, method=method, method_args=dict(args)))
+    except ConfigError as e:
+        msg = str(e).replace("'unlearn.method_args.", "'unlearn.method_args.base_args.")
+        msg = msg.replace("'unlearn.method'", "'unlearn.method_args.base'")
+        raise ConfigError(msg) from None

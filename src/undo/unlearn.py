@@ -1,0 +1,146 @@
+"""Unlearning: turn the base model into the teacher with one of the unlearning objectives.
+
+    unlearn(cfg, base_dir) -> stage folder with model/ (HF folder) and summary.json
+
+The objective is `cfg.unlearn.method` (see `undo.objectives`), trained through the one
+training loop on nested batches `{"forget": ..., "retain": ...}` drawn from the items
+the base model was trained on (`bench.stream(ops)`, split "trained"): unlearning needs
+forget/retain labels, and these are the labelled data the paper assumes. The summary
+holds retain and forget metrics (all four evaluation sets) before and after, steps,
+tokens, FLOPs and wall time.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .config import ConfigError, RunConfig, to_dict
+from .data.arithmetic import ArithmeticBenchmark, ItemStream, encode
+from .evaluate import evaluate_arithmetic
+from .models import count_params, load_model, load_tokenizer, save_model
+from .objectives.unlearning import build_objective
+from .stages import finish, is_done, reset, stage_dir
+from .train import make_accelerator, train
+
+EVAL_SETS = ("retain", "forget", "retain_heldout", "forget_heldout")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+class UnlearnBatches:
+    """`{"forget": encoded, "retain": encoded, "noise_seed": int}`, deterministic in
+    (seed, rank, step, micro). Forget and retain items come from independent streams of
+    the base model's training pairs (equations and, at the benchmark's rate, word
+    problems); `noise_seed` lets stochastic objectives (RepNoise) seed their noise."""
+
+    def __init__(self, forget: ItemStream, retain: ItemStream,
+                 tokenizer: PreTrainedTokenizerBase, batch_size: int, seed: int,
+                 rank: int = 0) -> None:
+        self.forget, self.retain, self.tokenizer = forget, retain, tokenizer
+        self.batch_size, self.seed, self.rank = batch_size, seed, rank
+
+    def __call__(self, step: int, micro: int = 0) -> dict[str, Any]:
+        def draw(stream: ItemStream, which: str) -> dict[str, torch.Tensor]:
+            rng = random.Random(f"unlearn-{which}-{self.seed}-{self.rank}-{step}-{micro}")
+            return encode(stream.sample(rng, self.batch_size), self.tokenizer)
+
+        return {"forget": draw(self.forget, "forget"), "retain": draw(self.retain, "retain"),
+                "noise_seed": (step * 1009 + micro) * 101 + self.rank}
+
+
+def resolve_base(base_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(HF model folder, identity for the stage key) of a model folder or a stage folder.
+
+    A finished stage folder (e.g. `pretrain-base-<hash>`) is identified by its name,
+    which already hashes everything it depends on; any other HF folder by its resolved
+    path and its weight files' sizes and modification times.
+    """
+    d = Path(base_dir).expanduser().resolve()
+    if is_done(d) and (d / "model").is_dir():
+        return d / "model", {"stage": d.name}
+    if not (d / "config.json").is_file():
+        raise ConfigError(f"base model folder '{base_dir}': no config.json there; valid: a "
+                          "Hugging Face model folder or a finished stage folder with model/")
+    files = {f.name: [f.stat().st_size, f.stat().st_mtime_ns]
+             for f in sorted(d.iterdir()) if f.name in WEIGHT_FILES or f.suffix == ".safetensors"}
+    return d, {"path": str(d), "files": files}
+
+
+def unlearn_key(cfg: RunConfig, base_identity: dict[str, Any]) -> dict[str, Any]:
+    return {"base": base_identity, "seed": cfg.seed, "data": to_dict(cfg.data),
+            "unlearn": to_dict(cfg.unlearn)}
+
+
+def unlearn_dir(cfg: RunConfig, base_dir: str | Path) -> Path:
+    _, ident = resolve_base(base_dir)
+    return stage_dir(cfg, f"unlearn-{cfg.unlearn.method}", unlearn_key(cfg, ident))
+
+
+def default_base(cfg: RunConfig) -> Path:
+    """The study's own base model (pretrained, or reused from its cached stage)."""
+    from .pretrain import pretrain
+
+    return pretrain(cfg, "base")
+
+
+def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = False) -> Path:
+    """Unlearn `base_dir` (default: the study's base model); returns the stage folder."""
+    objective = build_objective(cfg.unlearn)  # bad method args fail before any work
+    base = Path(base_dir) if base_dir is not None else default_base(cfg)
+    model_dir, ident = resolve_base(base)
+    key = unlearn_key(cfg, ident)
+    d = stage_dir(cfg, f"unlearn-{cfg.unlearn.method}", key)
+    if force:
+        reset(d)
+    if is_done(d):
+        return d
+
+    bench = ArithmeticBenchmark(cfg.data)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir)
+    if hasattr(objective, "prepare"):
+        objective.prepare(model)  # checks layer indices etc. against the model, early
+    acc = make_accelerator(cfg.device)
+    optim = cfg.unlearn
+    batches = UnlearnBatches(bench.stream(bench.forget_ops), bench.stream(bench.retain_ops),
+                             tokenizer, optim.batch_size, seed=cfg.seed, rank=acc.process_index)
+    t0 = time.time()
+    before = evaluate_arithmetic(model, bench, tokenizer, sets=EVAL_SETS)
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        return evaluate_arithmetic(m, bench, tokenizer, sets=("retain", "forget"))
+
+    result = train(model, objective, batches, optim, d, evaluate=evaluate if optim.eval_every
+                   else None, accelerator=acc, desc=f"unlearn {optim.method}",
+                   progress=cfg.progress)
+    model = acc.unwrap_model(model)
+    for p in model.parameters():  # RMU froze some; the saved model is an ordinary one
+        p.requires_grad_(True)
+    after = evaluate_arithmetic(model, bench, tokenizer, sets=EVAL_SETS)
+    if acc.is_main_process:
+        save_model(model, tokenizer, d / "model")
+        finish(d, {
+            "stage": f"unlearn-{optim.method}",
+            "method": optim.method,
+            "base": str(model_dir),
+            "before": before,
+            "after": after,
+            "retain_ratio": _ratio(after["retain/acc"], before["retain/acc"]),
+            "steps": result.steps,
+            "tokens": result.tokens,
+            "flops": result.flops,
+            "params": count_params(model),
+            "train_time_s": result.wall_time,
+            "wall_time_s": time.time() - t0,
+            "evals": result.evals,
+        }, key, device=str(acc.device))
+    return d
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None

@@ -1,0 +1,172 @@
+"""Unlearning objectives on a micro model: RMU's parameter selection, SAM under gradient
+accumulation, and a few steps of each method lowering its own forget objective."""
+
+import copy
+import random
+
+import pytest
+import torch
+
+from undo.config import ConfigError, ModelConfig, OptimConfig, UnlearnConfig
+from undo.data.arithmetic import Batches, encode
+from undo.models import build_model
+from undo.objectives import OBJECTIVES
+from undo.objectives.unlearning import build_objective
+from undo.train import train
+from undo.unlearn import UnlearnBatches
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on this shared 2-core machine two threads spin against other
+    processes and run tiny models tens of times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+METHODS = {  # method -> (method_args, forget-objective metric; lower = more forgotten)
+    "grad_ascent": ({}, lambda m: -m["forget_ce"]),
+    "grad_diff": ({}, lambda m: -m["forget_ce"]),
+    "maxent": ({}, lambda m: m["forget_kl_uniform"]),
+    "maxent_kl": ({"retain": "kl"}, lambda m: m["forget_kl_uniform"]),
+    "rmu": ({"layer": 1, "train_layers": [0, 1], "steering_coef": 5.0}, lambda m: m["forget_mse"]),
+    "npo": ({}, lambda m: m["forget_npo"]),
+    "simnpo": ({"gamma": 1.0}, lambda m: m["forget_simnpo"]),
+    "repnoise": ({"noise_weight": 1.0}, lambda m: m["noise_mmd"]),
+    "sam": ({"base": "maxent", "rho": 0.05}, lambda m: m["forget_kl_uniform"]),
+}
+
+
+def _cfg(method, args, **kw):
+    name = "maxent" if method == "maxent_kl" else method
+    base = dict(method=name, method_args=args, steps=8, batch_size=16, lr=3e-3, log_every=0)
+    base.update(kw)
+    return UnlearnConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained_micro(tokenizer, bench):
+    """A micro model briefly pretrained on all operations, so it has something to forget
+    (a random init is already near-uniform on the forget answers)."""
+    model = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
+    cfg = OptimConfig(steps=60, batch_size=32, lr=5e-3, log_every=0)
+    train(model, OBJECTIVES.get("ce")(), Batches(bench.stream(bench.ops), tokenizer, 32, 0),
+          cfg, progress=False)
+    return model
+
+
+@pytest.fixture
+def unlearn_batches(bench, tokenizer):
+    return UnlearnBatches(bench.stream(bench.forget_ops), bench.stream(bench.retain_ops),
+                          tokenizer, 16, seed=0)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_few_steps_lower_the_forget_objective(method, trained_micro, unlearn_batches):
+    micro_model = copy.deepcopy(trained_micro)
+    args, metric = METHODS[method]
+    cfg = _cfg(method, args)
+    obj = build_objective(cfg)
+    probe = unlearn_batches(10_000, 0)  # a batch not trained on
+    obj.prepare(micro_model) if hasattr(obj, "prepare") else None
+    with torch.no_grad():
+        before = metric(obj.loss(micro_model, probe)[1])
+    train(micro_model, obj, unlearn_batches, cfg, progress=False)
+    with torch.no_grad():
+        after = metric(obj.loss(micro_model, probe)[1])
+    assert after < before - 1e-3, (before, after)
+
+
+def test_rmu_trains_only_the_chosen_down_projections(micro_model, unlearn_batches):
+    cfg = _cfg("rmu", {"layer": 1, "train_layers": [1]}, steps=2)
+    before = {n: p.detach().clone() for n, p in micro_model.named_parameters()}
+    train(micro_model, build_objective(cfg), unlearn_batches, cfg, progress=False)
+    changed = {n for n, p in micro_model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"model.layers.1.mlp.down_proj.weight"}
+
+
+def test_rmu_rejects_layers_without_gradient_and_out_of_range(micro_model):
+    with pytest.raises(ConfigError, match="train_layers"):
+        build_objective(_cfg("rmu", {"layer": 0, "train_layers": [0, 1]}))
+    obj = build_objective(_cfg("rmu", {"layer": 5, "train_layers": [5]}))
+    with pytest.raises(ConfigError, match="layer"):
+        obj.prepare(micro_model)
+
+
+def test_rmu_forget_gradient_reaches_the_steered_layer(micro_model, unlearn_batches):
+    """The original code's off-by-one left the last listed layer without gradient."""
+    obj = build_objective(_cfg("rmu", {"layer": 1, "train_layers": [0, 1], "retain": "none"}))
+    obj.prepare(micro_model)
+    obj.loss(micro_model, unlearn_batches(0, 0))[0].backward()
+    for i in (0, 1):
+        g = micro_model.get_decoder().layers[i].mlp.down_proj.weight.grad
+        assert g is not None and float(g.abs().sum()) > 0
+
+
+def _equal_batches(bench, tokenizer):
+    """Two equation-only unlearning micro-batches and their concatenation. Every item
+    has 4 labelled tokens, so per-batch means average to the big batch's mean."""
+    rng = random.Random(0)
+    f = bench.stream(bench.forget_ops, word_fraction=0.0).sample(rng, 12)
+    r = bench.stream(bench.retain_ops, word_fraction=0.0).sample(rng, 12)
+    halves = [{"forget": encode(f[:6], tokenizer), "retain": encode(r[:6], tokenizer)},
+              {"forget": encode(f[6:], tokenizer), "retain": encode(r[6:], tokenizer)}]
+    whole = {"forget": encode(f, tokenizer), "retain": encode(r, tokenizer)}
+    return halves, whole
+
+
+@pytest.mark.parametrize("base", ["grad_diff", "maxent"])
+def test_sam_accumulation_two_equals_concatenated_batch(base, bench, tokenizer):
+    halves, whole = _equal_batches(bench, tokenizer)
+    cfg = _cfg("sam", {"base": base, "rho": 0.5})
+    grads = []
+    for batches in (halves, [whole]):
+        model = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
+        obj = build_objective(cfg)
+        obj.prepare(model)
+        obj.gradients(model, batches, lambda loss: loss.backward())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+    # And SAM's gradient is not the plain gradient (the perturbation matters).
+    model = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
+    obj = build_objective(_cfg(base, {}))
+    obj.loss(model, whole)[0].backward()
+    plain = [p.grad for p in model.parameters()]
+    assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[1], plain, strict=True))
+
+
+def test_sam_restores_weights(micro_model, bench, tokenizer):
+    halves, _ = _equal_batches(bench, tokenizer)
+    before = [p.detach().clone() for p in micro_model.parameters()]
+    obj = build_objective(_cfg("sam", {"base": "grad_diff", "rho": 0.5}))
+    obj.prepare(micro_model)
+    obj.gradients(micro_model, halves, lambda loss: loss.backward())
+    for a, b in zip(before, micro_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_reference_is_held_once_frozen_and_counted(micro_model):
+    obj = build_objective(_cfg("npo", {}))
+    obj.prepare(micro_model)
+    obj.prepare(micro_model)  # idempotent: still the first copy
+    ref = obj.reference.model
+    assert ref is not micro_model and not ref.training
+    assert all(not p.requires_grad for p in ref.parameters())
+    assert obj.extra_forward_params > 0
+    assert build_objective(_cfg("grad_diff", {})).__dict__.get("extra_forward_params", 0) == 0
+
+
+@pytest.mark.parametrize("method, args, fragment", [
+    ("maxent", {"retian": "ce"}, "unknown config key 'unlearn.method_args.retian'"),
+    ("npo", {"beta": -1.0}, "config key 'unlearn.method_args.beta': got -1.0"),
+    ("sam", {"base": "nope"}, "'unlearn.method_args.base': got 'nope'; valid: grad_ascent"),
+    ("repnoise", {"base_args": {"retain": 3}}, "'unlearn.method_args.base_args.retain'"),
+    ("ce", {}, "config key 'unlearn.method': got 'ce'; valid: grad_ascent"),
+])
+def test_bad_method_args_give_config_errors(method, args, fragment):
+    with pytest.raises(ConfigError) as e:
+        build_objective(_cfg(method, args))
+    assert fragment in str(e.value)
