@@ -241,6 +241,10 @@ Command = tuple[Callable[[argparse.Namespace], int], str,
                 Callable[[argparse.ArgumentParser], None] | None]
 # name -> (handler, help, extra options)
 COMMANDS: dict[str, Command] = {
+    "attack": (cmd_attack, "relearning attacks (LR x seed grid) on saved models: MODEL_DIR...",
+               opts_force),
+    "eval": (cmd_eval, "metrics of saved models on the benchmark's four eval sets: MODEL_DIR...",
+             opts_eval),
     "pretrain": (cmd_pretrain, "pretrain the base and gold-standard models", opts_pretrain),
     "config": (cmd_config, "print the fully resolved config", None),
     "report": (cmd_report, "regenerate plots and report.html from RUN_DIR/summary.json",

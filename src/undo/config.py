@@ -251,19 +251,76 @@ class DistillConfig(OptimConfig):
 
 @dataclass
 class AttackConfig:
-    """Relearning attacks: CE finetuning on forget-domain data (issue: attacks)."""
+    """Relearning attacks: plain CE finetuning on forget-domain attack data (docs/attacks.md).
+
+    One run per (lr, seed) of the grid, constant LR, AdamW (the training loop's optimizer).
+    The paper's grid is lrs {1e-3, 7e-4, 4e-4, 1e-4, 7e-5, 5e-5, 1e-5, 7e-6, 4e-6, 1e-6},
+    500 steps, eval every 5, budgets 0/40/500 (configs/arithmetic/paper_attack.yaml); the
+    CPU default is a smaller grid that was measured to contain the strongest LR.
+    """
 
     steps: int = 100
     lrs: list[float] = field(default_factory=lambda: [1e-3, 4e-4, 1e-4])
     seeds: list[int] = field(default_factory=lambda: [0])
     batch_size: int = 32
-    eval_every: int = 5
-    budgets: list[int] = field(default_factory=lambda: [0, 40, 100])
+    eval_every: int = 5  # curve points every k steps (forget curve subset)
+    # Step budgets at which the worst case is reported (full eval sets there). `steps`
+    # (the largest budget) is always one of them.
+    budgets: list[int] = field(default_factory=lambda: [0, 40])
+    # Operations whose *attack* split is trained on; null means data.forget_ops.
+    ops: list[str] | None = None
+    # Share of each batch drawn from the retain ops' attack split (the paper's WMDP attack
+    # mixes forget and retain corpora 50/50: 0.5). 0 is a forget-only attack.
+    retain_fraction: float = 0.0
+    word_fraction: float | None = None  # share of word-problem batches; null: data's
+    # The attack refuses to run on data without forget-domain items unless this is set
+    # (the paper's public arithmetic attack silently trained on retain data).
+    allow_no_forget: bool = False
+    lora_rank: int = 0  # 0: full finetuning; > 0: a LoRA attack through peft
+    lora_alpha: float = 16.0
+    lora_targets: list[str] = field(default_factory=lambda: ["all-linear"])
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float | None = 1.0
+    # Items per operation and format in the curve subset of the forget eval set (a fixed
+    # subset of it, never trained on); budgets use the full sets. 0: full set everywhere.
+    curve_items_per_op: int = 25
+    workers: int = 0  # parallel processes over the grid (CPU); 0: auto, 1: in-process
+    save_weights: bool = False  # keep each run's attacked model (off: only curves)
+
+    def all_budgets(self) -> list[int]:
+        return sorted(set(self.budgets) | {self.steps})
 
     def validate(self, p: str) -> None:
         _check(self.steps > 0, f"{p}.steps", self.steps, "a positive integer")
         _check(bool(self.lrs) and all(x > 0 for x in self.lrs), f"{p}.lrs", self.lrs,
                "a non-empty list of positive numbers")
+        _check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), f"{p}.seeds",
+               self.seeds, "a non-empty list of distinct integers")
+        _check(len(set(self.lrs)) == len(self.lrs), f"{p}.lrs", self.lrs, "distinct values")
+        _check(self.batch_size > 0, f"{p}.batch_size", self.batch_size, "a positive integer")
+        _check(self.eval_every > 0, f"{p}.eval_every", self.eval_every, "a positive integer")
+        _check(all(0 <= b <= self.steps for b in self.budgets), f"{p}.budgets", self.budgets,
+               f"step counts in [0, steps={self.steps}]")
+        ops = {"add", "sub", "mul", "div"}
+        _check(self.ops is None or (bool(self.ops) and set(self.ops) <= ops), f"{p}.ops",
+               self.ops, "null or a non-empty list of add, sub, mul, div")
+        _check(0 <= self.retain_fraction <= 1, f"{p}.retain_fraction", self.retain_fraction,
+               "a number in [0, 1]")
+        _check(self.word_fraction is None or 0 <= self.word_fraction <= 1,
+               f"{p}.word_fraction", self.word_fraction, "null or a number in [0, 1]")
+        _check(self.lora_rank >= 0, f"{p}.lora_rank", self.lora_rank, "an integer >= 0")
+        _check(self.lora_alpha > 0, f"{p}.lora_alpha", self.lora_alpha, "a positive number")
+        _check(bool(self.lora_targets), f"{p}.lora_targets", self.lora_targets,
+               "module names, or ['all-linear']")
+        _check(self.weight_decay >= 0, f"{p}.weight_decay", self.weight_decay, "a number >= 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas",
+               self.betas, "two numbers in [0, 1)")
+        _check(self.grad_clip is None or self.grad_clip > 0, f"{p}.grad_clip", self.grad_clip,
+               "a positive number or null")
+        _check(self.curve_items_per_op >= 0, f"{p}.curve_items_per_op",
+               self.curve_items_per_op, "an integer >= 0 (0: the full set)")
+        _check(self.workers >= 0, f"{p}.workers", self.workers, "an integer >= 0 (0: auto)")
 
 
 @dataclass

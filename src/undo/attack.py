@@ -1,0 +1,440 @@
+"""Relearning attacks: finetune a copy of a model on forget-domain data and watch it relearn.
+
+The adversary of Lee et al. 2025 ("Distillation Robustifies Unlearning", arXiv
+2506.06278, §3): plain cross-entropy finetuning on forget-domain data at a constant LR,
+forget performance evaluated every `eval_every` steps, over a grid of LRs × seeds; the
+worst case over LRs at each step budget is what a model's robustness is judged by
+(aggregation in `undo.robustness`). Each run goes through THE training loop
+(`undo.train.train`, objective "ce").
+
+Honesty checks, done before any training:
+  - the attack data must hold forget-domain items (`ConfigError` otherwise, unless
+    `attack.allow_no_forget`): the paper's public arithmetic attack trained on retain
+    data by mistake;
+  - attack items come from the benchmark's *attack* split and must be disjoint from
+    every evaluated item, so a recovered answer is revived knowledge, not memorised.
+
+Cost: the curve is measured on a fixed subset of the forget eval set; the full forget and
+retain sets are scored only at the budgets, and the pre-attack (step 0) evaluation once
+per model. Runs of the grid can go to parallel processes (`attack.workers`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .artifacts import config_hash, read_json, write_json
+from .config import AttackConfig, ConfigError, OptimConfig, RunConfig
+from .data.arithmetic import ArithmeticBenchmark, Item, ItemStream, encode
+from .evaluate import score_items_bucketed
+from .models import load_model, load_tokenizer, save_model
+from .objectives import OBJECTIVES
+from .robustness import aggregate, budget_key
+from .stages import finish, is_done, reset, run_dir
+from .train import make_accelerator, train
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+HASH_LIMIT = 2 * 2**30  # hash weights up to 2 GiB; above, identify by path, size, mtime
+ALL_SETS = ("retain", "forget", "retain_heldout", "forget_heldout")
+Metrics = dict[str, float]
+
+
+# ----------------------------------------------------------------- model identity
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model folder, or a stage folder holding one in `model/` (then that one)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(f"model folder not found: {path}")
+    if not (p / "config.json").is_file() and (p / "model" / "config.json").is_file():
+        return p / "model"
+    return p
+
+
+def model_identity(model_dir: str | Path) -> dict[str, Any]:
+    """What a model folder's attack results depend on: a hash of its weights and config.
+
+    A content hash lets a copied folder reuse its cache, and a rewritten one not; for
+    folders over 2 GiB hashing is too slow, so path, sizes and mtimes stand in.
+    """
+    d = Path(model_dir).resolve()
+    if not d.is_dir():
+        raise ConfigError(f"model folder not found: {model_dir}")
+    files = sorted(p for p in d.iterdir()
+                   if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"))
+    if not any(p.suffix in WEIGHT_SUFFIXES for p in files):
+        raise ConfigError(f"'{model_dir}' holds no weights (*.safetensors or *.bin); "
+                          f"valid: a save_pretrained model folder")
+    if sum(p.stat().st_size for p in files) > HASH_LIMIT:
+        return {"path": str(d), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
+                                          for p in files}}
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        with p.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return {"sha256": h.hexdigest()}
+
+
+def model_label(model_dir: str | Path) -> str:
+    """A readable name: the folder, or its parent for a stage's `.../<stage>/model`."""
+    d = Path(model_dir).resolve()
+    return d.parent.name if d.name == "model" else d.name
+
+
+def attack_key(cfg: RunConfig, model_dir: str | Path) -> dict[str, Any]:
+    return {"model": model_identity(model_dir), "attack": asdict(cfg.attack),
+            "data": asdict(cfg.data), "seed": cfg.seed}
+
+
+def attack_dir(cfg: RunConfig, model_dir: str | Path, key: dict | None = None) -> Path:
+    key = key or attack_key(cfg, model_dir)
+    return run_dir(cfg) / "attacks" / f"{model_label(model_dir)}-{config_hash(key)}"
+
+
+# ----------------------------------------------------------------------- the data
+
+
+def _streams(bench: ArithmeticBenchmark, ops: Sequence[str]) -> tuple[ItemStream, ItemStream]:
+    """(equations, word problems) from the attack split of `ops`."""
+    return (bench.stream(ops, "attack", word_fraction=0.0),
+            bench.stream(ops, "attack", word_fraction=1.0))
+
+
+class AttackBatches:
+    """Batch `step` of an attack: `attack.ops` items, plus `retain_fraction` retain items.
+
+    Deterministic in (seed, step, micro). A batch is all equations or all word problems
+    (one draw for both parts), so padding stays small, as in pretraining.
+    """
+
+    def __init__(self, bench: ArithmeticBenchmark, a: AttackConfig,
+                 tokenizer: PreTrainedTokenizerBase, seed: str) -> None:
+        self.tokenizer, self.seed = tokenizer, seed
+        self.ops = list(a.ops or bench.forget_ops)
+        self.word_fraction = (bench.cfg.word_problem_fraction if a.word_fraction is None
+                              else a.word_fraction)
+        self.n_retain = round(a.batch_size * a.retain_fraction)
+        self.n_main = a.batch_size - self.n_retain
+        self.parts = [(_streams(bench, ops), n) for ops, n in
+                      ((self.ops, self.n_main), (bench.retain_ops, self.n_retain)) if n > 0]
+
+    def items(self, step: int, micro: int = 0) -> list[Item]:
+        rng = random.Random(f"attack-{self.seed}-{step}-{micro}")
+        words = rng.random() < self.word_fraction
+        return [it for streams, n in self.parts for it in streams[words].sample(rng, n)]
+
+    def __call__(self, step: int, micro: int = 0) -> dict[str, torch.Tensor]:
+        return encode(self.items(step, micro), self.tokenizer)
+
+
+def check_attack_data(batches: Sequence[AttackBatches], steps: int, forget_ops: Sequence[str],
+                      a: AttackConfig) -> dict[str, int]:
+    """Count the ops of every item the attack will train on; refuse if none is forget-domain."""
+    counts: dict[str, int] = defaultdict(int)
+    for b in batches:
+        for step in range(steps):
+            for it in b.items(step):
+                counts[it.op] += 1
+    n_forget = sum(counts[op] for op in forget_ops)
+    if n_forget == 0 and not a.allow_no_forget:
+        raise ConfigError(
+            f"the attack data holds no forget-domain items (attack.ops={a.ops}, "
+            f"attack.retain_fraction={a.retain_fraction}; forget ops are "
+            f"{', '.join(forget_ops)}): a relearning attack must train on forget-domain "
+            f"data. Valid: attack.ops with a forget op and retain_fraction < 1, or "
+            f"attack.allow_no_forget=true to attack without forget data on purpose")
+    return {"forget_items": n_forget, "total_items": sum(counts.values()), **counts}
+
+
+def check_disjoint(bench: ArithmeticBenchmark, sets: dict[str, list[Item]]) -> None:
+    """Attack pairs and evaluated pairs never overlap (else a benchmark bug: stop)."""
+    attack_pairs = {op: set(split.attack) for op, split in bench.splits.items()}
+    for items in sets.values():
+        for it in items:
+            if (it.a, it.b) in attack_pairs[it.op]:
+                raise RuntimeError(f"evaluated item {it} is in the attack split")
+
+
+# ------------------------------------------------------------------- evaluation
+
+
+def summarize(items: Sequence[Item], scores: tuple[torch.Tensor, ...], prefix: str,
+              groups: bool = True) -> Metrics:
+    """`<prefix>/acc`, `<prefix>/ce` (nats per answer token), `<prefix>/acc/<op>/<fmt>`."""
+    correct, ce_sum, n_tok = scores
+    out = {f"{prefix}/acc": correct.float().mean().item(),
+           f"{prefix}/ce": (ce_sum.sum() / n_tok.sum().clamp(min=1)).item()}
+    if groups:
+        idx: dict[str, list[int]] = defaultdict(list)
+        for i, it in enumerate(items):
+            idx[f"{it.op}/{it.fmt}"].append(i)
+        for key, ii in sorted(idx.items()):
+            out[f"{prefix}/acc/{key}"] = correct[ii].float().mean().item()
+    return out
+
+
+def curve_subset(items: Sequence[Item], per_group: int) -> list[int]:
+    """Indices of the first `per_group` items of each (op, format); 0 keeps all."""
+    if per_group <= 0:
+        return list(range(len(items)))
+    seen: dict[tuple[str, str], int] = defaultdict(int)
+    keep = []
+    for i, it in enumerate(items):
+        if seen[(it.op, it.fmt)] < per_group:
+            seen[(it.op, it.fmt)] += 1
+            keep.append(i)
+    return keep
+
+
+class AttackEval:
+    """The forget and retain eval sets, and the fixed curve subset of the forget set."""
+
+    def __init__(self, bench: ArithmeticBenchmark, tokenizer: PreTrainedTokenizerBase,
+                 curve_items_per_op: int) -> None:
+        sets = bench.eval_sets()
+        self.forget, self.retain, self.tokenizer = sets["forget"], sets["retain"], tokenizer
+        self.curve_idx = curve_subset(self.forget, curve_items_per_op)
+        self.curve_items = [self.forget[i] for i in self.curve_idx]
+
+    def curve(self, model: PreTrainedModel) -> Metrics:
+        s = score_items_bucketed(model, self.curve_items, self.tokenizer)
+        return summarize(self.curve_items, s, "forget", groups=False)
+
+    def full(self, model: PreTrainedModel) -> tuple[Metrics, Metrics]:
+        """(metrics on the full sets, the curve point taken from the same scores)."""
+        f = score_items_bucketed(model, self.forget, self.tokenizer)
+        r = score_items_bucketed(model, self.retain, self.tokenizer)
+        sub = tuple(t[self.curve_idx] for t in f)
+        point = summarize(self.curve_items, sub, "forget", groups=False)
+        return {**summarize(self.forget, f, "forget"), **summarize(self.retain, r, "retain")}, point
+
+
+# --------------------------------------------------------------------- one run
+
+
+def _apply_lora(model: PreTrainedModel, a: AttackConfig, seed: int) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    targets: Any = "all-linear" if a.lora_targets == ["all-linear"] else list(a.lora_targets)
+    lcfg = LoraConfig(r=a.lora_rank, lora_alpha=a.lora_alpha, target_modules=targets,
+                      lora_dropout=0.0, bias="none")
+    with torch.random.fork_rng(devices=[]):  # LoRA's A init: seeded, not global RNG
+        torch.manual_seed(seed)
+        try:
+            return get_peft_model(model, lcfg)
+        except ValueError as e:
+            raise ConfigError(f"config key 'attack.lora_targets': got {a.lora_targets}; "
+                              f"valid: ['all-linear'] or module names of the model ({e})"
+                              ) from None
+
+
+def attack_optim(a: AttackConfig, lr: float) -> OptimConfig:
+    """The loop's settings for one attack run: constant LR, no warmup, no checkpoints."""
+    return OptimConfig(steps=a.steps, batch_size=a.batch_size, lr=lr, schedule="constant",
+                       warmup_steps=0, weight_decay=a.weight_decay, betas=list(a.betas),
+                       grad_clip=a.grad_clip, log_every=0, eval_every=a.eval_every,
+                       checkpoint_every=0)
+
+
+def run_one(cfg: RunConfig, model_dir: str | Path, lr: float, seed: int,
+            start: tuple[Metrics, Metrics] | None = None, threads: int = 0,
+            save_to: Path | None = None) -> dict[str, Any]:
+    """One attack run: a fresh copy of the model, `attack.steps` CE steps at `lr`.
+
+    `start` is the pre-attack (step 0) evaluation, shared by every run of a model;
+    without it, it is computed here.
+    """
+    t0 = time.perf_counter()
+    if threads:
+        torch.set_num_threads(threads)
+    a = cfg.attack
+    bench = ArithmeticBenchmark(cfg.data)
+    tok = load_tokenizer(model_dir)
+    model: torch.nn.Module = load_model(model_dir)
+    ev = AttackEval(bench, tok, a.curve_items_per_op)
+    full0, point0 = start if start is not None else ev.full(model)
+    if a.lora_rank:
+        model = _apply_lora(model, a, seed)
+    batches = AttackBatches(bench, a, tok, seed=f"{cfg.seed}-{seed}")
+    budgets = set(a.all_budgets())
+    at_budget: dict[str, Metrics] = {budget_key(0): full0}
+    curve: list[dict[str, float]] = []
+    points: dict[int, Metrics] = {0: point0}
+    now = {"step": 0}
+
+    def on_step(step: int, m: torch.nn.Module) -> None:
+        now["step"] = step
+        if step in budgets:  # full sets here; the curve point comes from the same scores
+            at_budget[budget_key(step)], points[step] = ev.full(m)
+
+    def evaluate(m: torch.nn.Module) -> Metrics:
+        step = now["step"]
+        point = points[step] if step in points else ev.curve(m)
+        curve.append({"step": step, **point})
+        return point
+
+    res = train(model, OBJECTIVES.get("ce")(), batches, attack_optim(a, lr), None,
+                evaluate=evaluate, eval_at_start=True, on_step=on_step,
+                accelerator=make_accelerator(cfg.device), progress=False)
+    if save_to is not None:
+        final = model.merge_and_unload() if a.lora_rank else model
+        save_model(final, tok, save_to)
+    return {"lr": lr, "seed": seed, "curve": curve, "budgets": at_budget,
+            "steps": res.steps, "tokens": res.tokens, "flops": res.flops,
+            "train_time_s": res.wall_time, "wall_time_s": time.perf_counter() - t0,
+            "threads": torch.get_num_threads()}
+
+
+def _run_task(job: tuple) -> dict[str, Any]:  # top level: picklable for worker processes
+    return run_one(*job)
+
+
+def plan_workers(cfg: RunConfig, n_runs: int) -> tuple[int, int]:
+    """(processes, threads each). `threads` caps the total CPU use; 0 means all cores.
+
+    Why processes: a ~1M-parameter model's matmuls are too small to use two threads
+    well, so two single-threaded runs side by side beat one two-threaded run
+    (benchmarks/attack_speed.py). On a GPU runs stay in this process.
+    """
+    budget = cfg.threads or os.cpu_count() or 1
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        return 1, 0
+    workers = cfg.attack.workers or min(n_runs, budget)
+    workers = max(1, min(workers, n_runs))
+    return workers, max(1, budget // workers)
+
+
+def _map_runs(jobs: list[tuple], workers: int, on_done: Callable[[dict], None],
+              progress: bool) -> None:
+    bar = tqdm(total=len(jobs), desc="attack runs", disable=not progress, leave=False)
+    if workers == 1:
+        for job in jobs:
+            on_done(_run_task(job))
+            bar.update(1)
+    else:
+        # fork: workers inherit the imported modules (spawn would re-import torch, ~3 s).
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
+            for out in pool.map(_run_task, jobs):
+                on_done(out)
+                bar.update(1)
+    bar.close()
+
+
+# ------------------------------------------------------------------- the stage
+
+
+def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Path:
+    """Attack one saved model over the LR × seed grid (cached); returns the attack folder.
+
+    Writes `relearn.json` (schema: docs/attacks.md) and `summary.json`; each finished
+    run is kept in `runs/` so an interrupted grid resumes run by run.
+    """
+    t0 = time.time()
+    model_dir = resolve_model_dir(model_dir)
+    key = attack_key(cfg, model_dir)
+    d = attack_dir(cfg, model_dir, key)
+    if force:
+        reset(d)
+    if is_done(d):
+        return d
+    a = cfg.attack
+    bench = ArithmeticBenchmark(cfg.data)
+    tok = load_tokenizer(model_dir)
+    data_counts = check_attack_data(
+        [AttackBatches(bench, a, tok, seed=f"{cfg.seed}-{s}") for s in a.seeds],
+        a.steps, bench.forget_ops, a)
+    ev = AttackEval(bench, tok, a.curve_items_per_op)
+    check_disjoint(bench, {"forget": ev.forget, "retain": ev.retain})
+    workers, threads = plan_workers(cfg, len(a.lrs) * len(a.seeds))
+    threads_before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        relearn = _attack_grid(cfg, model_dir, d, key, ev, data_counts, workers, threads)
+    finally:
+        torch.set_num_threads(threads_before)
+    relearn["wall_time_s"] = time.time() - t0
+    write_json(d / "relearn.json", relearn)
+    finish(d, {"stage": "attack", "model": relearn["model"],
+               "worst_case": {m: {k: {"value": w["value"], "lr": w["lr"], "std": w["std"]}
+                                  for k, w in wc.items()}
+                              for m, wc in relearn["worst_case"].items()},
+               "wall_time_s": relearn["wall_time_s"]}, key,
+           device="cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
+    return d
+
+
+def _attack_grid(cfg: RunConfig, model_dir: Path, d: Path, key: dict, ev: AttackEval,
+                 data_counts: dict, workers: int, threads: int) -> dict[str, Any]:
+    """Run the missing runs of the grid and aggregate all of them into relearn.json's dict."""
+    a = cfg.attack
+    bench = ArithmeticBenchmark(cfg.data)
+    start = ev.full(load_model(model_dir))  # step 0: the same for every run
+
+    runs_dir = d / "runs"
+    name = {(lr, s): f"lr{lr:g}-seed{s}" for lr in a.lrs for s in a.seeds}
+    jobs = []
+    for lr in sorted(a.lrs, reverse=True):
+        for s in a.seeds:
+            if not (runs_dir / f"{name[lr, s]}.json").exists():
+                save_to = runs_dir / name[lr, s] / "model" if a.save_weights else None
+                jobs.append((cfg, str(model_dir), lr, s, start, threads, save_to))
+
+    def on_done(run: dict) -> None:
+        write_json(runs_dir / f"{name[run['lr'], run['seed']]}.json", run)
+
+    _map_runs(jobs, workers, on_done, cfg.progress)
+    runs = [read_json(runs_dir / f"{name[lr, s]}.json")
+            for lr in sorted(a.lrs, reverse=True) for s in a.seeds]
+    budgets = a.all_budgets()
+    relearn = {
+        "schema": "undo.relearn/1",
+        "model": {"label": model_label(model_dir), "path": str(Path(model_dir).resolve()),
+                  "identity": key["model"]},
+        "attack": asdict(a),
+        "lrs": sorted(a.lrs, reverse=True), "seeds": list(a.seeds), "budgets": budgets,
+        "data": {"train_ops": list(a.ops or bench.forget_ops),
+                 "retain_ops": bench.retain_ops if a.retain_fraction > 0 else [],
+                 "forget_ops": bench.forget_ops, "split": "attack", "item_counts": data_counts,
+                 "eval_disjoint_from_attack": True,
+                 "eval_items": {"forget": len(ev.forget), "retain": len(ev.retain),
+                                "curve": len(ev.curve_items)}},
+        "start": start[0],
+        **aggregate(runs, budgets),
+        "runs": runs,
+        "workers": workers, "threads_per_worker": threads,
+    }
+    return relearn
+
+
+def evaluate_model(cfg: RunConfig, model_dir: str | Path,
+                   sets: Sequence[str] = ALL_SETS) -> Metrics:
+    """Metrics of any saved model on the benchmark's eval sets (`undo eval`)."""
+    model_dir = resolve_model_dir(model_dir)
+    bench = ArithmeticBenchmark(cfg.data)
+    tok = load_tokenizer(model_dir)
+    model = load_model(model_dir)
+    all_sets = bench.eval_sets()
+    out: Metrics = {}
+    for name in sets:
+        items = all_sets[name]
+        out.update(summarize(items, score_items_bucketed(model, items, tok), name))
+    return out

@@ -1,0 +1,202 @@
+"""The relearning attack harness on micro models: data checks, runs, the cached stage, CLI."""
+
+import json
+
+import pytest
+import torch
+
+from undo.artifacts import read_json
+from undo.attack import (
+    AttackBatches,
+    AttackEval,
+    attack,
+    attack_dir,
+    check_attack_data,
+    check_disjoint,
+    curve_subset,
+    evaluate_model,
+    model_identity,
+    run_one,
+)
+from undo.cli import main
+from undo.config import ConfigError, ModelConfig, load_config
+from undo.data.arithmetic import ArithmeticBenchmark, Item
+from undo.models import build_model, load_model, save_model
+
+FAST = ["data.eval_items_per_op=8", "attack.steps=12", "attack.batch_size=16",
+        "attack.eval_every=4", "attack.budgets=[0,8]", "attack.curve_items_per_op=4",
+        "attack.lrs=[0.01]", "attack.workers=1", "threads=1", "progress=false"]
+
+
+def _cfg(tmp_path, *extra):
+    return load_config(None, [f"out_dir={tmp_path}", *FAST, *extra])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Micro models on a shared 2-core machine: 2 OpenMP threads under load were ~50x
+    slower than 1 (spin-waiting threads), so these tests run single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    d = tmp_path_factory.mktemp("micro") / "model"
+    save_model(build_model(ModelConfig(preset="micro"), tokenizer, seed=0), tokenizer, d)
+    return d
+
+
+# ----------------------------------------------------------------------- data
+
+
+def test_batches_are_forget_attack_items_and_deterministic(tmp_path, tokenizer):
+    cfg = _cfg(tmp_path)
+    bench = ArithmeticBenchmark(cfg.data)
+    b = AttackBatches(bench, cfg.attack, tokenizer, seed="0")
+    items = [it for s in range(20) for it in b.items(s)]
+    assert {it.op for it in items} == set(bench.forget_ops)
+    assert all((it.a, it.b) in bench.splits[it.op].attack for it in items)
+    assert b.items(3) == AttackBatches(bench, cfg.attack, tokenizer, seed="0").items(3)
+    assert b.items(3) != AttackBatches(bench, cfg.attack, tokenizer, seed="1").items(3)
+    assert torch.equal(b(3)["input_ids"], b(3)["input_ids"])
+
+
+def test_mixed_attack_takes_retain_items_from_their_attack_split(tmp_path, tokenizer):
+    cfg = _cfg(tmp_path, "attack.retain_fraction=0.5", "attack.word_fraction=0.0")
+    bench = ArithmeticBenchmark(cfg.data)
+    items = AttackBatches(bench, cfg.attack, tokenizer, seed="0").items(0)
+    n_retain = sum(it.op in bench.retain_ops for it in items)
+    assert n_retain == 8 and len(items) == 16
+    assert all((it.a, it.b) in bench.splits[it.op].attack for it in items)
+
+
+@pytest.mark.parametrize("override", ["attack.ops=[add,sub]", "attack.retain_fraction=1.0"])
+def test_refuses_attack_without_forget_items(tmp_path, tokenizer, model_dir, override):
+    cfg = _cfg(tmp_path, override)
+    with pytest.raises(ConfigError, match="no forget-domain items"):
+        attack(cfg, model_dir)
+    assert not (tmp_path / cfg.name / "attacks").exists()  # nothing half-written
+    # ... unless told explicitly; the counts say what it trained on.
+    ok = _cfg(tmp_path, override, "attack.allow_no_forget=true")
+    bench = ArithmeticBenchmark(ok.data)
+    counts = check_attack_data([AttackBatches(bench, ok.attack, tokenizer, "0")], 12,
+                               bench.forget_ops, ok.attack)
+    assert counts["forget_items"] == 0 and counts["total_items"] > 0
+
+
+def test_eval_items_never_in_the_attack_split(tmp_path, tokenizer):
+    bench = ArithmeticBenchmark(_cfg(tmp_path).data)
+    ev = AttackEval(bench, tokenizer, 4)
+    check_disjoint(bench, {"forget": ev.forget, "retain": ev.retain})
+    a, b = bench.splits["mul"].attack[0]
+    with pytest.raises(RuntimeError, match="attack split"):
+        check_disjoint(bench, {"x": [Item("mul", a, b)]})
+
+
+def test_curve_subset_takes_the_first_items_of_each_group():
+    items = [Item("mul", 1, i) for i in range(5)] + [Item("mul", 1, i, 0) for i in range(5)]
+    assert curve_subset(items, 2) == [0, 1, 5, 6]
+    assert curve_subset(items, 0) == list(range(10))
+
+
+# ----------------------------------------------------------------------- runs
+
+
+def test_attack_lowers_forget_ce_and_is_deterministic(tmp_path, model_dir):
+    cfg = _cfg(tmp_path)
+    r1 = run_one(cfg, model_dir, lr=1e-2, seed=0)
+    steps = [p["step"] for p in r1["curve"]]
+    assert steps == [0, 4, 8, 12]
+    assert set(r1["budgets"]) == {"0", "8", "12"}
+    before, after = r1["budgets"]["0"], r1["budgets"]["12"]
+    assert after["forget/ce"] < before["forget/ce"] - 0.1  # it learns the forget domain
+    assert {"retain/acc", "forget/acc/mul/equation"} <= set(after)
+    # curve points at budgets come from the same scores as the full-set metrics
+    assert r1["curve"][2]["forget/ce"] != before["forget/ce"]
+    r2 = run_one(cfg, model_dir, lr=1e-2, seed=0)
+    assert r2["curve"] == r1["curve"] and r2["budgets"] == r1["budgets"]
+    r3 = run_one(cfg, model_dir, lr=1e-2, seed=1)
+    assert r3["curve"][-1] != r1["curve"][-1]
+
+
+def test_lora_attack_trains_only_adapters(tmp_path, model_dir):
+    cfg = _cfg(tmp_path, "attack.lora_rank=4", "attack.lora_alpha=8")
+    out = tmp_path / "lora-model"
+    r = run_one(cfg, model_dir, lr=1e-2, seed=0, save_to=out)
+    assert r["budgets"]["12"]["forget/ce"] < r["budgets"]["0"]["forget/ce"]
+    merged, orig = load_model(out), load_model(model_dir)
+    changed = [n for (n, p), q in zip(merged.named_parameters(), orig.parameters(), strict=True)
+               if not torch.equal(p, q)]
+    # LoRA touches linear layers only: embeddings and norms stay as they were.
+    assert changed and all("proj" in n for n in changed)
+    with pytest.raises(ConfigError, match="lora_targets"):
+        run_one(_cfg(tmp_path, "attack.lora_rank=4", "attack.lora_targets=[nope]"),
+                model_dir, lr=1e-2, seed=0)
+
+
+# ---------------------------------------------------------------------- stage
+
+
+def test_attack_stage_writes_relearn_json_and_caches(tmp_path, model_dir):
+    cfg = _cfg(tmp_path, "attack.lrs=[0.01,0.001]", "attack.seeds=[0,1]")
+    d = attack(cfg, model_dir)
+    assert d == attack_dir(cfg, model_dir)
+    r = read_json(d / "relearn.json")
+    assert r["budgets"] == [0, 8, 12] and r["lrs"] == [0.01, 0.001] and len(r["runs"]) == 4
+    assert r["data"]["item_counts"]["forget_items"] == r["data"]["item_counts"]["total_items"]
+    wc = r["worst_case"]["forget/ce"]["12"]
+    per_lr = {lr: [x["budgets"]["12"]["forget/ce"] for x in r["runs"] if x["lr"] == lr]
+              for lr in r["lrs"]}
+    assert wc["value"] == pytest.approx(min(sum(v) / 2 for v in per_lr.values()))
+    assert set(r["curves"]["forget/acc"]) == {"0.01", "0.001"}
+    assert not list(d.glob("runs/*/model"))  # attack weights are not kept by default
+    stamp = (d / "relearn.json").stat().st_mtime_ns
+    assert attack(cfg, model_dir) == d and (d / "relearn.json").stat().st_mtime_ns == stamp
+    # The key follows the model's weights, not only its path.
+    other = tmp_path / "copy" / "model"
+    save_model(load_model(model_dir), None, other)
+    assert model_identity(other) == model_identity(model_dir)
+
+
+def test_parallel_workers_give_the_same_runs(tmp_path, model_dir):
+    one = attack(_cfg(tmp_path / "a", "attack.lrs=[0.01,0.001]"), model_dir)
+    two = attack(_cfg(tmp_path / "b", "attack.lrs=[0.01,0.001]", "attack.workers=2",
+                      "threads=2"), model_dir)
+    r1, r2 = read_json(one / "relearn.json"), read_json(two / "relearn.json")
+    assert r2["workers"] == 2
+    for a, b in zip(r1["runs"], r2["runs"], strict=True):
+        assert a["curve"] == pytest.approx(b["curve"], abs=1e-5)
+
+
+# ------------------------------------------------------------------------ CLI
+
+
+def test_cli_eval_and_attack(tmp_path, model_dir, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", f"out_dir={tmp_path}", "data.eval_items_per_op=8", str(model_dir),
+                 "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())[0]
+    assert set(rec["metrics"]) >= {"retain/acc", "forget/acc", "retain_heldout/acc",
+                                   "forget_heldout/acc", "forget/ce"}
+    cfg = _cfg(tmp_path)
+    assert rec["metrics"] == pytest.approx(evaluate_model(cfg, model_dir))
+    assert "forget_heldout/acc" in capsys.readouterr().out
+    assert main(["attack", f"out_dir={tmp_path}", *FAST, str(model_dir.parent)]) == 0
+    assert "acc@12" in capsys.readouterr().out
+    assert main(["attack", f"out_dir={tmp_path}", *FAST, "attack.ops=[add]",
+                 str(model_dir)]) == 2
+    assert "no forget-domain items" in capsys.readouterr().err
+    assert main(["attack", f"out_dir={tmp_path}", str(tmp_path / "missing")]) == 2
+
+
+def test_bucketed_scoring_equals_one_batch(micro_model, tokenizer, bench):
+    from undo.evaluate import score_items, score_items_bucketed
+
+    items = bench.eval_sets()["forget"]
+    a = score_items(micro_model, items, tokenizer)
+    b = score_items_bucketed(micro_model, items, tokenizer, max_positions=256)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
+    assert torch.allclose(a[1], b[1], atol=1e-4)
