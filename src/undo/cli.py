@@ -233,6 +233,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def opts_attack(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--force", action="store_true", help="re-run the attacks even if cached")
+
+
 def opts_eval(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--out", help="also write every model's metrics to this JSON file")
 
@@ -242,7 +246,7 @@ Command = tuple[Callable[[argparse.Namespace], int], str,
 # name -> (handler, help, extra options)
 COMMANDS: dict[str, Command] = {
     "attack": (cmd_attack, "relearning attacks (LR x seed grid) on saved models: MODEL_DIR...",
-               opts_force),
+               opts_attack),
     "eval": (cmd_eval, "metrics of saved models on the benchmark's four eval sets: MODEL_DIR...",
              opts_eval),
     "pretrain": (cmd_pretrain, "pretrain the base and gold-standard models", opts_pretrain),
