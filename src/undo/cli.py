@@ -102,6 +102,58 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_before_after(before: dict[str, float], after: dict[str, float]) -> None:
+    print(f"  {'metric':<24} {'before':>8} {'after':>8}")
+    for k in before:
+        if k.count("/") == 1:
+            print(f"  {k:<24} {before[k]:8.4f} {after[k]:8.4f}")
+
+
+def _one_model_dir(args: argparse.Namespace, command: str) -> str | None:
+    if len(args.paths) > 1:
+        raise ConfigError(f"undo {command} takes at most one MODEL_DIR, got {args.paths}")
+    return args.paths[0] if args.paths else None
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    from .artifacts import read_json
+    from .unlearn import unlearn
+
+    cfg = load_run_config(args)
+    d = unlearn(cfg, _one_model_dir(args, "unlearn"), force=args.force)
+    s = read_json(d / "summary.json")
+    print(f"{s['stage']}: {d}  ({s['steps']} steps, {s['tokens']:,} tokens, "
+          f"{s['flops']:.3g} FLOPs, {s['wall_time_s']:.0f}s)")
+    _print_before_after(s["before"], s["after"])
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .artifacts import read_json
+    from .sweep import sweep
+
+    cfg = load_run_config(args)
+    d = sweep(cfg, _one_model_dir(args, "sweep"), force=args.force)
+    t = read_json(d / "sweep.json")
+    r, f = cfg.sweep.retain_metric, cfg.sweep.forget_metric
+    print(f"sweep: {d / 'sweep.json'}")
+    print(f"  base: {r} {t['base_metrics'][r]:.4f}  {f} {t['base_metrics'][f]:.4f}")
+    for i, row in enumerate(t["rows"]):
+        mark = "*" if i == t["selected"] else ("ok" if row["feasible"] else "")
+        point = " ".join(f"{k}={v}" for k, v in row["point"].items())
+        print(f"  {mark:>2} {point:<40} {r} {row['after'][r]:.4f}  {f} {row['after'][f]:.4f}")
+    print(f"  rule: {t['rule']}")
+    if t["selected"] is None:
+        print("  no point met the retain floor: nothing selected")
+    else:
+        print(f"  selected: {t['selected_point']} -> {t['selected_stage']}")
+    return 0
+
+
+def opts_force(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--force", action="store_true", help="recompute even if cached")
+
+
 def opts_pretrain(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--which", choices=["base", "gold", "both"], default="both")
     sp.add_argument("--force", action="store_true", help="retrain even if cached")
@@ -251,6 +303,9 @@ COMMANDS: dict[str, Command] = {
              opts_eval),
     "pretrain": (cmd_pretrain, "pretrain the base and gold-standard models", opts_pretrain),
     "config": (cmd_config, "print the fully resolved config", None),
+    "unlearn": (cmd_unlearn, "unlearn a model (default: the study's base) into a teacher",
+                opts_force),
+    "sweep": (cmd_sweep, "sweep unlearning settings and select the teacher", opts_force),
     "report": (cmd_report, "regenerate plots and report.html from RUN_DIR/summary.json",
                None),
     "noise": (cmd_noise, "shrink-and-perturb a model into a new folder", opts_noise),

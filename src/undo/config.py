@@ -175,6 +175,30 @@ class UnlearnConfig(OptimConfig):
 
 
 @dataclass
+class SweepConfig:
+    """Choosing the teacher (`undo sweep`): a grid over `unlearn` keys and a rule.
+
+    `grid` maps unlearn keys to lists of values; a nested mapping reaches into
+    method_args ({method_args: {beta: [0.1, 0.5]}}). Rule: lowest after[forget_metric]
+    among points with after[retain_metric] >= min_retain_ratio x the base model's.
+    """
+
+    grid: dict[str, Any] = field(default_factory=lambda: {
+        "lr": [1e-4, 3e-4, 1e-3], "retain_weight": [1.0, 3.0]})
+    min_retain_ratio: float = 0.95
+    retain_metric: str = "retain/acc"  # higher is better
+    forget_metric: str = "forget/acc"  # lower is better
+
+    def validate(self, p: str) -> None:
+        _check(0 <= self.min_retain_ratio <= 1, f"{p}.min_retain_ratio",
+               self.min_retain_ratio, "a number in [0, 1]")
+        for k in ("retain_metric", "forget_metric"):
+            v = getattr(self, k)
+            _check(v.split("/")[0] in ("retain", "forget", "retain_heldout", "forget_heldout"),
+                   f"{p}.{k}", v, "an evaluation metric such as retain/acc or forget/acc")
+
+
+@dataclass
 class NoiseConfig:
     """Shrink-and-perturb θ ← (1−α)·θ + α·β·(I ⊙ N) before distilling (see undo.noise).
 
@@ -337,6 +361,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
