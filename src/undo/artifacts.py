@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,6 +38,8 @@ def read_json(path: str | Path) -> Any:
 
 
 def _jsonable(x: Any) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.asdict(x)
     if isinstance(x, Path):
         return str(x)
     if isinstance(x, torch.Tensor):

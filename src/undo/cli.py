@@ -71,34 +71,34 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """The whole study: pretrain, unlearn, distill (UNDO, U&D, oracles), attack, report."""
+    from .pipeline import run_study
+    from .report import format_table
+    from .stages import run_dir
+
+    cfg = load_run_config(args)
+    if args.paths:
+        raise ConfigError(f"undo run takes a config and overrides, not paths: {args.paths}")
+    summary = run_study(cfg, force=args.force or [])
+    print()
+    print(format_table(summary))
+    root = run_dir(cfg)
+    print(f"\nsummary: {root / 'summary.json'}\nreport:  {root / 'report.html'}")
+    return 0
+
+
+def opts_run(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--force", action="append", metavar="KIND",
+                    help="re-run stages of this kind even if cached (pretrain, unlearn, "
+                         "distill, oracle, attack); repeatable")
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from .config import dump_yaml
 
     cfg = load_run_config(args)
     print(dump_yaml(cfg), end="")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """Regenerate RUN_DIR/plots/*.png and RUN_DIR/report.html from RUN_DIR/summary.json."""
-    import textwrap
-
-    from .report import SummaryError, format_table, write_report
-
-    if len(args.items) != 1 or "=" in args.items[0]:
-        raise ConfigError(f"undo report takes one RUN_DIR (a folder holding summary.json, "
-                          f"e.g. runs/arithmetic-tiny), got {args.items or 'nothing'}")
-    try:
-        rep = write_report(args.items[0])
-    except SummaryError as e:
-        raise ConfigError(str(e)) from None
-    print(format_table(rep.summary))
-    print()
-    print(textwrap.fill(("Verdict (composed from the numbers): " if rep.verdict_composed
-                         else "Verdict: ") + rep.verdict, 96))
-    print()
-    print(f"report: {rep.html}")
-    print(f"plots:  {', '.join(str(p) for p in rep.plots.values())}")
     return 0
 
 
@@ -152,6 +152,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def opts_force(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--force", action="store_true", help="recompute even if cached")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Regenerate RUN_DIR/plots/*.png and RUN_DIR/report.html from RUN_DIR/summary.json."""
+    import textwrap
+
+    from .report import SummaryError, format_table, write_report
+
+    if len(args.items) != 1 or "=" in args.items[0]:
+        raise ConfigError(f"undo report takes one RUN_DIR (a folder holding summary.json, "
+                          f"e.g. runs/arithmetic-tiny), got {args.items or 'nothing'}")
+    try:
+        rep = write_report(args.items[0])
+    except SummaryError as e:
+        raise ConfigError(str(e)) from None
+    print(format_table(rep.summary))
+    print()
+    print(textwrap.fill(("Verdict (composed from the numbers): " if rep.verdict_composed
+                         else "Verdict: ") + rep.verdict, 96))
+    print()
+    print(f"report: {rep.html}")
+    print(f"plots:  {', '.join(str(p) for p in rep.plots.values())}")
+    return 0
 
 
 def opts_pretrain(sp: argparse.ArgumentParser) -> None:
@@ -301,13 +324,15 @@ COMMANDS: dict[str, Command] = {
                opts_attack),
     "eval": (cmd_eval, "metrics of saved models on the benchmark's four eval sets: MODEL_DIR...",
              opts_eval),
+    "run": (cmd_run, "run the whole study on the config (default: embedded arithmetic)",
+            opts_run),
     "pretrain": (cmd_pretrain, "pretrain the base and gold-standard models", opts_pretrain),
     "config": (cmd_config, "print the fully resolved config", None),
+    "report": (cmd_report, "regenerate plots and report.html from RUN_DIR/summary.json",
+               None),
     "unlearn": (cmd_unlearn, "unlearn a model (default: the study's base) into a teacher",
                 opts_force),
     "sweep": (cmd_sweep, "sweep unlearning settings and select the teacher", opts_force),
-    "report": (cmd_report, "regenerate plots and report.html from RUN_DIR/summary.json",
-               None),
     "noise": (cmd_noise, "shrink-and-perturb a model into a new folder", opts_noise),
     "distill": (cmd_distill, "distill a teacher into a (noised / random / given) student",
                 opts_distill),

@@ -348,6 +348,26 @@ class AttackConfig:
 
 
 @dataclass
+class StudyConfig:
+    """Which models `undo run` makes and attacks (issue: the study)."""
+
+    alphas: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
+    seeds: list[int] = field(default_factory=lambda: [0])  # UNDO noise/distill seeds
+    unlearn_distill: bool = True  # also distill into a random init (Unlearn-and-Distill)
+    oracles: bool = True  # oracle matching: gold into base, gold into a random init
+    stages: list[str] = field(default_factory=list)  # run only these stage kinds ([] = all)
+    # Independent stages (e.g. the two pretrainings, the distillations, the attacks) run
+    # in this many processes of one thread each; 1 runs them one after another.
+    workers: int = 2
+
+    def validate(self, p: str) -> None:
+        _check(all(0 <= a <= 1 for a in self.alphas), f"{p}.alphas", self.alphas,
+               "numbers in [0, 1]")
+        _check(bool(self.seeds), f"{p}.seeds", self.seeds, "a non-empty list of integers")
+        _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
+
+
+@dataclass
 class RunConfig:
     """A whole study. Stage sections are added as stages are built."""
 
@@ -365,6 +385,7 @@ class RunConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
     def validate(self, p: str = "") -> None:
         _check(bool(self.name) and "/" not in self.name, "name", self.name,

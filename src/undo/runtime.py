@@ -13,6 +13,11 @@ from .config import RunConfig
 def setup(cfg: RunConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    quiet()
+
+
+def quiet() -> None:
+    """Silence library chatter that is not ours (HF progress bars, shared-tensor notes)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 

@@ -63,6 +63,8 @@ def resolve_base(base_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     d = Path(base_dir).expanduser().resolve()
     if is_done(d) and (d / "model").is_dir():
         return d / "model", {"stage": d.name}
+    if d.name == "model" and is_done(d.parent):  # a stage's model/ folder
+        return d, {"stage": d.parent.name}
     if not (d / "config.json").is_file():
         raise ConfigError(f"base model folder '{base_dir}': no config.json there; valid: a "
                           "Hugging Face model folder or a finished stage folder with model/")

@@ -1,0 +1,103 @@
+"""Assemble the study's summary.json from its stage folders (schema: docs/summary-schema.md).
+
+Everything here is read from the stages' own `summary.json` and `relearn.json`; the two
+ratios come from `robustness.py`, where they are defined once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .artifacts import environment, read_json, write_json
+from .config import RunConfig, to_dict
+from .robustness import budget_key, compute_ratio, robustness
+
+if TYPE_CHECKING:
+    from .pipeline import Model
+
+SCHEMA_VERSION = 1
+FORGET_METRIC = "forget/acc"
+RETAIN_METRIC = "retain/acc"
+# Exact match of a 3-digit answer by a uniform guess over digits.
+CHANCE_ACC = 1e-3
+
+
+def _attack_section(attack_dir: Path | None, metric: str) -> dict[str, Any] | None:
+    if attack_dir is None:
+        return None
+    rel = read_json(attack_dir / "relearn.json")
+    worst = rel["worst_case"][metric]
+    curves = rel["curves"][metric]
+    return {
+        "lrs": rel["lrs"],
+        "seeds": rel["seeds"],
+        "curves": curves,
+        "worst_case": {k: {"value": w["value"], "std": w["std"], "lr": w["lr"]}
+                       for k, w in worst.items()},
+        "relearn_json": str(attack_dir / "relearn.json"),
+    }
+
+
+def _compute(stage: dict[str, Any], gold: dict[str, Any] | None) -> dict[str, Any]:
+    spent = {k: stage.get(k) for k in ("steps", "tokens", "flops")}
+    out: dict[str, Any] = dict(spent)
+    ratios = compute_ratio({k: v for k, v in spent.items() if v is not None}, gold or {})
+    out["fraction_of_gold_steps"] = ratios.get("steps")
+    out["fraction_of_gold_flops"] = ratios.get("flops")
+    return out
+
+
+def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> dict[str, Any]:
+    """Every model's metrics, attack worst cases, robustness and compute."""
+    stage = {m.name: read_json(m.stage_dir / "summary.json") for m in models}
+    gold_name = next(m.name for m in models if m.kind == "gold")
+    unlearn_name = next((m.name for m in models if m.kind == "unlearn_only"), None)
+    gold_stage = stage[gold_name]
+    budgets = sorted({int(b) for b in cfg.attack.budgets} | {cfg.attack.steps})
+
+    entries = []
+    for m in models:
+        s = stage[m.name]
+        metrics = s.get("metrics") or s.get("after") or {}  # unlearn: metrics after
+        entries.append({
+            "name": m.name, "kind": m.kind, "alpha": m.alpha, "seed": m.seed,
+            "stage_dir": str(m.stage_dir),
+            "metrics": metrics,
+            "compute": _compute(s, gold_stage if m.kind not in ("base", "gold") else None),
+            "wall_time_s": s.get("wall_time_s"),
+            "attack": _attack_section(m.attack_dir, FORGET_METRIC),
+        })
+
+    by_name = {e["name"]: e for e in entries}
+    ref_u = by_name.get(unlearn_name) if unlearn_name else None
+    ref_g = by_name[gold_name]
+    for e in entries:
+        # Undefined (null) for the reference models and wherever an attack is missing.
+        e["robustness"] = {budget_key(k): None for k in budgets}
+        if e["kind"] in ("base", "gold", "unlearn_only") or not e["attack"] or not ref_u \
+                or not ref_u["attack"] or not ref_g["attack"]:
+            continue
+        for k in budgets:
+            key = budget_key(k)
+            p = e["attack"]["worst_case"].get(key)
+            u = ref_u["attack"]["worst_case"].get(key)
+            g = ref_g["attack"]["worst_case"].get(key)
+            e["robustness"][key] = (robustness(p["value"], u["value"], g["value"])
+                                    if p and u and g else None)
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "study": cfg.name,
+        "config": to_dict(cfg),
+        "environment": environment(),
+        "metric": {"name": FORGET_METRIC, "higher_is_worse": True, "chance": CHANCE_ACC},
+        "retain_metric": {"name": RETAIN_METRIC, "chance": CHANCE_ACC},
+        "budgets": budgets,
+        "models": entries,
+        "wall_time_s": wall_time_s,
+    }
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
+    return write_json(run_dir / "summary.json", summary)
