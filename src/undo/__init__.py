@@ -2,6 +2,7 @@
 
 Public API (each stage is also a CLI command, `undo --help`):
     load_config(path, overrides)  -> RunConfig
+    run_study(cfg)                -> the whole study (`undo run`): summary dict, report
     pretrain(cfg, which)          -> stage folder with `model/` and `summary.json`
     attack(cfg, model_dir)        -> attack folder with `relearn.json` (curves, worst case)
     evaluate_model(cfg, model_dir) -> metrics on the four eval sets
@@ -16,11 +17,12 @@ from .attack import attack, evaluate_model
 from .config import ConfigError, RunConfig, load_config
 from .distill import distill
 from .noise import noise
+from .pipeline import run_study
 from .pretrain import pretrain
 from .report import write_report
 from .robustness import compute_ratio, robustness
 
 __all__ = ["ConfigError", "RunConfig", "load_config", "pretrain", "write_report",
            "attack", "evaluate_model", "robustness", "compute_ratio",
-           "noise", "distill"]
+           "noise", "distill", "run_study"]
 __version__ = "0.1.0"

@@ -63,10 +63,10 @@ class DataConfig:
     op_weights: dict[str, float] = field(
         default_factory=lambda: {"add": 1.0, "sub": 1.0, "mul": 2.0, "div": 2.0}
     )
-    word_problem_fraction: float = 0.15  # share of batches made of word problems
+    word_problem_fraction: float = 0.25  # share of batches made of word problems
     # Word problems are ~4x longer than equations: their batches hold this fraction of
     # batch_size items, so every step costs about the same.
-    word_batch_scale: float = 0.25
+    word_batch_scale: float = 0.75
     heldout_fraction: float = 0.1  # operand pairs never trained on (generalisation set)
     attack_fraction: float = 0.35  # share of trained forget pairs reserved for attacks
     eval_items_per_op: int = 100  # evaluation items per operation and format
@@ -135,7 +135,7 @@ class OptimConfig:
 class PretrainConfig(OptimConfig):
     """Base (retain + forget) and gold-standard (retain only) pretraining."""
 
-    steps: int = 3000
+    steps: int = 2500
     lr: float = 2e-3
     warmup_steps: int = 100
     weight_decay: float = 0.1

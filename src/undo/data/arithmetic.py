@@ -59,80 +59,81 @@ def _num(x: int, op: str, left: bool) -> str:
     return str(x).zfill(width)
 
 
-# Word-problem templates, written for this project. A story names its quantities x and
-# y, whose values follow it: "tom has x pens and gets y more. how many? x=05 y=12 ".
-# The operation must be read from the words; the values sit at fixed offsets before the
-# answer, as in an equation. (With the numbers inside the story a ~1M-parameter model
-# stayed near 5% on word problems after 1750 steps; this way it learns them alongside
-# equations.) The first 10 of each list train; the last 5 are held out.
+# Word-problem templates, written for this project: short stories about quantities x and
+# y, followed by the values with the operation left out: "x pens, y more. total? 05?12=".
+# The operation must be read from the words. Why this shape: with the numbers inside
+# longer stories a ~1M-parameter model stayed near 5% on word problems after 1750 steps
+# (it had to learn the arithmetic anew at every position); with the values in an
+# equation-like tail it reuses what equations teach. The first 10 of each list train;
+# the last 5 are held out.
 TEMPLATES: dict[str, list[str]] = {
     "add": [
-        "tom has {a} pens and gets {b} more. how many?",
-        "a box holds {a} eggs, we add {b}. total?",
-        "sam ran {a} laps then {b} laps. sum?",
-        "{a} cats and {b} dogs. how many pets?",
-        "ann saved {a} coins, then {b} more. total?",
-        "a bus has {a} kids, {b} get on. how many?",
-        "add {a} and {b}. what is it?",
-        "we read {a} pages and {b} pages. total?",
-        "a farm has {a} hens and {b} ducks. birds?",
-        "bob baked {a} buns and {b} pies. items?",
-        "joe found {a} shells, then {b} more. total?",
-        "the sum of {a} and {b} is?",
-        "a shop sold {a} hats and {b} caps. total?",
-        "mia grew {a} roses and {b} lilies. flowers?",
-        "put {a} and {b} together. how many?",
+        "x pens, y more. total?",
+        "x eggs and y eggs?",
+        "ran x laps, then y?",
+        "x cats, y dogs. pets?",
+        "saved x, then y more?",
+        "x kids, y get on?",
+        "add x and y?",
+        "read x pages, then y?",
+        "x hens, y ducks. birds?",
+        "x buns and y pies?",
+        "found x, then y more?",
+        "sum of x and y?",
+        "x hats, y caps. total?",
+        "x roses, y lilies?",
+        "x and y together?",
     ],
     "sub": [
-        "tom has {a} pens and loses {b}. how many left?",
-        "a box holds {a} eggs, {b} break. left?",
-        "sam had {a} coins and spent {b}. left?",
-        "{a} birds sat, {b} flew off. how many stay?",
-        "from {a} take {b}. what is left?",
-        "a bus has {a} kids, {b} get off. how many?",
-        "ann had {a} cards, gave {b} away. left?",
-        "we had {a} cups, {b} broke. how many now?",
-        "a tree had {a} figs, {b} fell. left?",
-        "bob owes {a}, pays {b}. what is still owed?",
-        "joe had {a} nuts and ate {b}. left?",
-        "{a} less {b} is?",
-        "a shop had {a} hats, sold {b}. left?",
-        "mia picked {a} plums, gave {b} away. left?",
-        "from {a} remove {b}. how many remain?",
+        "x pens, y lost. left?",
+        "x eggs, y break. left?",
+        "had x, spent y. left?",
+        "x birds, y flew off?",
+        "take y from x?",
+        "x kids, y get off?",
+        "x cards, gave y away?",
+        "x cups, y broke. now?",
+        "x figs, y fell. left?",
+        "owes x, pays y. owed?",
+        "x nuts, ate y. left?",
+        "x less y?",
+        "x hats, sold y. left?",
+        "x plums, gave y?",
+        "from x remove y?",
     ],
     "mul": [
-        "{a} boxes hold {b} pens each. how many pens?",
-        "tom buys {a} packs of {b} cards. total?",
-        "a room has {a} rows of {b} seats. seats?",
-        "{a} kids each have {b} coins. total coins?",
-        "multiply {a} by {b}. what is it?",
-        "sam runs {a} days, {b} laps a day. laps?",
-        "a tray has {a} rows of {b} buns. buns?",
-        "ann reads {a} days, {b} pages a day. pages?",
-        "{a} bags with {b} apples each. apples?",
-        "bob plants {a} rows of {b} trees. trees?",
-        "the product of {a} and {b} is?",
-        "{a} teams of {b} players. how many players?",
-        "joe stacks {a} piles of {b} cups. cups?",
-        "a shelf has {a} rows of {b} books. books?",
-        "mia packs {a} jars of {b} figs. figs?",
+        "x boxes of y pens?",
+        "x packs of y cards?",
+        "x rows of y seats?",
+        "x kids, y coins each?",
+        "multiply x by y?",
+        "x days, y laps a day?",
+        "x trays of y buns?",
+        "x days, y pages a day?",
+        "x bags of y apples?",
+        "x rows of y trees?",
+        "product of x and y?",
+        "x teams of y players?",
+        "x piles of y cups?",
+        "x shelves of y books?",
+        "x jars of y figs?",
     ],
     "div": [
-        "{a} pens shared by {b} kids. each gets?",
-        "split {a} coins into {b} equal piles. each?",
-        "{a} eggs go in boxes of {b}. how many boxes?",
-        "tom cuts {a} cm into {b} equal parts. each?",
-        "divide {a} by {b}. what is it?",
-        "{a} seats in {b} equal rows. seats a row?",
-        "ann shares {a} buns among {b}. each gets?",
-        "{a} cards dealt to {b} players. each?",
-        "a bus takes {a} kids in {b} trips. per trip?",
-        "bob packs {a} nuts in {b} bags. per bag?",
-        "the quotient of {a} and {b} is?",
-        "{a} apples in bags of {b}. how many bags?",
-        "joe splits {a} cups into {b} stacks. each?",
-        "{a} books on {b} equal shelves. per shelf?",
-        "mia puts {a} figs in {b} jars. per jar?",
+        "x pens, y kids. each?",
+        "x coins, y piles. each?",
+        "x eggs, boxes of y?",
+        "cut x into y parts?",
+        "divide x by y?",
+        "x seats, y rows. a row?",
+        "x buns among y?",
+        "x cards, y players?",
+        "x kids in y trips?",
+        "x nuts, y bags. a bag?",
+        "quotient of x and y?",
+        "x apples, bags of y?",
+        "x cups in y stacks?",
+        "x books, y shelves?",
+        "x figs in y jars?",
     ],
 }
 TRAIN_TEMPLATES = 10
@@ -159,8 +160,7 @@ class Item:
         a, b = _num(self.a, self.op, True), _num(self.b, self.op, False)
         if self.template < 0:
             return f"{a}{SYMBOLS[self.op]}{b}="
-        story = TEMPLATES[self.op][self.template].format(a="x", b="y")
-        return f"{story} x={a} y={b} "
+        return f"{TEMPLATES[self.op][self.template]} {a}?{b}="
 
     def answer_text(self) -> str:
         return str(self.answer).zfill(ANSWER_DIGITS)[::-1]

@@ -1,0 +1,102 @@
+"""End-to-end: `undo run` on the smoke config (every stage, a micro model, seconds)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from undo.cli import main
+from undo.config import load_config
+from undo.pipeline import run_study
+from undo.report import load_summary
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "arithmetic" / "smoke.yaml"
+TIMING = {"wall_time_s", "train_time_s", "time", "environment", "tok_per_s", "stage_dir",
+          "relearn_json", "torch_threads"}
+
+
+def _strip(x):
+    """Drop fields that legitimately differ between runs (timings, paths)."""
+    if isinstance(x, dict):
+        return {k: _strip(v) for k, v in x.items() if k not in TIMING}
+    if isinstance(x, list):
+        return [_strip(v) for v in x]
+    return x
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["run", str(SMOKE), f"out_dir={out}"]) == 0
+    return out / "arithmetic-smoke"
+
+
+@pytest.mark.slow
+def test_run_writes_artifacts_with_valid_schema(study):
+    summary = load_summary(study / "summary.json")  # validates the schema
+    kinds = {m["kind"] for m in summary["models"]}
+    assert {"base", "gold", "unlearn_only", "unlearn_distill", "undo", "oracle_base",
+            "oracle_random"} <= kinds
+    assert sorted(m["alpha"] for m in summary["models"] if m["kind"] == "undo") == [0.3, 0.8]
+    for m in summary["models"]:
+        if m["kind"] != "base":
+            assert set(m["attack"]["worst_case"]) == {"0", "5", "10"}
+        assert (Path(m["stage_dir"]) / "model" / "model.safetensors").is_file()
+    for png in ("relearning", "frontier", "pareto"):
+        assert (study / "plots" / f"{png}.png").stat().st_size > 10_000
+    assert "data:image/png;base64" in (study / "report.html").read_text()
+    assert (study / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_rerun_reuses_every_stage(study, capsys):
+    before = {p: p.stat().st_mtime_ns for p in study.glob("stages/*/summary.json")}
+    first = json.loads((study / "summary.json").read_text())
+    assert main(["run", str(SMOKE), f"out_dir={study.parent}"]) == 0
+    after = {p: p.stat().st_mtime_ns for p in study.glob("stages/*/summary.json")}
+    assert before == after  # nothing retrained
+    assert _strip(json.loads((study / "summary.json").read_text())) == _strip(first)
+
+
+@pytest.mark.slow
+def test_interrupted_study_resumes_to_same_summary(study, tmp_path, monkeypatch):
+    import undo.distill
+
+    real = undo.distill.distill
+    calls = {"n": 0}
+
+    def dies_on_second_call(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as if killed mid-study
+        return real(*args, **kwargs)
+
+    cfg = load_config(SMOKE, [f"out_dir={tmp_path}"])
+    monkeypatch.setattr(undo.distill, "distill", dies_on_second_call)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg, log=lambda s: None)
+    assert not (tmp_path / "arithmetic-smoke" / "summary.json").exists()
+    monkeypatch.setattr(undo.distill, "distill", real)
+    resumed = run_study(cfg, log=lambda s: None)
+    reference = json.loads((study / "summary.json").read_text())
+    assert _strip(resumed)["models"] == _strip(reference)["models"]
+
+
+@pytest.mark.slow
+def test_report_regenerates_from_json_alone(study, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(study / "summary.json", copy / "summary.json")
+    assert main(["report", str(copy)]) == 0
+    assert (copy / "report.html").is_file() and (copy / "plots" / "frontier.png").is_file()
+    assert "unlearn-only" in capsys.readouterr().out
+
+
+def test_bad_stage_kind_is_a_clear_error(tmp_path, capsys):
+    assert main(["run", str(SMOKE), f"out_dir={tmp_path}", "study.stages=[pretrain, nope]"]) == 2
+    err = capsys.readouterr().err
+    assert "study.stages" in err and "valid stage kinds" in err
+    assert not any(tmp_path.iterdir())  # nothing written
