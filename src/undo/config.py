@@ -153,18 +153,21 @@ class PretrainConfig(OptimConfig):
 
 @dataclass
 class UnlearnConfig(OptimConfig):
-    """Unlearning the base model into the teacher (issue: unlearning methods).
+    """Unlearning the base model into the teacher (docs/unlearning.md).
 
-    Paper defaults: constant LR, no weight decay, grad clip 1.0.
+    Paper defaults: constant LR, no weight decay, grad clip 1.0. The defaults are the
+    default study's MaxEnt teacher, tuned on the tiny benchmark (forget accuracy 0.985 ->
+    ~0.01 with retain accuracy kept, in 100 steps of 64 forget + 64 retain items).
     """
 
-    method: str = "maxent"  # a name in undo.objectives.OBJECTIVES
+    method: str = "maxent"  # an unlearning method in undo.objectives.OBJECTIVES
     steps: int = 100
-    batch_size: int = 64
+    batch_size: int = 64  # forget items per micro-batch (and as many retain items)
     lr: float = 1e-4
     schedule: Literal["cosine", "constant", "linear"] = "constant"
     weight_decay: float = 0.0
-    retain_weight: float = 1.0  # λ on the retain term
+    eval_every: int = 20  # retain/forget curve in summary.json (0: before/after only)
+    retain_weight: float = 1.0  # λ on the retain term (α for RMU)
     # Method-specific options, validated by the method's own config dataclass.
     method_args: dict[str, Any] = field(default_factory=dict)
 
@@ -184,7 +187,7 @@ class SweepConfig:
     """
 
     grid: dict[str, Any] = field(default_factory=lambda: {
-        "lr": [1e-4, 3e-4, 1e-3], "retain_weight": [1.0, 3.0]})
+        "lr": [5e-5, 1e-4, 2e-4], "retain_weight": [1.0, 2.0]})
     min_retain_ratio: float = 0.95
     retain_metric: str = "retain/acc"  # higher is better
     forget_metric: str = "forget/acc"  # lower is better
