@@ -65,6 +65,8 @@ def test_undo_stage_writes_model_summary_and_is_reused(cfg, teacher_dir, tmp_pat
     write_json(gold / "summary.json", {"steps": 100, "tokens": 10 * s["tokens"],
                                        "flops": 10 * s["flops_incl_teacher"]})
     assert distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0, gold_dir=gold) == d
+    assert distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0,
+                   gold_dir=gold / "summary.json") == d
     s2 = read_json(d / "summary.json")
     assert s2["steps"] == 4 and s2["compute"]["steps_fraction"] == pytest.approx(0.1)
     assert s2["compute"]["flops_fraction"] == pytest.approx(0.1)

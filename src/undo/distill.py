@@ -103,11 +103,16 @@ def _label(init: dict[str, Any], seed: int) -> str:
 
 
 def gold_summary(gold_dir: str | Path) -> dict[str, Any]:
-    """The summary.json of a gold-standard pretraining stage (or of its model/ parent)."""
+    """The summary.json of a gold-standard pretraining stage: the file itself, the stage
+    folder, or the stage's model/ folder."""
     d = Path(gold_dir).expanduser()
-    for cand in (d / "summary.json", d.parent / "summary.json"):
-        if cand.is_file():
-            return read_json(cand)
+    for cand in (d, d / "summary.json", d.parent / "summary.json"):
+        if cand.is_file() and cand.suffix == ".json":
+            s = read_json(cand)
+            if not all(k in s for k in ("steps", "tokens", "flops")):
+                raise ConfigError(f"--gold '{gold_dir}': {cand} has no steps/tokens/flops; "
+                                  "valid: a pretraining stage's summary.json")
+            return s
     raise ConfigError(f"--gold '{gold_dir}': no summary.json there; valid: the gold-standard "
                       "pretraining stage folder (runs/<name>/stages/pretrain-gold-<hash>)")
 

@@ -8,12 +8,15 @@ padding), N of them; the T² factor (Hinton et al. 2015) keeps gradient sizes
 independent of the temperature T (default 1: the plain KL of Lee et al. 2025). No
 cross-entropy term: the student only imitates the teacher.
 
-Memory: logits for a 256k vocabulary are big, so the KL never materialises float32
-log-probs for a whole batch. A custom autograd function walks the counted positions in
-chunks of `chunk` rows, both in the forward and in the backward, where it recomputes the
-softmaxes and writes the closed-form gradient ∂L/∂z_s = T·(q − p)/N (q, p the student's
-and teacher's tempered distributions). Peak extra memory is a few chunk × V float32
-buffers, and no autograd graph of log-softmax / subtraction / product is kept.
+Memory and speed: logits for a 256k vocabulary are big, so the KL never materialises
+float32 log-probs for a whole batch. A custom autograd function walks the counted
+positions in chunks (`chunk_rows`: ~2M elements on CPU so a chunk stays in cache, more
+on GPUs), in place. Per row KL = Σ p_t·(log p_t − z + lse(z)) with z = z_s / T, so the
+student needs only its logsumexp (N floats, kept for the backward); the backward
+recomputes the softmaxes and writes the closed-form gradient ∂L/∂z_s = T·(q − p)/N
+(q, p the student's and teacher's tempered distributions). No autograd graph of
+log-softmax / subtraction / product is kept. (The models' own (B, T, V) logits are still
+materialised by their HF forward.)
 
 Targets come either from a teacher run online (frozen, under `torch.inference_mode`) or
 from a cache of its log-probs (`undo.teacher_cache`): full rows, or the top-k log-probs
