@@ -10,7 +10,9 @@ from undo.data.arithmetic import ArithmeticBenchmark
 from undo.models import build_model
 from undo.tokenizers import build_char_tokenizer
 
-torch.set_num_threads(2)
+# One thread: tiny models gain nothing from a second one, and under load (CI's 2 cores,
+# worker processes of the parallel tests) two threads per process thrash.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

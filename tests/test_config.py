@@ -75,3 +75,5 @@ def test_parse_override_types():
     assert parse_override("a.b=3") == ("a.b", 3)
     assert parse_override("x=null") == ("x", None)
     assert parse_override("x=[1, 2]") == ("x", [1, 2])
+    assert parse_override("attack.lrs=[1e-4, 5.0e-5]") == ("attack.lrs", [1e-4, 5e-5])
+    assert load_config(None, ["attack.lrs=[1e-4]"]).attack.lrs == [1e-4]

@@ -63,9 +63,10 @@ def test_rerun_reuses_every_stage(study, capsys):
 
 @pytest.mark.slow
 def test_interrupted_study_resumes_to_same_summary(study, tmp_path, monkeypatch):
-    import undo.distill
+    import sys
 
-    real = undo.distill.distill
+    distill_module = sys.modules["undo.distill"]  # `undo.distill` is the function
+    real = distill_module.distill
     calls = {"n": 0}
 
     def dies_on_second_call(*args, **kwargs):
@@ -75,11 +76,11 @@ def test_interrupted_study_resumes_to_same_summary(study, tmp_path, monkeypatch)
         return real(*args, **kwargs)
 
     cfg = load_config(SMOKE, [f"out_dir={tmp_path}"])
-    monkeypatch.setattr(undo.distill, "distill", dies_on_second_call)
+    monkeypatch.setattr(distill_module, "distill", dies_on_second_call)
     with pytest.raises(KeyboardInterrupt):
         run_study(cfg, log=lambda s: None)
     assert not (tmp_path / "arithmetic-smoke" / "summary.json").exists()
-    monkeypatch.setattr(undo.distill, "distill", real)
+    monkeypatch.setattr(distill_module, "distill", real)
     resumed = run_study(cfg, log=lambda s: None)
     reference = json.loads((study / "summary.json").read_text())
     assert _strip(resumed)["models"] == _strip(reference)["models"]

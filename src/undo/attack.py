@@ -99,7 +99,9 @@ def model_label(model_dir: str | Path) -> str:
 
 
 def attack_key(cfg: RunConfig, model_dir: str | Path) -> dict[str, Any]:
-    return {"model": model_identity(model_dir), "attack": asdict(cfg.attack),
+    # `workers` only decides where the grid's runs execute, not their results.
+    attack = {k: v for k, v in asdict(cfg.attack).items() if k != "workers"}
+    return {"model": model_identity(model_dir), "attack": attack,
             "data": asdict(cfg.data), "seed": cfg.seed}
 
 

@@ -141,14 +141,20 @@ class PretrainConfig(OptimConfig):
     weight_decay: float = 0.1
     eval_every: int = 500
     checkpoint_every: int = 500
-    # Gold standard sees the same number of retain tokens as the base model: by default
-    # its step count is steps × (retain share of the base mix). Set to override.
+    # The gold standard sees as many retain tokens *and* optimizer steps as the base
+    # model: by default it runs `steps` steps of batch_size × (retain share of the base
+    # mix) items. (Fewer steps at the full batch, the other way to equalize tokens, left
+    # the tiny gold model at 8% retain accuracy: these models learn in steps, not
+    # tokens; see docs/ARCHITECTURE.md.) Set either to override.
     gold_steps: int | None = None
+    gold_batch_size: int | None = None
 
     def validate(self, p: str) -> None:
         super().validate(p)
         _check(self.gold_steps is None or self.gold_steps > 0, f"{p}.gold_steps",
                self.gold_steps, "a positive integer or null")
+        _check(self.gold_batch_size is None or self.gold_batch_size > 0,
+               f"{p}.gold_batch_size", self.gold_batch_size, "a positive integer or null")
 
 
 @dataclass
@@ -363,6 +369,9 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [0])  # UNDO noise/distill seeds
     unlearn_distill: bool = True  # also distill into a random init (Unlearn-and-Distill)
     oracles: bool = True  # oracle matching: gold into base, gold into a random init
+    # Fixed budget of each oracle distillation (they cannot use the retain early stop:
+    # the base model starts with the gold teacher's retain accuracy). null: distill.steps.
+    oracle_steps: int | None = None
     stages: list[str] = field(default_factory=list)  # run only these stage kinds ([] = all)
     # Independent stages (e.g. the two pretrainings, the distillations, the attacks) run
     # in this many processes of one thread each; 1 runs them one after another.
@@ -373,6 +382,8 @@ class StudyConfig:
                "numbers in [0, 1]")
         _check(bool(self.seeds), f"{p}.seeds", self.seeds, "a non-empty list of integers")
         _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
+        _check(self.oracle_steps is None or self.oracle_steps > 0, f"{p}.oracle_steps",
+               self.oracle_steps, "a positive integer or null")
 
 
 @dataclass
@@ -512,7 +523,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
     if isinstance(value, str) and _looks_numeric(value):
         value = float(value)  # YAML 1.1 reads 1e-3 as a string
-    return key.strip(), value
+    return key.strip(), _fix_yaml_numbers(value)  # also inside lists: lrs=[1e-4, 5e-5]
 
 
 def _looks_numeric(s: str) -> bool:

@@ -147,9 +147,11 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
     if is_done(d):
         if gold is not None:
             s = read_json(d / "summary.json")
-            s["compute"] = compute_fractions(s["steps"], s["tokens"], s["flops_incl_teacher"],
-                                             gold)
-            write_json(d / "summary.json", s)
+            fractions = compute_fractions(s["steps"], s["tokens"], s["flops_incl_teacher"],
+                                          gold)
+            if s.get("compute") != fractions:  # untouched when already current
+                s["compute"] = fractions
+                write_json(d / "summary.json", s)
         return d
     t0 = time.time()
     bench = ArithmeticBenchmark(cfg.data)

@@ -2,16 +2,18 @@
 
     pretrain base ─► unlearn (teacher) ─► distill into: random init (Unlearn-and-Distill)
     pretrain gold                                       noised copies, one per α × seed (UNDO)
-    gold ─► distill into base / random init (oracle matching)
+    gold (+ base) ─► distill gold into base / into a random init (oracle matching)
     every model ─► relearning attack grid ─► summary.json ─► plots, report.html
 
 Each stage is a folder keyed by a hash of its config and inputs (see `stages.py`): a
 finished one is reused, an interrupted one resumes, `force` re-runs named kinds.
 
-Stages that do not depend on each other run as a *wave*; with `workers > 1` a wave's
-stages run in separate processes of one torch thread each. A ~1M-parameter model keeps
-two threads of one process poorly busy, so two single-threaded stages side by side
-finish sooner on a 2-core machine (benchmarks/study_parallel.py measures it).
+Scheduling: every stage is a task with dependencies; a task starts as soon as its inputs
+exist, in list order (critical path first). With `study.workers > 1` tasks run in that
+many processes of one torch thread each: a ~1M-parameter model keeps two threads of one
+process poorly busy, so two single-threaded stages side by side finish sooner on a 2-core
+machine, and the core the short gold pretraining frees is used for the gold's oracle and
+attack while the base model is still training.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,19 @@ class Job:
     fn: Callable[..., Path]
     args: tuple = ()
     kwargs: dict | None = None
+    cfg: RunConfig | None = None  # the run config unless this stage needs its own
+
+
+@dataclass
+class Task:
+    """A node of the study graph: `make` builds its job from its dependencies' folders
+    (in the main process), once they exist."""
+
+    name: str
+    kind: str  # a STAGE_KINDS entry: what `study.stages` and `--force` select
+    deps: tuple[str, ...]
+    make: Callable[[dict[str, Path]], Job]
+    after: list[Callable[[Path], None]] = field(default_factory=list)
 
 
 def _check_kinds(names: list[str], key: str) -> None:
@@ -64,7 +79,7 @@ def _check_kinds(names: list[str], key: str) -> None:
 
 
 def _call(cfg: RunConfig, job: Job) -> Path:
-    return job.fn(cfg, *job.args, **(job.kwargs or {}))
+    return job.fn(job.cfg or cfg, *job.args, **(job.kwargs or {}))
 
 
 def _worker_init() -> None:
@@ -76,113 +91,179 @@ def _worker_init() -> None:
     runtime.quiet()
 
 
-def run_wave(cfg: RunConfig, jobs: list[Job], log: Callable[[str], None],
-             workers: int | None = None) -> list[Path]:
-    """Run independent stage jobs, in parallel processes when `study.workers > 1`."""
-    workers = min(cfg.study.workers if workers is None else workers, len(jobs))
+def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
+              force: set[str] | None = None) -> dict[str, Path]:
+    """Run every task once its dependencies are done; returns task name -> stage folder.
+
+    Ready tasks start in list order. `study.workers > 1` runs them in that many
+    single-threaded processes; otherwise one after another in this process.
+    """
+    force = force or set()
+    names = {t.name for t in tasks}
+    for t in tasks:
+        missing = [d for d in t.deps if d not in names]
+        if missing:
+            raise ValueError(f"task {t.name} depends on unknown tasks {missing}")
+    done: dict[str, Path] = {}
+    pending = list(tasks)
+    t_start = time.time()
+
+    def job_of(t: Task) -> Job:
+        job = t.make({d: done[d] for d in t.deps})
+        if t.kind in force:
+            job.kwargs = {**(job.kwargs or {}), "force": True}
+        return job
+
+    def finished(t: Task, out: Path, t0: float) -> None:
+        done[t.name] = out
+        for hook in t.after:
+            hook(out)
+        log(f"   {t.name}: done in {time.time() - t0:.0f}s "
+            f"(+{(time.time() - t_start) / 60:.1f} min, {len(done)}/{len(tasks)})")
+
+    def ready() -> list[Task]:
+        return [t for t in pending if all(d in done for d in t.deps)]
+
+    workers = min(cfg.study.workers, len(tasks)) if tasks else 1
     if workers <= 1:
-        out = []
-        for job in jobs:
+        while pending:
+            t = ready()[0]  # tasks are listed after their dependencies
+            pending.remove(t)
             t0 = time.time()
-            out.append(_call(cfg, job))
-            log(f"      {job.label}: {time.time() - t0:.0f}s")
-        return out
-    quiet = replace(cfg, progress=False)  # one bar per process would garble the terminal
+            finished(t, _call(cfg, job_of(t)), t0)
+        return done
+
+    # Worker processes: one thread each, no progress bars (they would garble the
+    # terminal), and attacks run their LR grid inside the worker (threads=1).
+    def isolated(job: Job) -> Job:
+        return replace(job, cfg=replace(job.cfg or cfg, progress=False, threads=1))
+
     ctx = mp.get_context("spawn")
+    running: dict[Future, tuple[Task, float]] = {}
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-        futures = [pool.submit(_call, quiet, job) for job in jobs]
-        t0 = time.time()
-        out = []
-        for job, fut in zip(jobs, futures, strict=True):
-            out.append(fut.result())
-            log(f"      {job.label}: done at +{time.time() - t0:.0f}s")
-    return out
+        while pending or running:
+            for t in ready():
+                if len(running) >= workers:
+                    break
+                pending.remove(t)
+                log(f"   {t.name}: started")
+                running[pool.submit(_call, cfg, isolated(job_of(t)))] = (t, time.time())
+            if not running:
+                raise RuntimeError(f"study graph is stuck at {[t.name for t in pending]}")
+            finished_futs, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished_futs:
+                t, t0 = running.pop(fut)
+                finished(t, fut.result(), t0)
+    return done
+
+
+def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
+    """The study's graph, critical path first, and the models it makes (their folders
+    are filled in as their tasks finish)."""
+    from .attack import attack
+    from .distill import distill
+    from .pretrain import pretrain, pretrain_dir
+    from .unlearn import unlearn
+
+    only = set(cfg.study.stages)
+    def selected(kind: str) -> bool:
+        return not only or kind in only or kind == "pretrain"
+
+    if only and "unlearn" not in only:
+        raise ConfigError("study.stages: the study needs the 'unlearn' stage for a teacher; "
+                          f"valid: a list including 'unlearn' (got {sorted(only)})")
+    seeds = cfg.study.seeds
+    # Paths are known before the stages run: the gold summary (compute fractions) and
+    # the base model (localized noise) are read only once their tasks are done.
+    common = {"gold_dir": pretrain_dir(cfg, "gold"),
+              "base_dir": pretrain_dir(cfg, "base") / "model"}
+    tasks: list[Task] = []
+    models: list[Model] = []
+    made_by: dict[str, Model] = {}  # task name -> the model it makes
+
+    def add(model: Model | None, name: str, kind: str, deps: tuple[str, ...],
+            make: Callable[[dict[str, Path]], Job]) -> None:
+        if not selected(kind):
+            return
+        task = Task(name, kind, deps, make)
+        if model is not None:
+            models.append(model)
+            made_by[name] = model
+            task.after.append(lambda d, m=model: setattr(m, "stage_dir", d))
+        tasks.append(task)
+
+    add(Model("base", "base", Path()), "pretrain base", "pretrain", (),
+        lambda _: Job("base (retain + forget)", pretrain, ("base",)))
+    add(Model("gold", "gold", Path()), "pretrain gold", "pretrain", (),
+        lambda _: Job("gold standard (retain only)", pretrain, ("gold",)))
+    add(Model("unlearn-only", "unlearn_only", Path()), f"unlearn {cfg.unlearn.method}",
+        "unlearn", ("pretrain base",),
+        lambda d: Job("teacher", unlearn, (d["pretrain base"] / "model",)))
+    teacher = f"unlearn {cfg.unlearn.method}"
+    deps = (teacher, "pretrain gold")
+
+    # Longest first: random init, then α from large (slow to recover) to small.
+    if cfg.study.unlearn_distill:
+        for s in seeds:
+            add(Model("unlearn-distill" + (f"-s{s}" if len(seeds) > 1 else ""),
+                      "unlearn_distill", Path(), seed=s),
+                f"Unlearn-and-Distill s{s}", "distill", deps,
+                lambda d, s=s: Job(f"Unlearn-and-Distill, seed {s}", distill,
+                                   (d[teacher] / "model",),
+                                   {"init": "random", "alpha": None, "seed": s, **common}))
+    for a in sorted(cfg.study.alphas, reverse=True):
+        for s in seeds:
+            add(Model(f"undo-a{a:g}-s{s}", "undo", Path(), alpha=a, seed=s),
+                f"UNDO a={a:g} s{s}", "distill", deps,
+                lambda d, a=a, s=s: Job(f"UNDO α={a:g}, seed {s}", distill,
+                                        (d[teacher] / "model",),
+                                        {"init": "noised", "alpha": a, "seed": s, **common}))
+    if cfg.study.oracles:
+        # The base model already has the gold teacher's *retain* accuracy, so the
+        # retain-recovery early stop would end "gold into base" at step 0: both oracles
+        # spend a fixed budget (`study.oracle_steps`), which keeps them comparable.
+        steps = cfg.study.oracle_steps or cfg.distill.steps
+        ocfg = replace(cfg, distill=replace(cfg.distill, stop="budget", steps=steps))
+        add(Model("oracle-random", "oracle_random", Path(), seed=seeds[0]),
+            "oracle gold->random", "oracle", ("pretrain gold",),
+            lambda d: Job("gold -> random init", distill, (d["pretrain gold"] / "model",),
+                          {"init": "random", "alpha": None, "seed": seeds[0], **common},
+                          ocfg))
+        add(Model("oracle-base", "oracle_base", Path(), seed=seeds[0]),
+            "oracle gold->base", "oracle", ("pretrain gold", "pretrain base"),
+            lambda d: Job("gold -> base", distill, (d["pretrain gold"] / "model",),
+                          {"init": str(d["pretrain base"] / "model"), "alpha": None,
+                           "seed": seeds[0], **common}, ocfg))
+
+    # Attacks: every model but the base (a reference point, not a candidate), each as
+    # soon as its model exists.
+    if selected("attack"):
+        for dep, m in list(made_by.items()):
+            if m.kind == "base":
+                continue
+            add(None, f"attack {m.name}", "attack", (dep,),
+                lambda d, dep=dep: Job(f"attack {dep}", attack, (d[dep] / "model",)))
+            tasks[-1].after.append(lambda d, m=m: setattr(m, "attack_dir", d))
+    return tasks, models
 
 
 def run_study(cfg: RunConfig, *, force: list[str] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every missing stage of the study; write summary.json, plots and report.html."""
-    from .attack import attack
-    from .distill import distill
-    from .pretrain import pretrain
     from .stages import run_dir
     from .summary import build_summary, write_summary
-    from .unlearn import unlearn
 
     force = list(force or [])
     _check_kinds(force, "--force")
-    only = list(cfg.study.stages)
-    _check_kinds(only, "study.stages")
+    _check_kinds(list(cfg.study.stages), "study.stages")
+    tasks, models = study_tasks(cfg)
     root = run_dir(cfg)
     write_text(root / "config.yaml", dump_yaml(cfg))
-    forced = {k: k in force for k in STAGE_KINDS}
     t_start = time.time()
-
-    def wave(title: str, kind: str, jobs: list[Job], workers: int | None = None) -> list[Path]:
-        if only and kind not in only and kind != "pretrain":
-            log(f"== {title}: skipped (study.stages)")
-            return []
-        log(f"== {title} ({len(jobs)} stage{'s' * (len(jobs) != 1)}, "
-            f"+{(time.time() - t_start) / 60:.1f} min)")
-        if forced[kind]:
-            for job in jobs:
-                job.kwargs = {**(job.kwargs or {}), "force": True}
-        return run_wave(cfg, jobs, log, workers)
-
-    base_dir, gold_dir = wave("pretraining", "pretrain", [
-        Job("base (retain + forget)", pretrain, ("base",)),
-        Job("gold standard (retain only)", pretrain, ("gold",)),
-    ])
-    models = [Model("base", "base", base_dir), Model("gold", "gold", gold_dir)]
-
-    teachers = wave(f"unlearning ({cfg.unlearn.method})", "unlearn", [
-        Job("teacher", unlearn, (base_dir / "model",)),
-    ])
-    if not teachers:
-        raise ConfigError("study.stages: the study needs the 'unlearn' stage for a teacher")
-    teacher_dir = teachers[0]
-    models.append(Model("unlearn-only", "unlearn_only", teacher_dir))
-
-    common = {"gold_dir": gold_dir, "base_dir": base_dir / "model"}
-    seeds = cfg.study.seeds
-    students: list[tuple[Model, Job]] = []
-    for s in seeds if cfg.study.unlearn_distill else []:
-        name = "unlearn-distill" + (f"-s{s}" if len(seeds) > 1 else "")
-        students.append((Model(name, "unlearn_distill", Path(), seed=s), Job(
-            f"Unlearn-and-Distill, seed {s}", distill, (teacher_dir / "model",),
-            {"init": "random", "alpha": None, "seed": s, **common})))
-    for a in cfg.study.alphas:
-        for s in seeds:
-            students.append((Model(f"undo-a{a:g}-s{s}", "undo", Path(), alpha=a, seed=s), Job(
-                f"UNDO α={a:g}, seed {s}", distill, (teacher_dir / "model",),
-                {"init": "noised", "alpha": a, "seed": s, **common})))
-    for m, d in zip([m for m, _ in students],
-                    wave("distillation (UNDO, Unlearn-and-Distill)", "distill",
-                         [j for _, j in students]), strict=False):
-        m.stage_dir = d
-        models.append(m)
-
-    if cfg.study.oracles:
-        oracles = [
-            (Model("oracle-base", "oracle_base", Path(), seed=seeds[0]),
-             Job("gold -> base", distill, (gold_dir / "model",),
-                 {"init": str(base_dir / "model"), "alpha": None, "seed": seeds[0], **common})),
-            (Model("oracle-random", "oracle_random", Path(), seed=seeds[0]),
-             Job("gold -> random init", distill, (gold_dir / "model",),
-                 {"init": "random", "alpha": None, "seed": seeds[0], **common})),
-        ]
-        for m, d in zip([m for m, _ in oracles], wave("oracle matching", "oracle",
-                                                      [j for _, j in oracles]), strict=False):
-            m.stage_dir = d
-            models.append(m)
-
-    # The base model is a reference point, not a candidate: it is not attacked.
-    targets = [m for m in models if m.kind != "base"]
-    # One model at a time: each attack already spreads its LR grid over processes.
-    attacked = wave("relearning attacks", "attack",
-                    [Job(m.name, attack, (m.model_dir,)) for m in targets], workers=1)
-    for m, d in zip(targets, attacked, strict=False):
-        m.attack_dir = d
+    log(f"== study {cfg.name}: {len(tasks)} stages, {cfg.study.workers} worker(s)")
+    for t in tasks:
+        log(f"   - {t.name}" + (f"  (after {', '.join(t.deps)})" if t.deps else ""))
+    run_graph(cfg, tasks, log, set(force))
 
     summary = build_summary(cfg, models, wall_time_s=time.time() - t_start)
     write_summary(root, summary)

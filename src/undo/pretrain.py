@@ -1,8 +1,9 @@
 """Pretraining: the base model (retain + forget) and the gold standard (retain only).
 
 The gold standard is the paper's "data filtering" model: the same recipe on data without
-the forget operations. It sees as many retain tokens as the base model did, so by
-default it trains for `steps × retain share` steps (see `gold_steps`).
+the forget operations. It sees as many retain tokens as the base model did, in as many
+optimizer steps: by default `steps` steps of `batch_size × retain share` items
+(`gold_recipe`).
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ Which = Literal["base", "gold"]
 EVAL_SETS = ("retain", "forget", "retain_heldout", "forget_heldout")
 
 
-def gold_steps(cfg: RunConfig) -> int:
-    if cfg.pretrain.gold_steps is not None:
-        return cfg.pretrain.gold_steps
+def gold_recipe(cfg: RunConfig) -> tuple[int, int]:
+    """(steps, batch size) of the gold standard: the base model's steps, at a batch that
+    holds as many retain items as a base batch does on average (same retain tokens)."""
+    p = cfg.pretrain
     share = ArithmeticBenchmark(cfg.data).retain_share()
-    return max(1, round(cfg.pretrain.steps * share))
+    steps = p.steps if p.gold_steps is None else p.gold_steps
+    batch = max(1, round(p.batch_size * share)) if p.gold_batch_size is None \
+        else p.gold_batch_size
+    return steps, batch
 
 
 def pretrain_key(cfg: RunConfig, which: Which) -> dict:
@@ -52,8 +57,11 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
     tokenizer = build_char_tokenizer()
     model = build_model(cfg.model, tokenizer, seed=cfg.seed)
     ops = bench.ops if which == "base" else bench.retain_ops
-    steps = cfg.pretrain.steps if which == "base" else gold_steps(cfg)
-    optim = replace(cfg.pretrain, steps=steps)
+    if which == "base":
+        optim = cfg.pretrain
+    else:
+        steps, batch = gold_recipe(cfg)
+        optim = replace(cfg.pretrain, steps=steps, batch_size=batch)
     acc = make_accelerator(cfg.device)
     batches = Batches(bench.stream(ops), tokenizer, optim.batch_size, seed=cfg.seed,
                       rank=acc.process_index)

@@ -40,12 +40,30 @@ def _attack_section(attack_dir: Path | None, metric: str) -> dict[str, Any] | No
 
 
 def _compute(stage: dict[str, Any], gold: dict[str, Any] | None) -> dict[str, Any]:
-    spent = {k: stage.get(k) for k in ("steps", "tokens", "flops")}
-    out: dict[str, Any] = dict(spent)
-    ratios = compute_ratio({k: v for k, v in spent.items() if v is not None}, gold or {})
+    """What a model cost, and as a fraction of the gold standard's pretraining.
+
+    Distillation stages report their own fractions (steps at equal tokens per step, and
+    FLOPs including the teacher's forwards, cached or not; see compute.py); for the
+    others (unlearning) the ratio is taken here from raw steps and FLOPs.
+    """
+    flops = stage.get("flops_incl_teacher", stage.get("flops"))
+    out: dict[str, Any] = {"steps": stage.get("steps"), "tokens": stage.get("tokens"),
+                           "flops": flops}
+    own = stage.get("compute")
+    if isinstance(own, dict) and "steps_fraction" in own:
+        out["fraction_of_gold_steps"] = _finite(own.get("steps_fraction"))
+        out["fraction_of_gold_flops"] = _finite(own.get("flops_fraction"))
+        return out
+    spent = {k: v for k, v in out.items() if v is not None}
+    ratios = compute_ratio(spent, gold or {})
     out["fraction_of_gold_steps"] = ratios.get("steps")
     out["fraction_of_gold_flops"] = ratios.get("flops")
     return out
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and x == x and abs(x) != float("inf") \
+        else None
 
 
 def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> dict[str, Any]:

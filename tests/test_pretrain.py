@@ -1,0 +1,32 @@
+"""Pretraining: the gold standard's recipe and what a pretraining stage writes."""
+
+from __future__ import annotations
+
+import json
+
+from undo.config import load_config
+from undo.data.arithmetic import ArithmeticBenchmark
+from undo.pretrain import gold_recipe, pretrain
+
+
+def test_gold_sees_base_steps_and_retain_tokens():
+    cfg = load_config(None, ["pretrain.steps=300", "pretrain.batch_size=90"])
+    share = ArithmeticBenchmark(cfg.data).retain_share()
+    steps, batch = gold_recipe(cfg)
+    assert steps == 300
+    assert batch == round(90 * share)  # retain items per base batch, on average
+    over = load_config(None, ["pretrain.gold_steps=7", "pretrain.gold_batch_size=5"])
+    assert gold_recipe(over) == (7, 5)
+
+
+def test_gold_stage_trains_on_retain_ops_only(tmp_path):
+    cfg = load_config(None, [f"out_dir={tmp_path}", "model.preset=micro", "progress=false",
+                             "pretrain.steps=4", "pretrain.batch_size=12",
+                             "pretrain.warmup_steps=1", "pretrain.eval_every=0",
+                             "pretrain.checkpoint_every=0", "data.eval_items_per_op=4"])
+    d = pretrain(cfg, "gold")
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["ops"] == list(cfg.data.retain_ops)
+    assert summary["steps"] == 4
+    assert (d / "model" / "model.safetensors").is_file()
+    assert pretrain(cfg, "gold") == d  # cached: same folder, not retrained
