@@ -30,3 +30,12 @@ def test_gold_stage_trains_on_retain_ops_only(tmp_path):
     assert summary["steps"] == 4
     assert (d / "model" / "model.safetensors").is_file()
     assert pretrain(cfg, "gold") == d  # cached: same folder, not retrained
+
+
+def test_gold_settings_do_not_invalidate_the_base_model():
+    from undo.pretrain import pretrain_dir
+
+    cfg = load_config(None)
+    other = load_config(None, ["pretrain.gold_batch_size=9", "pretrain.gold_steps=11"])
+    assert pretrain_dir(cfg, "base") == pretrain_dir(other, "base")
+    assert pretrain_dir(cfg, "gold") != pretrain_dir(other, "gold")

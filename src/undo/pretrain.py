@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from .config import RunConfig
+from .config import RunConfig, to_dict
 from .data.arithmetic import ArithmeticBenchmark, Batches
 from .evaluate import evaluate_arithmetic
 from .models import build_model, count_params, save_model
@@ -38,8 +38,11 @@ def gold_recipe(cfg: RunConfig) -> tuple[int, int]:
 
 
 def pretrain_key(cfg: RunConfig, which: Which) -> dict:
+    recipe = to_dict(cfg.pretrain)
+    if which == "base":  # gold-only settings do not change the base model
+        recipe = {k: v for k, v in recipe.items() if not k.startswith("gold_")}
     return {"which": which, "seed": cfg.seed, "model": cfg.model, "data": cfg.data,
-            "pretrain": cfg.pretrain}
+            "pretrain": recipe}
 
 
 def pretrain_dir(cfg: RunConfig, which: Which) -> Path:
