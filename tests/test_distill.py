@@ -39,6 +39,10 @@ def test_recovered_rules_hand_cases():
     assert recovered({"retain/acc": 0.0, "retain/ce": 1.05}, t, "retain_ce", 0.05)
     assert not recovered({"retain/acc": 1.0, "retain/ce": 1.06}, t, "retain_ce", 0.05)
     assert not recovered({"retain/acc": 1.0, "retain/ce": 0.0}, t, "budget", 0.05)
+    gold = {"retain/acc": 0.98, "forget/acc": 0.01}
+    assert not recovered({"retain/acc": 0.99, "forget/acc": 0.90}, gold, "match", 0.05)
+    assert not recovered({"retain/acc": 0.90, "forget/acc": 0.01}, gold, "match", 0.05)
+    assert recovered({"retain/acc": 0.95, "forget/acc": 0.05}, gold, "match", 0.05)
 
 
 def test_compute_fractions_hand_computed():

@@ -219,11 +219,11 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
                                         (d[teacher] / "model",),
                                         {"init": "noised", "alpha": a, "seed": s, **common}))
     if cfg.study.oracles:
-        # The base model already has the gold teacher's *retain* accuracy, so the
-        # retain-recovery early stop would end "gold into base" at step 0: both oracles
-        # spend a fixed budget (`study.oracle_steps`), which keeps them comparable.
+        # Oracle matching distills until the student's outputs match the gold teacher's
+        # (retain and forget accuracy): the retain-only rule would end "gold into base"
+        # at step 0, the base model already having the gold's retain accuracy.
         steps = cfg.study.oracle_steps or cfg.distill.steps
-        ocfg = replace(cfg, distill=replace(cfg.distill, stop="budget", steps=steps))
+        ocfg = replace(cfg, distill=replace(cfg.distill, stop="match", steps=steps))
         add(Model("oracle-random", "oracle_random", Path(), seed=seeds[0]),
             "oracle gold->random", "oracle", ("pretrain gold",),
             lambda d: Job("gold -> random init", distill, (d["pretrain gold"] / "model",),
