@@ -101,3 +101,50 @@ def test_bad_stage_kind_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "study.stages" in err and "valid stage kinds" in err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def _graph(order: list[str]):
+    from undo.pipeline import Job, Task
+    from undo.stages import run_dir
+
+    def make(name):
+        def build(deps):
+            order.append(f"{name} after {sorted(deps)}")
+            return Job(name, run_dir)  # an importable stage-like call: (cfg) -> Path
+        return build
+
+    return [Task("a", "pretrain", (), make("a")),
+            Task("b", "unlearn", ("a",), make("b")),
+            Task("c", "pretrain", (), make("c")),
+            Task("d", "distill", ("b", "c"), make("d"))]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_graph_starts_tasks_only_after_their_inputs(workers, tmp_path):
+    from undo.pipeline import run_graph
+
+    cfg = load_config(None, [f"out_dir={tmp_path}", f"study.workers={workers}"])
+    order: list[str] = []
+    done = run_graph(cfg, _graph(order), log=lambda s: None)
+    assert set(done) == {"a", "b", "c", "d"}
+    assert all(p == tmp_path / cfg.name for p in done.values())
+    assert order.index("b after ['a']") > order.index("a after []")
+    assert order[-1] == "d after ['b', 'c']"
+
+
+def test_heartbeat_reads_progress_from_stage_files(tmp_path):
+    import time
+
+    from undo.pipeline import runs_progress, steps_progress
+
+    t0 = time.time() - 10
+    show = steps_progress(tmp_path, "pretrain-base-*/metrics.jsonl", total=100)
+    assert show(t0) == "starting"
+    log = tmp_path / "pretrain-base-abc" / "metrics.jsonl"
+    log.parent.mkdir()
+    log.write_text('{"step": 10}\n{"step": 25}\n')
+    assert show(t0).startswith("step 25/100")
+    runs = tmp_path / "distill-x-1-h" / "runs"
+    runs.mkdir(parents=True)
+    (runs / "lr1.json").write_text("{}")
+    assert runs_progress(lambda: "distill-x-1-*", tmp_path, 4)(t0) == "1/4 runs"

@@ -18,6 +18,7 @@ attack while the base model is still training.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import time
 from collections.abc import Callable
@@ -70,6 +71,37 @@ class Task:
     deps: tuple[str, ...]
     make: Callable[[dict[str, Path]], Job]
     after: list[Callable[[Path], None]] = field(default_factory=list)
+    # How far a running task is, read from the files it writes (for the heartbeat).
+    progress: Callable[[float], str] | None = None
+
+
+def steps_progress(folder: Path, pattern: str, total: int) -> Callable[[float], str]:
+    """Progress of a training stage: the step in the newest `folder/pattern` metrics.jsonl
+    written since the task started at `t0`."""
+
+    def show(t0: float) -> str:
+        logs = [p for p in folder.glob(pattern) if p.stat().st_mtime >= t0]
+        lines = max(logs, key=lambda p: p.stat().st_mtime).read_text().splitlines() \
+            if logs else []
+        step = json.loads(lines[-1]).get("step", 0) if lines else 0
+        if not step:
+            return "starting"
+        left = (time.time() - t0) * (total - step) / step
+        return f"step {step}/{total}, <= {left / 60:.1f} min left"
+
+    return show
+
+
+def runs_progress(attack_dirs: Callable[[], str], folder: Path,
+                  total: int) -> Callable[[float], str]:
+    """Progress of an attack: the finished runs of its grid (`runs/*.json`)."""
+
+    def show(t0: float) -> str:
+        done = [p for p in folder.glob(f"{attack_dirs()}/runs/*.json")
+                if p.stat().st_mtime >= t0]
+        return f"{len(done)}/{total} runs"
+
+    return show
 
 
 def _check_kinds(names: list[str], key: str) -> None:
@@ -92,7 +124,7 @@ def _worker_init() -> None:
 
 
 def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
-              force: set[str] | None = None) -> dict[str, Path]:
+              force: set[str] | None = None, heartbeat_s: float = 60.0) -> dict[str, Path]:
     """Run every task once its dependencies are done; returns task name -> stage folder.
 
     Ready tasks start in list order. `study.workers > 1` runs them in that many
@@ -140,6 +172,7 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
 
     ctx = mp.get_context("spawn")
     running: dict[Future, tuple[Task, float]] = {}
+    last_beat = time.time()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
         while pending or running:
             for t in ready():
@@ -150,10 +183,16 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
                 running[pool.submit(_call, cfg, isolated(job_of(t)))] = (t, time.time())
             if not running:
                 raise RuntimeError(f"study graph is stuck at {[t.name for t in pending]}")
-            finished_futs, _ = wait(running, return_when=FIRST_COMPLETED)
+            finished_futs, _ = wait(running, timeout=heartbeat_s, return_when=FIRST_COMPLETED)
             for fut in finished_futs:
                 t, t0 = running.pop(fut)
                 finished(t, fut.result(), t0)
+            if not finished_futs and time.time() - last_beat >= heartbeat_s:
+                # Workers draw no progress bars; say where each running stage is.
+                last_beat = time.time()
+                log(f"   +{(last_beat - t_start) / 60:.1f} min: " + "; ".join(
+                    f"{t.name} {t.progress(t0) if t.progress else 'running'}"
+                    for t, t0 in running.values()))
     return done
 
 
@@ -162,7 +201,8 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     are filled in as their tasks finish)."""
     from .attack import attack
     from .distill import distill
-    from .pretrain import pretrain, pretrain_dir
+    from .pretrain import gold_recipe, pretrain, pretrain_dir
+    from .stages import run_dir
     from .unlearn import unlearn
 
     only = set(cfg.study.stages)
@@ -181,24 +221,33 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     models: list[Model] = []
     made_by: dict[str, Model] = {}  # task name -> the model it makes
 
+    root = run_dir(cfg)
+
     def add(model: Model | None, name: str, kind: str, deps: tuple[str, ...],
-            make: Callable[[dict[str, Path]], Job]) -> None:
+            make: Callable[[dict[str, Path]], Job],
+            progress: Callable[[float], str] | None = None) -> None:
         if not selected(kind):
             return
-        task = Task(name, kind, deps, make)
+        task = Task(name, kind, deps, make, progress=progress)
         if model is not None:
             models.append(model)
             made_by[name] = model
             task.after.append(lambda d, m=model: setattr(m, "stage_dir", d))
         tasks.append(task)
 
+    def stage_log(prefix: str, total: int) -> Callable[[float], str]:
+        return steps_progress(root / "stages", f"{prefix}-*/metrics.jsonl", total)
+
     add(Model("base", "base", Path()), "pretrain base", "pretrain", (),
-        lambda _: Job("base (retain + forget)", pretrain, ("base",)))
+        lambda _: Job("base (retain + forget)", pretrain, ("base",)),
+        stage_log("pretrain-base", cfg.pretrain.steps))
     add(Model("gold", "gold", Path()), "pretrain gold", "pretrain", (),
-        lambda _: Job("gold standard (retain only)", pretrain, ("gold",)))
+        lambda _: Job("gold standard (retain only)", pretrain, ("gold",)),
+        stage_log("pretrain-gold", gold_recipe(cfg)[0]))
     add(Model("unlearn-only", "unlearn_only", Path()), f"unlearn {cfg.unlearn.method}",
         "unlearn", ("pretrain base",),
-        lambda d: Job("teacher", unlearn, (d["pretrain base"] / "model",)))
+        lambda d: Job("teacher", unlearn, (d["pretrain base"] / "model",)),
+        stage_log(f"unlearn-{cfg.unlearn.method}", cfg.unlearn.steps))
     teacher = f"unlearn {cfg.unlearn.method}"
     deps = (teacher, "pretrain gold")
 
@@ -210,14 +259,16 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
                 f"Unlearn-and-Distill s{s}", "distill", deps,
                 lambda d, s=s: Job(f"Unlearn-and-Distill, seed {s}", distill,
                                    (d[teacher] / "model",),
-                                   {"init": "random", "alpha": None, "seed": s, **common}))
+                                   {"init": "random", "alpha": None, "seed": s, **common}),
+                stage_log(f"distill-random-s{s}", cfg.distill.steps))
     for a in sorted(cfg.study.alphas, reverse=True):
         for s in seeds:
             add(Model(f"undo-a{a:g}-s{s}", "undo", Path(), alpha=a, seed=s),
                 f"UNDO a={a:g} s{s}", "distill", deps,
                 lambda d, a=a, s=s: Job(f"UNDO α={a:g}, seed {s}", distill,
                                         (d[teacher] / "model",),
-                                        {"init": "noised", "alpha": a, "seed": s, **common}))
+                                        {"init": "noised", "alpha": a, "seed": s, **common}),
+                stage_log(f"distill-noised-a{a:g}-s{s}", cfg.distill.steps))
     if cfg.study.oracles:
         # Oracle matching distills until the student's outputs match the gold teacher's
         # (retain and forget accuracy): the retain-only rule would end "gold into base"
@@ -228,21 +279,25 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
             "oracle gold->random", "oracle", ("pretrain gold",),
             lambda d: Job("gold -> random init", distill, (d["pretrain gold"] / "model",),
                           {"init": "random", "alpha": None, "seed": seeds[0], **common},
-                          ocfg))
+                          ocfg),
+            stage_log(f"distill-random-s{seeds[0]}", steps))
         add(Model("oracle-base", "oracle_base", Path(), seed=seeds[0]),
             "oracle gold->base", "oracle", ("pretrain gold", "pretrain base"),
             lambda d: Job("gold -> base", distill, (d["pretrain gold"] / "model",),
                           {"init": str(d["pretrain base"] / "model"), "alpha": None,
-                           "seed": seeds[0], **common}, ocfg))
+                           "seed": seeds[0], **common}, ocfg),
+            stage_log(f"distill-from-*-s{seeds[0]}", steps))
 
     # Attacks: every model but the base (a reference point, not a candidate), each as
     # soon as its model exists.
+    n_runs = len(cfg.attack.lrs) * len(cfg.attack.seeds)
     if selected("attack"):
         for dep, m in list(made_by.items()):
             if m.kind == "base":
                 continue
             add(None, f"attack {m.name}", "attack", (dep,),
-                lambda d, dep=dep: Job(f"attack {dep}", attack, (d[dep] / "model",)))
+                lambda d, dep=dep: Job(f"attack {dep}", attack, (d[dep] / "model",)),
+                runs_progress(lambda m=m: f"{m.stage_dir.name}-*", root / "attacks", n_runs))
             tasks[-1].after.append(lambda d, m=m: setattr(m, "attack_dir", d))
     return tasks, models
 
