@@ -148,3 +148,34 @@ def test_heartbeat_reads_progress_from_stage_files(tmp_path):
     runs.mkdir(parents=True)
     (runs / "lr1.json").write_text("{}")
     assert runs_progress(lambda: "distill-x-1-*", tmp_path, 4)(t0) == "1/4 runs"
+
+
+@pytest.mark.slow
+def test_killed_parallel_study_resumes_to_same_summary(tmp_path):
+    """SIGKILL the whole `undo run` process group (main + worker processes) mid-study,
+    run again: the result equals an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [str(SMOKE), "study.workers=2"]
+    assert main(["run", *args, f"out_dir={tmp_path / 'ref'}"]) == 0
+    reference = json.loads((tmp_path / "ref" / "arithmetic-smoke" / "summary.json").read_text())
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "undo.cli", "run", *args, f"out_dir={out}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    stages = out / "arithmetic-smoke" / "stages"
+    deadline = time.time() + 120
+    # Kill once some stages have finished and others have not: mid-study.
+    while time.time() < deadline and len(list(stages.glob("*/summary.json"))) < 3:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "arithmetic-smoke" / "summary.json").exists()
+    assert main(["run", *args, f"out_dir={out}"]) == 0
+    resumed = json.loads((out / "arithmetic-smoke" / "summary.json").read_text())
+    assert _strip(resumed)["models"] == _strip(reference)["models"]
