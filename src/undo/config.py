@@ -377,6 +377,10 @@ class StudyConfig:
     # step 0: the base model starts with the gold's retain accuracy.
     oracle_steps: int | None = None
     stages: list[str] = field(default_factory=list)  # run only these stage kinds ([] = all)
+    # Robustness is undefined (null) at a budget where the gold standard and the
+    # unlearn-only model differ by no more than this (e.g. before any attack step, where
+    # both sit near 0 and the ratio is measurement noise: 5 of 400 items gave "1.2").
+    min_robustness_gap: float = 0.05
     # Independent stages (e.g. the two pretrainings, the distillations, the attacks) run
     # in this many processes of one thread each; 1 runs them one after another.
     workers: int = 2
@@ -386,6 +390,8 @@ class StudyConfig:
                "numbers in [0, 1]")
         _check(bool(self.seeds), f"{p}.seeds", self.seeds, "a non-empty list of integers")
         _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
+        _check(self.min_robustness_gap >= 0, f"{p}.min_robustness_gap",
+               self.min_robustness_gap, "a number >= 0")
         _check(self.oracle_steps is None or self.oracle_steps > 0, f"{p}.oracle_steps",
                self.oracle_steps, "a positive integer or null")
 

@@ -101,7 +101,8 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
             p = e["attack"]["worst_case"].get(key)
             u = ref_u["attack"]["worst_case"].get(key)
             g = ref_g["attack"]["worst_case"].get(key)
-            e["robustness"][key] = (robustness(p["value"], u["value"], g["value"])
+            e["robustness"][key] = (robustness(p["value"], u["value"], g["value"],
+                                               tol=cfg.study.min_robustness_gap)
                                     if p and u and g else None)
 
     return {
