@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -316,6 +317,9 @@ def opts_eval(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--out", help="also write every model's metrics to this JSON file")
 
 
+# Training stages that run data-parallel under `torchrun` / `accelerate launch`.
+MULTI_PROCESS_COMMANDS = frozenset({"pretrain", "unlearn", "distill"})
+
 Command = tuple[Callable[[argparse.Namespace], int], str,
                 Callable[[argparse.ArgumentParser], None] | None]
 # name -> (handler, help, extra options)
@@ -354,10 +358,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Options may come between items (`undo pretrain CONFIG --which base k=v`): argparse
+    # stops the `items` list at the option, so collect the items after it here.
+    args, rest = parser.parse_known_args(argv)
+    unknown = [a for a in rest if a.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if rest:
+        args.items = [*getattr(args, "items", []), *rest]
     if args.command is None:
         parser.print_help()
         return 2
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        if args.command not in MULTI_PROCESS_COMMANDS:
+            print(f"undo: error: `undo {args.command}` runs in one process, but this is a "
+                  f"{world}-process launch; launch only "
+                  f"{', '.join(sorted(MULTI_PROCESS_COMMANDS))} with torchrun / accelerate "
+                  "launch, and the rest as plain `undo` commands", file=sys.stderr)
+            return 2
+        if int(os.environ.get("RANK", "0")) != 0:  # one copy of tables and paths
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
     try:
         return args.func(args)
     except (ConfigError, RegistryError, FileNotFoundError) as e:

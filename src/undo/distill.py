@@ -235,6 +235,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
     if acc.is_main_process:
         save_model(student, tokenizer, d / "model")
         finish(d, summary, key, device=str(acc.device))
+    acc.wait_for_everyone()  # other ranks return only once the stage is on disk
     return d
 
 

@@ -87,4 +87,5 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
             "train_time_s": result.wall_time,
             "wall_time_s": time.time() - t0,
         }, pretrain_key(cfg, which), device=str(acc.device))
+    acc.wait_for_everyone()  # other ranks return only once the stage is on disk
     return d

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from accelerate import PartialState
 
 from .artifacts import config_hash, environment, write_json, write_text
 from .config import RunConfig, to_dict
@@ -35,9 +36,15 @@ def is_done(d: Path) -> bool:
 
 
 def reset(d: Path) -> None:
-    """Forget a stage's result and its partial state (`--force`)."""
-    if d.exists():
+    """Forget a stage's result and its partial state (`--force`).
+
+    Under a multi-process launch only the main process deletes, and every process waits
+    for it, so none sees a half-deleted folder.
+    """
+    state = PartialState()
+    if state.is_main_process and d.exists():
         shutil.rmtree(d)
+    state.wait_for_everyone()
 
 
 def finish(d: Path, summary: dict[str, Any], depends_on: dict[str, Any],

@@ -175,10 +175,13 @@ def train(
 
     state_dir = out / "state" if out is not None else None
     if state_dir is not None:
-        _recover_swap(state_dir)
+        if acc.is_main_process:
+            _recover_swap(state_dir)
+        acc.wait_for_everyone()
     if state_dir is not None and (state_dir / "done").exists():
         acc.load_state(str(state_dir))
-    log = _JsonlLog(out / "metrics.jsonl" if out is not None else None, counters.step)
+    log = _JsonlLog(out / "metrics.jsonl" if out is not None and acc.is_main_process else None,
+                    counters.step)
 
     n_matmul = matmul_params(acc.unwrap_model(model))
     extra = int(getattr(objective, "extra_forward_params", 0))
@@ -207,7 +210,11 @@ def train(
         step = counters.step
         micro = [_to_device(batches(step, i), acc.device) for i in range(cfg.grad_accum)]
         if gradients is not None:
-            metrics = gradients(acc.unwrap_model(model), micro, acc.backward)
+            # Objectives with their own gradient computation (SAM) work on the plain
+            # module; under DDP that skips its all-reduce, so average gradients here.
+            with acc.no_sync(model):
+                metrics = gradients(acc.unwrap_model(model), micro, acc.backward)
+            _average_gradients(acc, params)
         else:
             metrics = _default_gradients(objective, model, micro, acc.backward)
         if cfg.grad_clip is not None:
@@ -216,13 +223,12 @@ def train(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
-        for mb in micro:
-            tok, pos = count_tokens(mb)
-            counters.tokens += tok
-            counters.positions += pos
-            # Forward passes of frozen models: count positions of the batch they see.
-            counters.flops += train_flops(n_matmul, pos) + 2.0 * extra * pos
-            window_tokens += tok
+        tok, pos = _count_all_ranks(acc, micro)
+        counters.tokens += tok
+        counters.positions += pos
+        # Forward passes of frozen models: count positions of the batch they see.
+        counters.flops += train_flops(n_matmul, pos) + 2.0 * extra * pos
+        window_tokens += tok
         counters.step += 1
         counters.wall_time += time.perf_counter() - t0
         if on_step is not None:
@@ -252,7 +258,8 @@ def train(
     # A final evaluation unless the last step just had one.
     if evaluate is not None and (not result.evals or result.evals[-1]["step"] != counters.step):
         run_eval()
-    if state_dir is not None and state_dir.exists():
+    acc.wait_for_everyone()
+    if state_dir is not None and state_dir.exists() and acc.is_main_process:
         shutil.rmtree(state_dir)  # finished: the model itself is the result
     result.steps, result.tokens = counters.step, counters.tokens
     result.flops, result.wall_time = counters.flops, counters.wall_time
@@ -269,15 +276,45 @@ def _recover_swap(state_dir: Path) -> None:
 
 
 def _save_state(acc: Accelerator, state_dir: Path) -> None:
-    """Checkpoint atomically: write beside, then swap, so a kill never leaves half a state."""
+    """Checkpoint atomically: write beside, then swap, so a kill never leaves half a state.
+
+    Every rank writes its part (RNG states); only the main process moves folders, with
+    barriers so no rank writes into a folder another is removing.
+    """
     tmp = state_dir.with_name("state.tmp")
-    if tmp.exists():
+    if acc.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
+    acc.wait_for_everyone()
     acc.save_state(str(tmp))
-    (tmp / "done").write_text("ok\n")
-    old = state_dir.with_name("state.old")
-    if state_dir.exists():
-        state_dir.rename(old)
-    tmp.rename(state_dir)
-    if old.exists():
-        shutil.rmtree(old)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        (tmp / "done").write_text("ok\n")
+        old = state_dir.with_name("state.old")
+        if state_dir.exists():
+            state_dir.rename(old)
+        tmp.rename(state_dir)
+        if old.exists():
+            shutil.rmtree(old)
+    acc.wait_for_everyone()
+
+
+def _count_all_ranks(acc: Accelerator, micro_batches: list[Batch]) -> tuple[int, int]:
+    """(tokens, positions) of this step over every process: each rank sees its own data."""
+    tok = pos = 0
+    for mb in micro_batches:
+        t, p = count_tokens(mb)
+        tok, pos = tok + t, pos + p
+    if acc.num_processes > 1:
+        both = acc.reduce(torch.tensor([tok, pos], device=acc.device), reduction="sum")
+        tok, pos = int(both[0]), int(both[1])
+    return tok, pos
+
+
+def _average_gradients(acc: Accelerator, params: list[torch.nn.Parameter]) -> None:
+    """Mean of each gradient over processes (what DDP's backward would have done)."""
+    if acc.num_processes == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad.div_(acc.num_processes)

@@ -141,6 +141,7 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
             "wall_time_s": time.time() - t0,
             "evals": result.evals,
         }, key, device=str(acc.device))
+    acc.wait_for_everyone()  # other ranks return only once the stage is on disk
     return d
 
 
