@@ -19,6 +19,7 @@ arguments, so resuming at step k replays exactly the batches an uninterrupted ru
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import time
@@ -273,6 +274,21 @@ def _recover_swap(state_dir: Path) -> None:
         if state_dir.exists():
             shutil.rmtree(state_dir)
         old.rename(state_dir)
+
+
+class _TiedWeightsNote(logging.Filter):
+    """Drop accelerate's "Removed shared tensor {'lm_head.weight'}" warning.
+
+    Tied input/output embeddings share storage, so safetensors keeps one copy and loading
+    re-ties them; resuming is bit-identical (tests/test_train.py), so the warning printed
+    at every checkpoint is noise.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNote())
 
 
 def _save_state(acc: Accelerator, state_dir: Path) -> None:
