@@ -151,15 +151,40 @@ def test_sam_restores_weights(micro_model, bench, tokenizer):
         assert torch.equal(a, b)
 
 
-def test_reference_is_held_once_frozen_and_counted(micro_model):
+def test_reference_is_held_once_frozen_and_counted(micro_model, tokenizer, bench):
     obj = build_objective(_cfg("npo", {}))
     obj.prepare(micro_model)
     obj.prepare(micro_model)  # idempotent: still the first copy
     ref = obj.reference.model
     assert ref is not micro_model and not ref.training
     assert all(not p.requires_grad for p in ref.parameters())
-    assert obj.extra_forward_params > 0
-    assert build_objective(_cfg("grad_diff", {})).__dict__.get("extra_forward_params", 0) == 0
+    assert not hasattr(build_objective(_cfg("grad_diff", {})), "reference")
+
+
+@pytest.mark.parametrize("method, args, parts", [
+    ("npo", {}, ["forget"]),  # NPO's reference sees forget data; retain CE needs none
+    ("npo", {"retain": "kl"}, ["forget", "retain"]),
+    ("maxent", {"retain": "kl"}, ["retain"]),  # the WMDP variant: retain data only
+    ("maxent", {}, []),
+    ("sam", {"base": "maxent", "base_args": {"retain": "kl"}}, ["retain", "retain"]),
+])
+def test_frozen_forward_flops_count_what_the_reference_sees(micro_model, tokenizer, bench,
+                                                             method, args, parts):
+    """2·N per position of each batch part the frozen model actually runs on, and only
+    those: the FLOP count used to charge every part of the batch."""
+    from undo.compute import matmul_params
+
+    obj = build_objective(_cfg(method, args))
+    obj.prepare(micro_model)
+    batch = UnlearnBatches(bench.stream(bench.forget_ops), bench.stream(bench.retain_ops),
+                           tokenizer, 8, seed=0)(0)
+    if hasattr(obj, "gradients"):
+        obj.gradients(micro_model, [batch], lambda loss: loss.backward())
+    else:
+        obj.loss(micro_model, batch)
+    n = matmul_params(micro_model)
+    expected = sum(2.0 * n * batch[part]["input_ids"].numel() for part in parts)
+    assert getattr(obj, "frozen_flops", 0.0) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("method, args, fragment", [

@@ -136,3 +136,22 @@ def test_two_processes_stay_in_sync(tmp_path, tokenizer, bench, objective):
     assert not (tmp_path / "run" / "state").exists()  # finished: checkpoint removed
     logged = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in logged] == [2, 4, 6]  # one writer, no duplicates
+
+
+def test_flops_count_a_reference_only_where_it_runs(micro_model, tokenizer, bench):
+    """MaxEnt with a KL retain term runs its frozen copy on retain data only: the loop
+    charges 6·N per trained position plus 2·N per retain position, not per position."""
+    from undo.compute import count_tokens, matmul_params
+    from undo.config import UnlearnConfig
+    from undo.objectives.unlearning import build_objective
+    from undo.unlearn import UnlearnBatches
+
+    objective = build_objective(UnlearnConfig(method="maxent", method_args={"retain": "kl"},
+                                              steps=2, batch_size=8, log_every=0))
+    batches = UnlearnBatches(bench.stream(bench.forget_ops), bench.stream(bench.retain_ops),
+                             tokenizer, 8, seed=0)
+    r = train(micro_model, objective, batches, _cfg(steps=2, batch_size=8), progress=False)
+    n = matmul_params(micro_model)
+    expected = sum(6.0 * n * count_tokens(batches(s))[1]
+                   + 2.0 * n * batches(s)["retain"]["input_ids"].numel() for s in range(2))
+    assert r.flops == pytest.approx(expected)

@@ -7,8 +7,10 @@ in their objective and their data, so they all run through `train()`:
 
 An objective may also define
     prepare(model)                  freeze parameters it must not train (e.g. RMU);
-    extra_forward_params: int       matmul parameters of a frozen model it runs forward
-                                    (teacher or reference), for FLOP accounting;
+    extra_forward_params: int       matmul parameters of a frozen model it runs forward on
+                                    every position (an online teacher), for FLOP counts;
+    frozen_flops: float             or, cumulative FLOPs of the frozen forwards it ran
+                                    (a reference model that sees only part of a batch);
     gradients(model, micro_batches, backward) -> metrics
                                     its own gradient computation (e.g. SAM's two passes).
 
@@ -210,6 +212,7 @@ def train(
         t0 = time.perf_counter()
         step = counters.step
         micro = [_to_device(batches(step, i), acc.device) for i in range(cfg.grad_accum)]
+        frozen_before = float(getattr(objective, "frozen_flops", 0.0))
         if gradients is not None:
             # Objectives with their own gradient computation (SAM) work on the plain
             # module; under DDP that skips its all-reduce, so average gradients here.
@@ -224,11 +227,12 @@ def train(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
-        tok, pos = _count_all_ranks(acc, micro)
+        frozen = float(getattr(objective, "frozen_flops", 0.0)) - frozen_before
+        tok, pos, frozen = _count_all_ranks(acc, micro, frozen)
         counters.tokens += tok
         counters.positions += pos
-        # Forward passes of frozen models: count positions of the batch they see.
-        counters.flops += train_flops(n_matmul, pos) + 2.0 * extra * pos
+        # Frozen models: an online teacher sees every position; a reference counts itself.
+        counters.flops += train_flops(n_matmul, pos) + 2.0 * extra * pos + frozen
         window_tokens += tok
         counters.step += 1
         counters.wall_time += time.perf_counter() - t0
@@ -314,16 +318,19 @@ def _save_state(acc: Accelerator, state_dir: Path) -> None:
     acc.wait_for_everyone()
 
 
-def _count_all_ranks(acc: Accelerator, micro_batches: list[Batch]) -> tuple[int, int]:
-    """(tokens, positions) of this step over every process: each rank sees its own data."""
+def _count_all_ranks(acc: Accelerator, micro_batches: list[Batch],
+                     frozen_flops: float) -> tuple[int, int, float]:
+    """(tokens, positions, frozen-model FLOPs) of this step over every process: each rank
+    sees its own data."""
     tok = pos = 0
     for mb in micro_batches:
         t, p = count_tokens(mb)
         tok, pos = tok + t, pos + p
     if acc.num_processes > 1:
-        both = acc.reduce(torch.tensor([tok, pos], device=acc.device), reduction="sum")
-        tok, pos = int(both[0]), int(both[1])
-    return tok, pos
+        total = acc.reduce(torch.tensor([tok, pos, frozen_flops], dtype=torch.float64,
+                                        device=acc.device), reduction="sum")
+        tok, pos, frozen_flops = int(total[0]), int(total[1]), float(total[2])
+    return tok, pos, frozen_flops
 
 
 def _average_gradients(acc: Accelerator, params: list[torch.nn.Parameter]) -> None:

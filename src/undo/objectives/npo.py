@@ -52,14 +52,18 @@ class NPO:
         self.retain_weight = retain_weight
         self.args = args or NPOArgs()
         self.reference = Reference()
-        self.extra_forward_params = 0
 
     @classmethod
     def from_config(cls, cfg: UnlearnConfig) -> NPO:
         return cls(cfg.retain_weight, parse_args(cfg.method_args, NPOArgs, "npo"))
 
     def prepare(self, model: torch.nn.Module) -> None:
-        self.extra_forward_params = self.reference.prepare(model)
+        self.reference.prepare(model)
+
+    @property
+    def frozen_flops(self) -> float:
+        """FLOPs of the frozen reference model's forwards so far (for the training loop)."""
+        return self.reference.flops if self.reference is not None else 0.0
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         f = batch["forget"]

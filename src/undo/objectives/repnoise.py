@@ -86,6 +86,10 @@ class RepNoise:
     def extra_forward_params(self) -> int:
         return int(getattr(self.base, "extra_forward_params", 0))
 
+    @property
+    def frozen_flops(self) -> float:
+        return float(getattr(self.base, "frozen_flops", 0.0))
+
     def prepare(self, model: torch.nn.Module) -> None:
         if hasattr(self.base, "prepare"):
             self.base.prepare(model)

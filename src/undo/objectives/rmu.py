@@ -89,7 +89,6 @@ class RMU:
         self.args = args or RMUArgs()
         self.reference = Reference() if self.args.retain == "mse" else None
         self.control: torch.Tensor | None = None
-        self.extra_forward_params = 0
 
     @classmethod
     def from_config(cls, cfg: UnlearnConfig) -> RMU:
@@ -111,7 +110,7 @@ class RMU:
     def prepare(self, model: torch.nn.Module) -> None:
         """Freeze all but the chosen parameters; make u and the frozen reference."""
         if self.reference is not None:  # before freezing: an exact copy of the original
-            self.extra_forward_params = self.reference.prepare(model)
+            self.reference.prepare(model)
         keep = set(self.trained_names(model))
         for name, p in model.named_parameters():
             p.requires_grad_(name in keep)
@@ -128,6 +127,11 @@ class RMU:
         m[:, :-1] = enc["labels"][:, 1:] != -100
         return m
 
+    @property
+    def frozen_flops(self) -> float:
+        """FLOPs of the frozen reference model's forwards so far (for the training loop)."""
+        return self.reference.flops if self.reference is not None else 0.0
+
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         if self.control is None:
             raise RuntimeError("RMU.loss called before prepare(model)")
@@ -137,8 +141,7 @@ class RMU:
         if self.reference is not None:
             h_r = layer_output(model, r, self.args.layer)
             with torch.no_grad():
-                ref = self.reference.on_device(r["input_ids"].device)
-                h_ref = layer_output(ref, r, self.args.layer)
+                h_ref = self.reference.layer_output(r, self.args.layer)
             total, fl, rl = rmu_loss(h_f, self._mask(f), self.control, h_r, h_ref,
                                      self._mask(r), self.alpha)
         else:

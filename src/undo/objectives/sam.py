@@ -62,7 +62,13 @@ class SAM:
 
     @property
     def extra_forward_params(self) -> int:
+        # The second forward + backward (6·N = 2·3N per position), plus twice any
+        # fixed-cost frozen forward of the base objective.
         return 3 * self._n_params + 2 * int(getattr(self.base, "extra_forward_params", 0))
+
+    @property
+    def frozen_flops(self) -> float:
+        return float(getattr(self.base, "frozen_flops", 0.0))  # counts both passes
 
     def prepare(self, model: torch.nn.Module) -> None:
         if hasattr(self.base, "prepare"):

@@ -52,7 +52,6 @@ class SimNPO:
         self.retain_weight = retain_weight
         self.args = args or SimNPOArgs()
         self.reference = Reference() if self.args.retain == "kl" else None
-        self.extra_forward_params = 0
 
     @classmethod
     def from_config(cls, cfg: UnlearnConfig) -> SimNPO:
@@ -60,7 +59,12 @@ class SimNPO:
 
     def prepare(self, model: torch.nn.Module) -> None:
         if self.reference is not None:
-            self.extra_forward_params = self.reference.prepare(model)
+            self.reference.prepare(model)
+
+    @property
+    def frozen_flops(self) -> float:
+        """FLOPs of the frozen reference model's forwards so far (for the training loop)."""
+        return self.reference.flops if self.reference is not None else 0.0
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         f = batch["forget"]

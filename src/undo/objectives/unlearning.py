@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 import torch
 import torch.nn.functional as F
 
-from ..compute import matmul_params
+from ..compute import forward_flops, matmul_params
 from ..config import ConfigError, UnlearnConfig, from_dict
 from . import OBJECTIVES
 
@@ -148,20 +148,34 @@ def layer_output(model: torch.nn.Module, enc: Batch, layer: int) -> torch.Tensor
 class Reference:
     """Holds the frozen original model, made at `prepare` time (before any update).
 
-    Objectives that need one own a `Reference`; `extra_forward_params` reports its matmul
-    parameters so the training loop counts its forward passes in the FLOPs.
+    Objectives that need one own a `Reference`; it adds up the FLOPs of the forwards it
+    runs (`flops`: 2·N per position of the batches it actually sees, e.g. only retain
+    data), which the objective reports as `frozen_flops` to the training loop.
     """
 
     model: torch.nn.Module | None = None
+    n_params: int = 0
+    flops: float = 0.0
 
     def prepare(self, model: torch.nn.Module) -> int:
         if self.model is None:
             self.model = frozen_copy(model)
-        return matmul_params(self.model)
+            self.n_params = matmul_params(self.model)
+        return self.n_params
 
     @torch.no_grad()
     def logits(self, enc: Batch) -> torch.Tensor:
+        self.flops += forward_flops(self.n_params, enc["input_ids"].numel())
         return logits_of(self.on_device(enc["input_ids"].device), enc)
+
+    @torch.no_grad()
+    def layer_output(self, enc: Batch, layer: int) -> torch.Tensor:
+        """Output of decoder layer `layer`; the forward stops there, so it costs about
+        (layer + 1) / n_layers of a full one (the output head is not run)."""
+        model = self.on_device(enc["input_ids"].device)
+        share = (layer + 1) / len(decoder_layers(model))
+        self.flops += share * forward_flops(self.n_params, enc["input_ids"].numel())
+        return layer_output(model, enc, layer)
 
     def on_device(self, device: torch.device) -> torch.nn.Module:
         """The frozen model, moved once to where the batches are (the loop moves the
