@@ -104,5 +104,7 @@ def test_encode_labels_only_answer_and_eos(tokenizer):
 
 
 def test_retain_share():
-    b = ArithmeticBenchmark(DataConfig())
-    assert b.retain_share() == pytest.approx(2 / 6)
+    b = ArithmeticBenchmark(DataConfig())  # weights add, sub 1.5; mul, div 2
+    assert b.retain_share() == pytest.approx(3 / 7)
+    even = ArithmeticBenchmark(DataConfig(op_weights={"add": 1, "sub": 1, "mul": 1, "div": 1}))
+    assert even.retain_share() == pytest.approx(1 / 2)

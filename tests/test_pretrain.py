@@ -35,3 +35,17 @@ def test_gold_settings_do_not_invalidate_the_base_model():
     other = load_config(None, ["pretrain.gold_batch_size=9", "pretrain.gold_steps=11"])
     assert pretrain_dir(cfg, "base") == pretrain_dir(other, "base")
     assert pretrain_dir(cfg, "gold") != pretrain_dir(other, "gold")
+
+
+def test_cache_key_follows_the_resolved_shape(monkeypatch):
+    """A preset whose shape changes (a new version) must not reuse the old model."""
+    from undo import models
+    from undo.pretrain import pretrain_dir
+
+    cfg = load_config(None)
+    before = pretrain_dir(cfg, "base")
+    tiny = dict(models.PRESETS["tiny"])
+    monkeypatch.setitem(models.PRESETS, "tiny", {**tiny, "num_layers": tiny["num_layers"] + 1})
+    assert pretrain_dir(cfg, "base") != before
+    monkeypatch.setitem(models.PRESETS, "tiny", tiny)
+    assert pretrain_dir(cfg, "base") == before

@@ -17,7 +17,7 @@ from typing import Literal
 from .config import RunConfig, to_dict
 from .data.arithmetic import ArithmeticBenchmark, Batches
 from .evaluate import evaluate_arithmetic
-from .models import build_model, count_params, save_model
+from .models import build_model, count_params, model_shape, save_model
 from .objectives import OBJECTIVES
 from .stages import finish, is_done, reset, stage_dir
 from .tokenizers import build_char_tokenizer
@@ -38,7 +38,10 @@ def pretrain_key(cfg: RunConfig, which: Which) -> dict:
     recipe = to_dict(cfg.pretrain)
     if which == "base":  # gold-only settings do not change the base model
         recipe = {k: v for k, v in recipe.items() if not k.startswith("gold_")}
-    return {"which": which, "seed": cfg.seed, "model": cfg.model, "data": cfg.data,
+    # The resolved shape, not only the preset's name: a preset that changes between
+    # versions must not silently reuse a cached model of the old shape.
+    model = {**to_dict(cfg.model), "shape": model_shape(cfg.model)}
+    return {"which": which, "seed": cfg.seed, "model": model, "data": cfg.data,
             "pretrain": recipe}
 
 
