@@ -17,7 +17,7 @@ same init, same pre-encoded batches, AdamW + clipping in every arm.
   dropped for right padding (`is_causal` attention), no KV cache, and the chunked
   in-place KL kernel with its closed-form gradient.
 
-Two settings: `tiny` (the study's model and data: 0.8M parameters, 50-token character
+Two settings: `tiny` (the study's model and data: 0.5M parameters, 50-token character
 vocabulary, batch 128 arithmetic items) and `wide_vocab` (a Llama body of the same
 width with a 32k vocabulary, random right-padded token sequences of length 64, batch 8):
 a CPU-sized stand-in for real tokenizers (Gemma-2's is 256k) where the softmax / KL over

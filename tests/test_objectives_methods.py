@@ -90,6 +90,14 @@ def test_rmu_trains_only_the_chosen_down_projections(micro_model, unlearn_batche
     assert changed == {"model.layers.1.mlp.down_proj.weight"}
 
 
+def test_rmu_defaults_fit_a_two_layer_model(micro_model):
+    """Without method_args RMU runs on the 2-layer default (steers block 1, trains 0 and 1)."""
+    obj = build_objective(_cfg("rmu", {}))
+    obj.prepare(micro_model)
+    trainable = {n for n, p in micro_model.named_parameters() if p.requires_grad}
+    assert trainable == {f"model.layers.{i}.mlp.down_proj.weight" for i in (0, 1)}
+
+
 def test_rmu_rejects_layers_without_gradient_and_out_of_range(micro_model):
     with pytest.raises(ConfigError, match="train_layers"):
         build_objective(_cfg("rmu", {"layer": 0, "train_layers": [0, 1]}))

@@ -62,8 +62,10 @@ def rmu_loss(h_forget: torch.Tensor, forget_mask: torch.Tensor, control: torch.T
 
 @dataclass
 class RMUArgs:
-    layer: int = 2  # 0-based decoder layer whose output is steered
-    train_layers: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # 0-based decoder layer whose output is steered. Defaults fit any model of >= 2
+    # layers (the tiny default has 2); deeper models usually steer a middle layer.
+    layer: int = 1
+    train_layers: list[int] = field(default_factory=lambda: [0, 1])
     param: str = "mlp.down_proj"  # module (under each train layer) whose weights train
     steering_coef: float = 20.0  # c
     u_dist: Literal["uniform", "gaussian"] = "uniform"
