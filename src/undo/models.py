@@ -27,7 +27,8 @@ from .config import ConfigError, ModelConfig
 PRESETS: dict[str, dict[str, Any]] = {
     # ~0.5M parameters: the CPU default (DESIGN.md, "Sizing the embedded default"). Two
     # layers, not four: on 2 CPU cores a step's cost is per layer (items are ~14 tokens),
-    # and two layers reach the base floors (97% retain, 96% forget) in 1.8x less time.
+    # and two layers reach the base floors (retain 0.993, forget 0.985 with the default
+    # data mix) in 1.8x less time (docs/ARCHITECTURE.md).
     "tiny": dict(arch="llama", hidden_size=128, num_layers=2, num_heads=4,
                  intermediate_size=512, max_position_embeddings=128),
     # A very small model for fast tests.
