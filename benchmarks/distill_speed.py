@@ -44,8 +44,10 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from undo.artifacts import environment, write_json
-from undo.config import DataConfig, ModelConfig, NoiseConfig, OptimConfig
-from undo.data.arithmetic import ArithmeticBenchmark, Batches
+from undo.benchmarks.arithmetic import Config as DataConfig
+from undo.benchmarks.arithmetic import ItemBatches
+from undo.config import ModelConfig, NoiseConfig, OptimConfig
+from undo.data.arithmetic import ArithmeticBenchmark
 from undo.distill import model_folder
 from undo.models import build_model, load_model, reinit_like
 from undo.noise import noised_copy
@@ -127,7 +129,7 @@ def tiny_setting(teacher_path: str | None, steps: int) -> tuple:
     bench = ArithmeticBenchmark(DataConfig())
     teacher = (load_model(model_folder(teacher_path, "teacher")) if teacher_path
                else build_model(ModelConfig(preset="tiny"), tok, seed=1))
-    data = Batches(bench.stream(bench.ops), tok, 128, seed=0)
+    data = ItemBatches(bench.stream(bench.ops), tok, 128, seed=0)
     batches = [data(s, 0) for s in range(steps)]
     return teacher, (lambda: reinit_like(teacher, 0)), batches, data
 
@@ -149,7 +151,7 @@ def wide_vocab_setting(steps: int, vocab: int = 32768, batch: int = 8, length: i
     return teacher, (lambda: reinit_like(teacher, 0)), batches
 
 
-def alpha_sweep(teacher: torch.nn.Module, data: Batches, steps: int,
+def alpha_sweep(teacher: torch.nn.Module, data: ItemBatches, steps: int,
                 alphas: tuple[float, ...]) -> dict:
     cfg = OptimConfig(steps=steps, batch_size=data.batch_size, lr=2e-3, log_every=0,
                       grad_clip=1.0, warmup_steps=0)

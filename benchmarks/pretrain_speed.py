@@ -27,8 +27,10 @@ from pathlib import Path
 import torch
 
 from undo.artifacts import environment, write_json
-from undo.config import DataConfig, ModelConfig, OptimConfig
-from undo.data.arithmetic import ArithmeticBenchmark, Batches
+from undo.benchmarks.arithmetic import Config as DataConfig
+from undo.benchmarks.arithmetic import ItemBatches
+from undo.config import ModelConfig, OptimConfig
+from undo.data.arithmetic import ArithmeticBenchmark
 from undo.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.objectives.ce import token_ce
@@ -85,7 +87,7 @@ def main() -> None:
 
     tok = build_char_tokenizer()
     bench = ArithmeticBenchmark(DataConfig())
-    make = Batches(bench.stream(bench.ops), tok, 128, seed=0)
+    make = ItemBatches(bench.stream(bench.ops), tok, 128, seed=0)
     batches = [make(i) for i in range(args.steps)]
     n_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     cfg = OptimConfig(steps=args.steps, batch_size=128, lr=2e-3, warmup_steps=10,

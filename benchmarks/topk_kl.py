@@ -18,15 +18,17 @@ import torch
 import torch.nn.functional as F
 
 from undo.artifacts import write_json
-from undo.config import DataConfig, NoiseConfig
-from undo.data.arithmetic import ArithmeticBenchmark, Batches
+from undo.benchmarks.arithmetic import Config as DataConfig
+from undo.benchmarks.arithmetic import ItemBatches
+from undo.config import NoiseConfig
+from undo.data.arithmetic import ArithmeticBenchmark
 from undo.distill import model_folder
 from undo.models import load_model, load_tokenizer, reinit_like
 from undo.noise import noised_copy
 from undo.objectives.distill_kl import forward_kl, forward_logits, next_token_mask, topk_kl
 
 
-def compare(teacher: torch.nn.Module, student: torch.nn.Module, batches: Batches, n: int,
+def compare(teacher: torch.nn.Module, student: torch.nn.Module, batches: ItemBatches, n: int,
             ks: list[int]) -> dict:
     rows: dict[str, list[float]] = {"exact": []}
     for k in ks:
@@ -76,7 +78,7 @@ def main() -> None:
     path = model_folder(args.teacher, "teacher")
     teacher, tok = load_model(path).eval(), load_tokenizer(path)
     bench = ArithmeticBenchmark(DataConfig())
-    batches = Batches(bench.stream(bench.ops), tok, 128, seed=0)
+    batches = ItemBatches(bench.stream(bench.ops), tok, 128, seed=0)
     students = {
         f"noised_alpha_{args.alpha:g}": noised_copy(teacher, NoiseConfig(beta=0.1), 0,
                                                     alpha=args.alpha)[0].eval(),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from undo.config import DataConfig, ModelConfig
+from undo.benchmarks.arithmetic import Config as DataConfig
+from undo.config import ModelConfig
 from undo.data.arithmetic import ArithmeticBenchmark
 from undo.models import build_model
 from undo.tokenizers import build_char_tokenizer

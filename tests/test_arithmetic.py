@@ -3,13 +3,13 @@ import re
 
 import pytest
 
-from undo.config import DataConfig
+from undo.benchmarks.arithmetic import Config as DataConfig
+from undo.benchmarks.arithmetic import ItemBatches
 from undo.data.arithmetic import (
     SYMBOLS,
     TEMPLATES,
     TRAIN_TEMPLATES,
     ArithmeticBenchmark,
-    Batches,
     Item,
     _pairs,
     encode,
@@ -83,8 +83,8 @@ def test_generation_is_deterministic(tokenizer):
     c = ArithmeticBenchmark(DataConfig(seed=4))
     assert a.splits == b.splits and a.eval_sets() == b.eval_sets()
     assert a.splits != c.splits
-    ba = Batches(a.stream(a.ops), tokenizer, 16, seed=1)
-    bb = Batches(b.stream(b.ops), tokenizer, 16, seed=1)
+    ba = ItemBatches(a.stream(a.ops), tokenizer, 16, seed=1)
+    bb = ItemBatches(b.stream(b.ops), tokenizer, 16, seed=1)
     for step in range(5):
         assert all((ba(step)[k] == bb(step)[k]).all() for k in ba(step))
     assert not (ba(0)["input_ids"].shape == ba(1)["input_ids"].shape

@@ -7,20 +7,16 @@ import torch
 
 from undo.artifacts import read_json
 from undo.attack import (
-    AttackBatches,
-    AttackEval,
     attack,
     attack_dir,
-    check_attack_data,
-    check_disjoint,
-    curve_subset,
     evaluate_model,
     model_identity,
     run_one,
 )
+from undo.benchmarks.arithmetic import Benchmark, ItemEvalSet
 from undo.cli import main
 from undo.config import ConfigError, ModelConfig, load_config
-from undo.data.arithmetic import ArithmeticBenchmark, Item
+from undo.data.arithmetic import Item
 from undo.models import build_model, load_model, save_model
 
 FAST = ["data.eval_items_per_op=8", "attack.steps=12", "attack.batch_size=16",
@@ -54,23 +50,24 @@ def model_dir(tmp_path_factory, tokenizer):
 
 def test_batches_are_forget_attack_items_and_deterministic(tmp_path, tokenizer):
     cfg = _cfg(tmp_path)
-    bench = ArithmeticBenchmark(cfg.data)
-    b = AttackBatches(bench, cfg.attack, tokenizer, seed="0")
+    bench = Benchmark(cfg.data)
+    data = bench.data
+    b = bench.attack_batches(cfg.attack, tokenizer, seed="0")
     items = [it for s in range(20) for it in b.items(s)]
-    assert {it.op for it in items} == set(bench.forget_ops)
-    assert all((it.a, it.b) in bench.splits[it.op].attack for it in items)
-    assert b.items(3) == AttackBatches(bench, cfg.attack, tokenizer, seed="0").items(3)
-    assert b.items(3) != AttackBatches(bench, cfg.attack, tokenizer, seed="1").items(3)
+    assert {it.op for it in items} == set(data.forget_ops)
+    assert all((it.a, it.b) in data.splits[it.op].attack for it in items)
+    assert b.items(3) == bench.attack_batches(cfg.attack, tokenizer, seed="0").items(3)
+    assert b.items(3) != bench.attack_batches(cfg.attack, tokenizer, seed="1").items(3)
     assert torch.equal(b(3)["input_ids"], b(3)["input_ids"])
 
 
 def test_mixed_attack_takes_retain_items_from_their_attack_split(tmp_path, tokenizer):
     cfg = _cfg(tmp_path, "attack.retain_fraction=0.5", "attack.word_fraction=0.0")
-    bench = ArithmeticBenchmark(cfg.data)
-    items = AttackBatches(bench, cfg.attack, tokenizer, seed="0").items(0)
-    n_retain = sum(it.op in bench.retain_ops for it in items)
+    bench = Benchmark(cfg.data)
+    items = bench.attack_batches(cfg.attack, tokenizer, seed="0").items(0)
+    n_retain = sum(it.op in bench.data.retain_ops for it in items)
     assert n_retain == 8 and len(items) == 16
-    assert all((it.a, it.b) in bench.splits[it.op].attack for it in items)
+    assert all((it.a, it.b) in bench.data.splits[it.op].attack for it in items)
 
 
 @pytest.mark.parametrize("override", ["attack.ops=[add,sub]", "attack.retain_fraction=1.0"])
@@ -81,25 +78,29 @@ def test_refuses_attack_without_forget_items(tmp_path, tokenizer, model_dir, ove
     assert not (tmp_path / cfg.name / "attacks").exists()  # nothing half-written
     # ... unless told explicitly; the counts say what it trained on.
     ok = _cfg(tmp_path, override, "attack.allow_no_forget=true")
-    bench = ArithmeticBenchmark(ok.data)
-    counts = check_attack_data([AttackBatches(bench, ok.attack, tokenizer, "0")], 12,
-                               bench.forget_ops, ok.attack)
+    bench = Benchmark(ok.data)
+    info = bench.check_attack(ok.attack, [bench.attack_batches(ok.attack, tokenizer, "0")], 12,
+                              tokenizer)
+    counts = info["item_counts"]
     assert counts["forget_items"] == 0 and counts["total_items"] > 0
 
 
 def test_eval_items_never_in_the_attack_split(tmp_path, tokenizer):
-    bench = ArithmeticBenchmark(_cfg(tmp_path).data)
-    ev = AttackEval(bench, tokenizer, 4)
-    check_disjoint(bench, {"forget": ev.forget, "retain": ev.retain})
-    a, b = bench.splits["mul"].attack[0]
+    cfg = _cfg(tmp_path)
+    bench = Benchmark(cfg.data)
+    data = [bench.attack_batches(cfg.attack, tokenizer, "0")]
+    assert bench.check_attack(cfg.attack, data, 4, tokenizer)["eval_disjoint_from_attack"]
+    a, b = bench.data.splits["mul"].attack[0]
+    bench._eval_items()["forget"].append(Item("mul", a, b))  # a benchmark bug, simulated
     with pytest.raises(RuntimeError, match="attack split"):
-        check_disjoint(bench, {"x": [Item("mul", a, b)]})
+        bench.check_attack(cfg.attack, data, 4, tokenizer)
 
 
-def test_curve_subset_takes_the_first_items_of_each_group():
+def test_curve_subset_takes_the_first_items_of_each_group(tokenizer):
     items = [Item("mul", 1, i) for i in range(5)] + [Item("mul", 1, i, 0) for i in range(5)]
-    assert curve_subset(items, 2) == [0, 1, 5, 6]
-    assert curve_subset(items, 0) == list(range(10))
+    es = ItemEvalSet("forget", items, tokenizer)
+    assert es.subset(2) == [0, 1, 5, 6]
+    assert es.subset(0) == list(range(10))
 
 
 # ----------------------------------------------------------------------- runs
@@ -196,7 +197,7 @@ def test_cli_eval_and_attack(tmp_path, model_dir, capsys):
 
 
 def test_bucketed_scoring_equals_one_batch(micro_model, tokenizer, bench):
-    from undo.evaluate import score_items, score_items_bucketed
+    from undo.benchmarks.arithmetic import score_items, score_items_bucketed
 
     items = bench.eval_sets()["forget"]
     a = score_items(micro_model, items, tokenizer)

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from undo.benchmarks.arithmetic import ItemBatches
 from undo.compute import matmul_params
-from undo.data.arithmetic import Batches
 from undo.objectives import OBJECTIVES
 from undo.objectives.distill_kl import (
     forward_kl,
@@ -118,7 +118,7 @@ def test_low_precision_logits_keep_their_dtype():
 
 
 def test_right_padded_forward_drops_mask_exactly(micro_model, tokenizer, bench):
-    batch = Batches(bench.stream(bench.ops, word_fraction=0.5), tokenizer, 16, seed=0)(0)
+    batch = ItemBatches(bench.stream(bench.ops, word_fraction=0.5), tokenizer, 16, seed=0)(0)
     ids, am = batch["input_ids"], batch["attention_mask"]
     assert not bool(am.all())  # there is padding
     with torch.no_grad():
@@ -133,7 +133,7 @@ def test_objective_online_teacher(micro_model, tokenizer, bench):
     obj = OBJECTIVES.get("distill_kl")(teacher)
     assert obj.extra_forward_params == matmul_params(teacher)
     assert not any(p.requires_grad for p in teacher.parameters())
-    batch = Batches(bench.stream(bench.ops), tokenizer, 8, seed=0)(0)
+    batch = ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=0)(0)
     loss, _ = obj.loss(micro_model, batch)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)  # student == teacher
     with torch.no_grad():

@@ -1,7 +1,8 @@
 import torch
 
+from undo.benchmarks.arithmetic import Benchmark, Config, ItemEvalSet, score_items
 from undo.data.arithmetic import Item, encode
-from undo.evaluate import evaluate_arithmetic, metrics_for, score_items
+from undo.evaluate import evaluate
 
 
 class Oracle(torch.nn.Module):
@@ -25,7 +26,8 @@ def test_exact_match_equals_greedy_on_oracle(tokenizer):
     oracle = Oracle(items, tokenizer, len(tokenizer))
     correct, ce, n = score_items(oracle, items, tokenizer)
     assert correct.all() and (ce / n < 1e-6).all()
-    m = metrics_for(oracle, items, tokenizer)
+    es = ItemEvalSet("x", items, tokenizer)
+    m = es.metrics(es.score(oracle))
     assert m["acc"] == 1.0 and m["acc/add/equation"] == 1.0 and m["acc/div/word"] == 1.0
 
 
@@ -43,7 +45,8 @@ def test_exact_match_matches_greedy_decoding(micro_model, tokenizer):
         assert ok == (gen == expected)
 
 
-def test_evaluate_arithmetic_keys(micro_model, tokenizer, bench):
-    m = evaluate_arithmetic(micro_model, bench, tokenizer, sets=("retain", "forget"))
+def test_evaluate_keys(micro_model, tokenizer):
+    bench = Benchmark(Config(eval_items_per_op=16))
+    m = evaluate(micro_model, bench, tokenizer, sets=("retain", "forget"))
     assert {"retain/acc", "retain/ce", "forget/acc", "forget/ce"} <= set(m)
     assert "forget/acc/mul/word" in m and all(v >= 0 for v in m.values())

@@ -7,13 +7,13 @@ import random
 import pytest
 import torch
 
+from undo.benchmarks.arithmetic import Benchmark, Config, ItemBatches
 from undo.config import ConfigError, ModelConfig, OptimConfig, UnlearnConfig
-from undo.data.arithmetic import Batches, encode
+from undo.data.arithmetic import encode
 from undo.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.objectives.unlearning import build_objective
 from undo.train import train
-from undo.unlearn import UnlearnBatches
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -55,15 +55,14 @@ def trained_micro(tokenizer, bench):
     (a random init is already near-uniform on the forget answers)."""
     model = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
     cfg = OptimConfig(steps=60, batch_size=32, lr=5e-3, log_every=0)
-    train(model, OBJECTIVES.get("ce")(), Batches(bench.stream(bench.ops), tokenizer, 32, 0),
+    train(model, OBJECTIVES.get("ce")(), ItemBatches(bench.stream(bench.ops), tokenizer, 32, 0),
           cfg, progress=False)
     return model
 
 
 @pytest.fixture
 def unlearn_batches(bench, tokenizer):
-    return UnlearnBatches(bench.stream(bench.forget_ops), bench.stream(bench.retain_ops),
-                          tokenizer, 16, seed=0)
+    return Benchmark(Config()).batches("unlearn", tokenizer, 16, seed=0)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -184,8 +183,7 @@ def test_frozen_forward_flops_count_what_the_reference_sees(micro_model, tokeniz
 
     obj = build_objective(_cfg(method, args))
     obj.prepare(micro_model)
-    batch = UnlearnBatches(bench.stream(bench.forget_ops), bench.stream(bench.retain_ops),
-                           tokenizer, 8, seed=0)(0)
+    batch = Benchmark(Config()).batches("unlearn", tokenizer, 8, seed=0)(0)
     if hasattr(obj, "gradients"):
         obj.gradients(micro_model, [batch], lambda loss: loss.backward())
     else:

@@ -22,7 +22,7 @@ def test_gold_stage_trains_on_retain_ops_only(tmp_path):
                              "pretrain.checkpoint_every=0", "data.eval_items_per_op=4"])
     d = pretrain(cfg, "gold")
     summary = json.loads((d / "summary.json").read_text())
-    assert summary["ops"] == list(cfg.data.retain_ops)
+    assert summary["data"]["ops"] == list(cfg.data.retain_ops)
     assert summary["steps"] == 4
     assert (d / "model" / "model.safetensors").is_file()
     assert pretrain(cfg, "gold") == d  # cached: same folder, not retrained

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
+from undo.benchmarks.arithmetic import ItemBatches
 from undo.config import ModelConfig, OptimConfig
-from undo.data.arithmetic import Batches
 from undo.models import build_model, save_model
 from undo.objectives import OBJECTIVES
 from undo.teacher_cache import CachedBatches, TeacherCache, folder_fingerprint
@@ -28,7 +28,7 @@ def teacher(tokenizer):
 
 @pytest.fixture
 def batches(tokenizer, bench):
-    return Batches(bench.stream(bench.ops), tokenizer, 16, seed=0)
+    return ItemBatches(bench.stream(bench.ops), tokenizer, 16, seed=0)
 
 
 def _cache(tmp_path, teacher, batches, **kw):
@@ -98,7 +98,7 @@ def test_topk_cache_rows_and_lower_bound(micro_model, teacher, batches, tmp_path
 
 def test_misaligned_cache_is_refused(teacher, batches, tmp_path, tokenizer, bench):
     _cache(tmp_path, teacher, batches).fill(3)
-    other = Batches(bench.stream(bench.ops), tokenizer, 8, seed=5)  # not what was cached
+    other = ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=5)  # not what was cached
     with pytest.raises(RuntimeError, match="rows"):
         CachedBatches(other, _cache(tmp_path, teacher, other))(0)
 

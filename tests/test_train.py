@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
+from undo.benchmarks.arithmetic import ItemBatches
 from undo.config import OptimConfig
-from undo.data.arithmetic import Batches
 from undo.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.train import lr_lambda, train
@@ -18,7 +18,7 @@ def _cfg(**kw):
 
 
 def test_loss_decreases(micro_model, tokenizer, bench, tmp_path):
-    batches = Batches(bench.stream(bench.ops), tokenizer, 32, seed=0)
+    batches = ItemBatches(bench.stream(bench.ops), tokenizer, 32, seed=0)
     r = train(micro_model, OBJECTIVES.get("ce")(), batches, _cfg(steps=60), tmp_path,
               progress=False)
     logs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -68,7 +68,7 @@ def test_resume_gives_identical_weights(tokenizer, bench, tmp_path):
     from undo.config import ModelConfig
 
     cfg = _cfg(steps=30, checkpoint_every=10, weight_decay=0.1)
-    batches = Batches(bench.stream(bench.ops), tokenizer, 16, seed=0)
+    batches = ItemBatches(bench.stream(bench.ops), tokenizer, 16, seed=0)
     ce = OBJECTIVES.get("ce")()
 
     ref = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
@@ -93,7 +93,7 @@ def test_resume_gives_identical_weights(tokenizer, bench, tmp_path):
 
 
 def test_early_stop_and_eval(micro_model, tokenizer, bench):
-    batches = Batches(bench.stream(bench.ops), tokenizer, 16, seed=0)
+    batches = ItemBatches(bench.stream(bench.ops), tokenizer, 16, seed=0)
     calls = []
 
     def evaluate(m):
@@ -129,7 +129,7 @@ def test_two_processes_stay_in_sync(tmp_path, tokenizer, bench, objective):
     assert ranks[0]["world_size"] == 2
     assert ranks[0]["weights"] == ranks[1]["weights"]
     assert ranks[0]["tokens"] == ranks[1]["tokens"]
-    expected = sum(count_tokens(Batches(bench.stream(bench.ops), tokenizer, 8, seed=0,
+    expected = sum(count_tokens(ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=0,
                                         rank=r)(s))[0]
                    for r in (0, 1) for s in range(6))
     assert ranks[0]["tokens"] == expected
@@ -141,15 +141,14 @@ def test_two_processes_stay_in_sync(tmp_path, tokenizer, bench, objective):
 def test_flops_count_a_reference_only_where_it_runs(micro_model, tokenizer, bench):
     """MaxEnt with a KL retain term runs its frozen copy on retain data only: the loop
     charges 6·N per trained position plus 2·N per retain position, not per position."""
+    from undo.benchmarks.arithmetic import Benchmark, Config
     from undo.compute import count_tokens, matmul_params
     from undo.config import UnlearnConfig
     from undo.objectives.unlearning import build_objective
-    from undo.unlearn import UnlearnBatches
 
     objective = build_objective(UnlearnConfig(method="maxent", method_args={"retain": "kl"},
                                               steps=2, batch_size=8, log_every=0))
-    batches = UnlearnBatches(bench.stream(bench.forget_ops), bench.stream(bench.retain_ops),
-                             tokenizer, 8, seed=0)
+    batches = Benchmark(Config()).batches("unlearn", tokenizer, 8, seed=0)
     r = train(micro_model, objective, batches, _cfg(steps=2, batch_size=8), progress=False)
     n = matmul_params(micro_model)
     expected = sum(6.0 * n * count_tokens(batches(s))[1]

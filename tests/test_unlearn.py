@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from undo.artifacts import read_json
+from undo.benchmarks.arithmetic import Benchmark, Config
 from undo.cli import main
 from undo.config import ConfigError, ModelConfig, load_config
 from undo.models import build_model, load_model, save_model
-from undo.unlearn import EVAL_SETS, UnlearnBatches, unlearn
+from undo.unlearn import unlearn
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "arithmetic" / "smoke.yaml"
 
@@ -39,7 +40,7 @@ def test_stage_writes_model_and_summary_and_is_cached(tmp_path, base_dir):
     d = unlearn(cfg, base_dir)
     s = read_json(d / "summary.json")
     for when in ("before", "after"):
-        for name in EVAL_SETS:
+        for name in Benchmark.eval_names:
             assert 0 <= s[when][f"{name}/acc"] <= 1 and s[when][f"{name}/ce"] > 0
     assert s["steps"] == 3 and s["tokens"] > 0 and s["flops"] > 0 and s["wall_time_s"] > 0
     assert s["method"] == "grad_diff" and (d / "config.yaml").is_file()
@@ -64,9 +65,8 @@ def test_bad_settings_fail_before_writing(tmp_path, base_dir):
     assert not (tmp_path / "arithmetic-smoke").exists()
 
 
-def test_batches_are_deterministic_and_split_forget_from_retain(bench, tokenizer):
-    ub = UnlearnBatches(bench.stream(bench.forget_ops), bench.stream(bench.retain_ops),
-                        tokenizer, 8, seed=0)
+def test_batches_are_deterministic_and_split_forget_from_retain(tokenizer):
+    ub = Benchmark(Config()).batches("unlearn", tokenizer, 8, seed=0)
     a, b = ub(3, 1), ub(3, 1)
     for part in ("forget", "retain"):
         assert torch.equal(a[part]["input_ids"], b[part]["input_ids"])

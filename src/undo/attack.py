@@ -24,9 +24,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import os
-import random
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -38,9 +36,10 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .artifacts import config_hash, read_json, write_json
+from .benchmarks import build_benchmark
+from .benchmarks.base import Benchmark, take
 from .config import AttackConfig, ConfigError, OptimConfig, RunConfig
-from .data.arithmetic import ArithmeticBenchmark, Item, ItemStream, encode
-from .evaluate import score_items_bucketed
+from .evaluate import evaluate
 from .models import load_model, load_tokenizer, save_model
 from .objectives import OBJECTIVES
 from .robustness import aggregate, budget_key
@@ -49,7 +48,6 @@ from .train import make_accelerator, train
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 HASH_LIMIT = 2 * 2**30  # hash weights up to 2 GiB; above, identify by path, size, mtime
-ALL_SETS = ("retain", "forget", "retain_heldout", "forget_heldout")
 Metrics = dict[str, float]
 
 
@@ -110,122 +108,32 @@ def attack_dir(cfg: RunConfig, model_dir: str | Path, key: dict | None = None) -
     return run_dir(cfg) / "attacks" / f"{model_label(model_dir)}-{config_hash(key)}"
 
 
-# ----------------------------------------------------------------------- the data
-
-
-def _streams(bench: ArithmeticBenchmark, ops: Sequence[str]) -> tuple[ItemStream, ItemStream]:
-    """(equations, word problems) from the attack split of `ops`."""
-    return (bench.stream(ops, "attack", word_fraction=0.0),
-            bench.stream(ops, "attack", word_fraction=1.0))
-
-
-class AttackBatches:
-    """Batch `step` of an attack: `attack.ops` items, plus `retain_fraction` retain items.
-
-    Deterministic in (seed, step, micro). A batch is all equations or all word problems
-    (one draw for both parts), so padding stays small, as in pretraining.
-    """
-
-    def __init__(self, bench: ArithmeticBenchmark, a: AttackConfig,
-                 tokenizer: PreTrainedTokenizerBase, seed: str) -> None:
-        self.tokenizer, self.seed = tokenizer, seed
-        self.ops = list(a.ops or bench.forget_ops)
-        self.word_fraction = (bench.cfg.word_problem_fraction if a.word_fraction is None
-                              else a.word_fraction)
-        self.n_retain = round(a.batch_size * a.retain_fraction)
-        self.n_main = a.batch_size - self.n_retain
-        self.parts = [(_streams(bench, ops), n) for ops, n in
-                      ((self.ops, self.n_main), (bench.retain_ops, self.n_retain)) if n > 0]
-
-    def items(self, step: int, micro: int = 0) -> list[Item]:
-        rng = random.Random(f"attack-{self.seed}-{step}-{micro}")
-        words = rng.random() < self.word_fraction
-        return [it for streams, n in self.parts for it in streams[words].sample(rng, n)]
-
-    def __call__(self, step: int, micro: int = 0) -> dict[str, torch.Tensor]:
-        return encode(self.items(step, micro), self.tokenizer)
-
-
-def check_attack_data(batches: Sequence[AttackBatches], steps: int, forget_ops: Sequence[str],
-                      a: AttackConfig) -> dict[str, int]:
-    """Count the ops of every item the attack will train on; refuse if none is forget-domain."""
-    counts: dict[str, int] = defaultdict(int)
-    for b in batches:
-        for step in range(steps):
-            for it in b.items(step):
-                counts[it.op] += 1
-    n_forget = sum(counts[op] for op in forget_ops)
-    if n_forget == 0 and not a.allow_no_forget:
-        raise ConfigError(
-            f"the attack data holds no forget-domain items (attack.ops={a.ops}, "
-            f"attack.retain_fraction={a.retain_fraction}; forget ops are "
-            f"{', '.join(forget_ops)}): a relearning attack must train on forget-domain "
-            f"data. Valid: attack.ops with a forget op and retain_fraction < 1, or "
-            f"attack.allow_no_forget=true to attack without forget data on purpose")
-    return {"forget_items": n_forget, "total_items": sum(counts.values()), **counts}
-
-
-def check_disjoint(bench: ArithmeticBenchmark, sets: dict[str, list[Item]]) -> None:
-    """Attack pairs and evaluated pairs never overlap (else a benchmark bug: stop)."""
-    attack_pairs = {op: set(split.attack) for op, split in bench.splits.items()}
-    for items in sets.values():
-        for it in items:
-            if (it.a, it.b) in attack_pairs[it.op]:
-                raise RuntimeError(f"evaluated item {it} is in the attack split")
-
-
 # ------------------------------------------------------------------- evaluation
-
-
-def summarize(items: Sequence[Item], scores: tuple[torch.Tensor, ...], prefix: str,
-              groups: bool = True) -> Metrics:
-    """`<prefix>/acc`, `<prefix>/ce` (nats per answer token), `<prefix>/acc/<op>/<fmt>`."""
-    correct, ce_sum, n_tok = scores
-    out = {f"{prefix}/acc": correct.float().mean().item(),
-           f"{prefix}/ce": (ce_sum.sum() / n_tok.sum().clamp(min=1)).item()}
-    if groups:
-        idx: dict[str, list[int]] = defaultdict(list)
-        for i, it in enumerate(items):
-            idx[f"{it.op}/{it.fmt}"].append(i)
-        for key, ii in sorted(idx.items()):
-            out[f"{prefix}/acc/{key}"] = correct[ii].float().mean().item()
-    return out
-
-
-def curve_subset(items: Sequence[Item], per_group: int) -> list[int]:
-    """Indices of the first `per_group` items of each (op, format); 0 keeps all."""
-    if per_group <= 0:
-        return list(range(len(items)))
-    seen: dict[tuple[str, str], int] = defaultdict(int)
-    keep = []
-    for i, it in enumerate(items):
-        if seen[(it.op, it.fmt)] < per_group:
-            seen[(it.op, it.fmt)] += 1
-            keep.append(i)
-    return keep
 
 
 class AttackEval:
     """The forget and retain eval sets, and the fixed curve subset of the forget set."""
 
-    def __init__(self, bench: ArithmeticBenchmark, tokenizer: PreTrainedTokenizerBase,
+    def __init__(self, bench: Benchmark, tokenizer: PreTrainedTokenizerBase,
                  curve_items_per_op: int) -> None:
-        sets = bench.eval_sets()
-        self.forget, self.retain, self.tokenizer = sets["forget"], sets["retain"], tokenizer
-        self.curve_idx = curve_subset(self.forget, curve_items_per_op)
-        self.curve_items = [self.forget[i] for i in self.curve_idx]
+        self.forget = bench.eval_set("forget", tokenizer)
+        self.retain = bench.eval_set("retain", tokenizer)
+        self.curve_idx = self.forget.subset(curve_items_per_op)
 
     def curve(self, model: PreTrainedModel) -> Metrics:
-        s = score_items_bucketed(model, self.curve_items, self.tokenizer)
-        return summarize(self.curve_items, s, "forget", groups=False)
+        s = self.forget.score(model, self.curve_idx)
+        return _prefixed(self.forget.metrics(s, groups=False), "forget")
 
     def full(self, model: PreTrainedModel) -> tuple[Metrics, Metrics]:
         """(metrics on the full sets, the curve point taken from the same scores)."""
-        f = score_items_bucketed(model, self.forget, self.tokenizer)
-        r = score_items_bucketed(model, self.retain, self.tokenizer)
-        sub = tuple(t[self.curve_idx] for t in f)
-        point = summarize(self.curve_items, sub, "forget", groups=False)
-        return {**summarize(self.forget, f, "forget"), **summarize(self.retain, r, "retain")}, point
+        f, r = self.forget.score(model), self.retain.score(model)
+        point = _prefixed(self.forget.metrics(take(f, self.curve_idx), groups=False), "forget")
+        return {**_prefixed(self.forget.metrics(f), "forget"),
+                **_prefixed(self.retain.metrics(r), "retain")}, point
+
+
+def _prefixed(metrics: Metrics, prefix: str) -> Metrics:
+    return {f"{prefix}/{k}": v for k, v in metrics.items()}
 
 
 # --------------------------------------------------------------------- one run
@@ -267,14 +175,14 @@ def run_one(cfg: RunConfig, model_dir: str | Path, lr: float, seed: int,
     if threads:
         torch.set_num_threads(threads)
     a = cfg.attack
-    bench = ArithmeticBenchmark(cfg.data)
+    bench = build_benchmark(cfg.data)
     tok = load_tokenizer(model_dir)
     model: torch.nn.Module = load_model(model_dir)
     ev = AttackEval(bench, tok, a.curve_items_per_op)
     full0, point0 = start if start is not None else ev.full(model)
     if a.lora_rank:
         model = _apply_lora(model, a, seed)
-    batches = AttackBatches(bench, a, tok, seed=f"{cfg.seed}-{seed}")
+    batches = bench.attack_batches(a, tok, seed=f"{cfg.seed}-{seed}")
     budgets = set(a.all_budgets())
     at_budget: dict[str, Metrics] = {budget_key(0): full0}
     curve: list[dict[str, float]] = []
@@ -358,19 +266,18 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
     if is_done(d):
         return d
     a = cfg.attack
-    bench = ArithmeticBenchmark(cfg.data)
+    bench = build_benchmark(cfg.data)
     tok = load_tokenizer(model_dir)
-    data_counts = check_attack_data(
-        [AttackBatches(bench, a, tok, seed=f"{cfg.seed}-{s}") for s in a.seeds],
-        a.steps, bench.forget_ops, a)
+    data_info = bench.check_attack(
+        a, [bench.attack_batches(a, tok, seed=f"{cfg.seed}-{s}") for s in a.seeds],
+        a.steps, tok)
     ev = AttackEval(bench, tok, a.curve_items_per_op)
-    check_disjoint(bench, {"forget": ev.forget, "retain": ev.retain})
     workers, threads = plan_workers(cfg, len(a.lrs) * len(a.seeds))
     threads_before = torch.get_num_threads()
     try:
         if threads:
             torch.set_num_threads(threads)
-        relearn = _attack_grid(cfg, model_dir, d, key, ev, data_counts, workers, threads)
+        relearn = _attack_grid(cfg, model_dir, d, key, ev, data_info, workers, threads)
     finally:
         torch.set_num_threads(threads_before)
     relearn["wall_time_s"] = time.time() - t0
@@ -385,10 +292,9 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
 
 
 def _attack_grid(cfg: RunConfig, model_dir: Path, d: Path, key: dict, ev: AttackEval,
-                 data_counts: dict, workers: int, threads: int) -> dict[str, Any]:
+                 data_info: dict, workers: int, threads: int) -> dict[str, Any]:
     """Run the missing runs of the grid and aggregate all of them into relearn.json's dict."""
     a = cfg.attack
-    bench = ArithmeticBenchmark(cfg.data)
     start = ev.full(load_model(model_dir))  # step 0: the same for every run
 
     runs_dir = d / "runs"
@@ -413,12 +319,9 @@ def _attack_grid(cfg: RunConfig, model_dir: Path, d: Path, key: dict, ev: Attack
                   "identity": key["model"]},
         "attack": asdict(a),
         "lrs": sorted(a.lrs, reverse=True), "seeds": list(a.seeds), "budgets": budgets,
-        "data": {"train_ops": list(a.ops or bench.forget_ops),
-                 "retain_ops": bench.retain_ops if a.retain_fraction > 0 else [],
-                 "forget_ops": bench.forget_ops, "split": "attack", "item_counts": data_counts,
-                 "eval_disjoint_from_attack": True,
+        "data": {**data_info,
                  "eval_items": {"forget": len(ev.forget), "retain": len(ev.retain),
-                                "curve": len(ev.curve_items)}},
+                                "curve": len(ev.curve_idx)}},
         "start": start[0],
         **aggregate(runs, budgets),
         "runs": runs,
@@ -428,15 +331,8 @@ def _attack_grid(cfg: RunConfig, model_dir: Path, d: Path, key: dict, ev: Attack
 
 
 def evaluate_model(cfg: RunConfig, model_dir: str | Path,
-                   sets: Sequence[str] = ALL_SETS) -> Metrics:
+                   sets: Sequence[str] | None = None) -> Metrics:
     """Metrics of any saved model on the benchmark's eval sets (`undo eval`)."""
     model_dir = resolve_model_dir(model_dir)
-    bench = ArithmeticBenchmark(cfg.data)
-    tok = load_tokenizer(model_dir)
-    model = load_model(model_dir)
-    all_sets = bench.eval_sets()
-    out: Metrics = {}
-    for name in sets:
-        items = all_sets[name]
-        out.update(summarize(items, score_items_bucketed(model, items, tok), name))
-    return out
+    bench = build_benchmark(cfg.data)
+    return evaluate(load_model(model_dir), bench, load_tokenizer(model_dir), sets)

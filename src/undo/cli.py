@@ -257,23 +257,25 @@ def _model_dirs(args: argparse.Namespace, command: str) -> list[str]:
 def cmd_attack(args: argparse.Namespace) -> int:
     from .artifacts import read_json
     from .attack import attack, model_identity
+    from .benchmarks import build_benchmark
 
     cfg = load_run_config(args)
     dirs = _model_dirs(args, "attack")
     for p in dirs:
         model_identity(p)  # fails early on a folder without weights
+    metric = build_benchmark(cfg.data).forget_metric.name
     budgets = cfg.attack.all_budgets()
-    head = "".join(f"{'acc@' + str(k):>22}" for k in budgets)
+    head = "".join(f"{metric.split('/')[-1] + '@' + str(k):>22}" for k in budgets)
     rows = []
     for p in dirs:
         d = attack(cfg, p, force=args.force)
         r = read_json(d / "relearn.json")
-        wc = r["worst_case"]["forget/acc"]
+        wc = r["worst_case"][metric]
         cells = "".join(f"{wc[str(k)]['value']:>8.3f}±{wc[str(k)]['std']:.3f} ({wc[str(k)]['lr']:.0e})"
                         for k in budgets)
         rows.append(f"  {r['model']['label'][:28]:<28}{cells}  {r['wall_time_s']:5.0f}s")
         print(f"attack: {d / 'relearn.json'}")
-    print(f"worst-case forget accuracy over lrs {cfg.attack.lrs} (mean±std over seeds "
+    print(f"worst-case {metric} over lrs {cfg.attack.lrs} (mean±std over seeds "
           f"{cfg.attack.seeds}, worst lr) after k attack steps")
     print(f"  {'model':<28}{head}")
     print("\n".join(rows))
@@ -282,7 +284,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .artifacts import config_hash, write_json
-    from .attack import ALL_SETS, evaluate_model, model_identity, model_label
+    from .attack import evaluate_model, model_identity, model_label
     from .config import to_dict
     from .stages import run_dir
 
@@ -301,7 +303,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"eval: {out}")
     if args.out:
         write_json(args.out, list(results.values()))
-    cols = [f"{s}/acc" for s in ALL_SETS] + ["retain/ce", "forget/ce"]
+    # Every set's overall metrics (no per-group breakdowns), whatever the benchmark.
+    cols = [k for k in next(iter(results.values()))["metrics"] if k.count("/") == 1]
     print(f"  {'model':<28}" + "".join(f"{c:>20}" for c in cols))
     for rec in results.values():
         m = rec["metrics"]
@@ -326,7 +329,7 @@ Command = tuple[Callable[[argparse.Namespace], int], str,
 COMMANDS: dict[str, Command] = {
     "attack": (cmd_attack, "relearning attacks (LR x seed grid) on saved models: MODEL_DIR...",
                opts_attack),
-    "eval": (cmd_eval, "metrics of saved models on the benchmark's four eval sets: MODEL_DIR...",
+    "eval": (cmd_eval, "metrics of saved models on the benchmark's eval sets: MODEL_DIR...",
              opts_eval),
     "run": (cmd_run, "run the whole study on the config (default: embedded arithmetic)",
             opts_run),

@@ -30,6 +30,18 @@ def _check(cond: bool, key: str, value: Any, valid: str) -> None:
 # ---------------------------------------------------------------------------- stages
 
 
+def _data_config_class(raw: Any, key: str) -> type:
+    """The config dataclass of the benchmark `raw["benchmark"]` names (default arithmetic)."""
+    from .benchmarks import config_class
+
+    name = raw.get("benchmark", "arithmetic") if isinstance(raw, dict) else "arithmetic"
+    return config_class(name, f"{key}.benchmark")
+
+
+def _default_data() -> Any:
+    return _data_config_class({}, "data")()
+
+
 @dataclass
 class ModelConfig:
     """Which network. `preset` builds one from config; `name_or_path` loads any HF causal LM."""
@@ -49,55 +61,6 @@ class ModelConfig:
                      "max_position_embeddings"):
             v = getattr(self, name)
             _check(v is None or v > 0, f"{p}.{name}", v, "a positive integer or null")
-
-
-@dataclass
-class DataConfig:
-    """The embedded arithmetic benchmark (generated in code, seeded)."""
-
-    benchmark: Literal["arithmetic"] = "arithmetic"
-    # Operations: add, sub, mul, div (names, not symbols: `*` is special in YAML).
-    retain_ops: list[str] = field(default_factory=lambda: ["add", "sub"])
-    forget_ops: list[str] = field(default_factory=lambda: ["mul", "div"])
-    # Relative sampling weight of each operation in pretraining batches (harder ops more).
-    # Measured on the 2-layer tiny model, seed 0, 2500 steps: add/sub at 1.0 left retain
-    # word problems behind (retain 0.938: add 0.86, sub 0.89 on words); 1.5 gives retain
-    # 0.993 and forget 0.985.
-    op_weights: dict[str, float] = field(
-        default_factory=lambda: {"add": 1.5, "sub": 1.5, "mul": 2.0, "div": 2.0}
-    )
-    word_problem_fraction: float = 0.25  # share of batches made of word problems
-    # Word problems are ~4x longer than equations: their batches hold this fraction of
-    # batch_size items, so every step costs about the same.
-    word_batch_scale: float = 0.75
-    heldout_fraction: float = 0.1  # operand pairs never trained on (generalisation set)
-    attack_fraction: float = 0.35  # share of trained forget pairs reserved for attacks
-    eval_items_per_op: int = 100  # evaluation items per operation and format
-    seed: int = 0  # the split and templates depend only on this seed
-
-    def validate(self, p: str) -> None:
-        ops = {"add", "sub", "mul", "div"}
-        for k in ("retain_ops", "forget_ops"):
-            for op in getattr(self, k):
-                _check(op in ops, f"{p}.{k}", op, "operations from add, sub, mul, div")
-        overlap = set(self.retain_ops) & set(self.forget_ops)
-        _check(not overlap, f"{p}.forget_ops", self.forget_ops,
-               "operations disjoint from retain_ops")
-        _check(bool(self.retain_ops), f"{p}.retain_ops", self.retain_ops, "at least one op")
-        _check(bool(self.forget_ops), f"{p}.forget_ops", self.forget_ops, "at least one op")
-        for op, w in self.op_weights.items():
-            _check(op in ops and w >= 0, f"{p}.op_weights", {op: w},
-                   "non-negative weights keyed by add, sub, mul, div")
-        _check(0 <= self.word_problem_fraction <= 1, f"{p}.word_problem_fraction",
-               self.word_problem_fraction, "a number in [0, 1]")
-        _check(0 < self.word_batch_scale <= 1, f"{p}.word_batch_scale",
-               self.word_batch_scale, "a number in (0, 1]")
-        _check(0 < self.heldout_fraction < 0.5, f"{p}.heldout_fraction",
-               self.heldout_fraction, "a number in (0, 0.5)")
-        _check(0 < self.attack_fraction < 0.9, f"{p}.attack_fraction",
-               self.attack_fraction, "a number in (0, 0.9)")
-        _check(self.eval_items_per_op > 0, f"{p}.eval_items_per_op", self.eval_items_per_op,
-               "a positive integer")
 
 
 @dataclass
@@ -267,9 +230,10 @@ class DistillConfig(OptimConfig):
     temperature: float = 1.0  # softens both distributions; the loss is scaled by T²
     # Early stop: `retain_acc` when mean retain accuracy is within `stop_within` (absolute)
     # of the teacher's; `retain_ce` when retain CE is within `stop_within` (relative);
-    # `match` when retain *and* forget accuracy are both within `stop_within` (absolute)
-    # of the teacher's (oracle matching); `budget` runs all `steps`.
-    stop: Literal["retain_acc", "retain_ce", "match", "budget"] = "retain_acc"
+    # `match` when the benchmark's retain *and* forget metrics are both within
+    # `stop_within` (absolute) of the teacher's (oracle matching); `budget` runs all
+    # `steps`; `auto` is the benchmark's rule (arithmetic: retain_acc, text: retain_ce).
+    stop: Literal["auto", "retain_acc", "retain_ce", "match", "budget"] = "auto"
     stop_within: float = 0.05
     # Teacher outputs: `online` runs the teacher every step; `full` caches its full
     # log-probs on disk once (exact; for small vocabularies); `topk` caches the top-k
@@ -347,9 +311,6 @@ class AttackConfig:
         _check(self.eval_every > 0, f"{p}.eval_every", self.eval_every, "a positive integer")
         _check(all(0 <= b <= self.steps for b in self.budgets), f"{p}.budgets", self.budgets,
                f"step counts in [0, steps={self.steps}]")
-        ops = {"add", "sub", "mul", "div"}
-        _check(self.ops is None or (bool(self.ops) and set(self.ops) <= ops), f"{p}.ops",
-               self.ops, "null or a non-empty list of add, sub, mul, div")
         _check(0 <= self.retain_fraction <= 1, f"{p}.retain_fraction", self.retain_fraction,
                "a number in [0, 1]")
         _check(self.word_fraction is None or 0 <= self.word_fraction <= 1,
@@ -376,6 +337,13 @@ class StudyConfig:
     alphas: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.8])
     seeds: list[int] = field(default_factory=lambda: [0])  # UNDO noise/distill seeds
     unlearn_distill: bool = True  # also distill into a random init (Unlearn-and-Distill)
+    # The gold standard (a model that never saw the forget data): `pretrain` trains one
+    # (retain data only; with model.name_or_path, from a random init of its architecture);
+    # a path uses an existing one (a Hugging Face model folder or a finished stage
+    # folder); `none` studies without one: robustness relative to a gold standard is
+    # then not available (the report says so; relearning curves are still compared
+    # with the unlearn-only model).
+    gold: str = "pretrain"
     oracles: bool = True  # oracle matching: gold into base, gold into a random init
     # Oracle students distill until their outputs match the gold teacher's (distill.stop
     # = match: retain and forget accuracy within distill.stop_within), at most this many
@@ -400,6 +368,8 @@ class StudyConfig:
                self.min_robustness_gap, "a number >= 0")
         _check(self.oracle_steps is None or self.oracle_steps > 0, f"{p}.oracle_steps",
                self.oracle_steps, "a positive integer or null")
+        _check(self.gold in ("pretrain", "none") or Path(self.gold).expanduser().is_dir(),
+               f"{p}.gold", self.gold, "'pretrain', 'none', or an existing model or stage folder")
 
 
 @dataclass
@@ -413,7 +383,8 @@ class RunConfig:
     threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    # The benchmark's own section, selected by `data.benchmark` (undo.benchmarks).
+    data: Any = field(default_factory=_default_data, metadata={"select": _data_config_class})
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -426,6 +397,7 @@ class RunConfig:
         _check(bool(self.name) and "/" not in self.name, "name", self.name,
                "a non-empty folder name without '/'")
         _check(self.threads >= 0, "threads", self.threads, "an integer >= 0")
+        self.data.check_run(self)  # settings of other sections the benchmark constrains
 
 
 # ---------------------------------------------------------------------------- loading
@@ -499,7 +471,12 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
         if k not in fields:
             valid = ", ".join(sorted(fields))
             raise ConfigError(f"unknown config key '{key}'; valid keys here: {valid}")
-        kwargs[k] = _coerce(v, hints[k], key)
+        select = fields[k].metadata.get("select")
+        if select is not None:  # a section whose class depends on its content
+            _check(isinstance(v, dict), key, v, "a mapping")
+            kwargs[k] = _build(select(v, key), v, key)
+        else:
+            kwargs[k] = _coerce(v, hints[k], key)
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
         obj.validate(prefix)

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 
 from .artifacts import read_json, write_json
+from .benchmarks import build_benchmark
 from .compute import compute_fractions, forward_flops, matmul_params, train_flops
 from .config import ConfigError, DistillConfig, RunConfig, to_dict
-from .data.arithmetic import ArithmeticBenchmark, Batches
-from .evaluate import evaluate_arithmetic
+from .evaluate import evaluate
 from .models import count_params, load_model, load_tokenizer, reinit_like, save_model
 from .noise import noised_copy
 from .objectives.distill_kl import DistillKL
@@ -42,7 +42,6 @@ from .stages import finish, is_done, reset, run_dir, stage_dir
 from .teacher_cache import CachedBatches, TeacherCache, folder_fingerprint
 from .train import make_accelerator, train
 
-EVAL_SETS = ("retain", "forget", "retain_heldout", "forget_heldout")
 FULL_CACHE_MAX_VOCAB = 4096
 
 
@@ -58,18 +57,19 @@ def model_folder(path: str | Path, what: str) -> Path:
 
 
 def recovered(metrics: dict[str, float], teacher: dict[str, float], rule: str,
-              within: float) -> bool:
+              within: float, match_keys: tuple[str, ...] = ("retain/acc", "forget/acc")
+              ) -> bool:
     """The early-stop test (Lee et al. 2025: "95% of the teacher's retain performance").
 
     retain_acc: acc_s ≥ acc_T − within (absolute); retain_ce: ce_s ≤ ce_T·(1 + within);
-    match: |acc_s − acc_T| ≤ within on both retain and forget (the student's outputs
-    match the teacher's: oracle matching, where a base-model student starts with the
-    teacher's retain accuracy but not its forget accuracy).
+    match: |m_s − m_T| ≤ within for the benchmark's retain and forget metrics
+    (`match_keys`): the student's outputs match the teacher's (oracle matching, where a
+    base-model student starts with the teacher's retain ability but not its forget one).
     """
     if rule == "retain_acc":
         return metrics["retain/acc"] >= teacher["retain/acc"] - within
     if rule == "match":
-        return all(abs(metrics[k] - teacher[k]) <= within for k in ("retain/acc", "forget/acc"))
+        return all(abs(metrics[k] - teacher[k]) <= within for k in match_keys)
     if rule == "retain_ce":
         return metrics["retain/ce"] <= teacher["retain/ce"] * (1.0 + within)
     return False
@@ -159,18 +159,18 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
                 write_json(d / "summary.json", s)
         return d
     t0 = time.time()
-    bench = ArithmeticBenchmark(cfg.data)
+    bench = build_benchmark(cfg.data)
     tokenizer = load_tokenizer(teacher_path)
     teacher = load_model(teacher_path)
     student, noise_report = _make_student(teacher, init_id, init, seed, cfg, base_path)
     acc = make_accelerator(cfg.device)
     teacher.to(acc.device)
-    teacher_metrics = evaluate_arithmetic(teacher, bench, tokenizer, sets=EVAL_SETS)
+    teacher_metrics = evaluate(teacher, bench, tokenizer)
 
     dcfg = cfg.distill
-    batches: Callable[[int, int], dict] = Batches(
-        bench.stream(bench.ops), tokenizer, dcfg.batch_size, seed=cfg.seed,
-        rank=acc.process_index)
+    stop = bench.stop_rule if dcfg.stop == "auto" else dcfg.stop
+    batches: Callable[[int, int], dict] = bench.batches(
+        "distill", tokenizer, dcfg.batch_size, seed=cfg.seed, rank=acc.process_index)
     mode = cache_mode(dcfg, teacher.get_output_embeddings().weight.size(0))
     cache = None
     if mode == "online":
@@ -184,21 +184,23 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
         objective = DistillKL(None, dcfg.temperature, dcfg.chunk_positions)
         batches = CachedBatches(batches, cache)
 
-    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+    def evaluate_during(m: torch.nn.Module) -> dict[str, float]:
         # Only what the stop rule reads: with checks every 20 steps, evaluating the
         # forget set too cost ~15% of a distillation. All sets are evaluated at the end.
-        sets = ("retain", "forget") if dcfg.stop == "match" else ("retain",)
-        return evaluate_arithmetic(m, bench, tokenizer, sets=sets)
+        sets = ("retain", "forget") if stop == "match" else ("retain",)
+        return evaluate(m, bench, tokenizer, sets=sets)
+
+    match_keys = (bench.retain_metric.name, bench.forget_metric.name)
 
     def should_stop(m: dict[str, float]) -> bool:
-        return recovered(m, teacher_metrics, dcfg.stop, dcfg.stop_within)
+        return recovered(m, teacher_metrics, stop, dcfg.stop_within, match_keys)
 
-    early = dcfg.stop != "budget"
-    result = train(student, objective, batches, dcfg, d, evaluate=evaluate,
+    early = stop != "budget"
+    result = train(student, objective, batches, dcfg, d, evaluate=evaluate_during,
                    should_stop=should_stop if early else None, eval_at_start=early,
                    accelerator=acc, desc=_label(init_id, seed), progress=cfg.progress)
     student = acc.unwrap_model(student)
-    metrics = evaluate_arithmetic(student, bench, tokenizer, sets=EVAL_SETS)
+    metrics = evaluate(student, bench, tokenizer)
 
     # Positions processed: train() counted (6·N_s + 2·extra)·positions FLOPs.
     n_s, n_t = matmul_params(student), matmul_params(teacher)
@@ -213,7 +215,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
         "beta": cfg.noise.beta if init_id["kind"] == "noised" else None,
         "seed": seed, "teacher": str(teacher_path), "teacher_fingerprint": key["teacher"],
         "metrics": metrics, "teacher_metrics": teacher_metrics,
-        "stop": {"rule": dcfg.stop, "within": dcfg.stop_within, "every": dcfg.eval_every},
+        "stop": {"rule": stop, "within": dcfg.stop_within, "every": dcfg.eval_every},
         "stopped_early": result.stopped_early, "steps": result.steps, "max_steps": dcfg.steps,
         "tokens": result.tokens, "positions": positions,
         "flops": result.flops,  # as run: student fwd+bwd (+ teacher fwd when online)

@@ -134,3 +134,32 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
 
 def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def stage_tokenizer(cfg: ModelConfig, bench: Any) -> PreTrainedTokenizerBase:
+    """The benchmark's own tokenizer if it builds one, else the model's."""
+    own = bench.own_tokenizer()
+    if own is not None:
+        return own
+    if not cfg.name_or_path:
+        raise ConfigError("config key 'model.name_or_path': got null; valid: a Hugging Face "
+                          "model id or folder, since the benchmark uses the model's tokenizer")
+    return load_tokenizer(cfg.name_or_path)
+
+
+def new_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+    """A randomly initialised model: the preset's shape, or `name_or_path`'s architecture."""
+    if not cfg.name_or_path:
+        return build_model(cfg, tokenizer, seed)
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(cfg.name_or_path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config, dtype=DTYPES[cfg.dtype])
+
+
+def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model `name_or_path` names, with its tokenizer."""
+    assert cfg.name_or_path is not None
+    return load_model(cfg.name_or_path, cfg.dtype), load_tokenizer(cfg.name_or_path)

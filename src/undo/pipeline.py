@@ -201,7 +201,7 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     are filled in as their tasks finish)."""
     from .attack import attack
     from .distill import distill
-    from .pretrain import gold_recipe, pretrain, pretrain_dir
+    from .pretrain import gold_recipe, import_model, pretrain
     from .stages import run_dir
     from .unlearn import unlearn
 
@@ -213,13 +213,18 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
         raise ConfigError("study.stages: the study needs the 'unlearn' stage for a teacher; "
                           f"valid: a list including 'unlearn' (got {sorted(only)})")
     seeds = cfg.study.seeds
-    # Paths are known before the stages run: the gold summary (compute fractions) and
-    # the base model (localized noise) are read only once their tasks are done.
-    common = {"gold_dir": pretrain_dir(cfg, "gold"),
-              "base_dir": pretrain_dir(cfg, "base") / "model"}
+    gold_mode = cfg.study.gold
+    has_gold = gold_mode != "none"
     tasks: list[Task] = []
     models: list[Model] = []
     made_by: dict[str, Model] = {}  # task name -> the model it makes
+    # Folders read only once their tasks are done: the gold summary (compute fractions)
+    # and the base model (localized noise).
+    folders: dict[str, Path] = {}
+
+    def common() -> dict[str, Path | None]:
+        return {"gold_dir": folders.get("pretrain gold") if gold_mode == "pretrain" else None,
+                "base_dir": folders["pretrain base"] / "model"}
 
     root = run_dir(cfg)
 
@@ -229,6 +234,7 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
         if not selected(kind):
             return
         task = Task(name, kind, deps, make, progress=progress)
+        task.after.append(lambda d, name=name: folders.__setitem__(name, d))
         if model is not None:
             models.append(model)
             made_by[name] = model
@@ -241,15 +247,20 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     add(Model("base", "base", Path()), "pretrain base", "pretrain", (),
         lambda _: Job("base (retain + forget)", pretrain, ("base",)),
         stage_log("pretrain-base", cfg.pretrain.steps))
-    add(Model("gold", "gold", Path()), "pretrain gold", "pretrain", (),
-        lambda _: Job("gold standard (retain only)", pretrain, ("gold",)),
-        stage_log("pretrain-gold", gold_recipe(cfg)[0]))
+    if gold_mode == "pretrain":
+        add(Model("gold", "gold", Path()), "pretrain gold", "pretrain", (),
+            lambda _: Job("gold standard (retain only)", pretrain, ("gold",)),
+            stage_log("pretrain-gold", gold_recipe(cfg)[0]))
+    elif has_gold:
+        add(Model("gold", "gold", Path()), "pretrain gold", "pretrain", (),
+            lambda _: Job("gold standard (given)", import_model, (gold_mode, "gold")))
     add(Model("unlearn-only", "unlearn_only", Path()), f"unlearn {cfg.unlearn.method}",
         "unlearn", ("pretrain base",),
         lambda d: Job("teacher", unlearn, (d["pretrain base"] / "model",)),
         stage_log(f"unlearn-{cfg.unlearn.method}", cfg.unlearn.steps))
     teacher = f"unlearn {cfg.unlearn.method}"
-    deps = (teacher, "pretrain gold")
+    # Distillations wait for the gold standard only for their compute fractions.
+    deps = (teacher, "pretrain gold") if gold_mode == "pretrain" else (teacher,)
 
     # Longest first: random init, then α from large (slow to recover) to small.
     if cfg.study.unlearn_distill:
@@ -259,7 +270,7 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
                 f"Unlearn-and-Distill s{s}", "distill", deps,
                 lambda d, s=s: Job(f"Unlearn-and-Distill, seed {s}", distill,
                                    (d[teacher] / "model",),
-                                   {"init": "random", "alpha": None, "seed": s, **common}),
+                                   {"init": "random", "alpha": None, "seed": s, **common()}),
                 stage_log(f"distill-random-s{s}", cfg.distill.steps))
     for a in sorted(cfg.study.alphas, reverse=True):
         for s in seeds:
@@ -267,9 +278,9 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
                 f"UNDO a={a:g} s{s}", "distill", deps,
                 lambda d, a=a, s=s: Job(f"UNDO α={a:g}, seed {s}", distill,
                                         (d[teacher] / "model",),
-                                        {"init": "noised", "alpha": a, "seed": s, **common}),
+                                        {"init": "noised", "alpha": a, "seed": s, **common()}),
                 stage_log(f"distill-noised-a{a:g}-s{s}", cfg.distill.steps))
-    if cfg.study.oracles:
+    if cfg.study.oracles and has_gold:
         # Oracle matching distills until the student's outputs match the gold teacher's
         # (retain and forget accuracy): the retain-only rule would end "gold into base"
         # at step 0, the base model already having the gold's retain accuracy.
@@ -278,14 +289,14 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
         add(Model("oracle-random", "oracle_random", Path(), seed=seeds[0]),
             "oracle gold->random", "oracle", ("pretrain gold",),
             lambda d: Job("gold -> random init", distill, (d["pretrain gold"] / "model",),
-                          {"init": "random", "alpha": None, "seed": seeds[0], **common},
+                          {"init": "random", "alpha": None, "seed": seeds[0], **common()},
                           ocfg),
             stage_log(f"distill-random-s{seeds[0]}", steps))
         add(Model("oracle-base", "oracle_base", Path(), seed=seeds[0]),
             "oracle gold->base", "oracle", ("pretrain gold", "pretrain base"),
             lambda d: Job("gold -> base", distill, (d["pretrain gold"] / "model",),
                           {"init": str(d["pretrain base"] / "model"), "alpha": None,
-                           "seed": seeds[0], **common}, ocfg),
+                           "seed": seeds[0], **common()}, ocfg),
             stage_log(f"distill-from-*-s{seeds[0]}", steps))
 
     # Attacks: every model but the base (a reference point, not a candidate), each as

@@ -14,17 +14,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+from .benchmarks import build_benchmark
 from .config import RunConfig, to_dict
-from .data.arithmetic import ArithmeticBenchmark, Batches
-from .evaluate import evaluate_arithmetic
-from .models import build_model, count_params, model_shape, save_model
+from .evaluate import evaluate
+from .models import (
+    count_params,
+    load_pretrained,
+    model_shape,
+    new_model,
+    save_model,
+    stage_tokenizer,
+)
 from .objectives import OBJECTIVES
 from .stages import finish, is_done, reset, stage_dir
-from .tokenizers import build_char_tokenizer
 from .train import make_accelerator, train
 
 Which = Literal["base", "gold"]
-EVAL_SETS = ("retain", "forget", "retain_heldout", "forget_heldout")
 
 
 def gold_recipe(cfg: RunConfig) -> tuple[int, int]:
@@ -50,38 +55,44 @@ def pretrain_dir(cfg: RunConfig, which: Which) -> Path:
 
 
 def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path:
-    """Train (or reuse) one pretrained model; returns its stage folder (model in `model/`)."""
+    """Train (or reuse) one pretrained model; returns its stage folder (model in `model/`).
+
+    With `model.name_or_path` the base model is that model, imported (saved as
+    safetensors, evaluated), not trained; a gold standard is then pretrained from a
+    random init of its architecture.
+    """
+    if which == "base" and cfg.model.name_or_path:
+        return import_model(cfg, cfg.model.name_or_path, "base", force)
     d = pretrain_dir(cfg, which)
     if force:
         reset(d)
     if is_done(d):
         return d
-    bench = ArithmeticBenchmark(cfg.data)
-    tokenizer = build_char_tokenizer()
-    model = build_model(cfg.model, tokenizer, seed=cfg.seed)
-    ops = bench.ops if which == "base" else bench.retain_ops
+    bench = build_benchmark(cfg.data)
+    tokenizer = stage_tokenizer(cfg.model, bench)
+    model = new_model(cfg.model, tokenizer, seed=cfg.seed)
     if which == "base":
         optim = cfg.pretrain
     else:
         steps, batch = gold_recipe(cfg)
         optim = replace(cfg.pretrain, steps=steps, batch_size=batch)
     acc = make_accelerator(cfg.device)
-    batches = Batches(bench.stream(ops), tokenizer, optim.batch_size, seed=cfg.seed,
-                      rank=acc.process_index)
+    batches = bench.batches(which, tokenizer, optim.batch_size, seed=cfg.seed,
+                            rank=acc.process_index)
 
-    def evaluate(m):  # retain/forget only while training; all sets at the end
-        return evaluate_arithmetic(m, bench, tokenizer, sets=("retain", "forget"))
+    def evaluate_during(m):  # retain/forget only while training; all sets at the end
+        return evaluate(m, bench, tokenizer, sets=("retain", "forget"))
 
     t0 = time.time()
-    result = train(model, OBJECTIVES.get("ce")(), batches, optim, d, evaluate=evaluate,
+    result = train(model, OBJECTIVES.get("ce")(), batches, optim, d, evaluate=evaluate_during,
                    accelerator=acc, desc=f"pretrain {which}", progress=cfg.progress)
     model = acc.unwrap_model(model)
-    metrics = evaluate_arithmetic(model, bench, tokenizer, sets=EVAL_SETS)
+    metrics = evaluate(model, bench, tokenizer)
     if acc.is_main_process:
         save_model(model, tokenizer, d / "model")
         finish(d, {
             "stage": f"pretrain-{which}",
-            "ops": ops,
+            "data": bench.describe(which),
             "metrics": metrics,
             "steps": result.steps,
             "tokens": result.tokens,
@@ -91,4 +102,38 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
             "wall_time_s": time.time() - t0,
         }, pretrain_key(cfg, which), device=str(acc.device))
     acc.wait_for_everyone()  # other ranks return only once the stage is on disk
+    return d
+
+
+def import_model(cfg: RunConfig, source: str, which: Which, force: bool = False) -> Path:
+    """An existing model as the study's base or gold standard: a stage folder holding it
+    (saved as safetensors, with its tokenizer) and its metrics on the benchmark.
+
+    `source` is a hub id, a model folder, or a finished stage folder (used as it is).
+    The stage is keyed by the model settings and, for a local folder, its content.
+    """
+    src = Path(source).expanduser()
+    if is_done(src) and (src / "model").is_dir():
+        return src
+    from .teacher_cache import folder_fingerprint
+
+    model_cfg = replace(cfg.model, name_or_path=source)
+    key = {"which": f"import-{which}", "model": to_dict(model_cfg), "data": cfg.data,
+           "content": folder_fingerprint(src) if src.is_dir() else None}
+    d = stage_dir(cfg, f"import-{which}", key)
+    if force:
+        reset(d)
+    if is_done(d):
+        return d
+    t0 = time.time()
+    bench = build_benchmark(cfg.data)
+    model, tokenizer = load_pretrained(model_cfg)
+    metrics = evaluate(model, bench, tokenizer)
+    save_model(model, tokenizer, d / "model")
+    # Nothing was trained here: no steps, tokens or FLOPs of ours to report (None, not 0,
+    # so no compute fraction is ever taken against an imported gold standard).
+    finish(d, {"stage": f"import-{which}", "source": source, "data": bench.describe(),
+               "metrics": metrics, "steps": None, "tokens": None, "flops": None,
+               "params": count_params(model), "train_time_s": 0.0,
+               "wall_time_s": time.time() - t0}, key)
     return d

@@ -176,4 +176,5 @@ def compute_ratio(model: Mapping[str, float], gold: Mapping[str, float]) -> dict
     teacher forwards included in FLOPs), `gold` the gold standard's pretraining.
     """
     return {k: safe_ratio(float(model[k]), float(gold[k]), tol=0.0)
-            for k in ("steps", "tokens", "flops") if k in model and k in gold}
+            for k in ("steps", "tokens", "flops")
+            if model.get(k) is not None and gold.get(k) is not None}

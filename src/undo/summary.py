@@ -17,10 +17,6 @@ if TYPE_CHECKING:
     from .pipeline import Model
 
 SCHEMA_VERSION = 1
-FORGET_METRIC = "forget/acc"
-RETAIN_METRIC = "retain/acc"
-# Exact match of a 3-digit answer by a uniform guess over digits.
-CHANCE_ACC = 1e-3
 
 
 def _attack_section(attack_dir: Path | None, metric: str) -> dict[str, Any] | None:
@@ -68,10 +64,14 @@ def _finite(x: Any) -> float | None:
 
 def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> dict[str, Any]:
     """Every model's metrics, attack worst cases, robustness and compute."""
+    from .benchmarks import build_benchmark
+
+    bench = build_benchmark(cfg.data)
+    forget_metric, retain_metric = bench.forget_metric, bench.retain_metric
     stage = {m.name: read_json(m.stage_dir / "summary.json") for m in models}
-    gold_name = next(m.name for m in models if m.kind == "gold")
+    gold_name = next((m.name for m in models if m.kind == "gold"), None)
     unlearn_name = next((m.name for m in models if m.kind == "unlearn_only"), None)
-    gold_stage = stage[gold_name]
+    gold_stage = stage[gold_name] if gold_name else None
     budgets = sorted({int(b) for b in cfg.attack.budgets} | {cfg.attack.steps})
 
     entries = []
@@ -84,17 +84,17 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
             "metrics": metrics,
             "compute": _compute(s, gold_stage if m.kind not in ("base", "gold") else None),
             "wall_time_s": s.get("wall_time_s"),
-            "attack": _attack_section(m.attack_dir, FORGET_METRIC),
+            "attack": _attack_section(m.attack_dir, forget_metric.name),
         })
 
     by_name = {e["name"]: e for e in entries}
     ref_u = by_name.get(unlearn_name) if unlearn_name else None
-    ref_g = by_name[gold_name]
+    ref_g = by_name[gold_name] if gold_name else None
     for e in entries:
         # Undefined (null) for the reference models and wherever an attack is missing.
         e["robustness"] = {budget_key(k): None for k in budgets}
         if e["kind"] in ("base", "gold", "unlearn_only") or not e["attack"] or not ref_u \
-                or not ref_u["attack"] or not ref_g["attack"]:
+                or not ref_u["attack"] or not ref_g or not ref_g["attack"]:
             continue
         for k in budgets:
             key = budget_key(k)
@@ -110,8 +110,18 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
         "study": cfg.name,
         "config": to_dict(cfg),
         "environment": environment(),
-        "metric": {"name": FORGET_METRIC, "higher_is_worse": True, "chance": CHANCE_ACC},
-        "retain_metric": {"name": RETAIN_METRIC, "chance": CHANCE_ACC},
+        "benchmark": cfg.data.benchmark,
+        # False when the study has no gold standard (study.gold=none): robustness
+        # relative to one is then not available, and every robustness value is null.
+        "gold_standard": gold_name is not None,
+        # The forget metric: higher_is_worse = a higher value means the model knows more
+        # of what it should have forgotten.
+        "metric": {"name": forget_metric.name, "label": forget_metric.label,
+                   "higher_is_worse": forget_metric.higher_is_better,
+                   "chance": forget_metric.chance},
+        "retain_metric": {"name": retain_metric.name, "label": retain_metric.label,
+                          "higher_is_better": retain_metric.higher_is_better,
+                          "chance": retain_metric.chance},
         "budgets": budgets,
         "models": entries,
         "wall_time_s": wall_time_s,

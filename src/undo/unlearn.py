@@ -3,54 +3,30 @@
     unlearn(cfg, base_dir) -> stage folder with model/ (HF folder) and summary.json
 
 The objective is `cfg.unlearn.method` (see `undo.objectives`), trained through the one
-training loop on nested batches `{"forget": ..., "retain": ...}` drawn from the items
-the base model was trained on (`bench.stream(ops)`, split "trained"): unlearning needs
-forget/retain labels, and these are the labelled data the paper assumes. The summary
-holds retain and forget metrics (all four evaluation sets) before and after, steps,
+training loop on the benchmark's nested batches `{"forget": ..., "retain": ...}` (role
+`unlearn`: data the base model was trained on, never evaluation or attack data):
+unlearning needs forget/retain labels, and these are the labelled data the paper
+assumes. The summary holds every evaluation set's metrics before and after, steps,
 tokens, FLOPs and wall time.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
+from .benchmarks import build_benchmark
 from .config import ConfigError, RunConfig, to_dict
-from .data.arithmetic import ArithmeticBenchmark, ItemStream, encode
-from .evaluate import evaluate_arithmetic
+from .evaluate import evaluate
 from .models import count_params, load_model, load_tokenizer, save_model
 from .objectives.unlearning import build_objective
 from .stages import finish, is_done, reset, stage_dir
 from .train import make_accelerator, train
 
-EVAL_SETS = ("retain", "forget", "retain_heldout", "forget_heldout")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-
-
-class UnlearnBatches:
-    """`{"forget": encoded, "retain": encoded, "noise_seed": int}`, deterministic in
-    (seed, rank, step, micro). Forget and retain items come from independent streams of
-    the base model's training pairs (equations and, at the benchmark's rate, word
-    problems); `noise_seed` lets stochastic objectives (RepNoise) seed their noise."""
-
-    def __init__(self, forget: ItemStream, retain: ItemStream,
-                 tokenizer: PreTrainedTokenizerBase, batch_size: int, seed: int,
-                 rank: int = 0) -> None:
-        self.forget, self.retain, self.tokenizer = forget, retain, tokenizer
-        self.batch_size, self.seed, self.rank = batch_size, seed, rank
-
-    def __call__(self, step: int, micro: int = 0) -> dict[str, Any]:
-        def draw(stream: ItemStream, which: str) -> dict[str, torch.Tensor]:
-            rng = random.Random(f"unlearn-{which}-{self.seed}-{self.rank}-{step}-{micro}")
-            return encode(stream.sample(rng, self.batch_size), self.tokenizer)
-
-        return {"forget": draw(self.forget, "forget"), "retain": draw(self.retain, "retain"),
-                "noise_seed": (step * 1009 + micro) * 101 + self.rank}
 
 
 def resolve_base(base_dir: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -102,28 +78,28 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
     if is_done(d):
         return d
 
-    bench = ArithmeticBenchmark(cfg.data)
+    bench = build_benchmark(cfg.data)
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir)
     if hasattr(objective, "prepare"):
         objective.prepare(model)  # checks layer indices etc. against the model, early
     acc = make_accelerator(cfg.device)
     optim = cfg.unlearn
-    batches = UnlearnBatches(bench.stream(bench.forget_ops), bench.stream(bench.retain_ops),
-                             tokenizer, optim.batch_size, seed=cfg.seed, rank=acc.process_index)
+    batches = bench.batches("unlearn", tokenizer, optim.batch_size, seed=cfg.seed,
+                            rank=acc.process_index)
     t0 = time.time()
-    before = evaluate_arithmetic(model, bench, tokenizer, sets=EVAL_SETS)
+    before = evaluate(model, bench, tokenizer)
 
-    def evaluate(m: torch.nn.Module) -> dict[str, float]:
-        return evaluate_arithmetic(m, bench, tokenizer, sets=("retain", "forget"))
+    def evaluate_during(m: torch.nn.Module) -> dict[str, float]:
+        return evaluate(m, bench, tokenizer, sets=("retain", "forget"))
 
-    result = train(model, objective, batches, optim, d, evaluate=evaluate if optim.eval_every
+    result = train(model, objective, batches, optim, d, evaluate=evaluate_during if optim.eval_every
                    else None, accelerator=acc, desc=f"unlearn {optim.method}",
                    progress=cfg.progress)
     model = acc.unwrap_model(model)
     for p in model.parameters():  # RMU froze some; the saved model is an ordinary one
         p.requires_grad_(True)
-    after = evaluate_arithmetic(model, bench, tokenizer, sets=EVAL_SETS)
+    after = evaluate(model, bench, tokenizer)
     if acc.is_main_process:
         save_model(model, tokenizer, d / "model")
         finish(d, {
@@ -132,7 +108,8 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
             "base": str(model_dir),
             "before": before,
             "after": after,
-            "retain_ratio": _ratio(after["retain/acc"], before["retain/acc"]),
+            "retain_ratio": _ratio(after[bench.retain_metric.name],
+                                   before[bench.retain_metric.name]),
             "steps": result.steps,
             "tokens": result.tokens,
             "flops": result.flops,

@@ -25,11 +25,13 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ..config import DataConfig
+if TYPE_CHECKING:
+    from ..benchmarks.arithmetic import Config as DataConfig
 
 ANSWER_DIGITS = 3
 EQUATION, WORD = "equation", "word"
@@ -288,17 +290,3 @@ def encode(items: Sequence[Item], tokenizer: PreTrainedTokenizerBase) -> dict[st
         mask[i, : len(s)] = 1
         labels[i, k : len(s)] = ids[i, k : len(s)]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-class Batches:
-    """Batch `step` of a stream, encoded; deterministic in (seed, step) so a resumed run
-    sees exactly the data an uninterrupted one would."""
-
-    def __init__(self, stream: ItemStream, tokenizer: PreTrainedTokenizerBase,
-                 batch_size: int, seed: int, rank: int = 0) -> None:
-        self.stream, self.tokenizer = stream, tokenizer
-        self.batch_size, self.seed, self.rank = batch_size, seed, rank
-
-    def __call__(self, step: int, micro: int = 0) -> dict[str, torch.Tensor]:
-        rng = random.Random(f"{self.seed}-{self.rank}-{step}-{micro}")
-        return encode(self.stream.sample(rng, self.batch_size), self.tokenizer)

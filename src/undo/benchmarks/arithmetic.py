@@ -1,0 +1,337 @@
+"""The embedded arithmetic benchmark as a `Benchmark` (data generation: `undo.data.arithmetic`).
+
+Metrics: exact-match accuracy (greedy decoding of the answer) and answer cross-entropy
+on four sets: `retain`, `forget` (items the base model was trained on that no attack
+ever shows) and their held-out-generalisation twins. The forget and retain metrics are
+the accuracies; chance is ~0 (a 3-digit answer among 1,000).
+
+Exact match is computed in one teacher-forced forward pass: greedy decoding reproduces
+the answer exactly iff, at every answer position, the argmax given the *correct* prefix
+is the correct token. So `argmax == target` at all answer positions (and EOS) is the
+same number greedy decoding gives, at the cost of a single forward.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..config import AttackConfig, ConfigError, _check
+from ..data.arithmetic import ArithmeticBenchmark as ArithmeticData
+from ..data.arithmetic import Item, ItemStream, encode
+from ..tokenizers import build_char_tokenizer
+from .base import Batch, BatchFn, Metrics, MetricSpec, Scores
+
+CHANCE_ACC = 1e-3  # a 3-digit answer guessed uniformly
+
+
+@dataclass
+class Config:
+    """`data:` of the embedded arithmetic benchmark (generated in code, seeded)."""
+
+    benchmark: Literal["arithmetic"] = "arithmetic"
+    # Operations: add, sub, mul, div (names, not symbols: `*` is special in YAML).
+    retain_ops: list[str] = field(default_factory=lambda: ["add", "sub"])
+    forget_ops: list[str] = field(default_factory=lambda: ["mul", "div"])
+    # Relative sampling weight of each operation in pretraining batches (harder ops more).
+    # Measured on the 2-layer tiny model, seed 0, 2500 steps: add/sub at 1.0 left retain
+    # word problems behind (retain 0.938: add 0.86, sub 0.89 on words); 1.5 gives retain
+    # 0.993 and forget 0.985.
+    op_weights: dict[str, float] = field(
+        default_factory=lambda: {"add": 1.5, "sub": 1.5, "mul": 2.0, "div": 2.0}
+    )
+    word_problem_fraction: float = 0.25  # share of batches made of word problems
+    # Word problems are ~4x longer than equations: their batches hold this fraction of
+    # batch_size items, so every step costs about the same.
+    word_batch_scale: float = 0.75
+    heldout_fraction: float = 0.1  # operand pairs never trained on (generalisation set)
+    attack_fraction: float = 0.35  # share of trained forget pairs reserved for attacks
+    eval_items_per_op: int = 100  # evaluation items per operation and format
+    seed: int = 0  # the split and templates depend only on this seed
+
+    def validate(self, p: str) -> None:
+        ops = {"add", "sub", "mul", "div"}
+        for k in ("retain_ops", "forget_ops"):
+            for op in getattr(self, k):
+                _check(op in ops, f"{p}.{k}", op, "operations from add, sub, mul, div")
+        overlap = set(self.retain_ops) & set(self.forget_ops)
+        _check(not overlap, f"{p}.forget_ops", self.forget_ops,
+               "operations disjoint from retain_ops")
+        _check(bool(self.retain_ops), f"{p}.retain_ops", self.retain_ops, "at least one op")
+        _check(bool(self.forget_ops), f"{p}.forget_ops", self.forget_ops, "at least one op")
+        for op, w in self.op_weights.items():
+            _check(op in ops and w >= 0, f"{p}.op_weights", {op: w},
+                   "non-negative weights keyed by add, sub, mul, div")
+        _check(0 <= self.word_problem_fraction <= 1, f"{p}.word_problem_fraction",
+               self.word_problem_fraction, "a number in [0, 1]")
+        _check(0 < self.word_batch_scale <= 1, f"{p}.word_batch_scale",
+               self.word_batch_scale, "a number in (0, 1]")
+        _check(0 < self.heldout_fraction < 0.5, f"{p}.heldout_fraction",
+               self.heldout_fraction, "a number in (0, 0.5)")
+        _check(0 < self.attack_fraction < 0.9, f"{p}.attack_fraction",
+               self.attack_fraction, "a number in (0, 0.9)")
+        _check(self.eval_items_per_op > 0, f"{p}.eval_items_per_op", self.eval_items_per_op,
+               "a positive integer")
+
+
+    def check_run(self, run: Any) -> None:
+        """Settings of other sections that must fit this benchmark."""
+        ops = {"add", "sub", "mul", "div"}
+        a = run.attack
+        _check(a.ops is None or (bool(a.ops) and set(a.ops) <= ops), "attack.ops",
+               a.ops, "null or a non-empty list of add, sub, mul, div")
+
+
+
+
+class ItemBatches:
+    """Batch `step` of an item stream, encoded; deterministic in (tag, seed, rank, step,
+    micro), so a resumed run sees exactly the data an uninterrupted one would."""
+
+    def __init__(self, stream: ItemStream, tokenizer: PreTrainedTokenizerBase,
+                 batch_size: int, seed: int, rank: int = 0, tag: str = "") -> None:
+        self.stream, self.tokenizer = stream, tokenizer
+        self.batch_size, self.seed, self.rank, self.tag = batch_size, seed, rank, tag
+
+    def __call__(self, step: int, micro: int = 0) -> Batch:
+        rng = random.Random(f"{self.tag}{self.seed}-{self.rank}-{step}-{micro}")
+        return encode(self.stream.sample(rng, self.batch_size), self.tokenizer)
+
+
+class UnlearnBatches:
+    """`{"forget": ..., "retain": ..., "noise_seed": int}`: independent streams of the
+    base model's training items; `noise_seed` seeds stochastic objectives (RepNoise)."""
+
+    def __init__(self, forget: ItemBatches, retain: ItemBatches, rank: int) -> None:
+        self.forget, self.retain, self.rank = forget, retain, rank
+
+    def __call__(self, step: int, micro: int = 0) -> Batch:
+        return {"forget": self.forget(step, micro), "retain": self.retain(step, micro),
+                "noise_seed": (step * 1009 + micro) * 101 + self.rank}
+
+
+class AttackBatches:
+    """Batch `step` of an attack: `attack.ops` items, plus `retain_fraction` retain items.
+
+    Deterministic in (seed, step, micro). A batch is all equations or all word problems
+    (one draw for both parts), so padding stays small, as in pretraining.
+    """
+
+    def __init__(self, data: ArithmeticData, a: AttackConfig,
+                 tokenizer: PreTrainedTokenizerBase, seed: str) -> None:
+        self.tokenizer, self.seed = tokenizer, seed
+        self.ops = list(a.ops or data.forget_ops)
+        self.word_fraction = (data.cfg.word_problem_fraction if a.word_fraction is None
+                              else a.word_fraction)
+        self.n_retain = round(a.batch_size * a.retain_fraction)
+        self.n_main = a.batch_size - self.n_retain
+        self.parts = [((data.stream(ops, "attack", word_fraction=0.0),
+                        data.stream(ops, "attack", word_fraction=1.0)), n)
+                      for ops, n in ((self.ops, self.n_main), (data.retain_ops, self.n_retain))
+                      if n > 0]
+
+    def items(self, step: int, micro: int = 0) -> list[Item]:
+        rng = random.Random(f"attack-{self.seed}-{step}-{micro}")
+        words = rng.random() < self.word_fraction
+        return [it for streams, n in self.parts for it in streams[words].sample(rng, n)]
+
+    def __call__(self, step: int, micro: int = 0) -> Batch:
+        return encode(self.items(step, micro), self.tokenizer)
+
+
+# ------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def score_items(model: PreTrainedModel, items: Sequence[Item],
+                tokenizer: PreTrainedTokenizerBase, batch_size: int = 512
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per item: exact match (bool), summed answer CE (nats) and answer-token count."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct, ce_sum, n_tok = [], [], []
+    for i in range(0, len(items), batch_size):
+        batch = {k: v.to(device) for k, v in encode(items[i : i + batch_size], tokenizer).items()}
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits[:, :-1]  # (B, T-1, V)
+        target = batch["labels"][:, 1:]  # (B, T-1)
+        mask = target != -100
+        ce = F.cross_entropy(logits.float().transpose(1, 2), target.clamp(min=0),
+                             reduction="none")  # (B, T-1)
+        hit = (logits.argmax(-1) == target) | ~mask
+        correct.append(hit.all(dim=1).cpu())
+        ce_sum.append((ce * mask).sum(1).cpu())
+        n_tok.append(mask.sum(1).cpu())
+    model.train(was_training)
+    return torch.cat(correct), torch.cat(ce_sum), torch.cat(n_tok)
+
+
+def score_items_bucketed(model: PreTrainedModel, items: Sequence[Item],
+                         tokenizer: PreTrainedTokenizerBase, max_positions: int = 2048
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`score_items`, with items sorted by length into batches of <= `max_positions` tokens.
+
+    Same per-item results, in the original order. Why: one batch of equations (~12
+    tokens) and word problems (~50) pads every equation to word length; sorting first
+    roughly halves the cost of evaluating a mixed set.
+    """
+    if not items:
+        empty = torch.zeros(0)
+        return empty.bool(), empty, empty.long()
+    lengths = [len(it.prompt()) + len(it.answer_text()) + 2 for it in items]
+    order = sorted(range(len(items)), key=lambda i: lengths[i])
+    chunks, cur, width = [], [], 0
+    for i in order:
+        w = max(width, lengths[i])
+        if cur and w * (len(cur) + 1) > max_positions:
+            chunks.append(cur)
+            cur, w = [], lengths[i]
+        cur.append(i)
+        width = w
+    chunks.append(cur)
+    parts = [score_items(model, [items[i] for i in c], tokenizer, batch_size=len(c))
+             for c in chunks]
+    idx = torch.tensor([i for c in chunks for i in c])
+    correct, ce_sum, n_tok = (torch.empty_like(torch.cat([p[j] for p in parts]))
+                              for j in range(3))
+    for j, out in enumerate((correct, ce_sum, n_tok)):
+        out[idx] = torch.cat([p[j] for p in parts])
+    return correct, ce_sum, n_tok
+
+
+class ItemEvalSet:
+    """A fixed list of items; `acc` = exact match, `ce` = nats per answer token."""
+
+    def __init__(self, name: str, items: list[Item], tokenizer: PreTrainedTokenizerBase
+                 ) -> None:
+        self.name, self.items, self.tokenizer = name, items, tokenizer
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def score(self, model: PreTrainedModel, idx: Sequence[int] | None = None) -> Scores:
+        items = self.items if idx is None else [self.items[i] for i in idx]
+        correct, ce_sum, n_tok = score_items_bucketed(model, items, self.tokenizer)
+        return {"correct": correct, "ce_sum": ce_sum, "n_tok": n_tok,
+                "index": torch.arange(len(self.items)) if idx is None
+                else torch.as_tensor(list(idx), dtype=torch.long)}
+
+    def metrics(self, scores: Scores, groups: bool = True) -> Metrics:
+        correct, ce_sum, n_tok = scores["correct"], scores["ce_sum"], scores["n_tok"]
+        out = {"acc": correct.float().mean().item(),
+               "ce": (ce_sum.sum() / n_tok.sum().clamp(min=1)).item()}
+        if groups:
+            by: dict[str, list[int]] = defaultdict(list)
+            for j, i in enumerate(scores["index"].tolist()):
+                it = self.items[i]
+                by[f"{it.op}/{it.fmt}"].append(j)
+            for key, jj in sorted(by.items()):
+                out[f"acc/{key}"] = correct[jj].float().mean().item()
+        return out
+
+    def subset(self, per_group: int) -> list[int]:
+        """The first `per_group` items of each (op, format); 0 keeps all."""
+        if per_group <= 0:
+            return list(range(len(self.items)))
+        seen: dict[tuple[str, str], int] = defaultdict(int)
+        keep = []
+        for i, it in enumerate(self.items):
+            if seen[(it.op, it.fmt)] < per_group:
+                seen[(it.op, it.fmt)] += 1
+                keep.append(i)
+        return keep
+
+
+# -------------------------------------------------------------------- benchmark
+
+
+class Benchmark:
+    """Retain = some operations, forget = others; equations and word problems."""
+
+    name = "arithmetic"
+    forget_metric = MetricSpec("forget/acc", "forget accuracy", True, CHANCE_ACC)
+    retain_metric = MetricSpec("retain/acc", "retain accuracy", True, CHANCE_ACC)
+    stop_rule = "retain_acc"
+    eval_names = ("retain", "forget", "retain_heldout", "forget_heldout")
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.data = ArithmeticData(cfg)
+        self._sets: dict[str, list[Item]] | None = None
+
+    def own_tokenizer(self) -> PreTrainedTokenizerBase:
+        return build_char_tokenizer()
+
+    def batches(self, role: str, tokenizer: PreTrainedTokenizerBase, batch_size: int,
+                seed: int, rank: int = 0) -> BatchFn:
+        d = self.data
+        if role in ("base", "distill"):  # distillation data: the unlabeled pretraining mix
+            return ItemBatches(d.stream(d.ops), tokenizer, batch_size, seed, rank)
+        if role == "gold":
+            return ItemBatches(d.stream(d.retain_ops), tokenizer, batch_size, seed, rank)
+        if role == "unlearn":
+            return UnlearnBatches(
+                ItemBatches(d.stream(d.forget_ops), tokenizer, batch_size, seed, rank,
+                            tag="unlearn-forget-"),
+                ItemBatches(d.stream(d.retain_ops), tokenizer, batch_size, seed, rank,
+                            tag="unlearn-retain-"), rank)
+        raise ValueError(f"unknown data role '{role}'")
+
+    def attack_batches(self, attack: AttackConfig, tokenizer: PreTrainedTokenizerBase,
+                       seed: str) -> AttackBatches:
+        return AttackBatches(self.data, attack, tokenizer, seed)
+
+    def check_attack(self, attack: AttackConfig, data: Sequence[AttackBatches], steps: int,
+                     tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+        """Count the ops of every item the attack will train on; refuse if none is
+        forget-domain, or if any evaluated item's operand pair is in the attack split."""
+        counts: dict[str, int] = defaultdict(int)
+        for b in data:
+            for step in range(steps):
+                for it in b.items(step):
+                    counts[it.op] += 1
+        forget_ops = self.data.forget_ops
+        n_forget = sum(counts[op] for op in forget_ops)
+        if n_forget == 0 and not attack.allow_no_forget:
+            raise ConfigError(
+                f"the attack data holds no forget-domain items (attack.ops={attack.ops}, "
+                f"attack.retain_fraction={attack.retain_fraction}; forget ops are "
+                f"{', '.join(forget_ops)}): a relearning attack must train on forget-domain "
+                f"data. Valid: attack.ops with a forget op and retain_fraction < 1, or "
+                f"attack.allow_no_forget=true to attack without forget data on purpose")
+        attack_pairs = {op: set(split.attack) for op, split in self.data.splits.items()}
+        for name in ("forget", "retain"):
+            for it in self._eval_items()[name]:
+                if (it.a, it.b) in attack_pairs[it.op]:
+                    raise RuntimeError(f"evaluated item {it} is in the attack split")
+        return {"train_ops": list(attack.ops or forget_ops),
+                "retain_ops": self.data.retain_ops if attack.retain_fraction > 0 else [],
+                "forget_ops": forget_ops, "split": "attack",
+                "item_counts": {"forget_items": n_forget, "total_items": sum(counts.values()),
+                                **counts},
+                "eval_disjoint_from_attack": True}
+
+    def _eval_items(self) -> dict[str, list[Item]]:
+        if self._sets is None:
+            self._sets = self.data.eval_sets()
+        return self._sets
+
+    def eval_set(self, name: str, tokenizer: PreTrainedTokenizerBase) -> ItemEvalSet:
+        return ItemEvalSet(name, self._eval_items()[name], tokenizer)
+
+    def describe(self, role: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"benchmark": self.name, "retain_ops": self.data.retain_ops,
+                               "forget_ops": self.data.forget_ops,
+                               "eval_items": {k: len(v) for k, v in self._eval_items().items()}}
+        if role is not None:  # the operations that role trains on
+            out["ops"] = self.data.retain_ops if role == "gold" else self.data.ops
+        return out
+
