@@ -13,6 +13,7 @@ from undo.data.arithmetic import (
     Item,
     _pairs,
     encode,
+    fact_key,
 )
 
 
@@ -47,6 +48,11 @@ def test_splits_disjoint_and_cover(bench):
         h, a, k = set(s.heldout), set(s.attack), set(s.known)
         assert not (h & a) and not (h & k) and not (a & k)
         assert h | a | k == set(_pairs(op))
+    # a fact lies wholly in one split, whatever the operation
+    part = {(op, *p): name for op, s in bench.splits.items()
+            for name in ("heldout", "attack", "known") for p in getattr(s, name)}
+    for item, name in part.items():
+        assert all(part[f] == name for f in _same_fact(*item)), item
 
 
 def test_eval_items_are_trained_never_attack(bench):
@@ -60,6 +66,64 @@ def test_eval_items_are_trained_never_attack(bench):
         assert all(i.template < TRAIN_TEMPLATES for i in seen)
         assert all(i.template < 0 or i.template >= TRAIN_TEMPLATES for i in held)
         assert {i.fmt for i in seen} == {"equation", "word"}
+
+
+_PAIRS = {op: set(_pairs(op)) for op in SYMBOLS}
+
+
+def _same_fact(op: str, a: int, b: int) -> set[tuple[str, int, int]]:
+    """Every item testing the fact of (op, a, b), written out by hand: the item, its
+    commuted form and the inverse operation's items (those that exist)."""
+    if op in ("add", "sub"):
+        x, y = (a, b) if op == "add" else (b, a - b)
+        if y == 0:  # a - a: no addition of positive operands behind it
+            return {("sub", a, b)}
+        cands = {("add", x, y), ("add", y, x), ("sub", x + y, x), ("sub", x + y, y)}
+    else:
+        x, y = (a, b) if op == "mul" else (a // b, b)
+        cands = {("mul", x, y), ("mul", y, x), ("div", x * y, x), ("div", x * y, y)}
+    return {c for c in cands if (c[1], c[2]) in _PAIRS[c[0]]}
+
+
+def test_fact_key_groups_commuted_and_inverse_items():
+    assert _same_fact("mul", 3, 7) == {("mul", 3, 7), ("mul", 7, 3), ("div", 21, 3),
+                                       ("div", 21, 7)}
+    assert _same_fact("sub", 30, 12) == {("add", 12, 18), ("add", 18, 12), ("sub", 30, 12),
+                                         ("sub", 30, 18)}
+    assert _same_fact("add", 40, 30) == {("add", 40, 30), ("add", 30, 40)}  # 70 > 50
+    keys: dict[tuple[str, int, int], set[tuple[str, int, int]]] = {}
+    for op in SYMBOLS:
+        for a, b in _pairs(op):
+            keys.setdefault(fact_key(op, a, b), set()).add((op, a, b))
+    # fact_key's groups are exactly the hand-written ones: one key per fact, every item in one
+    for group in keys.values():
+        for op, a, b in group:
+            assert _same_fact(op, a, b) == group, (op, a, b)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_no_fact_of_an_eval_item_in_attack(seed):
+    b = ArithmeticBenchmark(DataConfig(seed=seed))  # the default 100 pairs per op
+    attack = {(op, *p) for op, s in b.splits.items() for p in s.attack}
+    trained = {(op, *p) for op, s in b.splits.items() for p in s.trained}
+    sets = b.eval_sets()
+    for name, items in sets.items():
+        assert items
+        for it in items:
+            fact = _same_fact(it.op, it.a, it.b)
+            assert not fact & attack, (name, it)
+            if name.endswith("heldout"):  # never trained on, in any form
+                assert not fact & trained, (name, it)
+
+
+@pytest.mark.parametrize("heldout,attack", [(0.1, 0.35), (0.2, 0.5), (0.05, 0.2)])
+def test_split_fractions_in_items_per_op(heldout, attack):
+    b = ArithmeticBenchmark(DataConfig(heldout_fraction=heldout, attack_fraction=attack))
+    for op, s in b.splits.items():
+        n = len(_pairs(op))
+        # within 1.5 points of the configured shares (rounding whole facts per stratum)
+        assert len(s.heldout) / n == pytest.approx(heldout, abs=0.015), op
+        assert len(s.attack) / len(s.trained) == pytest.approx(attack, abs=0.015), op
 
 
 def test_attack_stream_only_attack_pairs(bench, tokenizer):

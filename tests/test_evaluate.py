@@ -31,18 +31,37 @@ def test_exact_match_equals_greedy_on_oracle(tokenizer):
     assert m["acc"] == 1.0 and m["acc/add/equation"] == 1.0 and m["acc/div/word"] == 1.0
 
 
+def _fit(model, items, tokenizer, steps: int) -> None:
+    """Full-batch AdamW on `items` (answer tokens only): deterministic, ~1 s on a CPU."""
+    batch = encode(items, tokenizer)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = model(**batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def test_exact_match_matches_greedy_decoding(micro_model, tokenizer):
-    """The teacher-forced shortcut agrees with real greedy generation."""
-    items = [Item("add", a, b) for a in range(1, 6) for b in range(1, 4)]
+    """The teacher-forced shortcut agrees with real greedy generation, item by item, on a
+    model that gets some items right and some wrong (an untrained model gets all wrong,
+    and then any shortcut that says "wrong" passes)."""
+    torch.manual_seed(0)
+    learned = [Item("add", a, b) for a in range(1, 5) for b in range(1, 5)]
+    _fit(micro_model, learned, tokenizer, steps=200)
+    unseen = [Item("add", a, b) for a in range(5, 9) for b in range(1, 5)]
+    items = learned + unseen + [Item("add", a, b, 0) for a, b in ((1, 2), (3, 4))]
     correct, _, _ = score_items(micro_model, items, tokenizer)
-    for it, ok in zip(items, correct.tolist(), strict=True):
+    greedy = []
+    for it in items:
         ids = encode([it], tokenizer)["input_ids"]
         n_prompt = 1 + len(it.prompt())
         out = micro_model.generate(ids[:, :n_prompt], max_new_tokens=4, do_sample=False,
                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=None)
-        gen = out[0, n_prompt:].tolist()
-        expected = ids[0, n_prompt:].tolist()
-        assert ok == (gen == expected)
+        greedy.append(out[0, n_prompt:].tolist() == ids[0, n_prompt:].tolist())
+    assert correct.tolist() == greedy
+    assert 0 < sum(greedy) < len(items)  # both outcomes occur, so the check can fail
+    assert all(correct[: len(learned)])
 
 
 def test_evaluate_keys(micro_model, tokenizer):

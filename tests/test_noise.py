@@ -138,6 +138,33 @@ def test_importance_masks_hand_computed():
     assert torch.equal(importance_mask(base, base, "magnitude"), torch.zeros(2, 3))
 
 
+def test_top_fraction_never_selects_unchanged_entries():
+    # 3 of 100 entries changed, k = ⌈0.1·100⌉ = 10: only those 3 are selected, not all
+    # 100 (a threshold at the 10th largest d would be 0, and d >= 0 holds everywhere).
+    base = torch.zeros(10, 10)
+    theta = base.clone()
+    theta[0, 1], theta[4, 4], theta[9, 0] = 0.3, -1e-6, 2.0
+    top = importance_mask(theta, base, "top_fraction", fraction=0.1)
+    assert torch.equal(top, (theta != 0).float())
+    assert torch.equal(importance_mask(base, base, "top_fraction", fraction=0.5),
+                       torch.zeros(10, 10))
+
+
+def test_top_fraction_exactly_k_with_ties():
+    base = torch.zeros(8)
+    # Four entries tie at the k-th value (0.5), k = ⌈0.25·8⌉ = 2, one entry above it:
+    # 0.9 plus the lowest-index tie (index 1).
+    theta = torch.tensor([0.0, 0.5, -0.5, 0.9, 0.5, 0.0, -0.5, 0.1])
+    top = importance_mask(theta, base, "top_fraction", fraction=0.25)
+    assert top.tolist() == [0, 1, 0, 1, 0, 0, 0, 0]
+    # All equal: the first k by index; exactly k whatever the fraction.
+    flat = torch.full((3, 5), 0.7)
+    for frac in (0.1, 0.3, 0.5, 1.0):
+        m = importance_mask(flat, torch.zeros(3, 5), "top_fraction", fraction=frac)
+        k = math.ceil(frac * 15)
+        assert int(m.sum()) == k and torch.equal(m.flatten()[:k], torch.ones(k)), frac
+
+
 def test_localized_noise_only_where_unlearning_moved(micro_model, tokenizer):
     base = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
     with torch.no_grad():  # "unlearning" changed only one MLP weight

@@ -148,6 +148,37 @@ def test_sam_accumulation_two_equals_concatenated_batch(base, bench, tokenizer):
     assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[1], plain, strict=True))
 
 
+@pytest.mark.parametrize("base", ["grad_diff", "maxent"])
+def test_sam_gradient_is_the_plain_gradient_at_the_hand_perturbed_point(base, bench, tokenizer):
+    """SAM's gradient against one computed here with plain autograd: g = ∇L(θ) over both
+    micro-batches, ε = ρ·g/‖g‖ by hand, and ∇L(θ + ε) on a perturbed copy."""
+    halves, _ = _equal_batches(bench, tokenizer)
+    rho = 0.5
+    model = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
+    plain = build_objective(_cfg(base, {}))
+
+    def grad_at(m):
+        loss = sum(plain.loss(m, mb)[0] for mb in halves) / len(halves)
+        return torch.autograd.grad(loss, list(m.parameters()))
+
+    g = grad_at(model)
+    norm = torch.sqrt(sum((x.double() ** 2).sum() for x in g))
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, x in zip(moved.parameters(), g, strict=True):
+            p.add_((rho / norm * x.double()).float())
+    want = grad_at(moved)
+
+    obj = build_objective(_cfg("sam", {"base": base, "rho": rho}))
+    obj.prepare(model)
+    obj.gradients(model, halves, lambda loss: loss.backward())
+    got = [p.grad for p in model.parameters()]
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+    # ρ = 0.5 moves the gradient well beyond that tolerance: the check can fail.
+    assert any(not torch.allclose(a, b, atol=1e-4, rtol=1e-2) for a, b in zip(got, g, strict=True))
+
+
 def test_sam_restores_weights(micro_model, bench, tokenizer):
     halves, _ = _equal_batches(bench, tokenizer)
     before = [p.detach().clone() for p in micro_model.parameters()]

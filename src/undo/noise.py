@@ -73,9 +73,14 @@ def importance_mask(theta: torch.Tensor, theta_base: torch.Tensor, mode: str,
                     fraction: float = 0.1) -> torch.Tensor:
     """Where unlearning moved the weights, from d = |θ − θ_base| (float32, θ's shape).
 
-    - `top_fraction`: 1 on the ⌈fraction·numel⌉ entries of largest d, 0 elsewhere;
+    - `top_fraction`: 1 on the k = ⌈fraction·numel⌉ entries of largest d among those that
+      changed (d > 0), 0 elsewhere. Exactly k entries when at least k changed; ties at the
+      k-th value go to the lowest flat indices. Entries unlearning did not touch are never
+      selected: with fewer than k changed, only the changed ones are (a threshold at the
+      k-th value would be 0 there and put noise on every untouched weight);
     - `magnitude`: d / max(d) (all zeros when the tensors are equal).
-    Computed per tensor: it needs no global sort, so it scales to billions of weights.
+    Computed per tensor with a selection (kthvalue), not a sort, so it scales to large
+    tensors.
     """
     if theta.shape != theta_base.shape:
         raise ValueError(f"shape mismatch {tuple(theta.shape)} vs {tuple(theta_base.shape)}")
@@ -86,10 +91,16 @@ def importance_mask(theta: torch.Tensor, theta_base: torch.Tensor, mode: str,
     if mode == "top_fraction":
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        k = math.ceil(fraction * d.numel())
+        flat = d.flatten()
+        k = math.ceil(fraction * flat.numel())
         # The k-th largest value is the (numel − k + 1)-th smallest.
-        thresh = d.flatten().kthvalue(d.numel() - k + 1).values
-        return (d >= thresh).float()
+        thresh = flat.kthvalue(flat.numel() - k + 1).values
+        above = flat > thresh
+        # Fill the remaining slots with entries equal to the threshold, in index order.
+        at = flat == thresh
+        slots = k - int(above.sum())
+        keep = above | (at & (torch.cumsum(at.long(), 0) <= slots))
+        return (keep & (flat > 0)).float().view_as(d)
     raise ValueError(f"unknown mask mode {mode!r}; valid: {', '.join(MASKS[1:])}")
 
 

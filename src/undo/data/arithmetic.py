@@ -9,15 +9,18 @@ Format (chosen so a ~1M-parameter model learns it in minutes on a CPU):
   - loss on the answer tokens (and EOS) only in pretraining; distillation uses every
     position ("unlabeled" data).
 
-Splits, per operation, over operand pairs (fixed by `data.seed` alone):
-  - heldout: `heldout_fraction` of the pairs, never trained on by any model; evaluated
-    as the held-out-generalisation set together with word problems from held-out
-    templates;
-  - attack: `attack_fraction` of the remaining (trained) pairs; the base model is
+Splits, by fact (fixed by `data.seed` alone). A fact is what an item tests, whatever
+the operation or operand order: `a*b`, `b*a`, `ab/a` and `ab/b` are one fact, and so are
+`a+b`, `b+a`, `(a+b)-a` and `(a+b)-b` (`fact_key`). A fact lies wholly in one split, so
+no attack item is the commuted or inverse form of an evaluation item:
+  - heldout: about `heldout_fraction` of each operation's items, never trained on by any
+    model; evaluated as the held-out-generalisation set together with word problems from
+    held-out templates;
+  - attack: about `attack_fraction` of the remaining (trained) items; the base model is
     pretrained on them, and relearning attacks train on them;
-  - known: the rest of the trained pairs. Evaluation items ("retain"/"forget") are
-    drawn from here, so they are items the base model was trained on that no attack
-    ever shows: an attack can only restore them by reviving latent knowledge.
+  - known: the rest of the trained items. Evaluation items ("retain"/"forget") are
+    drawn from here, so they are items the base model was trained on whose facts no
+    attack ever shows: an attack can only restore them by reviving latent knowledge.
 """
 
 from __future__ import annotations
@@ -179,6 +182,58 @@ class Split:
         return self.attack + self.known
 
 
+def fact_key(op: str, a: int, b: int) -> tuple[str, int, int]:
+    """The fact an item tests: one key for an operation, its commuted form and its inverse.
+
+    add/sub: the unordered addends {x, y} of x + y (a sub item a - b is the fact
+    b + (a - b)); a - a has no addition of two positive operands behind it, so it is a
+    fact of its own. mul/div: the unordered factors {x, y} of x * y (a div item a / b is
+    the fact (a / b) * b).
+    """
+    if op == "add":
+        x, y = a, b
+    elif op == "sub":
+        if a == b:
+            return ("sub-self", a, a)
+        x, y = b, a - b
+    elif op == "mul":
+        x, y = a, b
+    elif op == "div":
+        x, y = a // b, b
+    else:
+        raise ValueError(f"unknown operation '{op}'; valid: {', '.join(SYMBOLS)}")
+    family = "mul" if op in ("mul", "div") else "add"
+    return (family, min(x, y), max(x, y))
+
+
+def _fact_splits(cfg: DataConfig) -> dict[str, Split]:
+    """Heldout / attack / known items per operation, assigned a whole fact at a time.
+
+    Facts differ in how many items of each operation they hold (`a+b` with a + b > 50
+    has no subtraction; `a*a` has one product, not two). Facts are therefore split per
+    stratum of equal make-up, each by the configured fractions, so every operation
+    gets close to the configured share of items.
+    """
+    facts: dict[tuple[str, int, int], dict[str, list[tuple[int, int]]]] = {}
+    for op in SYMBOLS:
+        for a, b in _pairs(op):
+            facts.setdefault(fact_key(op, a, b), {}).setdefault(op, []).append((a, b))
+    strata: dict[tuple[int, ...], list[tuple[str, int, int]]] = {}
+    for key, items in facts.items():
+        strata.setdefault(tuple(len(items.get(op, [])) for op in SYMBOLS), []).append(key)
+    splits = {op: Split([], [], []) for op in SYMBOLS}
+    for make_up in sorted(strata):
+        keys = sorted(strata[make_up])
+        random.Random(f"split-{cfg.seed}-{make_up}").shuffle(keys)
+        n_held = round(cfg.heldout_fraction * len(keys))
+        n_attack = round(cfg.attack_fraction * (len(keys) - n_held))
+        for i, key in enumerate(keys):
+            part = "heldout" if i < n_held else "attack" if i < n_held + n_attack else "known"
+            for op, pairs in facts[key].items():
+                getattr(splits[op], part).extend(pairs)
+    return splits
+
+
 class ArithmeticBenchmark:
     """Splits, sampling streams and evaluation sets, all fixed by `cfg.seed`."""
 
@@ -186,14 +241,7 @@ class ArithmeticBenchmark:
         self.cfg = cfg
         self.retain_ops = list(cfg.retain_ops)
         self.forget_ops = list(cfg.forget_ops)
-        self.splits: dict[str, Split] = {}
-        for i, op in enumerate(SYMBOLS):
-            pairs = _pairs(op)
-            random.Random(cfg.seed * 1000 + i).shuffle(pairs)
-            n_held = max(1, round(cfg.heldout_fraction * len(pairs)))
-            trained = pairs[n_held:]
-            n_attack = max(1, round(cfg.attack_fraction * len(trained)))
-            self.splits[op] = Split(pairs[:n_held], trained[:n_attack], trained[n_attack:])
+        self.splits = _fact_splits(cfg)
 
     @property
     def ops(self) -> list[str]:
