@@ -7,7 +7,7 @@ import torch
 
 from undo.benchmarks.arithmetic import Config as DataConfig
 from undo.config import ModelConfig
-from undo.data.arithmetic import ArithmeticBenchmark
+from undo.data.arithmetic import ArithmeticData
 from undo.models import build_model
 from undo.tokenizers import build_char_tokenizer
 
@@ -23,7 +23,7 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def bench():
-    return ArithmeticBenchmark(DataConfig(eval_items_per_op=16))
+    return ArithmeticData(DataConfig(eval_items_per_op=16))
 
 
 @pytest.fixture

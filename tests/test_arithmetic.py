@@ -9,7 +9,7 @@ from undo.data.arithmetic import (
     SYMBOLS,
     TEMPLATES,
     TRAIN_TEMPLATES,
-    ArithmeticBenchmark,
+    ArithmeticData,
     Item,
     _pairs,
     encode,
@@ -103,7 +103,7 @@ def test_fact_key_groups_commuted_and_inverse_items():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_no_fact_of_an_eval_item_in_attack(seed):
-    b = ArithmeticBenchmark(DataConfig(seed=seed))  # the default 100 pairs per op
+    b = ArithmeticData(DataConfig(seed=seed))  # the default 100 pairs per op
     attack = {(op, *p) for op, s in b.splits.items() for p in s.attack}
     trained = {(op, *p) for op, s in b.splits.items() for p in s.trained}
     sets = b.eval_sets()
@@ -118,7 +118,7 @@ def test_no_fact_of_an_eval_item_in_attack(seed):
 
 @pytest.mark.parametrize("heldout,attack", [(0.1, 0.35), (0.2, 0.5), (0.05, 0.2)])
 def test_split_fractions_in_items_per_op(heldout, attack):
-    b = ArithmeticBenchmark(DataConfig(heldout_fraction=heldout, attack_fraction=attack))
+    b = ArithmeticData(DataConfig(heldout_fraction=heldout, attack_fraction=attack))
     for op, s in b.splits.items():
         n = len(_pairs(op))
         # within 1.5 points of the configured shares (rounding whole facts per stratum)
@@ -142,9 +142,9 @@ def test_gold_stream_has_no_forget_ops(bench):
 
 
 def test_generation_is_deterministic(tokenizer):
-    a = ArithmeticBenchmark(DataConfig(seed=3))
-    b = ArithmeticBenchmark(DataConfig(seed=3))
-    c = ArithmeticBenchmark(DataConfig(seed=4))
+    a = ArithmeticData(DataConfig(seed=3))
+    b = ArithmeticData(DataConfig(seed=3))
+    c = ArithmeticData(DataConfig(seed=4))
     assert a.splits == b.splits and a.eval_sets() == b.eval_sets()
     assert a.splits != c.splits
     ba = ItemBatches(a.stream(a.ops), tokenizer, 16, seed=1)
@@ -168,7 +168,7 @@ def test_encode_labels_only_answer_and_eos(tokenizer):
 
 
 def test_retain_share():
-    b = ArithmeticBenchmark(DataConfig())  # weights add, sub 1.5; mul, div 2
+    b = ArithmeticData(DataConfig())  # weights add, sub 1.5; mul, div 2
     assert b.retain_share() == pytest.approx(3 / 7)
-    even = ArithmeticBenchmark(DataConfig(op_weights={"add": 1, "sub": 1, "mul": 1, "div": 1}))
+    even = ArithmeticData(DataConfig(op_weights={"add": 1, "sub": 1, "mul": 1, "div": 1}))
     assert even.retain_share() == pytest.approx(1 / 2)

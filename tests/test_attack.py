@@ -92,7 +92,7 @@ def test_eval_items_never_in_the_attack_split(tmp_path, tokenizer):
     assert bench.check_attack(cfg.attack, data, 4, tokenizer)["eval_disjoint_from_attack"]
     a, b = bench.data.splits["mul"].attack[0]
     bench._eval_items()["forget"].append(Item("mul", a, b))  # a benchmark bug, simulated
-    with pytest.raises(RuntimeError, match="attack split"):
+    with pytest.raises(RuntimeError, match="of the attack split"):
         bench.check_attack(cfg.attack, data, 4, tokenizer)
 
 

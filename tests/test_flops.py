@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from undo.artifacts import read_json
+from undo.benchmarks.arithmetic import ItemBatches
 from undo.config import ModelConfig, OptimConfig, load_config
-from undo.data.arithmetic import ArithmeticBenchmark, Batches
+from undo.data.arithmetic import ArithmeticData
 from undo.distill import distill
 from undo.models import build_model, save_model
 from undo.objectives import OBJECTIVES
@@ -59,7 +60,7 @@ def test_hand_count_is_the_linear_layers_plus_head_plus_norms(tokenizer):
 
 def test_teacher_cache_build_flops(tokenizer, bench, tmp_path):
     teacher = build_model(ModelConfig(preset="micro", num_layers=3), tokenizer, seed=1)
-    batches = Batches(bench.stream(bench.ops), tokenizer, 16, seed=0)
+    batches = ItemBatches(bench.stream(bench.ops), tokenizer, 16, seed=0)
     cache = TeacherCache(tmp_path / "cache", teacher, batches, key={"t": 1}, chunk_steps=3)
     cache.fill(7)  # steps 0..6 need chunks 0, 1, 2: steps 0..8 are built
     assert cache.built_chunks == 3
@@ -70,7 +71,7 @@ def test_online_teacher_counted_by_the_training_loop(tokenizer, bench, tmp_path)
     # Teacher and student of different sizes, so 2·N_teacher cannot pass for 2·N_student.
     teacher = build_model(ModelConfig(preset="micro", num_layers=3), tokenizer, seed=1)
     student = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
-    batches = Batches(bench.stream(bench.ops), tokenizer, 8, seed=0)
+    batches = ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=0)
     cfg = OptimConfig(steps=3, batch_size=8, lr=1e-3, log_every=0, warmup_steps=0)
     r = train(student, OBJECTIVES.get("distill_kl")(copy.deepcopy(teacher)), batches, cfg,
               tmp_path / "run", progress=False)
@@ -88,8 +89,8 @@ def test_distill_summary_teacher_flops(tokenizer, tmp_path):
     s = read_json(distill(cfg, save_model(teacher, tokenizer, tmp_path / "teacher"),
                           init="noised", alpha=0.5, seed=0) / "summary.json")
     # The stage's data: its benchmark's trained items, batches seeded by the run's seed.
-    bench = ArithmeticBenchmark(cfg.data)
-    pos = positions(Batches(bench.stream(bench.ops), tokenizer, 8, seed=cfg.seed), range(3))
+    bench = ArithmeticData(cfg.data)
+    pos = positions(ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=cfg.seed), range(3))
     n = hand_n(teacher)  # the student is a noised copy: same shape
     assert s["positions"] == pos
     assert s["teacher_forward_flops"] == 2 * n * pos

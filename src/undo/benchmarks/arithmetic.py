@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..config import AttackConfig, ConfigError, _check
-from ..data.arithmetic import ArithmeticBenchmark as ArithmeticData
-from ..data.arithmetic import Item, ItemStream, encode
+from ..data.arithmetic import ArithmeticData, Item, ItemStream, encode, fact_key
 from ..tokenizers import build_char_tokenizer
 from .base import Batch, BatchFn, Metrics, MetricSpec, Scores
 
@@ -37,6 +36,10 @@ class Config:
     """`data:` of the embedded arithmetic benchmark (generated in code, seeded)."""
 
     benchmark: Literal["arithmetic"] = "arithmetic"
+    # How items are split into held-out / attack / evaluation: by fact (a*b, b*a, ab/a
+    # and ab/b together; likewise + and -). In the config, and so in every cache key,
+    # so that models trained on an earlier split scheme are never reused.
+    split: Literal["facts"] = "facts"
     # Operations: add, sub, mul, div (names, not symbols: `*` is special in YAML).
     retain_ops: list[str] = field(default_factory=lambda: ["add", "sub"])
     forget_ops: list[str] = field(default_factory=lambda: ["mul", "div"])
@@ -307,11 +310,14 @@ class Benchmark:
                 f"{', '.join(forget_ops)}): a relearning attack must train on forget-domain "
                 f"data. Valid: attack.ops with a forget op and retain_fraction < 1, or "
                 f"attack.allow_no_forget=true to attack without forget data on purpose")
-        attack_pairs = {op: set(split.attack) for op, split in self.data.splits.items()}
-        for name in ("forget", "retain"):
+        # Disjoint by fact: no evaluated item's fact (a*b, b*a, ab/a, ab/b; likewise for
+        # +/-) is ever trained on by an attack, in any of its forms.
+        attack_facts = {fact_key(op, a, b) for op, split in self.data.splits.items()
+                        for a, b in split.attack}
+        for name in self.eval_names:
             for it in self._eval_items()[name]:
-                if (it.a, it.b) in attack_pairs[it.op]:
-                    raise RuntimeError(f"evaluated item {it} is in the attack split")
+                if fact_key(it.op, it.a, it.b) in attack_facts:
+                    raise RuntimeError(f"evaluated item {it} is a fact of the attack split")
         return {"train_ops": list(attack.ops or forget_ops),
                 "retain_ops": self.data.retain_ops if attack.retain_fraction > 0 else [],
                 "forget_ops": forget_ops, "split": "attack",

@@ -234,7 +234,7 @@ def _fact_splits(cfg: DataConfig) -> dict[str, Split]:
     return splits
 
 
-class ArithmeticBenchmark:
+class ArithmeticData:
     """Splits, sampling streams and evaluation sets, all fixed by `cfg.seed`."""
 
     def __init__(self, cfg: DataConfig) -> None:
