@@ -172,8 +172,8 @@ def score_windows(model: PreTrainedModel, windows: torch.Tensor, max_positions: 
 class WindowEvalSet:
     """Fixed held-out windows; `ce` = nats per token, `acc` = top-1 next-token accuracy.
 
-    `sources[i]` is the source label of window i: with several sources, `metrics` also
-    gives `ce/<label>` and `acc/<label>` per source.
+    `sources[i]` is the short name of window i's source: with several sources, `metrics`
+    also gives `ce/<source>` and `acc/<source>` per source.
     """
 
     def __init__(self, name: str, windows: torch.Tensor, sources: list[str]) -> None:
@@ -195,11 +195,11 @@ class WindowEvalSet:
                     "acc": (scores["hits"][jj].sum() / n).item()}
 
         out = summary(slice(None))
-        labels = [self.sources[i] for i in scores["index"].tolist()]
+        names = [self.sources[i] for i in scores["index"].tolist()]
         if groups and len(set(self.sources)) > 1:
-            for label in sorted(set(labels)):
-                jj = torch.tensor([j for j, x in enumerate(labels) if x == label])
-                out.update({f"{k}/{label}": v for k, v in summary(jj).items()})
+            for source in sorted(set(names)):
+                jj = torch.tensor([j for j, x in enumerate(names) if x == source])
+                out.update({f"{k}/{source}": v for k, v in summary(jj).items()})
         return out
 
     def subset(self, per_group: int) -> list[int]:
@@ -369,19 +369,19 @@ class Benchmark:
         corpus, cap = self.corpora[name], self.cfg.eval_windows
         packed = self._pack(name, "eval", tokenizer)
         rows: list[torch.Tensor] = []
-        labels: list[str] = []
+        keys: list[str] = []
         for j in range(max(len(w) for w, _ in packed)):
-            for (w, _), label in zip(packed, corpus.labels, strict=True):
+            for (w, _), key in zip(packed, corpus.keys, strict=True):
                 if j < len(w) and len(rows) < cap:
                     rows.append(w[j])
-                    labels.append(label)
+                    keys.append(key)
         if not rows:
             raise ConfigError(
                 f"data.{name} is too small: its eval split has {corpus.counts()['eval']} "
                 f"documents, {sum(t for _, t in packed)} tokens, not one window of "
                 f"data.seq_len={self.cfg.seq_len}; valid: more documents, a larger "
                 f"data.eval_fraction or a smaller seq_len")
-        return WindowEvalSet(name, torch.stack(rows), labels)
+        return WindowEvalSet(name, torch.stack(rows), keys)
 
     def describe(self) -> dict[str, Any]:
         """Sources and documents per split; windows too when the tokenizer is ours."""

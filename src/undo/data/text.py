@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -145,6 +146,11 @@ class Corpus:
                  attack_fraction: float, only: str | None = None) -> None:
         self.role, self.sources = role, list(sources)
         self.labels = [s.label() for s in self.sources]
+        # Short unique names for per-source metrics (`ce/<key>`): the file or dataset name.
+        names = [Path(s.path).stem if s.path is not None
+                 else "_".join(filter(None, [s.dataset, s.name])).replace("/", "_")
+                 for s in self.sources]
+        self.keys = [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]
         self.weights = [s.weight for s in self.sources]
         self.docs: list[dict[str, list[str]]] = []  # per source: split -> documents
         for i, src in enumerate(self.sources):
@@ -174,14 +180,14 @@ def pack(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, seq_len: int
     if eos is None:
         raise ConfigError("the tokenizer has no EOS token; valid for data.benchmark=text: a "
                           "tokenizer with an EOS token (it separates packed documents)")
-    ids: list[int] = []
+    chunks = [np.zeros(0, dtype=np.int32)]  # int32: 4 bytes a token, not a Python int
     for i in range(0, len(texts), 1024):  # batched: fast tokenizers encode in parallel
         enc = tokenizer(list(texts[i : i + 1024]), add_special_tokens=False, verbose=False)
-        for row in enc["input_ids"]:
-            ids += row
-            ids.append(eos)
+        chunks.append(np.fromiter((t for row in enc["input_ids"] for t in (*row, eos)),
+                                  dtype=np.int32))
+    ids = torch.from_numpy(np.concatenate(chunks))
     n = len(ids) // seq_len
-    return torch.tensor(ids[: n * seq_len], dtype=torch.int32).view(n, seq_len), len(ids)
+    return ids[: n * seq_len].view(n, seq_len), len(ids)
 
 
 class Mixture:
