@@ -1,0 +1,403 @@
+"""Text corpora as a `Benchmark`: forget one corpus, keep another (data: `undo.data.text`).
+
+Sources are local JSONL / .txt files (or folders of them) or `datasets` ids. Documents
+are split by a hash of their text into train / eval / attack (disjoint, stable as a
+corpus grows); each split is packed into windows of `seq_len` tokens. Pretraining mixes
+forget and retain training windows; the attack trains on the forget corpus's attack
+split (or a separate `attack` corpus checked against the eval documents). Metrics are
+per-token: cross-entropy (nats/token, *the* metric, lower = more capability) and top-1
+next-token accuracy on held-out eval windows of each corpus.
+
+The tokenizer is the model's (`tokenizer: model`) or a byte-level BPE trained here on the
+training documents of forget and retain only (`tokenizer: bpe`, for preset models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..config import AttackConfig, ConfigError, _check
+from ..data.text import SUFFIXES, AttackBatches, Corpus, Mixture, WindowBatches, pack
+from ..tokenizers import train_bpe_tokenizer
+from .arithmetic import UnlearnBatches
+from .base import BatchFn, Metrics, MetricSpec, Scores
+
+
+@dataclass
+class Source:
+    """One corpus source: a local `path` or a `datasets` id (exactly one of them).
+
+    `path`: a .jsonl file (one JSON object per line, text in `field`), a .txt file (one
+    document per paragraph: blocks separated by blank lines) or a folder of such files
+    (its .jsonl and .txt files, not sub-folders, in name order).
+    `dataset`: `datasets.load_dataset(dataset, name, split=split, streaming=streaming,
+    data_files=data_files)`; a packaged builder reads local files (`dataset: json`,
+    `data_files: [corpus.jsonl]`). With `streaming`, the first `max_documents` records.
+    """
+
+    path: str | None = None
+    dataset: str | None = None
+    name: str | None = None  # the dataset's config (e.g. a language subset)
+    split: str = "train"
+    data_files: list[str] | None = None
+    streaming: bool = False
+    field: str = "text"
+    max_documents: int | None = None  # the first N non-empty documents; null: all
+    weight: float = 1.0  # share of this source in its corpus's batches (relative)
+
+    def label(self) -> str:
+        if self.path is not None:
+            return self.path
+        return f"{self.dataset}{'/' + self.name if self.name else ''}:{self.split}"
+
+    def validate(self, p: str) -> None:
+        _check((self.path is None) != (self.dataset is None), p,
+               {"path": self.path, "dataset": self.dataset}, "exactly one of path, dataset")
+        if self.path is not None:
+            path = Path(self.path)
+            _check(path.exists(), f"{p}.path", self.path, "an existing file or folder")
+            _check(path.is_dir() or path.suffix in SUFFIXES, f"{p}.path", self.path,
+                   "a .jsonl or .txt file, or a folder of them")
+            for k in ("name", "data_files"):
+                _check(getattr(self, k) is None, f"{p}.{k}", getattr(self, k),
+                       "null for a path source (it is a `dataset` option)")
+            _check(not self.streaming, f"{p}.streaming", self.streaming,
+                   "false for a path source (it is a `dataset` option)")
+        _check(bool(self.field), f"{p}.field", self.field, "a non-empty field name")
+        _check(self.max_documents is None or self.max_documents > 0, f"{p}.max_documents",
+               self.max_documents, "a positive integer or null")
+        _check(not self.streaming or self.max_documents is not None, f"{p}.max_documents",
+               self.max_documents, "a positive integer when streaming=true")
+        _check(self.weight > 0, f"{p}.weight", self.weight, "a positive number")
+
+
+@dataclass
+class Config:
+    """`data:` of the text benchmark: a forget and a retain corpus."""
+
+    benchmark: Literal["text"] = "text"
+    forget: list[Source] = field(default_factory=list)
+    retain: list[Source] = field(default_factory=list)
+    # Unlabeled distillation data, used whole; null: the base mix (forget + retain train).
+    distill: list[Source] | None = None
+    # The attack's forget-domain data, used whole; null: the forget corpus's attack split.
+    attack: list[Source] | None = None
+    seq_len: int = 128  # tokens per packed window (fits the tiny preset's 128 positions)
+    eval_fraction: float = 0.1  # share of documents held out for evaluation (by hash)
+    attack_fraction: float = 0.1  # share of documents reserved for attacks (by hash)
+    forget_weight: float = 0.5  # share of forget windows in the base pretraining mix
+    eval_windows: int = 256  # at most this many windows per evaluation set
+    tokenizer: Literal["model", "bpe"] = "bpe"
+    vocab_size: int = 4096  # of the BPE (tokenizer: bpe), special tokens included
+    seed: int = 0  # salts the document hash that decides the splits
+
+    def validate(self, p: str) -> None:
+        for k in ("forget", "retain"):
+            _check(bool(getattr(self, k)), f"{p}.{k}", getattr(self, k),
+                   "a non-empty list of sources ({path: ...} or {dataset: ...})")
+        for k in ("distill", "attack"):
+            v = getattr(self, k)
+            _check(v is None or bool(v), f"{p}.{k}", v, "null or a non-empty list of sources")
+        _check(self.seq_len > 1, f"{p}.seq_len", self.seq_len, "an integer > 1")
+        _check(0 < self.eval_fraction < 1, f"{p}.eval_fraction", self.eval_fraction,
+               "a number in (0, 1)")
+        _check(0 <= self.attack_fraction < 1 - self.eval_fraction, f"{p}.attack_fraction",
+               self.attack_fraction, f"a number in [0, 1 - eval_fraction = "
+               f"{1 - self.eval_fraction:g}) (the rest is training data)")
+        _check(self.attack_fraction > 0 or self.attack is not None, f"{p}.attack_fraction",
+               self.attack_fraction, f"a number > 0 unless {p}.attack names an attack corpus")
+        _check(0 <= self.forget_weight <= 1, f"{p}.forget_weight", self.forget_weight,
+               "a number in [0, 1]")
+        _check(self.eval_windows > 0, f"{p}.eval_windows", self.eval_windows,
+               "a positive integer")
+        _check(self.vocab_size >= 260, f"{p}.vocab_size", self.vocab_size,
+               "an integer >= 260 (256 bytes + 4 special tokens)")
+
+    def check_run(self, run: Any) -> None:
+        """Settings of other sections that must fit this benchmark."""
+        a = run.attack
+        _check(a.ops is None, "attack.ops", a.ops,
+               "null with data.benchmark=text (operations are arithmetic-only; the attack "
+               "trains on the forget corpus's attack split or data.attack)")
+        _check(a.word_fraction is None, "attack.word_fraction", a.word_fraction,
+               "null with data.benchmark=text (word problems are arithmetic-only)")
+        has_model = run.model.name_or_path is not None
+        _check(has_model or self.tokenizer == "bpe", "data.tokenizer", self.tokenizer,
+               "'bpe' with a preset model (a preset has no tokenizer), or set "
+               "model.name_or_path to use its tokenizer")
+        _check(not has_model or self.tokenizer == "model", "data.tokenizer", self.tokenizer,
+               f"'model' with model.name_or_path={run.model.name_or_path!r} (a locally "
+               f"trained BPE does not match the model's vocabulary)")
+        if not has_model:
+            from ..models import model_shape
+
+            positions = model_shape(run.model)["max_position_embeddings"]
+            _check(self.seq_len <= positions, "data.seq_len", self.seq_len,
+                   f"at most the model's max_position_embeddings ({positions})")
+
+
+# --------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def score_windows(model: PreTrainedModel, windows: torch.Tensor, max_positions: int = 4096
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per window: top-1 next-token hits, summed CE (nats) and predicted-token count."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    step = max(1, max_positions // windows.shape[1])
+    hits, ce_sum = [], []
+    for i in range(0, len(windows), step):
+        ids = windows[i : i + step].long().to(device)  # (B, T)
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, :-1]
+        target = ids[:, 1:]  # (B, T-1): position t predicts token t+1
+        ce = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
+        hits.append((logits.argmax(-1) == target).sum(1).cpu())
+        ce_sum.append(ce.sum(1).cpu())
+    model.train(was_training)
+    n = len(windows)
+    return (torch.cat(hits) if n else torch.zeros(0, dtype=torch.long),
+            torch.cat(ce_sum) if n else torch.zeros(0),
+            torch.full((n,), windows.shape[1] - 1, dtype=torch.long))
+
+
+class WindowEvalSet:
+    """Fixed held-out windows; `ce` = nats per token, `acc` = top-1 next-token accuracy.
+
+    `sources[i]` is the short name of window i's source: with several sources, `metrics`
+    also gives `ce/<source>` and `acc/<source>` per source.
+    """
+
+    def __init__(self, name: str, windows: torch.Tensor, sources: list[str]) -> None:
+        self.name, self.windows, self.sources = name, windows, sources
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def score(self, model: PreTrainedModel, idx: Sequence[int] | None = None) -> Scores:
+        index = (torch.arange(len(self.windows)) if idx is None
+                 else torch.as_tensor(list(idx), dtype=torch.long))
+        hits, ce_sum, n_tok = score_windows(model, self.windows[index])
+        return {"hits": hits, "ce_sum": ce_sum, "n_tok": n_tok, "index": index}
+
+    def metrics(self, scores: Scores, groups: bool = True) -> Metrics:
+        def summary(jj: torch.Tensor | slice) -> Metrics:
+            n = scores["n_tok"][jj].sum().clamp(min=1)
+            return {"ce": (scores["ce_sum"][jj].sum() / n).item(),
+                    "acc": (scores["hits"][jj].sum() / n).item()}
+
+        out = summary(slice(None))
+        names = [self.sources[i] for i in scores["index"].tolist()]
+        if groups and len(set(self.sources)) > 1:
+            for source in sorted(set(names)):
+                jj = torch.tensor([j for j, x in enumerate(names) if x == source])
+                out.update({f"{k}/{source}": v for k, v in summary(jj).items()})
+        return out
+
+    def subset(self, per_group: int) -> list[int]:
+        """The first `per_group` windows; 0 keeps all."""
+        n = len(self.windows)
+        return list(range(n if per_group <= 0 else min(per_group, n)))
+
+
+# -------------------------------------------------------------------- benchmark
+
+
+class Benchmark:
+    """Forget one corpus, keep another; evaluated by per-token CE on held-out windows."""
+
+    name = "text"
+    forget_metric = MetricSpec("forget/ce", "forget CE (nats/token)", False, None)
+    retain_metric = MetricSpec("retain/ce", "retain CE (nats/token)", False, None)
+    stop_rule = "retain_ce"
+    eval_names = ("retain", "forget")
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        hashing = dict(seed=cfg.seed, eval_fraction=cfg.eval_fraction,
+                       attack_fraction=cfg.attack_fraction)
+        self.corpora = {role: Corpus(role, getattr(cfg, role), **hashing)
+                        for role in ("forget", "retain")}
+        if cfg.distill is not None:  # a separate corpus is used whole, as training data
+            self.corpora["distill"] = Corpus("distill", cfg.distill, **hashing, only="train")
+        if cfg.attack is not None:
+            self.corpora["attack"] = Corpus("attack", cfg.attack, **hashing, only="attack")
+        self._check_corpora()
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        # (id(tokenizer), role, split) -> per source (windows, tokens); the tokenizers are
+        # kept alive in `_seen` so that no other object can take over their id.
+        self._packed: dict[tuple[int, str, str], list[tuple[torch.Tensor, int]]] = {}
+        self._seen: list[PreTrainedTokenizerBase] = []
+
+    def _check_corpora(self) -> None:
+        """Refuse corpora that cannot give honest splits, before any training."""
+        c, forget, retain = self.cfg, self.corpora["forget"], self.corpora["retain"]
+        if forget.ids() == retain.ids():
+            raise ConfigError(f"data.forget and data.retain hold the same "
+                              f"{len(forget.ids())} documents; valid: two different corpora")
+        needed = ["train", "eval"] + (["attack"] if c.attack_fraction > 0 else [])
+        for corpus in (forget, retain):
+            counts = corpus.counts()
+            if any(counts[s] == 0 for s in needed):
+                raise ConfigError(
+                    f"data.{corpus.role} ({', '.join(corpus.labels)}) is too small for the "
+                    f"splits: {counts} documents with data.eval_fraction={c.eval_fraction}, "
+                    f"data.attack_fraction={c.attack_fraction}; valid: at least one document "
+                    f"in each of {', '.join(needed)} (add documents or raise the fractions)")
+        evaluated = forget.ids("eval") | retain.ids("eval")
+        for role in ("distill", "attack"):
+            if role in self.corpora:
+                n = len(self.corpora[role].ids() & evaluated)
+                if n:
+                    raise ConfigError(
+                        f"data.{role}: {n} of its documents are also evaluation documents of "
+                        f"data.forget or data.retain; valid: a {role} corpus without the "
+                        f"evaluated documents (remove them from it)")
+
+    # ------------------------------------------------------------------ data
+
+    def own_tokenizer(self) -> PreTrainedTokenizerBase | None:
+        """None (the model's tokenizer) or the BPE of the forget + retain training docs."""
+        if self.cfg.tokenizer == "model":
+            return None
+        if self._tokenizer is None:
+            texts = self.corpora["forget"].texts("train") + self.corpora["retain"].texts("train")
+            self._tokenizer = train_bpe_tokenizer(texts, self.cfg.vocab_size)
+        return self._tokenizer
+
+    def _pack(self, role: str, split: str, tokenizer: PreTrainedTokenizerBase
+              ) -> list[tuple[torch.Tensor, int]]:
+        key = (id(tokenizer), role, split)
+        if key not in self._packed:
+            if all(t is not tokenizer for t in self._seen):
+                self._seen.append(tokenizer)
+            self._packed[key] = [pack(per[split], tokenizer, self.cfg.seq_len)
+                                 for per in self.corpora[role].docs]
+        return self._packed[key]
+
+    def _mixture(self, role: str, split: str, tokenizer: PreTrainedTokenizerBase,
+                 share: float = 1.0) -> list[tuple[torch.Tensor, float]]:
+        """Every source's windows, weighted by `share` x its weight in the corpus."""
+        corpus = self.corpora[role]
+        total = sum(corpus.weights)
+        packed = self._pack(role, split, tokenizer)
+        for i, (windows, tokens) in enumerate(packed):
+            if len(windows) == 0:
+                raise ConfigError(
+                    f"data.{role}[{i}] ({corpus.labels[i]}) is too small: its {split} split "
+                    f"has {len(corpus.docs[i][split])} documents, {tokens} tokens, not one "
+                    f"window of data.seq_len={self.cfg.seq_len}; valid: more documents or a "
+                    f"smaller seq_len")
+        return [(w, share * x / total) for (w, _), x in zip(packed, corpus.weights, strict=True)]
+
+    def batches(self, role: str, tokenizer: PreTrainedTokenizerBase, batch_size: int,
+                seed: int, rank: int = 0) -> BatchFn:
+        def stream(parts: list[tuple[torch.Tensor, float]], tag: str) -> WindowBatches:
+            return WindowBatches(Mixture(parts), batch_size, seed, rank, tag)
+
+        fw = self.cfg.forget_weight
+        if role == "gold":
+            return stream(self._mixture("retain", "train", tokenizer), "gold-")
+        if role == "unlearn":
+            return UnlearnBatches(
+                stream(self._mixture("forget", "train", tokenizer), "unlearn-forget-"),
+                stream(self._mixture("retain", "train", tokenizer), "unlearn-retain-"), rank)
+        if role == "distill" and "distill" in self.corpora:
+            return stream(self._mixture("distill", "train", tokenizer), "distill-")
+        if role in ("base", "distill"):
+            return stream(self._mixture("forget", "train", tokenizer, fw)
+                          + self._mixture("retain", "train", tokenizer, 1 - fw), f"{role}-")
+        raise ValueError(f"unknown data role '{role}'")
+
+    def _attack_role(self) -> str:
+        return "attack" if "attack" in self.corpora else "forget"
+
+    def attack_batches(self, attack: AttackConfig, tokenizer: PreTrainedTokenizerBase,
+                       seed: str) -> AttackBatches:
+        forget = Mixture(self._mixture(self._attack_role(), "attack", tokenizer))
+        retain = (Mixture(self._mixture("retain", "attack", tokenizer))
+                  if attack.retain_fraction > 0 else None)
+        n_retain = round(attack.batch_size * attack.retain_fraction)
+        return AttackBatches(forget, retain, attack.batch_size - n_retain, n_retain, seed)
+
+    def check_attack(self, attack: AttackConfig, data: Sequence[AttackBatches], steps: int,
+                     tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+        """Refuse an attack without forget-domain windows or with evaluated documents;
+        describe its data (sources, split sizes, windows it trains on) for relearn.json."""
+        n_forget = sum(b.n_forget for b in data) * steps
+        n_retain = sum(b.n_retain for b in data) * steps
+        if n_forget == 0 and not attack.allow_no_forget:
+            raise ConfigError(
+                f"the attack data holds no forget-domain windows (attack.retain_fraction="
+                f"{attack.retain_fraction}, attack.batch_size={attack.batch_size}): a "
+                f"relearning attack must train on forget-domain data. Valid: retain_fraction "
+                f"< 1, or attack.allow_no_forget=true to attack without forget data on purpose")
+        role = self._attack_role()
+        roles = [role] + (["retain"] if attack.retain_fraction > 0 else [])
+        evaluated = self.corpora["forget"].ids("eval") | self.corpora["retain"].ids("eval")
+        overlap = sum(len(self.corpora[r].ids("attack") & evaluated) for r in roles)
+        if overlap:
+            raise ConfigError(f"{overlap} attack documents are also evaluation documents; "
+                              f"valid: attack data disjoint from the evaluated documents")
+
+        def sizes(r: str) -> dict[str, int]:
+            packed = self._pack(r, "attack", tokenizer)
+            return {"documents": self.corpora[r].counts()["attack"],
+                    "windows": sum(len(w) for w, _ in packed),
+                    "tokens": sum(t for _, t in packed)}
+
+        return {"forget_sources": self.corpora[role].labels,
+                "retain_sources": self.corpora["retain"].labels if len(roles) > 1 else [],
+                "split": "attack" if role == "forget" else "data.attack (whole corpus)",
+                "split_sizes": {r: sizes(r) for r in roles},
+                "window_counts": {"forget_windows": n_forget, "retain_windows": n_retain,
+                                  "total_windows": n_forget + n_retain},
+                "eval_disjoint_from_attack": True}
+
+    # ------------------------------------------------------------ evaluation
+
+    def eval_set(self, name: str, tokenizer: PreTrainedTokenizerBase) -> WindowEvalSet:
+        """The first `eval_windows` eval windows of corpus `name`, sources interleaved."""
+        corpus, cap = self.corpora[name], self.cfg.eval_windows
+        packed = self._pack(name, "eval", tokenizer)
+        rows: list[torch.Tensor] = []
+        keys: list[str] = []
+        for j in range(max(len(w) for w, _ in packed)):
+            for (w, _), key in zip(packed, corpus.keys, strict=True):
+                if j < len(w) and len(rows) < cap:
+                    rows.append(w[j])
+                    keys.append(key)
+        if not rows:
+            raise ConfigError(
+                f"data.{name} is too small: its eval split has {corpus.counts()['eval']} "
+                f"documents, {sum(t for _, t in packed)} tokens, not one window of "
+                f"data.seq_len={self.cfg.seq_len}; valid: more documents, a larger "
+                f"data.eval_fraction or a smaller seq_len")
+        return WindowEvalSet(name, torch.stack(rows), keys)
+
+    def describe(self) -> dict[str, Any]:
+        """Sources and documents per split; windows too when the tokenizer is ours."""
+        c = self.cfg
+        out: dict[str, Any] = {"benchmark": self.name, "tokenizer": c.tokenizer,
+                               "seq_len": c.seq_len, "corpora": {}}
+        tok = self.own_tokenizer()
+        for role, corpus in self.corpora.items():
+            d: dict[str, Any] = {"sources": corpus.labels,
+                                 "documents": {s: n for s, n in corpus.counts().items() if n}}
+            if tok is not None:
+                d["windows"] = {s: sum(len(w) for w, _ in self._pack(role, s, tok))
+                                for s in d["documents"]}
+            out["corpora"][role] = d
+        if tok is not None:
+            out["vocab_size"] = len(tok)
+        out["shared_forget_retain_documents"] = len(
+            self.corpora["forget"].ids() & self.corpora["retain"].ids())
+        return out
