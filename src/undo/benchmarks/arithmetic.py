@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..config import AttackConfig, ConfigError, _check
 from ..data.arithmetic import ArithmeticData, Item, ItemStream, encode, fact_key
 from ..tokenizers import build_char_tokenizer
-from .base import Batch, BatchFn, Metrics, MetricSpec, Scores
+from .base import Batch, BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches
 
 CHANCE_ACC = 1e-3  # a 3-digit answer guessed uniformly
 
@@ -106,18 +106,6 @@ class ItemBatches:
     def __call__(self, step: int, micro: int = 0) -> Batch:
         rng = random.Random(f"{self.tag}{self.seed}-{self.rank}-{step}-{micro}")
         return encode(self.stream.sample(rng, self.batch_size), self.tokenizer)
-
-
-class UnlearnBatches:
-    """`{"forget": ..., "retain": ..., "noise_seed": int}`: independent streams of the
-    base model's training items; `noise_seed` seeds stochastic objectives (RepNoise)."""
-
-    def __init__(self, forget: ItemBatches, retain: ItemBatches, rank: int) -> None:
-        self.forget, self.retain, self.rank = forget, retain, rank
-
-    def __call__(self, step: int, micro: int = 0) -> Batch:
-        return {"forget": self.forget(step, micro), "retain": self.retain(step, micro),
-                "noise_seed": (step * 1009 + micro) * 101 + self.rank}
 
 
 class AttackBatches:

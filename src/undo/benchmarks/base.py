@@ -58,6 +58,18 @@ class MetricSpec:
         return a > b if self.higher_is_better else a < b
 
 
+class UnlearnBatches:
+    """`{"forget": ..., "retain": ..., "noise_seed": int}`: independent streams of the
+    base model's training items; `noise_seed` seeds stochastic objectives (RepNoise)."""
+
+    def __init__(self, forget: BatchFn, retain: BatchFn, rank: int) -> None:
+        self.forget, self.retain, self.rank = forget, retain, rank
+
+    def __call__(self, step: int, micro: int = 0) -> Batch:
+        return {"forget": self.forget(step, micro), "retain": self.retain(step, micro),
+                "noise_seed": (step * 1009 + micro) * 101 + self.rank}
+
+
 class EvalSet(Protocol):
     """A fixed, held-out evaluation set: score once, summarise any subset."""
 

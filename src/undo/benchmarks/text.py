@@ -26,13 +26,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..config import AttackConfig, ConfigError, _check
 from ..data.text import SUFFIXES, AttackBatches, Corpus, Mixture, WindowBatches, pack
 from ..tokenizers import train_bpe_tokenizer
-from .arithmetic import UnlearnBatches
-from .base import BatchFn, Metrics, MetricSpec, Scores
+from .base import BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches
 
 
 @dataclass
 class Source:
-    """One corpus source: a local `path` or a `datasets` id (exactly one of them).
+    """One corpus source: a local `path`, a `datasets` id or a `shipped` corpus (exactly one).
 
     `path`: a .jsonl file (one JSON object per line, text in `field`), a .txt file (one
     document per paragraph: blocks separated by blank lines) or a folder of such files
@@ -40,10 +39,13 @@ class Source:
     `dataset`: `datasets.load_dataset(dataset, name, split=split, streaming=streaming,
     data_files=data_files)`; a packaged builder reads local files (`dataset: json`,
     `data_files: [corpus.jsonl]`). With `streaming`, the first `max_documents` records.
+    `shipped`: real text an installed package carries (`undo.data.shipped`: python-docs,
+    python-source, korean-law, korean-bills).
     """
 
     path: str | None = None
     dataset: str | None = None
+    shipped: str | None = None
     name: str | None = None  # the dataset's config (e.g. a language subset)
     split: str = "train"
     data_files: list[str] | None = None
@@ -55,11 +57,18 @@ class Source:
     def label(self) -> str:
         if self.path is not None:
             return self.path
+        if self.shipped is not None:
+            return f"shipped:{self.shipped}"
         return f"{self.dataset}{'/' + self.name if self.name else ''}:{self.split}"
 
     def validate(self, p: str) -> None:
-        _check((self.path is None) != (self.dataset is None), p,
-               {"path": self.path, "dataset": self.dataset}, "exactly one of path, dataset")
+        given = {k: v for k, v in (("path", self.path), ("dataset", self.dataset),
+                                   ("shipped", self.shipped)) if v is not None}
+        _check(len(given) == 1, p, given, "exactly one of path, dataset, shipped")
+        if self.shipped is not None:
+            from ..data.shipped import SHIPPED
+
+            _check(self.shipped in SHIPPED, f"{p}.shipped", self.shipped, ", ".join(SHIPPED))
         if self.path is not None:
             path = Path(self.path)
             _check(path.exists(), f"{p}.path", self.path, "an existing file or folder")

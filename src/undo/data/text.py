@@ -127,7 +127,12 @@ def _read_dataset(src: Source, key: str) -> list[str]:
 
 def read_source(src: Source, key: str) -> list[str]:
     """The non-empty documents of one source, in order, at most `max_documents`."""
-    docs = _read_path(src, key) if src.path is not None else _read_dataset(src, key)
+    if src.shipped is not None:
+        from .shipped import shipped_documents
+
+        docs = shipped_documents(src.shipped, key)
+    else:
+        docs = _read_path(src, key) if src.path is not None else _read_dataset(src, key)
     docs = docs[: src.max_documents] if src.max_documents is not None else docs
     if not docs:
         raise ConfigError(f"config key '{key}': {src.label()} holds no documents; valid: a "
