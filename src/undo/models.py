@@ -26,6 +26,11 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+try:  # transformers >= 5; older versions always dequantize GGUF weights
+    from transformers import GgufConfig
+except ImportError:
+    GgufConfig = None
+
 from .architectures import family_of
 from .config import ConfigError, ModelConfig, to_dict
 
@@ -49,6 +54,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Weight files `from_pretrained` reads (single or sharded, safetensors or pickle).
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
+_GGUF_HINT = " (GGUF files need the gguf package: pip install 'gguf>=0.10')"
 
 
 def resolve_dtype(name: str, device: str | torch.device | None = None) -> torch.dtype:
@@ -127,8 +133,15 @@ def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int)
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(cfg.dtype))
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        _checkpointing(model)
     return model
+
+
+def _checkpointing(model: PreTrainedModel) -> None:
+    """Recompute activations in backward (transformers 5 renamed the switch; 4.x has only
+    the old name)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    (enable or model.gradient_checkpointing_enable)()
 
 
 def reinit_like(model: PreTrainedModel, seed: int) -> PreTrainedModel:
@@ -153,7 +166,7 @@ def load_tokenizer(path: str | Path, **kwargs: Any) -> PreTrainedTokenizerBase:
     Pad = EOS when it has no pad token (padding positions are masked anyway)."""
     try:
         tok = AutoTokenizer.from_pretrained(str(path), **kwargs)
-    except (OSError, ValueError, TypeError) as e:
+    except (OSError, ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"cannot load a tokenizer from '{path}': {e}") from None
     if tok.pad_token is None:
         if tok.eos_token is None:
@@ -171,15 +184,21 @@ def load_pretrained(cfg: ModelConfig, device: str | torch.device = "cpu"
     supported family (`undo.architectures`), a weight file is there. A GGUF file is
     dequantized (to `cfg.dtype`), so the model trains and saves as safetensors.
     """
-    src, kwargs = _source(cfg)
     config = pretrained_config(cfg)
-    dtype = resolve_dtype(cfg.dtype, device)
+    src, kwargs = _source(cfg)
+    load_kwargs: dict[str, Any] = {}
+    if cfg.gguf_file is not None and GgufConfig is not None:
+        # Without it transformers 5 may keep the weights packed in GGUF blocks (when a
+        # kernel is installed): not trainable and not savable as safetensors.
+        load_kwargs["quantization_config"] = GgufConfig(dequantize=True)
     try:
-        model = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=dtype, **kwargs)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load the causal LM '{_shown(cfg)}': {e}") from None
+        model = AutoModelForCausalLM.from_pretrained(
+            src, config=config, dtype=resolve_dtype(cfg.dtype, device), **kwargs, **load_kwargs)
+    except (OSError, ValueError, ImportError) as e:
+        hint = _GGUF_HINT if cfg.gguf_file else ""
+        raise ConfigError(f"cannot load the causal LM '{_shown(cfg)}': {e}{hint}") from None
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        _checkpointing(model)
     return model.to(device), load_tokenizer(src, **kwargs)
 
 
@@ -189,9 +208,10 @@ def pretrained_config(cfg: ModelConfig) -> PretrainedConfig:
     shown = _shown(cfg)
     try:
         config = AutoConfig.from_pretrained(src, **kwargs)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, ImportError) as e:
+        hint = _GGUF_HINT if cfg.gguf_file else ""
         raise ConfigError(f"config key 'model.name_or_path': cannot read the model config of "
-                          f"{shown!r}: {e}") from None
+                          f"{shown!r}: {e}{hint}") from None
     model_type = str(getattr(config, "model_type", ""))
     causal = {c for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
               for c in ((v,) if isinstance(v, str) else v)}
