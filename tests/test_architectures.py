@@ -192,3 +192,12 @@ def test_matmul_params_matches_an_independent_count(saved, name):
 def test_unknown_family_names_it_and_the_supported_ones():
     with pytest.raises(ConfigError, match=r"'opt'.*Supported families: gemma2, gpt2, gpt_neox"):
         family_of("opt")
+
+
+def test_rmu_param_override_and_its_error(saved):
+    model = _load(saved, "gpt2")
+    assert RMU(1.0, RMUArgs(param="mlp.c_fc")).trained_names(model) == [
+        "transformer.h.0.mlp.c_fc.weight", "transformer.h.1.mlp.c_fc.weight"]
+    with pytest.raises(ConfigError, match="param': got 'mlp.down_proj'.*no parameter "
+                                          "transformer.h.0.mlp.down_proj.weight"):
+        RMU(1.0, RMUArgs(param="mlp.down_proj")).trained_names(model)

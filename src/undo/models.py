@@ -272,7 +272,10 @@ def _is_local(name: str) -> bool:
 
 
 def _shown(cfg: ModelConfig) -> str:
-    return cfg.name_or_path if cfg.gguf_file is None else f"{cfg.name_or_path or ''}:{cfg.gguf_file}"
+    """The model as error messages name it."""
+    if cfg.gguf_file is None:
+        return str(cfg.name_or_path)
+    return f"{cfg.name_or_path or ''}:{cfg.gguf_file}"
 
 
 def vocab_check(teacher: PreTrainedTokenizerBase, student: PreTrainedTokenizerBase) -> None:

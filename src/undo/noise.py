@@ -6,11 +6,11 @@
 "Distillation Robustifies Unlearning", arXiv 2506.06278.) N is a fresh Xavier-uniform
 draw, U(±√(6 / (fan_in + fan_out))) (Glorot & Bengio 2010), for every 2-D weight (linear
 layers, embeddings, an untied output head); 1-D weights (norm scales, biases) get N = 0
-and are only shrunk. The bound is symmetric in the two fans, so GPT-2's `Conv1D` weights,
-stored transposed as (in, out), get the same bound as the equivalent Linear (out, in);
-a tied output head is the embedding's tensor and is noised once. I is an importance mask (all ones for the paper's global noise; the
-*localized* variant builds it from |θ_unlearned − θ_base| so the noise lands where
-unlearning changed the weights).
+and are only shrunk. The bound is symmetric in the two fans, so GPT-2's `Conv1D`
+weights, stored transposed as (in, out), get the same bound as the equivalent Linear
+(out, in); a tied output head is the embedding's tensor and is noised once. I is an
+importance mask (all ones for the paper's global noise; the *localized* variant builds it
+from |θ_unlearned − θ_base| so the noise lands where unlearning changed the weights).
 
 Every random number comes from an explicit `torch.Generator` on the CPU, drawn in
 `named_parameters()` order, so the noise depends only on the seed and the selection,

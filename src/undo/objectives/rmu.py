@@ -111,7 +111,8 @@ class RMU:
         params = dict(model.named_parameters())
         missing = [x for x in names if x not in params]
         _check(not missing, "unlearn.method_args.param", self.args.param,
-               f"a module name under each decoder layer (no parameter {missing[0] if missing else ''})")
+               "null (the MLP output projection) or a module name under each decoder layer "
+               f"(no parameter {missing[0] if missing else ''})")
         return names
 
     def prepare(self, model: torch.nn.Module) -> None:
