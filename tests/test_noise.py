@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from undo.architectures import FAMILIES
 from undo.config import ConfigError, ModelConfig, NoiseConfig
 from undo.models import build_model
 from undo.noise import (
@@ -15,6 +16,8 @@ from undo.noise import (
     xavier_bound,
     xavier_uniform,
 )
+
+LLAMA, GPT2 = FAMILIES["llama"], FAMILIES["gpt2"]
 
 
 @pytest.fixture(autouse=True)
@@ -114,18 +117,30 @@ def test_restrict_to_groups_and_layers(micro_model):
     rep = apply_noise(micro_model, 0.5, 0.5, _gen(), targets=["mlp"], layers=[1])
     for k, v in micro_model.named_parameters():
         changed = not torch.equal(v, before[k])
-        assert changed == (param_group(k) == "mlp" and layer_index(k) == 1), k
+        assert changed == (param_group(k, LLAMA) == "mlp" and layer_index(k, LLAMA) == 1), k
     assert 0 < rep.fraction_touched < 0.5 and set(rep.touched_by_group) == {"mlp"}
 
 
 def test_param_groups_of_llama_names():
-    assert param_group("model.layers.0.self_attn.q_proj.weight") == "attention"
-    assert param_group("model.layers.0.post_attention_layernorm.weight") == "norms"
-    assert param_group("model.layers.3.mlp.down_proj.weight") == "mlp"
-    assert param_group("model.embed_tokens.weight") == "embeddings"
-    assert param_group("lm_head.weight") == "embeddings"
-    assert layer_index("model.layers.12.mlp.up_proj.weight") == 12
-    assert layer_index("model.norm.weight") is None
+    assert param_group("model.layers.0.self_attn.q_proj.weight", LLAMA) == "attention"
+    assert param_group("model.layers.0.post_attention_layernorm.weight", LLAMA) == "norms"
+    assert param_group("model.layers.3.mlp.down_proj.weight", LLAMA) == "mlp"
+    assert param_group("model.embed_tokens.weight", LLAMA) == "embeddings"
+    assert param_group("lm_head.weight", LLAMA) == "embeddings"
+    assert param_group("model.norm.weight", LLAMA) == "norms"
+    assert layer_index("model.layers.12.mlp.up_proj.weight", LLAMA) == 12
+    assert layer_index("model.norm.weight", LLAMA) is None
+
+
+def test_param_groups_of_gpt2_names():
+    """GPT-2 names its attention and MLP output projections both `c_proj`: the block
+    child (attn / mlp) decides; `wpe` (learned positions) is an embedding."""
+    assert param_group("transformer.h.0.attn.c_proj.weight", GPT2) == "attention"
+    assert param_group("transformer.h.0.mlp.c_proj.weight", GPT2) == "mlp"
+    assert param_group("transformer.h.0.ln_2.bias", GPT2) == "norms"
+    assert param_group("transformer.wpe.weight", GPT2) == "embeddings"
+    assert param_group("transformer.ln_f.weight", GPT2) == "norms"
+    assert layer_index("transformer.h.7.mlp.c_fc.bias", GPT2) == 7
 
 
 def test_importance_masks_hand_computed():

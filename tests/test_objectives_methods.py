@@ -115,6 +115,21 @@ def test_rmu_forget_gradient_reaches_the_steered_layer(micro_model, unlearn_batc
         assert g is not None and float(g.abs().sum()) > 0
 
 
+def test_rmu_gradients_same_under_gradient_checkpointing(tokenizer, unlearn_batches):
+    """The layer hooks stop the forward early; recomputing blocks in backward (gradient
+    checkpointing) must still give the same gradients."""
+    grads = []
+    for checkpointing in (False, True):
+        model = build_model(ModelConfig(preset="micro", gradient_checkpointing=checkpointing),
+                            tokenizer, seed=0).train()
+        obj = build_objective(_cfg("rmu", {"layer": 1, "train_layers": [0, 1]}))
+        obj.prepare(model)
+        obj.loss(model, unlearn_batches(0, 0))[0].backward()
+        grads.append([model.get_decoder().layers[i].mlp.down_proj.weight.grad for i in (0, 1)])
+    assert all(torch.allclose(a, b, atol=1e-6) and a.abs().sum() > 0
+               for a, b in zip(*grads, strict=True))
+
+
 def _equal_batches(bench, tokenizer):
     """Two equation-only unlearning micro-batches and their concatenation. Every item
     has 4 labelled tokens, so per-batch means average to the big batch's mean."""

@@ -2,8 +2,9 @@
 
 Convention (Kaplan et al. 2020): a forward pass costs 2·N FLOPs per token and a training
 step (forward + backward) 6·N, where N counts the parameters that take part in matrix
-multiplies: every weight except the input-embedding lookup, plus the output head (which
-with tied embeddings is the embedding matrix used once as a matmul). The attention-score
+multiplies: every weight except the embedding lookups (token and learned position
+tables), plus the output head (which with tied embeddings is the embedding matrix used
+once as a matmul). The attention-score
 term (∝ sequence length) is left out; at our sequence lengths it is < 5% of the total.
 FLOPs count every position processed, padding included (it is computed); `tokens`
 counts non-padding tokens.
@@ -13,24 +14,18 @@ from __future__ import annotations
 
 import torch
 
+from .architectures import embedding_modules, head_is_tied, output_head
+
 
 def matmul_params(model: torch.nn.Module) -> int:
-    """N in the 2N / 6N rule: all parameters minus the embedding lookup, plus the head."""
+    """N in the 2N / 6N rule: all parameters minus the embedding lookups (token and, where
+    learned, position tables; found by `undo.architectures`), plus a tied output head."""
     total = sum(p.numel() for p in model.parameters())
-    get_in = getattr(model, "get_input_embeddings", None)
-    get_out = getattr(model, "get_output_embeddings", None)
-    emb = get_in() if get_in else None
-    head = get_out() if get_out else None
-    n = total
-    if emb is not None:
-        n -= emb.weight.numel()
-    if head is not None:
-        # Tied: the head's weight is the embedding's (counted once in `total`, removed
-        # above), so add it back as the output matmul. Untied: it is already in `total`.
-        tied = emb is not None and head.weight is emb.weight
-        if tied:
-            n += head.weight.numel()
-    return n
+    lookups = sum(m.weight.numel() for m in embedding_modules(model))
+    # Tied: the head's weight is the token embedding's (counted once in `total`, removed
+    # with the lookups), so add it back as the output matmul. Untied: already in `total`.
+    head = output_head(model).weight.numel() if head_is_tied(model) else 0
+    return total - lookups + head
 
 
 def forward_flops(n_params: int, positions: int) -> float:

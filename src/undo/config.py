@@ -44,11 +44,20 @@ def _default_data() -> Any:
 
 @dataclass
 class ModelConfig:
-    """Which network. `preset` builds one from config; `name_or_path` loads any HF causal LM."""
+    """Which network. `preset` builds one from config; `name_or_path` loads any HF causal LM
+    of a family in `undo.architectures.FAMILIES` (a hub id or a local folder, or with
+    `gguf_file` a GGUF file, dequantized so that it trains and saves as safetensors)."""
 
-    preset: str = "tiny"  # tiny | gemma2-0.1b | gemma2-0.3b | llama-tiny-wide (see models.PRESETS)
+    preset: str = "tiny"  # tiny | micro | gemma2-0.1b | gemma2-0.3b (see models.PRESETS)
     name_or_path: str | None = None  # HF hub id or local folder; overrides `preset` when set
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # A GGUF file: a name inside `name_or_path`, or a path to the file (then
+    # `name_or_path` may stay null).
+    gguf_file: str | None = None
+    revision: str | None = None  # hub branch, tag or commit of `name_or_path`
+    trust_remote_code: bool = False  # run a hub model's own code (only when set)
+    # auto: float32 on CPU, bfloat16 on a CUDA device that supports it (else float32).
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    gradient_checkpointing: bool = False  # recompute activations in backward (less memory)
     # Optional shape overrides on top of the preset (None keeps the preset's value).
     hidden_size: int | None = None
     num_layers: int | None = None
@@ -61,6 +70,9 @@ class ModelConfig:
                      "max_position_embeddings"):
             v = getattr(self, name)
             _check(v is None or v > 0, f"{p}.{name}", v, "a positive integer or null")
+        for name in ("revision", "trust_remote_code"):
+            _check(self.name_or_path is not None or getattr(self, name) in (None, False),
+                   f"{p}.{name}", getattr(self, name), "only with model.name_or_path set")
 
 
 @dataclass

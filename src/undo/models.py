@@ -2,6 +2,9 @@
 
 Presets are real `transformers` architectures built from config, so every checkpoint is
 a `save_pretrained` folder with safetensors that `AutoModelForCausalLM` loads.
+`load_pretrained` loads a user's model (hub id, local folder or GGUF file) after
+checking, before any weights are read, that it is a causal LM of a family
+`undo.architectures` knows and that its weights exist: a mistake is one `ConfigError`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     Gemma2Config,
@@ -20,8 +24,15 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from .config import ConfigError, ModelConfig
+try:  # transformers >= 5; older versions always dequantize GGUF weights
+    from transformers import GgufConfig
+except ImportError:
+    GgufConfig = None
+
+from .architectures import family_of
+from .config import ConfigError, ModelConfig, to_dict
 
 # name -> (architecture, shape). The Gemma-2 shapes are the paper's reduced models.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -41,6 +52,40 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Weight files `from_pretrained` reads (single or sharded, safetensors or pickle).
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
+_GGUF_HINT = " (GGUF files need the gguf package: pip install 'gguf>=0.10')"
+
+
+def resolve_dtype(name: str, device: str | torch.device | None = None) -> torch.dtype:
+    """`model.dtype` as a torch dtype; "auto" is bfloat16 on a CUDA device that supports
+    it and float32 otherwise (CPU bf16 matmuls are slow and fp16 needs loss scaling).
+    `device` None: CUDA if available."""
+    if name != "auto":
+        return DTYPES[name]
+    dev = torch.device(device if device is not None else
+                       "cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def model_key(cfg: ModelConfig) -> dict[str, Any]:
+    """What a model stage's cache key holds: the settings that change the weights.
+
+    Loading options at their defaults are left out (so keys made before they existed stay
+    valid) and gradient checkpointing always is (it changes memory, not results); a
+    preset adds its resolved shape, so a preset edited between versions is not reused.
+    """
+    key = to_dict(cfg)
+    key.pop("gradient_checkpointing")
+    for name, default in (("gguf_file", None), ("revision", None),
+                          ("trust_remote_code", False)):
+        if key[name] == default:
+            key.pop(name)
+    if cfg.name_or_path is None and cfg.gguf_file is None:
+        key["shape"] = model_shape(cfg)
+    return key
 
 
 def model_shape(cfg: ModelConfig) -> dict[str, Any]:
@@ -86,8 +131,17 @@ def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int)
     config = hf_config(cfg, tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[cfg.dtype])
+        model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(cfg.dtype))
+    if cfg.gradient_checkpointing:
+        _checkpointing(model)
     return model
+
+
+def _checkpointing(model: PreTrainedModel) -> None:
+    """Recompute activations in backward (transformers 5 renamed the switch; 4.x has only
+    the old name)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    (enable or model.gradient_checkpointing_enable)()
 
 
 def reinit_like(model: PreTrainedModel, seed: int) -> PreTrainedModel:
@@ -99,21 +153,141 @@ def reinit_like(model: PreTrainedModel, seed: int) -> PreTrainedModel:
 
 
 def load_model(path: str | Path, dtype: str | None = None) -> PreTrainedModel:
-    kwargs = {"dtype": DTYPES[dtype]} if dtype else {}
+    """A model folder written by a stage (`save_model`)."""
+    kwargs = {"dtype": resolve_dtype(dtype)} if dtype else {}
     try:
         return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load a causal LM from '{path}': {e}") from None
 
 
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+def load_tokenizer(path: str | Path, **kwargs: Any) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model folder (or hub id; `kwargs` go to `from_pretrained`).
+    Pad = EOS when it has no pad token (padding positions are masked anyway)."""
     try:
-        tok = AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError) as e:
+        tok = AutoTokenizer.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"cannot load a tokenizer from '{path}': {e}") from None
-    if tok.pad_token is None:  # many HF LMs ship without one; padding is masked anyway
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ConfigError(f"the tokenizer of '{path}' has neither a pad nor an EOS token; "
+                              "undo needs one to pad batches")
         tok.pad_token = tok.eos_token
     return tok
+
+
+def load_pretrained(cfg: ModelConfig, device: str | torch.device = "cpu"
+                    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """`cfg.name_or_path` (hub id or local folder) or `cfg.gguf_file`, and its tokenizer.
+
+    Checked before weights are read: the folder exists, its config is a causal LM of a
+    supported family (`undo.architectures`), a weight file is there. A GGUF file is
+    dequantized (to `cfg.dtype`), so the model trains and saves as safetensors.
+    """
+    config = pretrained_config(cfg)
+    src, kwargs = _source(cfg)
+    load_kwargs: dict[str, Any] = {}
+    if cfg.gguf_file is not None and GgufConfig is not None:
+        # Without it transformers 5 may keep the weights packed in GGUF blocks (when a
+        # kernel is installed): not trainable and not savable as safetensors.
+        load_kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            src, config=config, dtype=resolve_dtype(cfg.dtype, device), **kwargs, **load_kwargs)
+    except (OSError, ValueError, ImportError) as e:
+        hint = _GGUF_HINT if cfg.gguf_file else ""
+        raise ConfigError(f"cannot load the causal LM '{_shown(cfg)}': {e}{hint}") from None
+    if cfg.gradient_checkpointing:
+        _checkpointing(model)
+    return model.to(device), load_tokenizer(src, **kwargs)
+
+
+def pretrained_config(cfg: ModelConfig) -> PretrainedConfig:
+    """The HF config of `cfg`'s model, checked to be a loadable causal LM of a known family."""
+    src, kwargs = _source(cfg)
+    shown = _shown(cfg)
+    try:
+        config = AutoConfig.from_pretrained(src, **kwargs)
+    except (OSError, ValueError, KeyError, ImportError) as e:
+        hint = _GGUF_HINT if cfg.gguf_file else ""
+        raise ConfigError(f"config key 'model.name_or_path': cannot read the model config of "
+                          f"{shown!r}: {e}{hint}") from None
+    model_type = str(getattr(config, "model_type", ""))
+    causal = {c for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+              for c in ((v,) if isinstance(v, str) else v)}
+    archs = list(getattr(config, "architectures", None) or [])
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (
+            archs and not any(a in causal for a in archs)):
+        what = f"architectures {archs}" if archs else f"model_type {model_type!r}"
+        raise ConfigError(f"config key 'model.name_or_path': {shown!r} is not a causal "
+                          f"language model ({what}); valid: a model AutoModelForCausalLM "
+                          "loads, e.g. a *ForCausalLM")
+    family_of(model_type)
+    if cfg.gguf_file is None and Path(src).is_dir() and not any(
+            f for g in WEIGHT_GLOBS for f in Path(src).glob(g)):
+        raise ConfigError(f"config key 'model.name_or_path': {shown!r} has no weights "
+                          f"({' or '.join(WEIGHT_GLOBS)}); valid: a folder written by "
+                          "save_pretrained, or set model.gguf_file")
+    return config
+
+
+def _source(cfg: ModelConfig) -> tuple[str, dict[str, Any]]:
+    """(what `from_pretrained` gets, its keyword arguments) for `cfg`; path errors here."""
+    kwargs: dict[str, Any] = {}
+    if cfg.revision is not None:
+        kwargs["revision"] = cfg.revision
+    if cfg.trust_remote_code:  # only when asked: it runs the repository's code
+        kwargs["trust_remote_code"] = True
+    src = cfg.name_or_path
+    if cfg.gguf_file is not None:
+        gguf = Path(cfg.gguf_file).expanduser()
+        if src is None:
+            if not gguf.is_file():
+                raise ConfigError(f"config key 'model.gguf_file': got {cfg.gguf_file!r}; "
+                                  "valid: an existing .gguf file (or a file name inside "
+                                  "model.name_or_path)")
+            src, gguf = str(gguf.parent), Path(gguf.name)
+        elif _is_local(src) and not (Path(src).expanduser() / gguf).is_file():
+            raise ConfigError(f"config key 'model.gguf_file': no file {cfg.gguf_file!r} in "
+                              f"{src!r}; valid: the name of a .gguf file in that folder")
+        kwargs["gguf_file"] = str(gguf)
+    if src is None:
+        raise ConfigError("config key 'model.name_or_path': got None; valid: a Hugging Face "
+                          "hub id or local folder of a causal LM, or set model.gguf_file "
+                          "(presets are built, not loaded)")
+    if _is_local(src):
+        path = Path(src).expanduser()
+        if not path.is_dir():
+            hint = "; for a GGUF file set model.gguf_file" if path.suffix == ".gguf" else ""
+            raise ConfigError(f"config key 'model.name_or_path': got {src!r}, which is not an "
+                              f"existing folder; valid: a local model folder or a hub id{hint}")
+        src = str(path)
+    return src, kwargs
+
+
+def _is_local(name: str) -> bool:
+    """A path rather than a hub id ("org/name" has at most one slash and no prefix)."""
+    return (Path(name).expanduser().exists() or name.startswith(("/", ".", "~"))
+            or name.count("/") > 1)
+
+
+def _shown(cfg: ModelConfig) -> str:
+    """The model as error messages name it."""
+    if cfg.gguf_file is None:
+        return str(cfg.name_or_path)
+    return f"{cfg.name_or_path or ''}:{cfg.gguf_file}"
+
+
+def vocab_check(teacher: PreTrainedTokenizerBase, student: PreTrainedTokenizerBase) -> None:
+    """Distillation matches the two models' next-token distributions id by id, so their
+    tokenizers must map the same tokens to the same ids (same size, same map)."""
+    if len(teacher) != len(student) or teacher.get_vocab() != student.get_vocab():
+        diff = sorted(set(teacher.get_vocab().items()) ^ set(student.get_vocab().items()))
+        raise ConfigError(
+            f"teacher tokenizer '{teacher.name_or_path}' ({len(teacher)} tokens) and student "
+            f"tokenizer '{student.name_or_path}' ({len(student)} tokens) differ (e.g. "
+            f"{diff[:3]}); valid: a student with the teacher's vocabulary (same family and "
+            "tokenizer)")
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None,

@@ -6,9 +6,11 @@
 "Distillation Robustifies Unlearning", arXiv 2506.06278.) N is a fresh Xavier-uniform
 draw, U(±√(6 / (fan_in + fan_out))) (Glorot & Bengio 2010), for every 2-D weight (linear
 layers, embeddings, an untied output head); 1-D weights (norm scales, biases) get N = 0
-and are only shrunk. I is an importance mask (all ones for the paper's global noise; the
-*localized* variant builds it from |θ_unlearned − θ_base| so the noise lands where
-unlearning changed the weights).
+and are only shrunk. The bound is symmetric in the two fans, so GPT-2's `Conv1D`
+weights, stored transposed as (in, out), get the same bound as the equivalent Linear
+(out, in); a tied output head is the embedding's tensor and is noised once. I is an
+importance mask (all ones for the paper's global noise; the *localized* variant builds it
+from |θ_unlearned − θ_base| so the noise lands where unlearning changed the weights).
 
 Every random number comes from an explicit `torch.Generator` on the CPU, drawn in
 `named_parameters()` order, so the noise depends only on the seed and the selection,
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,11 +29,11 @@ from typing import Any
 
 import torch
 
+from .architectures import Family, classify, family
 from .config import ConfigError, NoiseConfig
 
 GROUPS = ("attention", "mlp", "embeddings", "norms", "other")
 MASKS = ("none", "top_fraction", "magnitude")
-_LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
 
 
 # ------------------------------------------------------------------- pure functions
@@ -104,28 +105,19 @@ def importance_mask(theta: torch.Tensor, theta_base: torch.Tensor, mode: str,
     raise ValueError(f"unknown mask mode {mode!r}; valid: {', '.join(MASKS[1:])}")
 
 
-def param_group(name: str) -> str:
-    """attention | mlp | embeddings | norms | other, from a parameter's name.
+def param_group(name: str, fam: Family) -> str:
+    """attention | mlp | embeddings | norms | other: parameter `name`'s group in `fam`.
 
-    Norms first: `post_attention_layernorm` is a norm, not attention. The output head
-    counts as an embedding (it is one when tied).
+    The output head counts as an embedding (it is one when tied; `noise.targets:
+    embeddings` includes an untied head).
     """
-    n = name.lower()
-    if "norm" in n or re.search(r"(^|\.)ln_?\w*\.", n):
-        return "norms"
-    if "embed" in n or "lm_head" in n or re.search(r"(^|\.)(wte|wpe)\.", n):
-        return "embeddings"
-    if "attn" in n or "attention" in n:
-        return "attention"
-    if "mlp" in n or "feed_forward" in n or "ffn" in n:
-        return "mlp"
-    return "other"
+    group, _ = classify(fam, name)
+    return "embeddings" if group == "head" else group
 
 
-def layer_index(name: str) -> int | None:
-    """The transformer block a parameter belongs to (`model.layers.3.…` -> 3), else None."""
-    m = _LAYER.search(name)
-    return int(m.group(1)) if m else None
+def layer_index(name: str, fam: Family) -> int | None:
+    """The decoder block a parameter belongs to (`model.layers.3.…` -> 3), else None."""
+    return classify(fam, name)[1]
 
 
 def _check_alpha_beta(alpha: float, beta: float) -> None:
@@ -164,16 +156,19 @@ def select_parameters(model: torch.nn.Module, targets: Sequence[str] = GROUPS,
     """Parameters whose group is in `targets` and, if `layers` is set, whose block is in it.
 
     With `layers` set, parameters outside every block (embeddings, final norm) are left
-    out. `named_parameters()` lists a tied tensor once, so it is noised once.
+    out. `named_parameters()` lists a tied tensor once (a tied head under the embedding's
+    name), so it is noised once. Names are classified by the model's family
+    (`undo.architectures`); an unsupported family is a ConfigError.
     """
     bad = [t for t in targets if t not in GROUPS]
     if bad:
         raise ConfigError(f"config key 'noise.targets': got {bad}; valid: {', '.join(GROUPS)}")
+    fam = family(model)
     keep = []
     for name, p in model.named_parameters():
-        if param_group(name) not in targets:
+        if param_group(name, fam) not in targets:
             continue
-        if layers is not None and layer_index(name) not in set(layers):
+        if layers is not None and layer_index(name, fam) not in set(layers):
             continue
         keep.append((name, p))
     return keep
@@ -197,6 +192,7 @@ def apply_noise(model: torch.nn.Module, alpha: float, beta: float, generator: to
     all_params = list(model.parameters())
     norm_before = _global_norm(all_params)
     selected = select_parameters(model, targets, layers)
+    fam = family(model)
     touched = perturbed = 0
     noise_sq = 0.0
     by_group: dict[str, int] = {}
@@ -214,7 +210,7 @@ def apply_noise(model: torch.nn.Module, alpha: float, beta: float, generator: to
             perturbed += p.numel()
         p.copy_(shrink_perturb(p, alpha, beta, noise, importance))
         touched += p.numel()
-        g = param_group(name)
+        g = param_group(name, fam)
         by_group[g] = by_group.get(g, 0) + p.numel()
     total = sum(p.numel() for p in all_params)
     return NoiseReport(

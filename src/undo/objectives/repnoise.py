@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..architectures import blocks
 from ..config import UnlearnConfig, _check
 from . import OBJECTIVES
 from .unlearning import Batch, build_base, layer_outputs, parse_args
@@ -96,7 +97,7 @@ class RepNoise:
 
     def noise_term(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         f = batch["forget"]
-        n_layers = model.config.num_hidden_layers
+        n_layers = len(blocks(model))
         layers = self.args.layers if self.args.layers is not None else list(range(n_layers))
         g = torch.Generator().manual_seed(self.args.seed * 1_000_003 + int(batch.get("noise_seed", 0)))
         total = torch.zeros((), device=f["input_ids"].device)

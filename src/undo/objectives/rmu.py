@@ -13,7 +13,8 @@ the public code of Lee et al. 2025 for the synthetic settings.
 
 Layer indices are explicit and 0-based: `layer` is the decoder layer whose *output*
 is steered (hidden_states[layer + 1] in HF's `output_hidden_states` numbering), and
-`train_layers` lists decoder layers whose down-projection is trained. The public code
+`train_layers` lists decoder layers whose MLP output projection is trained (found by
+`undo.architectures`, so any supported family works). The public code
 takes `hidden_states[layer]`, the output of layer `layer − 1`, so the last listed layer
 gets no gradient (an off-by-one). Here a train layer after `layer` would likewise get
 no gradient, so it is rejected with a ConfigError instead of being silently inert.
@@ -26,9 +27,10 @@ from typing import Literal
 
 import torch
 
+from ..architectures import blocks, family, mlp_out_names
 from ..config import UnlearnConfig, _check
 from . import OBJECTIVES
-from .unlearning import Batch, Reference, decoder_layers, layer_output, masked_mean, parse_args
+from .unlearning import Batch, Reference, layer_output, masked_mean, parse_args
 
 
 def control_vector(dim: int, coef: float, dist: Literal["uniform", "gaussian"],
@@ -66,7 +68,9 @@ class RMUArgs:
     # layers (the tiny default has 2); deeper models usually steer a middle layer.
     layer: int = 1
     train_layers: list[int] = field(default_factory=lambda: [0, 1])
-    param: str = "mlp.down_proj"  # module (under each train layer) whose weights train
+    # Module (under each train layer) whose weights train; null: the family's MLP output
+    # projection (Llama's mlp.down_proj, GPT-2's mlp.c_proj, GPT-NeoX's mlp.dense_4h_to_h).
+    param: str | None = None
     steering_coef: float = 20.0  # c
     u_dist: Literal["uniform", "gaussian"] = "uniform"
     u_seed: int = 0
@@ -97,16 +101,18 @@ class RMU:
         return cls(cfg.retain_weight, parse_args(cfg.method_args, RMUArgs, "rmu"))
 
     def trained_names(self, model: torch.nn.Module) -> list[str]:
-        n = len(decoder_layers(model))
+        n = len(blocks(model))
         _check(self.args.layer < n, "unlearn.method_args.layer", self.args.layer,
                f"a decoder layer index in [0, {n - 1}] for this model")
-        dec_prefix = next(name for name, mod in model.named_modules()
-                          if mod is decoder_layers(model))
-        names = [f"{dec_prefix}.{i}.{self.args.param}.weight" for i in self.args.train_layers]
+        if self.args.param is None:
+            return mlp_out_names(model, self.args.train_layers)
+        prefix = family(model).blocks
+        names = [f"{prefix}.{i}.{self.args.param}.weight" for i in self.args.train_layers]
         params = dict(model.named_parameters())
         missing = [x for x in names if x not in params]
         _check(not missing, "unlearn.method_args.param", self.args.param,
-               f"a module name under each decoder layer (no parameter {missing[0] if missing else ''})")
+               "null (the MLP output projection) or a module name under each decoder layer "
+               f"(no parameter {missing[0] if missing else ''})")
         return names
 
     def prepare(self, model: torch.nn.Module) -> None:

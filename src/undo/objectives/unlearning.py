@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 import torch
 import torch.nn.functional as F
 
+from ..architectures import blocks
 from ..compute import forward_flops, matmul_params
 from ..config import ConfigError, UnlearnConfig, from_dict
 from . import OBJECTIVES
@@ -97,25 +98,16 @@ class _Stop(Exception):
     """Raised by a capture hook: nothing after the last needed layer is computed."""
 
 
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The decoder blocks of an HF causal LM (`model.model.layers` for Llama/Gemma-2)."""
-    dec = model.get_decoder() if hasattr(model, "get_decoder") else model
-    layers = getattr(dec, "layers", None)
-    if layers is None:
-        raise ConfigError(f"cannot find decoder layers in {type(model).__name__}")
-    return layers
-
-
 def layer_outputs(model: torch.nn.Module, enc: Batch, layers: list[int]) -> list[torch.Tensor]:
     """Outputs of the given 0-based decoder layers, each (B, T, d), in the order given.
 
     Forward hooks capture them; the forward stops right after the deepest one, so
     nothing downstream is computed. Indices are checked against the model.
     """
-    blocks = decoder_layers(model)
+    decoder = blocks(model)
     for i in layers:
-        if not 0 <= i < len(blocks):
-            raise ConfigError(f"layer index {i} is out of range; valid: 0..{len(blocks) - 1} "
+        if not 0 <= i < len(decoder):
+            raise ConfigError(f"layer index {i} is out of range; valid: 0..{len(decoder) - 1} "
                               "for this model")
     captured: dict[int, torch.Tensor] = {}
     last = max(layers)
@@ -128,7 +120,7 @@ def layer_outputs(model: torch.nn.Module, enc: Batch, layers: list[int]) -> list
 
         return hook
 
-    handles = [blocks[i].register_forward_hook(make_hook(i)) for i in set(layers)]
+    handles = [decoder[i].register_forward_hook(make_hook(i)) for i in set(layers)]
     try:
         model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
     except _Stop:
@@ -173,7 +165,7 @@ class Reference:
         """Output of decoder layer `layer`; the forward stops there, so it costs about
         (layer + 1) / n_layers of a full one (the output head is not run)."""
         model = self.on_device(enc["input_ids"].device)
-        share = (layer + 1) / len(decoder_layers(model))
+        share = (layer + 1) / len(blocks(model))
         self.flops += share * forward_flops(self.n_params, enc["input_ids"].numel())
         return layer_output(model, enc, layer)
 
