@@ -73,6 +73,14 @@ class ModelConfig:
         for name in ("revision", "trust_remote_code"):
             _check(self.name_or_path is not None or getattr(self, name) in (None, False),
                    f"{p}.{name}", getattr(self, name), "only with model.name_or_path set")
+        if not self.is_pretrained():  # the preset exists and the shape is consistent
+            from .models import model_shape
+
+            model_shape(self)
+
+    def is_pretrained(self) -> bool:
+        """A model is loaded (hub id, folder or GGUF file), not built from a preset."""
+        return self.name_or_path is not None or self.gguf_file is not None
 
 
 @dataclass

@@ -35,7 +35,14 @@ from .benchmarks import build_benchmark
 from .compute import compute_fractions, forward_flops, matmul_params, train_flops
 from .config import ConfigError, DistillConfig, RunConfig, to_dict
 from .evaluate import evaluate
-from .models import count_params, load_model, load_tokenizer, reinit_like, save_model
+from .models import (
+    count_params,
+    load_model,
+    load_tokenizer,
+    reinit_like,
+    save_model,
+    vocab_check,
+)
 from .noise import noised_copy
 from .objectives.distill_kl import DistillKL
 from .stages import finish, is_done, reset, run_dir, stage_dir
@@ -162,7 +169,8 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
     bench = build_benchmark(cfg.data)
     tokenizer = load_tokenizer(teacher_path)
     teacher = load_model(teacher_path)
-    student, noise_report = _make_student(teacher, init_id, init, seed, cfg, base_path)
+    student, noise_report = _make_student(teacher, teacher_path, init_id, init, seed, cfg,
+                                          base_path)
     acc = make_accelerator(cfg.device)
     teacher.to(acc.device)
     teacher_metrics = evaluate(teacher, bench, tokenizer)
@@ -241,8 +249,9 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
     return d
 
 
-def _make_student(teacher: torch.nn.Module, init_id: dict[str, Any], init: str, seed: int,
-                  cfg: RunConfig, base_path: Path | None) -> tuple[torch.nn.Module, Any]:
+def _make_student(teacher: torch.nn.Module, teacher_path: Path, init_id: dict[str, Any],
+                  init: str, seed: int, cfg: RunConfig, base_path: Path | None
+                  ) -> tuple[torch.nn.Module, Any]:
     report = None
     if init_id["kind"] == "noised":
         base = load_model(base_path) if base_path is not None else None
@@ -251,7 +260,10 @@ def _make_student(teacher: torch.nn.Module, init_id: dict[str, Any], init: str, 
     elif init_id["kind"] == "random":
         student = reinit_like(teacher, seed)
     else:
-        student = load_model(model_folder(init, "--init"))
+        init_path = model_folder(init, "--init")
+        # Distillation matches distributions id by id: the tokenizers must agree.
+        vocab_check(load_tokenizer(teacher_path), load_tokenizer(init_path))
+        student = load_model(init_path)
     v_s = student.get_output_embeddings().weight.size(0)
     v_t = teacher.get_output_embeddings().weight.size(0)
     if v_s != v_t:

@@ -315,25 +315,15 @@ def stage_tokenizer(cfg: ModelConfig, bench: Any) -> PreTrainedTokenizerBase:
     own = bench.own_tokenizer()
     if own is not None:
         return own
-    if not cfg.name_or_path:
-        raise ConfigError("config key 'model.name_or_path': got null; valid: a Hugging Face "
-                          "model id or folder, since the benchmark uses the model's tokenizer")
-    return load_tokenizer(cfg.name_or_path)
+    src, kwargs = _source(cfg)  # a ConfigError when no model is named
+    return load_tokenizer(src, **kwargs)
 
 
 def new_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
     """A randomly initialised model: the preset's shape, or `name_or_path`'s architecture."""
-    if not cfg.name_or_path:
+    if not cfg.is_pretrained():
         return build_model(cfg, tokenizer, seed)
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(cfg.name_or_path)
+    config = pretrained_config(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return AutoModelForCausalLM.from_config(config, dtype=DTYPES[cfg.dtype])
-
-
-def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model `name_or_path` names, with its tokenizer."""
-    assert cfg.name_or_path is not None
-    return load_model(cfg.name_or_path, cfg.dtype), load_tokenizer(cfg.name_or_path)
+        return AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(cfg.dtype))

@@ -20,12 +20,13 @@ from .evaluate import evaluate
 from .models import (
     count_params,
     load_pretrained,
-    model_shape,
+    model_key,
     new_model,
     save_model,
     stage_tokenizer,
 )
 from .objectives import OBJECTIVES
+from .runtime import device_name
 from .stages import finish, is_done, reset, stage_dir
 from .train import make_accelerator, train
 
@@ -45,7 +46,7 @@ def pretrain_key(cfg: RunConfig, which: Which) -> dict:
         recipe = {k: v for k, v in recipe.items() if not k.startswith("gold_")}
     # The resolved shape, not only the preset's name: a preset that changes between
     # versions must not silently reuse a cached model of the old shape.
-    model = {**to_dict(cfg.model), "shape": model_shape(cfg.model)}
+    model = model_key(cfg.model)
     return {"which": which, "seed": cfg.seed, "model": model, "data": cfg.data,
             "pretrain": recipe}
 
@@ -61,8 +62,8 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
     safetensors, evaluated), not trained; a gold standard is then pretrained from a
     random init of its architecture.
     """
-    if which == "base" and cfg.model.name_or_path:
-        return import_model(cfg, cfg.model.name_or_path, "base", force)
+    if which == "base" and cfg.model.is_pretrained():
+        return import_model(cfg, None, "base", force)
     d = pretrain_dir(cfg, which)
     if force:
         reset(d)
@@ -105,20 +106,23 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
     return d
 
 
-def import_model(cfg: RunConfig, source: str, which: Which, force: bool = False) -> Path:
+def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool = False
+                 ) -> Path:
     """An existing model as the study's base or gold standard: a stage folder holding it
     (saved as safetensors, with its tokenizer) and its metrics on the benchmark.
 
-    `source` is a hub id, a model folder, or a finished stage folder (used as it is).
-    The stage is keyed by the model settings and, for a local folder, its content.
+    `source` is a hub id, a model folder, or a finished stage folder (used as it is);
+    None: the model `cfg.model` names (name_or_path / gguf_file). The stage is keyed by
+    the model settings and, for a local folder, its content.
     """
-    src = Path(source).expanduser()
+    src = Path(source or cfg.model.name_or_path or cfg.model.gguf_file or "").expanduser()
     if is_done(src) and (src / "model").is_dir():
         return src
     from .teacher_cache import folder_fingerprint
 
-    model_cfg = replace(cfg.model, name_or_path=source)
-    key = {"which": f"import-{which}", "model": to_dict(model_cfg), "data": cfg.data,
+    model_cfg = cfg.model if source is None else replace(cfg.model, name_or_path=source,
+                                                         gguf_file=None)
+    key = {"which": f"import-{which}", "model": model_key(model_cfg), "data": cfg.data,
            "content": folder_fingerprint(src) if src.is_dir() else None}
     d = stage_dir(cfg, f"import-{which}", key)
     if force:
@@ -127,12 +131,12 @@ def import_model(cfg: RunConfig, source: str, which: Which, force: bool = False)
         return d
     t0 = time.time()
     bench = build_benchmark(cfg.data)
-    model, tokenizer = load_pretrained(model_cfg)
+    model, tokenizer = load_pretrained(model_cfg, device_name(cfg))
     metrics = evaluate(model, bench, tokenizer)
     save_model(model, tokenizer, d / "model")
     # Nothing was trained here: no steps, tokens or FLOPs of ours to report (None, not 0,
     # so no compute fraction is ever taken against an imported gold standard).
-    finish(d, {"stage": f"import-{which}", "source": source, "data": bench.describe(),
+    finish(d, {"stage": f"import-{which}", "source": str(src), "data": bench.describe(),
                "metrics": metrics, "steps": None, "tokens": None, "flops": None,
                "params": count_params(model), "train_time_s": 0.0,
                "wall_time_s": time.time() - t0}, key)
