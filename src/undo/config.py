@@ -185,6 +185,12 @@ class UnlearnConfig(OptimConfig):
         super().validate(p)
         _check(self.retain_weight >= 0, f"{p}.retain_weight", self.retain_weight,
                "a number >= 0")
+        # The method and its method_args, checked now rather than when the unlearning
+        # stage starts (possibly after pretraining): building an objective only parses
+        # its options (no model). Imported here: the objectives import this module.
+        from .objectives.unlearning import build_objective
+
+        build_objective(self)
 
 
 @dataclass
@@ -497,7 +503,7 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
     for k, v in raw.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in fields:
-            valid = ", ".join(sorted(fields))
+            valid = ", ".join(sorted(fields)) or "none (this takes no options)"
             raise ConfigError(f"unknown config key '{key}'; valid keys here: {valid}")
         kwargs[k] = _coerce(v, hints[k], key)
     obj = cls(**kwargs)

@@ -26,6 +26,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,10 +36,15 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .compute import count_tokens, matmul_params, train_flops
-from .config import OptimConfig
+from .config import ConfigError, OptimConfig
+from .stages import stage_lock
 
 Batch = dict[str, Any]
 Metrics = dict[str, float]
+
+
+class DivergedError(ConfigError):
+    """The loss or gradient norm became NaN or inf (e.g. a far too large LR)."""
 
 
 class Objective(Protocol):
@@ -154,9 +160,35 @@ def train(
 
     With `out_dir`, writes `metrics.jsonl` there and, every `cfg.checkpoint_every` steps,
     a resumable checkpoint in `out_dir/state`; a later call with the same arguments
-    resumes from it. The checkpoint is removed when the run finishes.
+    resumes from it. The checkpoint is removed when the run finishes. `out_dir` is held
+    with `stage_lock` (already held by the stage function: a no-op), so a checkpoint a
+    live process is writing is never resumed: that raises `StageBusyError`.
+
+    A non-finite loss or gradient norm raises `DivergedError` before the optimizer
+    applies that step; the last checkpoint stays and nothing of the step is logged.
     """
     out = Path(out_dir) if out_dir is not None else None
+    with stage_lock(out, wait=False) if out is not None else nullcontext():
+        return _train(model, objective, batches, cfg, out, evaluate=evaluate,
+                      should_stop=should_stop, eval_at_start=eval_at_start,
+                      accelerator=accelerator, desc=desc, progress=progress, on_step=on_step)
+
+
+def _train(
+    model: torch.nn.Module,
+    objective: Objective,
+    batches: Callable[[int, int], Batch],
+    cfg: OptimConfig,
+    out: Path | None,
+    *,
+    evaluate: Callable[[torch.nn.Module], Metrics] | None,
+    should_stop: Callable[[Metrics], bool] | None,
+    eval_at_start: bool,
+    accelerator: Accelerator | None,
+    desc: str,
+    progress: bool,
+    on_step: Callable[[int, torch.nn.Module], None] | None,
+) -> TrainResult:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     acc = accelerator or make_accelerator()
@@ -181,8 +213,10 @@ def train(
         if acc.is_main_process:
             _recover_swap(state_dir)
         acc.wait_for_everyone()
+    last_checkpoint: int | None = None  # the step of the checkpoint in state_dir
     if state_dir is not None and (state_dir / "done").exists():
         acc.load_state(str(state_dir))
+        last_checkpoint = counters.step
     log = _JsonlLog(out / "metrics.jsonl" if out is not None and acc.is_main_process else None,
                     counters.step)
 
@@ -223,6 +257,9 @@ def train(
             metrics = _default_gradients(objective, model, micro, acc.backward)
         if cfg.grad_clip is not None:
             metrics["grad_norm"] = float(acc.clip_grad_norm_(params, cfg.grad_clip))
+        if _diverged(acc, metrics):
+            raise DivergedError(_diverged_message(desc, step + 1, metrics, cfg, state_dir,
+                                                  last_checkpoint))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -258,6 +295,7 @@ def train(
                 and counters.step % cfg.checkpoint_every == 0 and counters.step < cfg.steps
                 and not result.stopped_early):
             _save_state(acc, state_dir)
+            last_checkpoint = counters.step
     bar.close()
 
     # A final evaluation unless the last step just had one.
@@ -269,6 +307,37 @@ def train(
     result.steps, result.tokens = counters.step, counters.tokens
     result.flops, result.wall_time = counters.flops, counters.wall_time
     return result
+
+
+def _diverged(acc: Accelerator, metrics: Metrics) -> bool:
+    """Whether this step's loss or gradient norm is NaN or inf, on any process.
+
+    Only the loss and the gradient norm are checked: the gradients are all-reduced, so a
+    non-finite gradient on one rank shows in every rank's norm; the flag is reduced too
+    so every rank stops at the same step. Without grad_clip no norm is computed, and an
+    inf gradient shows one step later, as a non-finite loss.
+    """
+    bad = not all(math.isfinite(metrics[k]) for k in ("loss", "grad_norm") if k in metrics)
+    if acc.num_processes > 1:
+        flag = acc.reduce(torch.tensor([float(bad)], device=acc.device), reduction="sum")
+        bad = bool(flag.item() > 0)
+    return bad
+
+
+def _diverged_message(desc: str, step: int, metrics: Metrics, cfg: OptimConfig,
+                      state_dir: Path | None, last_checkpoint: int | None) -> str:
+    seen = ", ".join(f"{k} {metrics[k]}" for k in ("loss", "grad_norm") if k in metrics)
+    if state_dir is None:
+        kept = "nothing was saved (no output folder)"
+    elif last_checkpoint is None:
+        kept = "no checkpoint was written yet (checkpoint_every=0 or not reached)"
+    else:
+        kept = f"the last good checkpoint (step {last_checkpoint}) is kept in {state_dir}"
+    fix = f"lower this stage's lr (now {cfg.lr:g})"
+    if cfg.grad_clip is None:
+        fix += " or set its grad_clip"
+    return (f"{desc}: training diverged at step {step} ({seen}); the step was not applied "
+            f"and {kept}. To fix, {fix}: the same config would diverge again")
 
 
 def _recover_swap(state_dir: Path) -> None:
