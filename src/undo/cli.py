@@ -391,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RegistryError, FileNotFoundError) as e:
         print(f"undo: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the filesystem refused: read-only, no permission, disk full
+        print(f"undo: error: cannot write or read a file: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("undo: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -119,7 +119,7 @@ class OptimConfig:
     checkpoint_every: int = 0  # 0: no mid-run checkpoints (no resume)
 
     def validate(self, p: str) -> None:
-        _check(self.steps >= 0, f"{p}.steps", self.steps, "an integer >= 0")
+        _check(self.steps > 0, f"{p}.steps", self.steps, "a positive integer")
         _check(self.batch_size > 0, f"{p}.batch_size", self.batch_size, "a positive integer")
         _check(self.grad_accum > 0, f"{p}.grad_accum", self.grad_accum, "a positive integer")
         _check(self.lr > 0, f"{p}.lr", self.lr, "a positive number")

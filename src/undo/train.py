@@ -51,6 +51,9 @@ class Objective(Protocol):
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Metrics]: ...
 
 
+COUNTERS_FILE = "counters.json"  # in a checkpoint folder, beside accelerate's files
+
+
 @dataclass
 class Counters:
     """What a run consumed; saved in checkpoints so a resumed run counts on."""
@@ -205,8 +208,10 @@ def _train(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    # Counters go into the checkpoint as JSON, not through accelerate's
+    # register_for_checkpointing: that pickles them and loads them back with
+    # torch.load(weights_only=False), which runs any code a planted state folder holds.
     counters = Counters()
-    acc.register_for_checkpointing(counters)
 
     state_dir = out / "state" if out is not None else None
     if state_dir is not None:
@@ -214,8 +219,12 @@ def _train(
             _recover_swap(state_dir)
         acc.wait_for_everyone()
     last_checkpoint: int | None = None  # the step of the checkpoint in state_dir
-    if state_dir is not None and (state_dir / "done").exists():
-        acc.load_state(str(state_dir))
+    # A checkpoint of an older undo (counters pickled, no counters.json) is not loaded:
+    # the run starts over, which gives the same result (batches depend only on the step).
+    if (state_dir is not None and (state_dir / "done").exists()
+            and (state_dir / COUNTERS_FILE).exists()):
+        acc.load_state(str(state_dir))  # tensors: safetensors, torch.load(weights_only=True)
+        counters.load_state_dict(json.loads((state_dir / COUNTERS_FILE).read_text()))
         last_checkpoint = counters.step
     log = _JsonlLog(out / "metrics.jsonl" if out is not None and acc.is_main_process else None,
                     counters.step)
@@ -294,7 +303,7 @@ def _train(
         if (state_dir is not None and cfg.checkpoint_every
                 and counters.step % cfg.checkpoint_every == 0 and counters.step < cfg.steps
                 and not result.stopped_early):
-            _save_state(acc, state_dir)
+            _save_state(acc, state_dir, counters)
             last_checkpoint = counters.step
     bar.close()
 
@@ -364,7 +373,7 @@ class _TiedWeightsNote(logging.Filter):
 logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNote())
 
 
-def _save_state(acc: Accelerator, state_dir: Path) -> None:
+def _save_state(acc: Accelerator, state_dir: Path, counters: Counters) -> None:
     """Checkpoint atomically: write beside, then swap, so a kill never leaves half a state.
 
     Every rank writes its part (RNG states); only the main process moves folders, with
@@ -377,6 +386,7 @@ def _save_state(acc: Accelerator, state_dir: Path) -> None:
     acc.save_state(str(tmp))
     acc.wait_for_everyone()
     if acc.is_main_process:
+        (tmp / COUNTERS_FILE).write_text(json.dumps(counters.state_dict()))
         (tmp / "done").write_text("ok\n")
         old = state_dir.with_name("state.old")
         if state_dir.exists():
