@@ -400,7 +400,11 @@ class StudyConfig:
     def validate(self, p: str) -> None:
         _check(all(0 <= a <= 1 for a in self.alphas), f"{p}.alphas", self.alphas,
                "numbers in [0, 1]")
-        _check(bool(self.seeds), f"{p}.seeds", self.seeds, "a non-empty list of integers")
+        # A repeated α or seed would name two models of the study alike.
+        _check(len(set(self.alphas)) == len(self.alphas), f"{p}.alphas", self.alphas,
+               "distinct values")
+        _check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), f"{p}.seeds",
+               self.seeds, "a non-empty list of distinct integers")
         _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
         _check(self.min_robustness_gap >= 0, f"{p}.min_robustness_gap",
                self.min_robustness_gap, "a number >= 0")
@@ -429,8 +433,9 @@ class RunConfig:
     study: StudyConfig = field(default_factory=StudyConfig)
 
     def validate(self, p: str = "") -> None:
-        _check(bool(self.name) and "/" not in self.name, "name", self.name,
-               "a non-empty folder name without '/'")
+        # `..` would put the run beside out_dir, not in it.
+        _check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+               "name", self.name, "a non-empty folder name without '/', not '.' or '..'")
         _check(self.threads >= 0, "threads", self.threads, "an integer >= 0")
 
 
@@ -542,10 +547,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(val) if val != "" else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({_yaml_error(e)})"
+                          ) from None
     if isinstance(value, str) and _looks_numeric(value):
         value = float(value)  # YAML 1.1 reads 1e-3 as a string
     return key.strip(), _fix_yaml_numbers(value)  # also inside lists: lrs=[1e-4, 5e-5]
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """PyYAML's error on one line (its own text spans several, with a caret drawing)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = getattr(e, "problem", None) or str(e)
+    context = getattr(e, "context", None)
+    return " ".join(f"{where}{what}{f', {context}' if context else ''}".split())
 
 
 def _looks_numeric(s: str) -> bool:
@@ -578,7 +593,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+            raise ConfigError(f"{p}: not valid YAML ({_yaml_error(e)})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
