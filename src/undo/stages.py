@@ -114,8 +114,9 @@ def stage_lock(d: str | Path, wait: bool = True) -> Iterator[None]:
     If another live process holds it, wait for it (`wait=True`; the caller should then
     check `is_done(d)` again: the other process has usually finished the stage) or raise
     `StageBusyError` naming that process's pid. Under a multi-process launch
-    (torchrun) only the main process locks: the ranks of one launch are one writer and
-    follow the main process through barriers.
+    (torchrun) every rank must call it, and only the main process locks: the ranks of
+    one launch are one writer, and they enter the block together once it holds the lock
+    (so all of them see the same `is_done`).
 
         with stage_lock(d, wait=True):
             if force:
@@ -126,8 +127,17 @@ def stage_lock(d: str | Path, wait: bool = True) -> Iterator[None]:
     """
     d = Path(d).resolve()
     held = _held.get(d)
-    if (held is not None and held[1] == os.getpid()) or not PartialState().is_main_process:
+    if held is not None and held[1] == os.getpid():
         yield
+        return
+    state = PartialState()
+    if not state.is_main_process:
+        _held[d] = (-1, os.getpid())  # nesting is then the same on every rank
+        try:
+            state.wait_for_everyone()  # in only once the main process holds the lock
+            yield
+        finally:
+            del _held[d]
         return
     path = lock_path(d)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +160,7 @@ def stage_lock(d: str | Path, wait: bool = True) -> Iterator[None]:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _held[d] = (fd, os.getpid())
         try:
+            state.wait_for_everyone()
             yield
         finally:
             del _held[d]
@@ -172,8 +183,8 @@ def reset(d: Path) -> None:
     half-deleted folder.
     """
     state = PartialState()
-    if state.is_main_process and d.exists():
-        with stage_lock(d, wait=False):
+    with stage_lock(d, wait=False):
+        if state.is_main_process and d.exists():
             shutil.rmtree(d)
     state.wait_for_everyone()
 
