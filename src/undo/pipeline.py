@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .artifacts import read_json, write_text
-from .config import ConfigError, RunConfig, dump_yaml
+from .artifacts import read_json
+from .config import ConfigError, RunConfig
 
 # Stage kinds a user can name in `study.stages` or `--force`.
 STAGE_KINDS = ("pretrain", "unlearn", "distill", "oracle", "attack")
@@ -316,7 +316,7 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
 def run_study(cfg: RunConfig, *, force: list[str] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every missing stage of the study; write summary.json, plots and report.html."""
-    from .stages import run_dir
+    from .stages import run_dir, write_run_config
     from .summary import build_summary, write_summary
 
     force = list(force or [])
@@ -324,7 +324,7 @@ def run_study(cfg: RunConfig, *, force: list[str] | None = None,
     _check_kinds(list(cfg.study.stages), "study.stages")
     tasks, models = study_tasks(cfg)
     root = run_dir(cfg)
-    write_text(root / "config.yaml", dump_yaml(cfg))
+    write_run_config(cfg)  # refuses a folder holding another config's results
     t_start = time.time()
     log(f"== study {cfg.name}: {len(tasks)} stages, {cfg.study.workers} worker(s)")
     for t in tasks:
