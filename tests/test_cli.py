@@ -46,4 +46,4 @@ def test_help_does_not_import_torch():
     assert out == "[]"
     help_run = subprocess.run([sys.executable, "-m", "undo.cli", "--help"],
                               capture_output=True, text=True)
-    assert help_run.returncode == 0 and "undo run" in help_run.stdout
+    assert help_run.returncode == 0 and "attack" in help_run.stdout

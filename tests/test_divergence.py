@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from undo.benchmarks.arithmetic import ItemBatches
 from undo.cli import main
 from undo.config import ConfigError, ModelConfig, OptimConfig
-from undo.data.arithmetic import Batches
 from undo.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.train import COUNTERS_FILE, DivergedError, train
@@ -43,7 +43,7 @@ def _records(d: Path) -> list[dict]:
 def test_nan_loss_stops_keeps_the_checkpoint_and_logs_nothing_bad(tokenizer, bench,
                                                                    tmp_path):
     cfg = OptimConfig(steps=10, batch_size=8, lr=1e-3, log_every=1, checkpoint_every=2)
-    batches = Batches(bench.stream(bench.ops), tokenizer, 8, seed=0)
+    batches = ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=0)
     model = build_model_micro(tokenizer)
     with pytest.raises(DivergedError, match=r"diverged at step 5 \(loss nan") as e:
         train(model, NaNAt(5), batches, cfg, tmp_path, progress=False, desc="unlearn x")
@@ -66,7 +66,7 @@ def test_absurd_learning_rate_diverges(micro_model, tokenizer, bench, tmp_path):
     # lr 1e6 does not do it (Adam's steps saturate to a uniform model, loss ln V);
     # 1e30 overflows the weights' squares in the norms: the gradient norm is NaN.
     cfg = OptimConfig(steps=20, batch_size=8, lr=1e30, log_every=1)
-    batches = Batches(bench.stream(bench.ops), tokenizer, 8, seed=0)
+    batches = ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=0)
     with pytest.raises(DivergedError, match=r"diverged at step \d+ .*lr \(now 1e\+30\)"):
         train(micro_model, OBJECTIVES.get("ce")(), batches, cfg, tmp_path, progress=False)
     assert all(math.isfinite(r["loss"]) for r in _records(tmp_path))

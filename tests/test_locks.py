@@ -61,8 +61,8 @@ def test_a_live_stage_is_refused_or_waited_for(holder, micro_model, tokenizer, b
     """While another process works in a stage: no lock without waiting (the message
     names its pid), no --force delete, no resume by train(); a waiter gets the stage
     only after the holder has finished it, and finds it done."""
+    from undo.benchmarks.arithmetic import ItemBatches
     from undo.config import OptimConfig
-    from undo.data.arithmetic import Batches
     from undo.objectives import OBJECTIVES
     from undo.train import train
 
@@ -73,7 +73,7 @@ def test_a_live_stage_is_refused_or_waited_for(holder, micro_model, tokenizer, b
     with pytest.raises(StageBusyError):
         reset(d)
     assert d.is_dir()
-    batches = Batches(bench.stream(bench.ops), tokenizer, 8, seed=0)
+    batches = ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=0)
     with pytest.raises(StageBusyError, match=f"pid {proc.pid}"):
         train(micro_model, OBJECTIVES.get("ce")(), batches, OptimConfig(steps=2), d,
               progress=False)

@@ -13,8 +13,8 @@ import torch
 
 import undo
 import undo.teacher_cache as tc
+from undo.benchmarks.arithmetic import ItemBatches
 from undo.config import OptimConfig
-from undo.data.arithmetic import Batches
 from undo.models import save_model
 from undo.objectives import OBJECTIVES
 from undo.train import COUNTERS_FILE, train
@@ -76,7 +76,7 @@ class _Planted:
 def test_resume_never_unpickles_a_planted_checkpoint_file(planted, micro_model, tokenizer,
                                                           bench, tmp_path):
     cfg = OptimConfig(steps=6, batch_size=8, lr=1e-3, checkpoint_every=2)
-    batches = Batches(bench.stream(bench.ops), tokenizer, 8, seed=0)
+    batches = ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=0)
 
     def kill(step, model):
         if step == 3:
