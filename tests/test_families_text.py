@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from families import FAMILY_NAMES, tiny_configs
 from transformers import AutoModelForCausalLM
 
+from families import FAMILY_NAMES, tiny_configs
 from undo.artifacts import read_json
 from undo.attack import attack, evaluate_model
 from undo.config import load_config

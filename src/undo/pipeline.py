@@ -313,6 +313,31 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     return tasks, models
 
 
+def preflight(cfg: RunConfig) -> None:
+    """What can be checked before any stage runs, so a study never fails half-way on it:
+    the benchmark's data (read and split), and for a pretrained model that it is a
+    loadable causal LM of a known family whose tokenizer the benchmark can use."""
+    from .benchmarks import build_benchmark
+    from .models import pretrained_config, tokenizer_of
+
+    bench = build_benchmark(cfg.data)
+    if not cfg.model.is_pretrained():
+        return
+    pretrained_config(cfg.model)
+    own = bench.own_tokenizer()
+    if own is None:
+        return
+    theirs = tokenizer_of(cfg.model)
+    if own.get_vocab() != theirs.get_vocab():
+        raise ConfigError(
+            f"config key 'model.name_or_path': the {cfg.data.benchmark} benchmark writes its "
+            f"data with its own tokenizer ({len(own)} tokens), and the tokenizer of "
+            f"{cfg.model.name_or_path or cfg.model.gguf_file!r} ({len(theirs)} tokens) is a "
+            f"different one; valid: a model trained on this benchmark (e.g. a pretraining "
+            f"stage's model/ folder), or a benchmark that uses the model's tokenizer "
+            f"(data.benchmark=text with data.tokenizer=model)")
+
+
 def run_study(cfg: RunConfig, *, force: list[str] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every missing stage of the study; write summary.json, plots and report.html."""
@@ -322,6 +347,7 @@ def run_study(cfg: RunConfig, *, force: list[str] | None = None,
     force = list(force or [])
     _check_kinds(force, "--force")
     _check_kinds(list(cfg.study.stages), "study.stages")
+    preflight(cfg)
     tasks, models = study_tasks(cfg)
     root = run_dir(cfg)
     write_run_config(cfg)  # refuses a folder holding another config's results

@@ -37,8 +37,10 @@ def fmt_seconds(s: float) -> str:
     return f"{s / 3600:.1f}h"
 
 
-def fmt_count(n: float) -> str:
-    """Large counts in engineering notation: 4.6M tokens, 2.2e13 FLOPs."""
+def fmt_count(n: float | None) -> str:
+    """Large counts in engineering notation: 4.6M tokens, 2.2e13 FLOPs ('-': not known)."""
+    if n is None:
+        return "-"
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
             return f"{n / scale:.3g}{unit}"
