@@ -254,10 +254,11 @@ class DistillConfig(OptimConfig):
     eval_every: int = 20  # the early-stop check interval (paper: 20 arithmetic, 50 text)
     checkpoint_every: int = 200
     temperature: float = 1.0  # softens both distributions; the loss is scaled by T²
-    # Early stop: `retain_acc` when mean retain accuracy is within `stop_within` (absolute)
-    # of the teacher's; `retain_ce` when retain CE is within `stop_within` (relative);
-    # `match` when the benchmark's retain *and* forget metrics are both within
-    # `stop_within` (absolute) of the teacher's (oracle matching); `budget` runs all
+    # Early stop, checked every `eval_every` steps. Relative, as in the paper (the student
+    # recovers 95% of the teacher's retain performance): `retain_acc` when retain accuracy
+    # >= (1 - stop_within) x the teacher's; `retain_ce` when retain CE <= (1 + stop_within)
+    # x the teacher's; `match` when the benchmark's retain *and* forget metrics are both
+    # within `stop_within` (absolute) of the teacher's (oracle matching); `budget` runs all
     # `steps`; `auto` is the benchmark's rule (arithmetic: retain_acc, text: retain_ce).
     stop: Literal["auto", "retain_acc", "retain_ce", "match", "budget"] = "auto"
     stop_within: float = 0.05

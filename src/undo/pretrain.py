@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from .benchmarks import build_benchmark
-from .config import RunConfig, to_dict
+from .config import ModelConfig, RunConfig, to_dict
 from .evaluate import evaluate
 from .models import (
     count_params,
@@ -107,6 +107,20 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
         return d
 
 
+def _content_identity(model_cfg: ModelConfig) -> str | None:
+    """What a local model's files hold (so an edited folder is imported anew); None for
+    a hub id, which `model.revision` pins."""
+    from .teacher_cache import folder_fingerprint
+
+    if model_cfg.gguf_file is not None:  # a quantized file: its name and size identify it
+        folder = Path(model_cfg.name_or_path or ".").expanduser()
+        f = folder / model_cfg.gguf_file if model_cfg.name_or_path else \
+            Path(model_cfg.gguf_file).expanduser()
+        return f"{f.name}:{f.stat().st_size}" if f.is_file() else None
+    src = Path(model_cfg.name_or_path or "").expanduser()
+    return folder_fingerprint(src) if src.is_dir() else None
+
+
 def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool = False
                  ) -> Path:
     """An existing model as the study's base or gold standard: a stage folder holding it
@@ -119,12 +133,10 @@ def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool =
     src = Path(source or cfg.model.name_or_path or cfg.model.gguf_file or "").expanduser()
     if is_done(src) and (src / "model").is_dir():
         return src
-    from .teacher_cache import folder_fingerprint
-
     model_cfg = cfg.model if source is None else replace(cfg.model, name_or_path=source,
                                                          gguf_file=None)
     key = {"which": f"import-{which}", "model": model_key(model_cfg), "data": cfg.data,
-           "content": folder_fingerprint(src) if src.is_dir() else None}
+           "content": _content_identity(model_cfg)}
     d = stage_dir(cfg, f"import-{which}", key)
     with stage_lock(d):  # one writer per stage folder
         if force:

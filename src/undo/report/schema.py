@@ -190,6 +190,9 @@ def _validate_model(m: dict, path: str, summary: dict) -> None:
     if kind not in KINDS:
         _fail(f"{path}.kind", f"unknown kind {_show(kind)}; valid kinds: {', '.join(KINDS)}")
     alpha = _number(m, "alpha", path, nullable=True, minimum=0.0)
+    rec = m.get("recovered")  # optional: summaries written before it existed lack it
+    if rec is not None and not isinstance(rec, bool):
+        _fail(f"{path}.recovered", f"must be true, false or null, got {_show(rec)}")
     if kind == "undo" and alpha is None:
         _fail(f"{path}.alpha", "an 'undo' model needs its noise scale alpha (a number)")
     _int(m, "seed", path, nullable=True)

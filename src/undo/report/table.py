@@ -80,8 +80,10 @@ def rows(summary: dict) -> list[Row]:
         for b in summary["budgets"]:
             w = attack["worst_case"][budget_key(b)] if attack else None
             worst[b] = (w["value"], w.get("std"), w["lr"]) if w else None
+        # A student that never recovered its teacher's retain ability is flagged in place.
+        flag = " (not recovered)" if m.get("recovered") is False else ""
         out.append(Row(
-            name=m["name"], kind=m["kind"], alpha=m.get("alpha"), seed=m.get("seed"),
+            name=m["name"] + flag, kind=m["kind"], alpha=m.get("alpha"), seed=m.get("seed"),
             retain=m["metrics"].get(summary["retain_metric"]["name"]),
             forget=m["metrics"].get(summary["metric"]["name"]),
             worst=worst,

@@ -151,13 +151,25 @@ def _without_gold(summary: dict) -> list[str]:
     return out
 
 
+def _unrecovered(summary: dict) -> str | None:
+    """Students that never recovered are named, with their retain metric, and not counted."""
+    bad = views.unrecovered(summary)
+    if not bad:
+        return None
+    name = summary["retain_metric"]["name"]
+    items = ", ".join(f"{m['name']} ({name} {_f(m['metrics'].get(name, float('nan')), 3)})"
+                      for m in bad)
+    return (f"Not counted: {items} did not recover the teacher's retain ability within its "
+            f"distillation budget, so its robustness is no success.")
+
+
 def compose_verdict(summary: dict) -> str:
     """One paragraph of plain-language findings, each with its number and comparison."""
     if not summary.get("gold_standard", True):
-        parts = [*_without_gold(summary), _retain(summary)]
+        parts = [*_without_gold(summary), _retain(summary), _unrecovered(summary)]
         return " ".join(p for p in parts if p)
     parts = [_fragility(summary), *_undo(summary), _distill(summary), _oracles(summary),
-             _retain(summary)]
+             _retain(summary), _unrecovered(summary)]
     return " ".join(p for p in parts if p)
 
 
