@@ -7,8 +7,14 @@ import torch.nn.functional as F
 from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from undo.config import ConfigError, load_config
-from undo.objectives.distill_hidden import check_head, head_of, student_hidden, teacher_hidden
-from undo.objectives.distill_kl import DistillKL, forward_logits, next_token_mask
+from undo.objectives.distill_hidden import (
+    check_head,
+    head_of,
+    hidden_kl,
+    student_hidden,
+    teacher_hidden,
+)
+from undo.objectives.distill_kl import DistillKL, _rows_full, forward_logits, next_token_mask
 
 V = 1000
 SMALL = dict(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -121,3 +127,25 @@ def test_config_field_validated():
         load_config(None, ["distill.logits=fused"])
     with pytest.raises(ConfigError, match="'distill.logits'"):
         DistillKL(None, logits="fused")
+
+
+def test_sub_chunks_and_chunks_of_any_size_give_the_same_loss_and_gradients():
+    head = head_of(_model("gemma2", 0))
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(13, 32, generator=g, dtype=torch.float64)
+    lt = F.log_softmax(torch.randn(13, V, generator=g, dtype=torch.float64), -1)
+
+    def rows(z, sl):
+        return _rows_full(z, lt[sl].clone(), 1.7)
+
+    got = []
+    for chunk, sub in ((13, 13), (5, 2), (4, 3), (1, 1)):
+        x = h.clone().requires_grad_()
+        loss = hidden_kl(x, head, rows, chunk, sub)
+        loss.backward()
+        got.append((loss.item(), x.grad, head.weight.grad.clone()))
+        head.weight.grad = None
+    for loss, gx, gw in got[1:]:
+        assert loss == pytest.approx(got[0][0], rel=1e-12)
+        assert torch.allclose(gx, got[0][1], atol=1e-14)
+        assert torch.allclose(gw, got[0][2], atol=1e-14)

@@ -51,21 +51,25 @@ class Head:
     div: float | None = None  # Granite: logits / logits_scaling
     softcap: float | None = None  # Gemma-2/3: c·tanh(z / c)
 
+    @property
+    def factor(self) -> float:
+        """∂z/∂(h Wᵀ + b) without the softcap: mul / div."""
+        return (self.mul or 1.0) / (self.div or 1.0)
+
     def logits(self, h: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Final logits (n, V) in the model's dtype, and ∂z/∂(h Wᵀ + b) in float32
-        (None when it is 1)."""
+        """Final logits (n, V) in the model's dtype, and the softcap's derivative
+        1 − (z/c)² in float32 (None without a softcap)."""
         z = F.linear(h, self.weight, self.bias)
         if self.mul is not None:
             z = z * self.mul
         if self.div is not None:
             z = z / self.div
-        factor = (self.mul or 1.0) / (self.div or 1.0)
         if self.softcap is None:
-            return z, (None if factor == 1.0 else torch.full((), factor, device=z.device))
+            return z, None
         z = torch.tanh(z / self.softcap) * self.softcap
         # d(c·tanh(y/c))/dy = 1 − tanh² = 1 − (z/c)², computed before a callback overwrites z
         t = (z / self.softcap).to(torch.promote_types(z.dtype, torch.float32))
-        return z, t.square_().neg_().add_(1.0).mul_(factor)
+        return z, t.square_().neg_().add_(1.0)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -134,7 +138,7 @@ class _HeadKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, head: Head,
-                rows: RowsKL, chunk: int) -> Tensor:
+                rows: RowsKL, chunk: int, sub: int) -> Tensor:
         n = hidden.size(0)
         acc = torch.promote_types(weight.dtype, torch.float32)
         total = torch.zeros((), dtype=acc, device=hidden.device)
@@ -144,15 +148,22 @@ class _HeadKL(torch.autograd.Function):
         gb = torch.zeros(bias.shape, dtype=acc, device=bias.device) if want_b else None
         scale = 1.0 / max(n, 1)
         for i in range(0, n, chunk):
-            sl = slice(i, i + chunk)
+            sl = slice(i, min(i + chunk, n))
             h = hidden[sl]
             z, dz = head.logits(h)
-            loss, g = rows(z, sl)
-            total += loss
-            if not (want_h or want_w or want_b):
+            g = torch.empty(z.shape, dtype=weight.dtype, device=z.device) \
+                if want_h or want_w or want_b else None
+            # The per-row math runs on cache-sized sub-chunks (each pass over the logits
+            # then stays in cache); the matmuls on the whole chunk (few (V, H) updates).
+            for j in range(0, z.size(0), sub):
+                part = slice(j, j + sub)
+                loss, gj = rows(z[part], slice(i + j, min(i + j + sub, sl.stop)))
+                total += loss
+                if g is not None:  # 1/N: the mean, as in the full loss's gradient
+                    gj.mul_(scale * head.factor)
+                    g[part] = gj if dz is None else gj.mul_(dz[part])
+            if g is None:
                 continue
-            g.mul_(dz * scale if dz is not None else scale)  # the mean's 1/N folded in here
-            g = g.to(weight.dtype)  # the dtype the HF backward's matmuls would use
             if gh is not None:
                 gh[sl] = (g @ weight).to(gh.dtype)
             if gw is not None:  # in place when the dtypes allow it (no (V, H) temporary)
@@ -171,12 +182,13 @@ class _HeadKL(torch.autograd.Function):
         grads = tuple(None if g is None else (g * grad_out).to(dt)
                       for g, dt in zip(ctx.grads, ctx.dtypes, strict=True))
         ctx.grads = None  # free the (V, H) buffer as soon as autograd has it
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)
 
 
-def hidden_kl(hidden: Tensor, head: Head, rows: RowsKL, chunk: int) -> Tensor:
-    """(1/N)·Σ_chunks rows(head(hidden[chunk])) for hidden (N, H), in chunks of `chunk`."""
-    return _HeadKL.apply(hidden, head.weight, head.bias, head, rows, chunk)
+def hidden_kl(hidden: Tensor, head: Head, rows: RowsKL, chunk: int, sub: int) -> Tensor:
+    """(1/N)·Σ rows(head(hidden[rows])) for hidden (N, H): the head applied to `chunk`
+    positions at a time, `rows` called on `sub` of them at a time."""
+    return _HeadKL.apply(hidden, head.weight, head.bias, head, rows, chunk, sub)
 
 
 def head_chunk_rows(vocab: int, device: torch.device, max_rows: int) -> int:

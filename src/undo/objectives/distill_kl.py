@@ -86,7 +86,8 @@ def _teacher_logp(teacher: Tensor, temperature: float, is_logprobs: bool) -> Ten
     # Cached rows are already tempered log-probs; re-normalising them is idempotent and
     # removes rounding drift, so both cases go through one log_softmax.
     scale = 1.0 if is_logprobs else temperature
-    return F.log_softmax(_up(teacher) / scale, dim=-1)
+    x = _up(teacher)
+    return F.log_softmax(x if scale == 1.0 else x / scale, dim=-1)
 
 
 def _up(x: Tensor) -> Tensor:
@@ -211,12 +212,12 @@ def _rows_full(z: Tensor, lt: Tensor, temperature: float) -> tuple[Tensor, Tenso
 
     lt: the teacher's tempered log-probs, a fresh tensor; both it and z are overwritten.
     """
-    ls = _scaled(z, temperature)
-    ls.sub_(torch.logsumexp(ls, dim=-1, keepdim=True))  # log q
+    ls = F.log_softmax(_scaled(z, temperature), dim=-1)  # log q (one fused kernel)
     pt = lt.exp()
     # A −inf teacher log-prob (p_t = 0) is clamped so that 0·x = 0.
     kl = lt.clamp_(min=torch.finfo(lt.dtype).min).sub_(ls).mul_(pt).sum()
-    return kl * temperature**2, ls.exp_().sub_(pt).mul_(temperature)
+    grad = ls.exp_().sub_(pt)
+    return kl * temperature**2, grad if temperature == 1.0 else grad.mul_(temperature)
 
 
 def _rows_topk(z: Tensor, idx: Tensor, lp: Tensor, lr: Tensor,
@@ -388,8 +389,9 @@ class DistillKL:
 
             def rows(z: Tensor, sl: slice) -> tuple[Tensor, Tensor]:
                 return _rows_full(z, _teacher_logp(t_head.logits(th[sl])[0], t, False), t)
-        chunk = head_chunk_rows(head.weight.size(0), hs.device, self.chunk)
-        return hidden_kl(hs, head, rows, chunk)
+        v = head.weight.size(0)
+        chunk = head_chunk_rows(v, hs.device, self.chunk)
+        return hidden_kl(hs, head, rows, chunk, chunk_rows(v, hs.device, chunk))
 
 
 def _packed_rows(rows: Tensor, positions: Tensor) -> Tensor:
