@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_distill.py [--models 0.1b 2b] [--logits full chunked]
         [--steps 200] [--warmup 10] [--batch 0.1b=32 2b=8] [--seq 1024]
-        [--peak-tflops X] [--out benchmarks/results/gpu_distill.json]
+        [--attn eager] [--peak-tflops X] [--out benchmarks/results/gpu_distill.json]
     python benchmarks/gpu_distill.py --dry-run     # tiny shapes, 2 steps, CPU or GPU
 
 Student and teacher are Gemma-2 models built from config with random weights (no
@@ -65,19 +65,21 @@ def peak_flops(name: str) -> float | None:
     return None
 
 
-def build(shape: str, seed: int, device: torch.device, dtype: torch.dtype) -> Gemma2ForCausalLM:
+def build(shape: str, seed: int, device: torch.device, dtype: torch.dtype,
+          attn: str) -> Gemma2ForCausalLM:
     torch.manual_seed(seed)
     cfg = Gemma2Config(**SHAPES[shape], final_logit_softcapping=30.0,
                        attn_logit_softcapping=50.0, query_pre_attn_scalar=256,
                        sliding_window=4096, max_position_embeddings=8192,
-                       attn_implementation="sdpa")
+                       attn_implementation=attn)
     with torch.device(device):
         return Gemma2ForCausalLM(cfg).to(dtype)
 
 
 def run(shape: str, logits: str, args: argparse.Namespace, device: torch.device,
         dtype: torch.dtype) -> dict:
-    student, teacher = build(shape, 0, device, dtype), build(shape, 1, device, dtype)
+    student = build(shape, 0, device, dtype, args.attn)
+    teacher = build(shape, 1, device, dtype, args.attn)
     n_s, n_t = matmul_params(student), matmul_params(teacher)
     obj = DistillKL(teacher, temperature=1.0, logits=logits)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-5, fused=device.type == "cuda")
@@ -99,7 +101,7 @@ def run(shape: str, logits: str, args: argparse.Namespace, device: torch.device,
         sync()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
-        losses.append(float(loss))
+        losses.append(loss.item())
     tok_s = b * args.seq / statistics.mean(times)
     flops_per_token = 6.0 * n_s + 2.0 * n_t
     peak = args.peak_tflops * 1e12 if args.peak_tflops else (
@@ -131,6 +133,10 @@ def main() -> None:
     ap.add_argument("--batch", nargs="*", default=[], metavar="MODEL=B",
                     help="batch size per model, e.g. 2b=8")
     ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--attn", default="eager",
+                    help="attention implementation: eager (HF's default for Gemma-2: exact "
+                         "with its attention softcap; transformers refuses sdpa for it), "
+                         "flex_attention, flash_attention_2 (needs the flash-attn package)")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="the GPU's dense bf16 peak, if its name is not in the table")
     ap.add_argument("--dry-run", "--cpu-smoke", action="store_true",
@@ -145,6 +151,8 @@ def main() -> None:
         sys.exit("gpu_distill.py: no CUDA device here (torch.cuda.is_available() is False); "
                  "run it on a machine with an NVIDIA GPU, or use --dry-run for a tiny CPU check")
     device = torch.device("cuda" if cuda else "cpu")
+    if not cuda:
+        torch.set_num_threads(1)  # the CPU smoke test shares a small machine
     models = ["tiny"] if args.dry_run else args.models
     if args.dry_run:
         args.steps, args.warmup, args.seq = 2, 1, 16
@@ -160,7 +168,7 @@ def main() -> None:
     write_json(out, {
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "dry_run": args.dry_run, "steps": args.steps, "warmup": args.warmup,
-        "dtype": "bfloat16 (parameters, gradients, AdamW state)", "attention": "sdpa",
+        "dtype": "bfloat16 (parameters, gradients, AdamW state)", "attention": args.attn,
         "flops_per_token": "6*N_student + 2*N_teacher, N = undo.compute.matmul_params",
         "results": results, "environment": environment(device),
     })
