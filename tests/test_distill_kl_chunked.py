@@ -1,12 +1,15 @@
 """`distill.logits=chunked`: the KL from last hidden states, the head applied per chunk,
 must equal the loss on the models' full logits, value and gradients."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from undo.config import ConfigError, load_config
+from undo.data.arithmetic import Batches
 from undo.objectives.distill_hidden import (
     check_head,
     head_of,
@@ -149,3 +152,19 @@ def test_sub_chunks_and_chunks_of_any_size_give_the_same_loss_and_gradients():
         assert loss == pytest.approx(got[0][0], rel=1e-12)
         assert torch.allclose(gx, got[0][1], atol=1e-14)
         assert torch.allclose(gw, got[0][2], atol=1e-14)
+
+
+def test_project_micro_model_chunked_equals_full(micro_model, tokenizer, bench):
+    """The study's own architecture, float32, padded arithmetic batches."""
+    teacher = copy.deepcopy(micro_model)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.mul_(1.3)
+    batch = Batches(bench.stream(bench.ops, word_fraction=0.5), tokenizer, 8, seed=0)(0)
+    full = _loss_and_grads(DistillKL(teacher, 1.5), micro_model, batch)
+    chunked = _loss_and_grads(DistillKL(teacher, 1.5, chunk_positions=7, logits="chunked"),
+                              micro_model, batch)
+    assert chunked[0] == pytest.approx(full[0], rel=1e-5)
+    for n, g in full[1].items():
+        assert torch.allclose(chunked[1][n], g, rtol=1e-4, atol=1e-6), n
+
