@@ -168,3 +168,12 @@ def test_project_micro_model_chunked_equals_full(micro_model, tokenizer, bench):
     for n, g in full[1].items():
         assert torch.allclose(chunked[1][n], g, rtol=1e-4, atol=1e-6), n
 
+
+
+def test_no_grad_gives_the_same_loss():
+    student, teacher, batch = _model("llama", 0), _model("llama", 1), _batch(True)
+    obj = DistillKL(teacher, chunk_positions=4, logits="chunked")
+    with torch.no_grad():
+        a = obj.loss(student, batch)[0]
+    assert a.item() == pytest.approx(obj.loss(student, batch)[0].item(), rel=1e-12)
+    assert not a.requires_grad
