@@ -269,6 +269,10 @@ class DistillConfig(OptimConfig):
     teacher_cache: Literal["auto", "online", "full", "topk"] = "auto"
     cache_topk: int = 64
     chunk_positions: int = 4096  # positions per chunk of the KL (bounds float32 memory)
+    # Where the KL gets its logits: `full` from each model's HF forward (B, T, V); `chunked`
+    # from the last hidden states, the output head applied per chunk of positions, so no
+    # (B, T, V) logits exist (for large vocabularies; same loss, see docs/undo-core.md).
+    logits: Literal["full", "chunked"] = "full"
 
     def validate(self, p: str) -> None:
         super().validate(p)
@@ -279,6 +283,8 @@ class DistillConfig(OptimConfig):
         _check(self.cache_topk > 0, f"{p}.cache_topk", self.cache_topk, "a positive integer")
         _check(self.chunk_positions > 0, f"{p}.chunk_positions", self.chunk_positions,
                "a positive integer")
+        _check(self.logits in ("full", "chunked"), f"{p}.logits", self.logits,
+               "'full' or 'chunked'")
 
 
 @dataclass
