@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from undo.benchmarks.arithmetic import ItemBatches
 from undo.config import ConfigError, load_config
-from undo.data.arithmetic import Batches
 from undo.objectives.distill_hidden import (
     check_head,
     head_of,
@@ -160,7 +160,7 @@ def test_project_micro_model_chunked_equals_full(micro_model, tokenizer, bench):
     with torch.no_grad():
         for p in teacher.parameters():
             p.mul_(1.3)
-    batch = Batches(bench.stream(bench.ops, word_fraction=0.5), tokenizer, 8, seed=0)(0)
+    batch = ItemBatches(bench.stream(bench.ops, word_fraction=0.5), tokenizer, 8, seed=0)(0)
     full = _loss_and_grads(DistillKL(teacher, 1.5), micro_model, batch)
     chunked = _loss_and_grads(DistillKL(teacher, 1.5, chunk_positions=7, logits="chunked"),
                               micro_model, batch)

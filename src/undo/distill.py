@@ -187,14 +187,14 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
         mode = cache_mode(dcfg, teacher.get_output_embeddings().weight.size(0))
         cache = None
         if mode == "online":
-            objective = DistillKL(teacher, dcfg.temperature, dcfg.chunk_positions)
+            objective = DistillKL(teacher, dcfg.temperature, dcfg.chunk_positions, dcfg.logits)
         else:
             cache = TeacherCache(
                 run_dir(cfg) / "cache", teacher, batches, mode=mode, k=dcfg.cache_topk,
                 temperature=dcfg.temperature, grad_accum=dcfg.grad_accum, rank=acc.process_index,
                 key={"teacher": key["teacher"], "data": key["data"], "seed": cfg.seed,
                      "batch_size": dcfg.batch_size})
-            objective = DistillKL(None, dcfg.temperature, dcfg.chunk_positions)
+            objective = DistillKL(None, dcfg.temperature, dcfg.chunk_positions, dcfg.logits)
             batches = CachedBatches(batches, cache)
 
         def evaluate_during(m: torch.nn.Module) -> dict[str, float]:
