@@ -68,7 +68,7 @@ def model_table(summary: dict) -> str:
     by_name = {m["name"]: m for m in summary["models"]}
     for r in rows(summary):
         m = by_name[r.name]
-        cells = [f'<td title="{_e(m.get("stage_dir") or "")}">{_e(r.name)}</td>',
+        cells = [f'<td title="{_e(m.get("stage_dir") or "")}">{_e(r.label)}</td>',
                  f"<td>{_e(views.KIND_LABELS.get(r.kind, r.kind))}</td>",
                  f"<td>{'' if r.alpha is None else _e(f'{r.alpha:g}')}</td>",
                  f"<td>{'' if r.seed is None else _e(r.seed)}</td>",
