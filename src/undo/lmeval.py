@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -237,13 +236,12 @@ def _n_selected(n_docs: int, limit: int | float | None) -> int:
 def _isolated(model: torch.nn.Module) -> Iterator[None]:
     """Leave no trace of an evaluation on the caller: simple_evaluate reseeds Python,
     NumPy and torch (a training run would continue on reset RNG streams), HFLM switches
-    the model to eval mode, and lm-eval logs and draws progress bars per call."""
+    the model to eval mode, and lm-eval logs warnings on every call."""
     py_state, np_state = random.getstate(), np.random.get_state()
     was_training = model.training
     lm_logger = logging.getLogger("lm_eval")
-    level, tqdm_env = lm_logger.level, os.environ.get("TQDM_DISABLE")
+    level = lm_logger.level
     lm_logger.setLevel(logging.ERROR)
-    os.environ["TQDM_DISABLE"] = "1"
     devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
     try:
         with torch.random.fork_rng(devices=devices):
@@ -253,10 +251,19 @@ def _isolated(model: torch.nn.Module) -> Iterator[None]:
         np.random.set_state(np_state)
         model.train(was_training)
         lm_logger.setLevel(level)
-        if tqdm_env is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = tqdm_env
+
+
+@lru_cache(maxsize=1)
+def _quiet_hflm() -> type:
+    """HFLM without its per-request progress bar (an attack logs many evaluations); a
+    class built on first use, so that importing undo does not import lm-eval."""
+    from lm_eval.models.huggingface import HFLM
+
+    class QuietHFLM(HFLM):
+        def loglikelihood(self, requests: Any, disable_tqdm: bool = True) -> Any:
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+    return QuietHFLM
 
 
 class LmEvalSet:
@@ -296,7 +303,6 @@ class LmEvalSet:
 
     def score(self, model: PreTrainedModel, idx: Sequence[int] | None = None) -> Scores:
         import lm_eval
-        from lm_eval.models.huggingface import HFLM
 
         index = (torch.arange(len(self.units)) if idx is None
                  else torch.as_tensor(list(idx), dtype=torch.long))
@@ -307,10 +313,13 @@ class LmEvalSet:
         tasks = [t for ts in self.tasks for t in ts if t.config.task in samples]
         c = self.cfg
         with _isolated(model):
-            lm = HFLM(pretrained=model, tokenizer=self.tokenizer, batch_size=c.batch_size,
-                      max_length=c.max_length)
+            lm = _quiet_hflm()(pretrained=model, tokenizer=self.tokenizer,
+                               batch_size=c.batch_size, max_length=c.max_length)
             out = lm_eval.simple_evaluate(
                 model=lm, tasks=tasks, samples=samples, bootstrap_iters=0, log_samples=True,
+                # The tasks are loaded already; without a manager simple_evaluate would
+                # index every task file of lm-eval again (~20 s a call).
+                task_manager=_task_manager(c.include_path, c.include_path is None),
                 random_seed=c.random_seed, numpy_random_seed=c.numpy_random_seed,
                 torch_random_seed=c.torch_random_seed,
                 fewshot_random_seed=c.fewshot_random_seed)
