@@ -67,9 +67,13 @@ def test_subset_scores_match_full_scores(tasks_dir, tok, model):
     part = es.score(model, idx)
     assert torch.equal(part["correct"], take(full, idx)["correct"])
     m = es.metrics(full)
-    assert set(m) == {"acc", "acc/mc_one", "acc/mc_two"}
+    assert set(m) == {"acc", "ce", "acc/mc_one", "ce/mc_one", "acc/mc_two", "ce/mc_two"}
     assert m["acc"] == pytest.approx(full["correct"].mean().item())
-    assert es.metrics(full, groups=False).keys() == {"acc"}
+    assert es.metrics(full, groups=False).keys() == {"acc", "ce"}
+    # choice CE: the answer's share of the 4 choices; a question is right where the
+    # answer holds the largest share, so CE < log 2 means correct (p > 1/2)
+    assert ((full["ce"] < torch.log(torch.tensor(2.0))) <= full["correct"].bool()).all()
+    assert (full["ce"] > 0).all()
 
 
 def test_limit_count_and_fraction(tasks_dir, tok):

@@ -62,7 +62,7 @@ def test_metrics_are_lm_eval_accuracies(setup):
     assert len(bench.eval_set("forget_final", tok)) == 12
     for k in ("forget/acc", "retain/acc", "forget_final/acc"):
         assert 0 <= m[k] <= 1
-    assert m["forget_ce/ce"] > 0 and m["retain_ce/ce"] > 0
+    assert m["forget_ce/ce"] > 0 and m["retain_ce/ce"] > 0 and m["forget/ce"] > 0
     a = from_dict({"data": section(setup), "attack": {"retain_fraction": 0.5}}).attack
     info = bench.check_attack(a, [bench.attack_batches(a, tok, "0-0")], 2, tok)
     leaf = info["lm_eval"]["retain"]["tasks"][0]["leaf_tasks"]["general_local"]

@@ -266,13 +266,20 @@ def _quiet_hflm() -> type:
     return QuietHFLM
 
 
+def _choice_ce(sample: dict[str, Any]) -> float:
+    """−log p(answer | the choices): the answer's log-likelihood renormalised over the
+    question's choices (nats). A smooth companion of `acc`, lower = more capable."""
+    ll = torch.tensor([float(r[0]) for r in sample["filtered_resps"]], dtype=torch.float64)
+    return (torch.logsumexp(ll, 0) - ll[int(sample["target"])]).item()
+
+
 class LmEvalSet:
     """Questions of lm-eval tasks as a fixed evaluation set (`undo.benchmarks.base.EvalSet`).
 
     Units are (spec, leaf task, question) in spec order, leaf tasks by name, questions
     by lm-eval doc id. `score` gives per question `correct` (0/1 under the spec's metric),
-    `spec` (the index of its spec) and `index`; `metrics` gives `acc` over the questions
-    scored and, with several specs, `acc/<task>` per spec.
+    `ce` (`_choice_ce`), `spec` (the index of its spec) and `index`; `metrics` gives `acc`
+    and `ce` over the questions scored and, with several specs, `acc/<task>`, `ce/<task>`.
     """
 
     def __init__(self, name: str, specs: Sequence[LmEvalTask], cfg: LmEvalConfig,
@@ -325,20 +332,25 @@ class LmEvalSet:
                 fewshot_random_seed=c.fewshot_random_seed)
         metric = {t.config.task: self.specs[i].metric
                   for i, ts in enumerate(self.tasks) for t in ts}
-        value = {(task, s["doc_id"]): float(s[metric[task]])
+        value = {(task, s["doc_id"]): (float(s[metric[task]]), _choice_ce(s))
                  for task, rows in out["samples"].items() for s in rows}
-        return {"correct": torch.tensor([value[(t, d)] for _, t, d in wanted]),
+        got = [value[(t, d)] for _, t, d in wanted]
+        return {"correct": torch.tensor([c for c, _ in got]),
+                "ce": torch.tensor([ce for _, ce in got]),
                 "spec": torch.tensor([i for i, _, _ in wanted], dtype=torch.long),
                 "index": index}
 
     def metrics(self, scores: Scores, groups: bool = True) -> Metrics:
-        correct = scores["correct"]
-        out = {"acc": correct.mean().item() if len(correct) else float("nan")}
+        def summary(jj: torch.Tensor) -> Metrics:
+            return {"acc": scores["correct"][jj].mean().item(),
+                    "ce": scores["ce"][jj].mean().item()}
+
+        out = summary(torch.ones(len(scores["correct"]), dtype=torch.bool))
         if groups and len(self.specs) > 1:
             for i, spec in enumerate(self.specs):
-                mine = correct[scores["spec"] == i]
-                if len(mine):
-                    out[f"acc/{spec.task}"] = mine.mean().item()
+                jj = scores["spec"] == i
+                if jj.any():
+                    out.update({f"{k}/{spec.task}": v for k, v in summary(jj).items()})
         return out
 
     def subset(self, per_group: int) -> list[int]:
