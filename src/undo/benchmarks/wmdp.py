@@ -106,4 +106,7 @@ class Benchmark(text.Benchmark):
         out["benchmark"] = self.name
         out["lm_eval_sets"] = {n: [vars(t) for t in ts]
                                for n, ts in self.cfg.lm_eval.sets.items()}
+        # Versions and sizes of the sets this process has scored (a stage describes its
+        # data after evaluating its model).
+        out["lm_eval"] = {n: es.provenance() for (n, _), es in self._sets.items()}
         return out
