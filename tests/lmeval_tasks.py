@@ -8,7 +8,8 @@ from pathlib import Path
 
 from undo.lmeval import write_local_task
 
-WORDS = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "lamp", "seed", "wire", "glass", "paper", "salt", "iron", "moss", "flint", "coal", "wool", "bark", "reed"]
+WORDS = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "lamp", "seed", "wire",
+         "glass", "paper", "salt", "iron", "moss", "flint", "coal", "wool", "bark", "reed"]
 
 
 def write_questions(path: Path, n: int, seed: int = 0) -> Path:

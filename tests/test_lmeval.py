@@ -101,7 +101,8 @@ def test_no_side_effects_and_provenance(tasks_dir, tok, model):
 
 
 def test_unknown_task(tasks_dir, tok):
-    with pytest.raises(ConfigError, match="unknown lm-eval task 'no_such_task'"):
+    with pytest.raises(ConfigError, match=r"'lm_eval.sets.forget\[0\].task': unknown lm-eval "
+                                          r"task 'no_such_task'"):
         _set(tasks_dir, tok, LmEvalTask("no_such_task"))
 
 

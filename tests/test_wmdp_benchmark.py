@@ -35,8 +35,9 @@ def setup(tmp_path_factory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("wmdp")
     write_task(d / "tasks", "bio_local", 12, seed=1)
     write_task(d / "tasks", "general_local", 8, seed=2)
-    return {"forget": write_jsonl(d / "bio.jsonl", "cell virus gene protein enzyme host strain", 60, 1),
-            "retain": write_jsonl(d / "general.jsonl", "the cat dog sun moon runs sits red blue", 60, 2),
+    bio, general = "cell virus gene protein enzyme host", "the cat dog sun moon runs sits red"
+    return {"forget": write_jsonl(d / "bio.jsonl", bio, 60, 1),
+            "retain": write_jsonl(d / "general.jsonl", general, 60, 2),
             "tasks": str(d / "tasks")}
 
 

@@ -192,7 +192,6 @@ def _load(task: str, num_fewshot: int | None, include_path: str | None, fewshot_
     the shots and the fewshot seed set. Cached per process: the datasets are read once,
     and attack workers forked from the parent inherit them."""
     spec = LmEvalTask(task, num_fewshot)
-    key = f"lm_eval.sets[...].task={spec.task!r}"
     loaded = None
     for defaults in ([False, True] if include_path is not None else [True]):
         tm = _task_manager(include_path, defaults)
@@ -207,13 +206,13 @@ def _load(task: str, num_fewshot: int | None, include_path: str | None, fewshot_
             raise _data_error(spec, e) from None
     if loaded is None:
         where = f"lm-eval's registry or include_path={include_path!r}"
-        raise ConfigError(f"config key '{key}': unknown lm-eval task {spec.task!r} (not in "
-                          f"{where}); valid: a task or group name such as wmdp_bio, mmlu, "
-                          f"or a local task file's `task:` under include_path")
+        raise ConfigError(f"unknown lm-eval task {spec.task!r} (not in {where}); valid: a "
+                          f"task or group name such as wmdp_bio, mmlu, or a local task "
+                          f"file's `task:` under include_path")
     tasks = [loaded["tasks"][n] for n in sorted(loaded["tasks"])]
     for t in tasks:
         if t.get_config("output_type") != "multiple_choice":
-            raise ConfigError(f"config key '{key}': task {t.config.task!r} has output_type "
+            raise ConfigError(f"task {t.config.task!r} has output_type "
                               f"{t.get_config('output_type')!r}; valid: multiple_choice "
                               f"tasks (scored per question)")
         shots = spec.num_fewshot if spec.num_fewshot is not None else (
@@ -285,9 +284,13 @@ class LmEvalSet:
     def __init__(self, name: str, specs: Sequence[LmEvalTask], cfg: LmEvalConfig,
                  tokenizer: PreTrainedTokenizerBase) -> None:
         self.name, self.specs, self.cfg, self.tokenizer = name, list(specs), cfg, tokenizer
-        self.tasks: list[list[Any]] = [
-            _load(s.task, s.num_fewshot, cfg.include_path, cfg.fewshot_random_seed)
-            for s in self.specs]
+        self.tasks: list[list[Any]] = []
+        for i, s in enumerate(self.specs):
+            try:
+                self.tasks.append(_load(s.task, s.num_fewshot, cfg.include_path,
+                                        cfg.fewshot_random_seed))
+            except ConfigError as e:
+                raise ConfigError(f"config key 'lm_eval.sets.{name}[{i}].task': {e}") from None
         # Units, spec by spec, leaf tasks interleaved so that any prefix mixes them.
         self.units: list[tuple[int, str, int]] = []
         self.sizes: dict[str, tuple[int, int]] = {}  # leaf task -> (docs, selected)
