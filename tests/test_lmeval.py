@@ -70,6 +70,7 @@ def test_subset_scores_match_full_scores(tasks_dir, tok, model):
     assert set(m) == {"acc", "ce", "acc/mc_one", "ce/mc_one", "acc/mc_two", "ce/mc_two"}
     assert m["acc"] == pytest.approx(full["correct"].mean().item())
     assert es.metrics(full, groups=False).keys() == {"acc", "ce"}
+    assert len(es.score(model, [])["correct"]) == 0
     # choice CE: the answer's share of the 4 choices; a question is right where the
     # answer holds the largest share, so CE < log 2 means correct (p > 1/2)
     assert ((full["ce"] < torch.log(torch.tensor(2.0))) <= full["correct"].bool()).all()

@@ -317,6 +317,9 @@ class LmEvalSet:
         index = (torch.arange(len(self.units)) if idx is None
                  else torch.as_tensor(list(idx), dtype=torch.long))
         wanted = [self.units[i] for i in index.tolist()]
+        if not wanted:
+            return {"correct": torch.zeros(0), "ce": torch.zeros(0),
+                    "spec": torch.zeros(0, dtype=torch.long), "index": index}
         samples: dict[str, list[int]] = {}
         for _, task, doc in wanted:
             samples.setdefault(task, []).append(doc)
