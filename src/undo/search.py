@@ -1,0 +1,445 @@
+"""The adaptive attacker: an Optuna search over the attack recipe, per model.
+
+A fixed grid (AdamW, constant LR, one batch size, one data mix) overstates robustness;
+other optimizers, schedules, batch sizes, LoRA and data mixes find what it misses. Each
+trial is one relearning attack (`undo.attack.run_one`) with a recipe drawn from the
+`search:` space, `attack.steps` steps long; its objective is the benchmark's forget
+metric at that budget, maximised when higher means more capability (the worst case for
+the defender). A trial counts only if the model keeps its utility (`utility_ok`):
+destroying the model is not relearning, so such a trial is stored as PRUNED and never
+the best.
+
+Storage: `<attack folder>/search.db` (SQLite, beside the grid's relearn.json). The study
+records the model identity and the search settings in its user attrs; a db made for
+anything else is refused. Finished trials (COMPLETE or PRUNED) are kept; a trial left
+RUNNING by a killed process is marked FAIL and not counted; the search runs until `n`
+trials have finished. The TPE sampler is re-seeded from (search.seed, finished trials)
+before each draw and TPE reads only finished trials, so a resumed search draws what an
+uninterrupted one would (tests/test_search.py).
+
+Warm start: the first trials are the grid's worst-case recipes (AdamW, constant LR, the
+grid's worst LR at each budget), so the search is at least as strong as the grid
+wherever those recipes keep the utility floor. Fair comparison across a study
+(`replay_all`): each model's best recipe is replayed against every other model; the
+worst case per model and budget is the worst over its own trials and those replays.
+Results: `search.json` beside relearn.json (schema in docs/attacks.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from .architectures import classify, family
+from .artifacts import config_hash, read_json, write_json
+from .attack import (
+    AttackEval,
+    attack,
+    attack_dir,
+    model_identity,
+    model_label,
+    resolve_model_dir,
+    run_one,
+)
+from .benchmarks import build_benchmark
+from .benchmarks.base import MetricSpec
+from .config import ConfigError, RunConfig
+from .models import load_model, load_tokenizer
+from .robustness import budget_key
+
+Params = dict[str, Any]
+Start = tuple[dict[str, float], dict[str, float]]
+SCHEMA = "undo.search/1"
+COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+LORA_ONLY = ("lora_alpha", "lora_targets")  # drawn only for a LoRA trial (rank > 0)
+
+
+# ------------------------------------------------------------------ the space
+
+
+def search_space(cfg: RunConfig, knobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Params]:
+    """{param: spec}: `float` specs have low/high (and log), `categorical` ones choices.
+
+    `knobs` are the benchmark's `attack_knobs()` (used when search.benchmark_knobs).
+    Raises ConfigError when nothing is left to search.
+    """
+    s = cfg.search
+
+    def rng(v: list[float], log: bool = False) -> Params:
+        return {"type": "float", "low": v[0], "high": v[-1], "log": log}
+
+    def cat(v: Sequence[Any]) -> Params:
+        return {"type": "categorical", "choices": list(v)}
+
+    space: dict[str, Params] = {
+        "lr": rng(s.lr, log=True), "optimizer": cat(s.optimizers),
+        "schedule": cat(s.schedules), "batch_size": cat(s.batch_sizes),
+        "weight_decay": cat(s.weight_decays), "lora_rank": cat(s.lora_ranks),
+        "lora_alpha": cat(s.lora_alphas), "lora_targets": cat(s.lora_targets),
+        "retain_fraction": rng(s.retain_fraction),
+    }
+    if s.benchmark_knobs:
+        for name, spec in knobs.items():
+            space[name] = {k: v for k, v in spec.items() if k != "default"}
+    lora = any(r > 0 for r in s.lora_ranks)
+    free = [k for k, v in space.items() if _size(v) > 1 and (lora or k not in LORA_ONLY)]
+    if not free:
+        raise ConfigError("config section 'search': every dimension of the search space is "
+                          "fixed (one choice each, lr and retain_fraction with low == high); "
+                          "valid: at least one list with two choices or a range with "
+                          "low < high")
+    return space
+
+
+def _size(spec: Params) -> float:
+    if spec["type"] == "categorical":
+        return len(spec["choices"])
+    return math.inf if spec["high"] > spec["low"] else 1
+
+
+def suggest(trial: optuna.Trial, space: Mapping[str, Params]) -> Params:
+    """Draw a recipe; LoRA's alpha and targets only for a LoRA trial."""
+    out: Params = {}
+    for name, spec in space.items():
+        if name in LORA_ONLY and not out.get("lora_rank"):
+            continue
+        if spec["type"] == "categorical":
+            out[name] = trial.suggest_categorical(name, spec["choices"])
+        elif spec["type"] == "int":
+            out[name] = trial.suggest_int(name, spec["low"], spec["high"])
+        else:
+            out[name] = trial.suggest_float(name, spec["low"], spec["high"],
+                                            log=spec.get("log", False))
+    return out
+
+
+def grid_recipes(cfg: RunConfig, relearn: Mapping[str, Any], metric: str,
+                 space: Mapping[str, Params],
+                 knobs: Mapping[str, Mapping[str, Any]]) -> list[Params]:
+    """The grid's worst-case recipes (one per distinct worst LR at a budget > 0) that lie
+    in the search space; they are the search's first trials."""
+    a = cfg.attack
+    base: Params = {"optimizer": "adamw", "schedule": "constant", "batch_size": a.batch_size,
+                    "weight_decay": a.weight_decay, "lora_rank": a.lora_rank,
+                    "retain_fraction": a.retain_fraction}
+    if a.lora_rank:
+        base |= {"lora_alpha": a.lora_alpha, "lora_targets": "all-linear"}
+        if a.lora_targets != ["all-linear"]:
+            return []
+    for name in space:
+        if name in knobs:
+            value = getattr(a, name, None)
+            base[name] = knobs[name]["default"] if value is None else value
+    lrs = sorted({float(w["lr"]) for k, w in relearn["worst_case"][metric].items()
+                  if int(k) > 0}, reverse=True)
+    recipes = [{**base, "lr": lr} for lr in lrs]
+    return [r for r in recipes if all(_inside(r[k], space[k]) for k in r)]
+
+
+def _inside(value: Any, spec: Params) -> bool:
+    if spec["type"] == "categorical":
+        return value in spec["choices"]
+    return spec["low"] <= value <= spec["high"]
+
+
+# ------------------------------------------------------------------- one trial
+
+
+def utility_bound(spec: MetricSpec, before: float, floor: float) -> float | None:
+    """The worst retain value a counted attack may end at (None: no floor).
+
+    Higher-is-better (accuracy): floor x before. Lower-is-better (CE): before / floor,
+    so a floor of 0.9 allows the CE to grow by 1/0.9 (about 11%).
+    """
+    if floor <= 0:
+        return None
+    return floor * before if spec.higher_is_better else before / floor
+
+
+def utility_ok(spec: MetricSpec, value: float, bound: float | None) -> bool:
+    if bound is None:
+        return True
+    if not math.isfinite(value):
+        return False
+    return value >= bound if spec.higher_is_better else value <= bound
+
+
+def lora_modules(model: torch.nn.Module, group: str) -> list[str]:
+    """peft targets of a group: ["all-linear"], or every 2-D-weight module of the
+    blocks' attention / MLP (named through the architecture table)."""
+    if group == "all-linear":
+        return ["all-linear"]
+    fam = family(model)
+    names = [n for n, m in model.named_modules()
+             if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() == 2
+             and classify(fam, f"{n}.weight")[0] == group]
+    if not names:
+        raise ConfigError(f"config key 'search.lora_targets': '{group}' matches no linear "
+                          f"module of this model; valid: all-linear, attention, mlp")
+    return names
+
+
+def run_recipe(cfg: RunConfig, model_dir: Path, recipe: Params, start: Start,
+               targets: Mapping[str, list[str]]) -> dict[str, Any]:
+    """One attack with an explicit recipe (the grid's data seed, attack.seeds[0]).
+
+    Only the budgets are evaluated (full eval sets): the curve is not needed here.
+    """
+    a = cfg.attack
+    knobs = {k: v for k, v in recipe.items() if k not in SEARCH_KEYS}
+    rank = int(recipe.get("lora_rank", a.lora_rank))
+    attack_cfg = replace(
+        a, batch_size=int(recipe.get("batch_size", a.batch_size)),
+        weight_decay=float(recipe.get("weight_decay", a.weight_decay)), lora_rank=rank,
+        lora_alpha=float(recipe.get("lora_alpha", a.lora_alpha)),
+        lora_targets=targets[recipe.get("lora_targets", "all-linear")] if rank else
+        a.lora_targets, retain_fraction=float(recipe.get("retain_fraction", a.retain_fraction)),
+        eval_every=a.steps, save_weights=False, **knobs)
+    schedule = recipe.get("schedule", "constant")
+    sched: Params = ({"schedule": "cosine"} if schedule == "cosine" else
+                     {"warmup_steps": max(1, a.steps // 10)} if schedule == "warmup" else {})
+    run_cfg = replace(cfg, attack=attack_cfg)
+    bench = build_benchmark(cfg.data)
+    tok = load_tokenizer(model_dir)
+    seed = a.seeds[0]
+    bench.check_attack(attack_cfg, [bench.attack_batches(attack_cfg, tok, f"{cfg.seed}-{seed}")],
+                       a.steps, tok)
+    return run_one(run_cfg, model_dir, float(recipe["lr"]), seed, start, cfg.threads,
+                   optimizer=recipe.get("optimizer", "adamw"), schedule=sched)
+
+
+SEARCH_KEYS = ("lr", "optimizer", "schedule", "batch_size", "weight_decay", "lora_rank",
+               "lora_alpha", "lora_targets", "retain_fraction")
+
+
+def score(run: Mapping[str, Any], forget: MetricSpec, retain: MetricSpec,
+          bound: float | None) -> dict[str, dict[str, Any]]:
+    """Per budget: the forget and retain metrics and whether the utility floor held."""
+    out = {}
+    for k, m in run["budgets"].items():
+        f, r = float(m[forget.name]), float(m[retain.name])
+        out[k] = {"forget": f, "retain": r, "valid": utility_ok(retain, r, bound)}
+    return out
+
+
+# ------------------------------------------------------------------- the study
+
+
+def search_key(cfg: RunConfig, model_dir: Path) -> dict[str, Any]:
+    """What a search db belongs to: the model and the search settings (not the number
+    of trials, so that a larger N extends a finished search)."""
+    return {"model": model_identity(model_dir), "search": asdict(cfg.search)}
+
+
+def open_study(path: Path, key: Mapping[str, Any], maximize: bool) -> optuna.Study:
+    """The study in `path` (created if missing); ConfigError if it belongs elsewhere."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{path}", study_name="attack-search",
+                                load_if_exists=True,
+                                direction="maximize" if maximize else "minimize")
+    stored = study.user_attrs.get("key")
+    if stored is None:
+        study.set_user_attr("key", config_hash(key))
+        study.set_user_attr("identity", dict(key))
+    elif stored != config_hash(key):
+        was = study.user_attrs.get("identity", {})
+        what = [k for k in key if was.get(k) != key[k]] or ["settings"]
+        raise ConfigError(f"search storage {path} was made for a different "
+                          f"{' and '.join(what)} (its search settings: {was.get('search')}); "
+                          f"valid: the same model and search settings, or delete the file "
+                          f"(or run with --force) to start a new search")
+    return study
+
+
+def recover(study: optuna.Study) -> int:
+    """Mark trials a killed process left RUNNING as FAIL (never counted); returns how
+    many. One process runs a search at a time."""
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for t in stale:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    return len(stale)
+
+
+def search_attack(cfg: RunConfig, model_dir: str | Path, n_trials: int, *,
+                  force: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Run the LR grid (cached), then the search up to `n_trials` finished trials;
+    writes `search.json` in the attack folder and returns the folder."""
+    if n_trials <= 0:
+        raise ConfigError(f"--search / study.attack_search: got {n_trials}; valid: a "
+                          "positive number of trials")
+    model_dir = resolve_model_dir(model_dir)
+    d = attack(cfg, model_dir, force=force)
+    bench = build_benchmark(cfg.data)
+    forget, retain = bench.forget_metric, bench.retain_metric
+    knobs = bench.attack_knobs()
+    space = search_space(cfg, knobs)
+    model = load_model(model_dir)
+    start = AttackEval(bench, load_tokenizer(model_dir), cfg.attack.curve_items_per_op
+                       ).full(model)
+    targets = {g: lora_modules(model, g) for g in cfg.search.lora_targets}
+    bound = utility_bound(retain, start[0][retain.name], cfg.search.utility_floor)
+    study = open_study(d / "search.db", search_key(cfg, model_dir), forget.higher_is_better)
+    if recover(study):
+        log("   search: a killed trial was marked failed (not counted)")
+    if not study.get_trials(deepcopy=False):
+        relearn = read_json(d / "relearn.json")
+        for r in grid_recipes(cfg, relearn, forget.name, space, knobs)[:n_trials]:
+            study.enqueue_trial(r, user_attrs={"source": "grid"})
+    s = cfg.search
+    while (done := len(study.get_trials(deepcopy=False, states=COUNTED))) < n_trials:
+        study.sampler = optuna.samplers.TPESampler(
+            seed=s.seed * 100_003 + done,
+            n_startup_trials=s.startup_trials)
+        trial = study.ask()
+        recipe = suggest(trial, space)
+        run = run_recipe(cfg, model_dir, recipe, start, targets)
+        budgets = score(run, forget, retain, bound)
+        final = budgets[budget_key(cfg.attack.steps)]
+        for k, v in (("budgets", budgets), ("flops", run["flops"]),
+                     ("wall_time_s", run["wall_time_s"])):
+            trial.set_user_attr(k, v)
+        if final["valid"]:
+            study.tell(trial, final["forget"])
+        else:  # not an attack that counts: the model lost its utility
+            trial.report(final["forget"], cfg.attack.steps)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        log(f"   search {model_label(model_dir)}: trial {done + 1}/{n_trials} "
+            f"{forget.name}={final['forget']:.3f} {retain.name}={final['retain']:.3f}"
+            f"{'' if final['valid'] else ' (below the utility floor)'}")
+    write_json(d / "search.json", search_record(cfg, model_dir, study, n_trials, start,
+                                                bound, space, forget, retain, replays=[]))
+    return d
+
+
+# ----------------------------------------------------------------- the record
+
+
+def worst_case(entries: Sequence[Mapping[str, Any]], budgets: Sequence[int],
+               higher_is_worse: bool) -> dict[str, dict[str, Any] | None]:
+    """Per budget, the worst (for the defender) forget value over entries valid there.
+
+    An entry is {"budgets": {k: {"forget", "retain", "valid"}}, "params", "source"};
+    None where no entry kept the utility floor.
+    """
+    out: dict[str, dict[str, Any] | None] = {}
+    for k in map(budget_key, budgets):
+        best: dict[str, Any] | None = None
+        for e in entries:
+            b = e["budgets"].get(k)
+            if b is None or not b["valid"]:
+                continue
+            if best is None or (b["forget"] > best["value"] if higher_is_worse
+                                else b["forget"] < best["value"]):
+                best = {"value": b["forget"], "retain": b["retain"], "params": e["params"],
+                        "source": e["source"]}
+        out[k] = best
+    return out
+
+
+def best_so_far(values: Sequence[float | None], higher_is_worse: bool) -> list[float | None]:
+    """Running best of the counted trials' objective (None: not counted / none yet)."""
+    out: list[float | None] = []
+    cur: float | None = None
+    for v in values:
+        if v is not None and (cur is None or (v > cur if higher_is_worse else v < cur)):
+            cur = v
+        out.append(cur)
+    return out
+
+
+def search_record(cfg: RunConfig, model_dir: Path, study: optuna.Study, n_trials: int,
+                  start: Start, bound: float | None, space: Mapping[str, Params],
+                  forget: MetricSpec, retain: MetricSpec,
+                  replays: list[dict[str, Any]]) -> dict[str, Any]:
+    """search.json: every counted trial, the best recipe, the worst case and the cost."""
+    hiw = forget.higher_is_better
+    trials = []
+    for t in study.get_trials(deepcopy=False, states=COUNTED):
+        complete = t.state == optuna.trial.TrialState.COMPLETE
+        trials.append({"number": t.number, "state": t.state.name.lower(), "params": t.params,
+                       "value": t.value if complete else None,
+                       "source": t.user_attrs.get("source", "tpe"),
+                       "budgets": t.user_attrs["budgets"], "flops": t.user_attrs["flops"],
+                       "wall_time_s": t.user_attrs["wall_time_s"]})
+    counted = [t for t in trials if t["value"] is not None]
+    best = (max if hiw else min)(counted, key=lambda t: t["value"]) if counted else None
+    budgets = cfg.attack.all_budgets()
+    return {
+        "schema": SCHEMA,
+        "model": {"label": model_label(model_dir), "path": str(model_dir.resolve()),
+                  "identity": model_identity(model_dir)},
+        "metric": forget.to_dict(), "retain_metric": retain.to_dict(),
+        "steps": cfg.attack.steps, "budgets": budgets, "trials_requested": n_trials,
+        "search": asdict(cfg.search), "space": dict(space),
+        "utility": {"floor": cfg.search.utility_floor, "retain_before": start[0][retain.name],
+                    "bound": bound,
+                    "rule": "retain >= bound" if retain.higher_is_better else "retain <= bound"},
+        "start": start[0],
+        "trials": trials,
+        "failed_trials": len(study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.FAIL,))),
+        "best_so_far": best_so_far([t["value"] for t in trials], hiw),
+        "best": None if best is None else {k: best[k] for k in ("number", "params", "value")},
+        "replays": replays,
+        "worst_case": worst_case(trials + replays, budgets, hiw),
+        "cost": {"trials": len(trials), "steps_per_trial": cfg.attack.steps,
+                 "flops": sum(t["flops"] for t in trials),
+                 "replay_flops": sum(r["flops"] for r in replays),
+                 "wall_time_s": sum(t["wall_time_s"] for t in trials)},
+    }
+
+
+def replay_all(cfg: RunConfig, model_dirs: Sequence[str | Path], *,
+               log: Callable[[str], None] = print) -> list[Path]:
+    """Replay every model's best recipe against every other model (cached per recipe in
+    `replays/`) and fold the results into each model's search.json worst case."""
+    dirs = [resolve_model_dir(m) for m in model_dirs]
+    folders = [attack_dir(cfg, m) for m in dirs]
+    records = [read_json(f / "search.json") for f in folders]
+    bench = build_benchmark(cfg.data)
+    forget, retain = bench.forget_metric, bench.retain_metric
+    for i, (m, f, rec) in enumerate(zip(dirs, folders, records, strict=True)):
+        start: Start | None = None
+        targets: dict[str, list[str]] = {}
+        replays = []
+        for j, src in enumerate(records):
+            if j == i or src["best"] is None:
+                continue
+            recipe = src["best"]["params"]
+            out = f / "replays" / f"{src['model']['label']}-{config_hash(recipe)}.json"
+            if not out.exists():
+                if start is None:
+                    model = load_model(m)
+                    start = AttackEval(bench, load_tokenizer(m), cfg.attack.curve_items_per_op
+                                       ).full(model)
+                    targets = {g: lora_modules(model, g) for g in cfg.search.lora_targets}
+                run = run_recipe(cfg, m, recipe, start, targets)
+                write_json(out, {"source": f"replay:{src['model']['label']}", "params": recipe,
+                                 "budgets": score(run, forget, retain, rec["utility"]["bound"]),
+                                 "flops": run["flops"], "wall_time_s": run["wall_time_s"]})
+                log(f"   replay {src['model']['label']} -> {rec['model']['label']}")
+            replays.append(read_json(out))
+        rec["replays"] = replays
+        rec["worst_case"] = worst_case(rec["trials"] + replays, rec["budgets"],
+                                       forget.higher_is_better)
+        rec["cost"]["replay_flops"] = sum(r["flops"] for r in replays)
+        write_json(f / "search.json", rec)
+    return folders
+
+
+def search_models(cfg: RunConfig, model_dirs: Sequence[str | Path], n_trials: int, *,
+                  force: bool = False, log: Callable[[str], None] = print) -> list[Path]:
+    """`undo attack --search N`: search every model, then the shared replays."""
+    t0 = time.time()
+    folders = [search_attack(cfg, m, n_trials, force=force, log=log) for m in model_dirs]
+    if len(folders) > 1:
+        replay_all(cfg, model_dirs, log=log)
+    log(f"   search: {time.time() - t0:.0f}s")
+    return folders
