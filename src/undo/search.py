@@ -232,6 +232,14 @@ def score(run: Mapping[str, Any], forget: MetricSpec, retain: MetricSpec,
 # ------------------------------------------------------------------- the study
 
 
+def check_search(cfg: RunConfig, n_trials: int) -> dict[str, Params]:
+    """Refuse a bad trial count or an empty space before any attack runs; the space."""
+    if n_trials <= 0:
+        raise ConfigError(f"--search / study.attack_search: got {n_trials}; valid: a "
+                          "positive number of trials per model")
+    return search_space(cfg, build_benchmark(cfg.data).attack_knobs())
+
+
 def search_key(cfg: RunConfig, model_dir: Path) -> dict[str, Any]:
     """What a search db belongs to: the model and the search settings (not the number
     of trials, so that a larger N extends a finished search)."""
@@ -271,15 +279,12 @@ def search_attack(cfg: RunConfig, model_dir: str | Path, n_trials: int, *,
                   force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Run the LR grid (cached), then the search up to `n_trials` finished trials;
     writes `search.json` in the attack folder and returns the folder."""
-    if n_trials <= 0:
-        raise ConfigError(f"--search / study.attack_search: got {n_trials}; valid: a "
-                          "positive number of trials")
+    space = check_search(cfg, n_trials)
     model_dir = resolve_model_dir(model_dir)
     d = attack(cfg, model_dir, force=force)
     bench = build_benchmark(cfg.data)
     forget, retain = bench.forget_metric, bench.retain_metric
     knobs = bench.attack_knobs()
-    space = search_space(cfg, knobs)
     model = load_model(model_dir)
     start = AttackEval(bench, load_tokenizer(model_dir), cfg.attack.curve_items_per_op
                        ).full(model)
