@@ -28,6 +28,7 @@ Results: `search.json` beside relearn.json (schema in docs/attacks.md).
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
@@ -53,6 +54,7 @@ from .benchmarks.base import MetricSpec
 from .config import ConfigError, RunConfig
 from .models import load_model, load_tokenizer
 from .robustness import budget_key
+from .stages import run_dir
 
 Params = dict[str, Any]
 Start = tuple[dict[str, float], dict[str, float]]
@@ -262,7 +264,7 @@ def open_study(path: Path, key: Mapping[str, Any], maximize: bool) -> optuna.Stu
         raise ConfigError(f"search storage {path} was made for a different "
                           f"{' and '.join(what)} (its search settings: {was.get('search')}); "
                           f"valid: the same model and search settings, or delete the file "
-                          f"(or run with --force) to start a new search")
+                          f"(or use --force) to start a new search")
     return study
 
 
@@ -276,12 +278,18 @@ def recover(study: optuna.Study) -> int:
 
 
 def search_attack(cfg: RunConfig, model_dir: str | Path, n_trials: int, *,
-                  force: bool = False, log: Callable[[str], None] = print) -> Path:
+                  force: bool = False, log: Callable[[str], None] | None = print) -> Path:
     """Run the LR grid (cached), then the search up to `n_trials` finished trials;
-    writes `search.json` in the attack folder and returns the folder."""
+    writes `search.json` in the attack folder and returns the folder. `force` starts
+    the search afresh (not the grid); `log=None` is silent (the study's workers)."""
+    log = log or _silent
     space = check_search(cfg, n_trials)
     model_dir = resolve_model_dir(model_dir)
-    d = attack(cfg, model_dir, force=force)
+    d = attack(cfg, model_dir)  # the grid (cached; a forced study stage has just rerun it)
+    if force:  # a new search; the grid stays
+        for p in (d / "search.db", d / "search.json"):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(d / "replays", ignore_errors=True)
     bench = build_benchmark(cfg.data)
     forget, retain = bench.forget_metric, bench.retain_metric
     knobs = bench.attack_knobs()
@@ -321,6 +329,10 @@ def search_attack(cfg: RunConfig, model_dir: str | Path, n_trials: int, *,
     write_json(d / "search.json", search_record(cfg, model_dir, study, n_trials, start,
                                                 bound, space, forget, retain, replays=[]))
     return d
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 # ----------------------------------------------------------------- the record
@@ -401,10 +413,13 @@ def search_record(cfg: RunConfig, model_dir: Path, study: optuna.Study, n_trials
     }
 
 
-def replay_all(cfg: RunConfig, model_dirs: Sequence[str | Path], *,
-               log: Callable[[str], None] = print) -> list[Path]:
+def replay_all(cfg: RunConfig, model_dirs: Sequence[str | Path], *, force: bool = False,
+               log: Callable[[str], None] | None = print) -> Path:
     """Replay every model's best recipe against every other model (cached per recipe in
-    `replays/`) and fold the results into each model's search.json worst case."""
+    `replays/` of the attack folder) and fold the results into each model's search.json
+    worst case; returns the attacks folder. `force` needs no action here: a forced
+    attack stage already removed its folder, replays included."""
+    log = log or _silent
     dirs = [resolve_model_dir(m) for m in model_dirs]
     folders = [attack_dir(cfg, m) for m in dirs]
     records = [read_json(f / "search.json") for f in folders]
@@ -436,7 +451,7 @@ def replay_all(cfg: RunConfig, model_dirs: Sequence[str | Path], *,
                                        forget.higher_is_better)
         rec["cost"]["replay_flops"] = sum(r["flops"] for r in replays)
         write_json(f / "search.json", rec)
-    return folders
+    return run_dir(cfg) / "attacks"
 
 
 def search_models(cfg: RunConfig, model_dirs: Sequence[str | Path], n_trials: int, *,
