@@ -187,6 +187,16 @@ def _corpus(path: Path, alphabet: str, seed: int) -> str:
     return str(path)
 
 
+def test_parallel_trials_count_to_n(tmp_path, model_dir):
+    d = search_attack(_cfg(tmp_path, "attack.workers=2", "threads=2"), model_dir, 3,
+                      log=None)
+    r = read_json(d / "search.json")
+    assert r["workers"] == 2 and r["threads_per_worker"] == 1
+    assert [t["number"] for t in r["trials"]] == [0, 1, 2]
+    assert len({repr(t["params"]) for t in r["trials"]}) == 3  # a batch's draws differ
+    assert torch.get_num_threads() == 1  # restored
+
+
 def test_a_trial_below_the_utility_floor_never_counts(tmp_path, tokenizer):
     """Text benchmark (retain CE, lower is better): a floor of 1.0 allows no CE rise, so
     an lr of 1e-2 on forget text is pruned; state and floor agree for every trial."""
@@ -287,3 +297,61 @@ def test_replays_fold_into_each_models_worst_case(tmp_path, model_dir, tokenizer
                  "--search", "3"]) == 0
     out = capsys.readouterr().out
     assert "under the search (3 trials x 12 steps" in out and out.count("search.json") == 2
+
+
+# -------------------------------------------------------------------- report
+
+
+def _with_search(summary: dict) -> dict:
+    """The report fixture plus search sections: the search finds 0.1 more than the grid."""
+    for i, m in enumerate(summary["models"]):
+        if not m.get("attack"):
+            continue
+        wc = {k: {"value": w["value"] + 0.1, "retain": 0.9, "source": "tpe",
+                  "params": {"lr": 3e-3, "optimizer": "sgd"}}
+              for k, w in m["attack"]["worst_case"].items()}
+        m["search"] = {"trials": 4, "steps": 500, "worst_case": wc, "best": None,
+                       "best_so_far": [None, 0.2, 0.2 + i / 100, 0.5],
+                       "utility": {"floor": 0.9, "retain_before": 1.0, "bound": 0.9,
+                                   "rule": "retain >= bound"},
+                       "cost": {"trials": 4, "flops": 1e12, "replay_flops": 0.0}}
+        m["robustness_search"] = {k: 0.5 for k in wc}
+    return summary
+
+
+def test_report_shows_grid_and_search_side_by_side(tmp_path):
+    from undo.report import write_report
+
+    fixture = Path(__file__).parent / "fixtures" / "summary_example.json"
+    summary = _with_search(json.loads(fixture.read_text()))
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    rep = write_report(tmp_path)
+    assert rep.plots["search"].read_bytes()[:4] == b"\x89PNG"
+    html = rep.html.read_text()
+    assert "Under the adaptive attack search" in html and "tpe: lr=0.003, optimizer=sgd" in html
+    undo = next(m for m in summary["models"] if m["name"] == "undo-a0.6-s0")
+    row = html[html.index("<td>undo-a0.6-s0</td>", html.index("adaptive attack search")):]
+    grid40 = undo["attack"]["worst_case"]["40"]["value"]
+    assert row.index(f"<td>{grid40:.3f}</td>") < row.index(f"<td>{grid40 + 0.1:.3f}</td>")
+    # Without a search the report has neither the section nor the figure.
+    (tmp_path / "summary.json").write_text(fixture.read_text())
+    rep = write_report(tmp_path)
+    assert "search" not in rep.plots and "adaptive attack search" not in rep.html.read_text()
+
+
+@pytest.mark.slow
+def test_study_searches_every_attacked_model_with_the_same_budget(tmp_path):
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "arithmetic" / "smoke.yaml"
+    assert main(["run", str(smoke), f"out_dir={tmp_path}", "study.attack_search=2",
+                 "study.alphas=[0.5]", "study.oracles=false", "search.batch_sizes=[8,16]",
+                 "search.lora_ranks=[0,4]"]) == 0
+    summary = read_json(tmp_path / "arithmetic-smoke" / "summary.json")
+    searched = [m for m in summary["models"] if m["search"]]
+    assert [m["name"] for m in searched] == [m["name"] for m in summary["models"]
+                                             if m["attack"]]
+    assert {(m["search"]["trials"], m["search"]["steps"]) for m in searched} == {(2, 10)}
+    for m in searched:  # every other model's best recipe was replayed against it
+        rec = read_json(m["search"]["search_json"])
+        assert len(rec["replays"]) == len(searched) - 1
+        assert set(m["robustness_search"]) == {"0", "5", "10"}
+    assert (tmp_path / "arithmetic-smoke" / "plots" / "search.png").is_file()

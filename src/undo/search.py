@@ -15,7 +15,10 @@ anything else is refused. Finished trials (COMPLETE or PRUNED) are kept; a trial
 RUNNING by a killed process is marked FAIL and not counted; the search runs until `n`
 trials have finished. The TPE sampler is re-seeded from (search.seed, finished trials)
 before each draw and TPE reads only finished trials, so a resumed search draws what an
-uninterrupted one would (tests/test_search.py).
+uninterrupted one would (tests/test_search.py; with several workers, up to the batch a
+kill cut). Trials run `attack.workers` at a time, as the grid's runs (`plan_workers`:
+processes of one thread on a CPU, one at a time on a GPU), asked in batches: TPE's
+constant liar keeps a batch's draws apart.
 
 Warm start: the first trials are the grid's worst-case recipes (AdamW, constant LR, the
 grid's worst LR at each budget), so the search is at least as strong as the grid
@@ -28,9 +31,11 @@ Results: `search.json` beside relearn.json (schema in docs/attacks.md).
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,7 @@ from .attack import (
     attack_dir,
     model_identity,
     model_label,
+    plan_workers,
     resolve_model_dir,
     run_one,
 )
@@ -305,30 +311,62 @@ def search_attack(cfg: RunConfig, model_dir: str | Path, n_trials: int, *,
         relearn = read_json(d / "relearn.json")
         for r in grid_recipes(cfg, relearn, forget.name, space, knobs)[:n_trials]:
             study.enqueue_trial(r, user_attrs={"source": "grid"})
-    s = cfg.search
-    while (done := len(study.get_trials(deepcopy=False, states=COUNTED))) < n_trials:
-        study.sampler = optuna.samplers.TPESampler(
-            seed=s.seed * 100_003 + done,
-            n_startup_trials=s.startup_trials)
-        trial = study.ask()
-        recipe = suggest(trial, space)
-        run = run_recipe(cfg, model_dir, recipe, start, targets)
-        budgets = score(run, forget, retain, bound)
-        final = budgets[budget_key(cfg.attack.steps)]
-        for k, v in (("budgets", budgets), ("flops", run["flops"]),
-                     ("wall_time_s", run["wall_time_s"])):
-            trial.set_user_attr(k, v)
-        if final["valid"]:
-            study.tell(trial, final["forget"])
-        else:  # not an attack that counts: the model lost its utility
-            trial.report(final["forget"], cfg.attack.steps)
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        log(f"   search {model_label(model_dir)}: trial {done + 1}/{n_trials} "
-            f"{forget.name}={final['forget']:.3f} {retain.name}={final['retain']:.3f}"
-            f"{'' if final['valid'] else ' (below the utility floor)'}")
-    write_json(d / "search.json", search_record(cfg, model_dir, study, n_trials, start,
-                                                bound, space, forget, retain, replays=[]))
+    workers, threads = plan_workers(cfg, n_trials)  # as the grid's: attack.workers, threads
+    tcfg = replace(cfg, threads=threads)
+    threads_before = torch.get_num_threads()
+    try:
+        if workers == 1:
+            _run_trials(tcfg, study, model_dir, space, start, targets, bound, n_trials, 1,
+                        map, log)
+        else:  # fork: workers inherit the imported modules (as the grid's runs do)
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
+                _run_trials(tcfg, study, model_dir, space, start, targets, bound, n_trials,
+                            workers, pool.map, log)
+    finally:
+        torch.set_num_threads(threads_before)
+    record = search_record(cfg, model_dir, study, n_trials, start, bound, space, forget,
+                           retain, replays=[])
+    write_json(d / "search.json", {**record, "workers": workers, "threads_per_worker": threads})
     return d
+
+
+def _run_trials(cfg: RunConfig, study: optuna.Study, model_dir: Path,
+                space: Mapping[str, Params], start: Start, targets: Mapping[str, list[str]],
+                bound: float | None, n_trials: int, workers: int,
+                map_fn: Callable[..., Any], log: Callable[[str], None]) -> None:
+    """Ask up to `workers` trials at a time (TPE's constant liar spreads them), run them
+    (`map_fn`: in-process or a pool), tell each result, until `n_trials` are counted."""
+    s = cfg.search
+    bench = build_benchmark(cfg.data)
+    forget, retain = bench.forget_metric, bench.retain_metric
+    while (done := len(study.get_trials(deepcopy=False, states=COUNTED))) < n_trials:
+        batch = []
+        for i in range(min(workers, n_trials - done)):
+            study.sampler = optuna.samplers.TPESampler(
+                seed=s.seed * 100_003 + done + i, n_startup_trials=s.startup_trials)
+            trial = study.ask()
+            batch.append((trial, suggest(trial, space)))
+        jobs = [(cfg, model_dir, recipe, start, targets) for _, recipe in batch]
+        for n, ((trial, _), run) in enumerate(zip(batch, map_fn(_recipe_task, jobs),
+                                                  strict=True)):
+            budgets = score(run, forget, retain, bound)
+            final = budgets[budget_key(cfg.attack.steps)]
+            for k, v in (("budgets", budgets), ("flops", run["flops"]),
+                         ("wall_time_s", run["wall_time_s"])):
+                trial.set_user_attr(k, v)
+            if final["valid"]:
+                study.tell(trial, final["forget"])
+            else:  # not an attack that counts: the model lost its utility
+                trial.report(final["forget"], cfg.attack.steps)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            log(f"   search {model_label(model_dir)}: trial {done + n + 1}/{n_trials} "
+                f"{forget.name}={final['forget']:.3f} {retain.name}={final['retain']:.3f}"
+                f"{'' if final['valid'] else ' (below the utility floor)'}")
+
+
+def _recipe_task(job: tuple) -> dict[str, Any]:  # top level: picklable for worker processes
+    return run_recipe(*job)
 
 
 def _silent(_: str) -> None:
