@@ -28,6 +28,7 @@ from undo.models import build_model, save_model
 from undo.objectives import OBJECTIVES
 from undo.search import (
     best_so_far,
+    lora_modules,
     open_study,
     search_attack,
     search_key,
@@ -144,6 +145,13 @@ def test_worst_case_skips_invalid_entries_and_best_so_far_runs():
     assert worst_case([entry(0.9, False, "b")], [5], True)["5"] is None
     assert best_so_far([None, 0.2, 0.1, None, 0.4], True) == [None, 0.2, 0.2, 0.2, 0.4]
     assert best_so_far([0.2, 0.1, 0.4], False) == [0.2, 0.1, 0.1]
+
+
+def test_lora_groups_name_the_blocks_projections(micro_model):
+    attn, mlp = lora_modules(micro_model, "attention"), lora_modules(micro_model, "mlp")
+    assert attn and all(".self_attn." in n for n in attn)
+    assert mlp and all(".mlp." in n for n in mlp)
+    assert lora_modules(micro_model, "all-linear") == ["all-linear"]
 
 
 # ------------------------------------------------------------------ searches
