@@ -80,7 +80,7 @@ def main() -> None:
         "grid_one_lr_wall_s": grid_s,
         "trial_wall_s": {"mean": sum(t["wall_time_s"] for t in trials) / len(trials),
                          "max": max(t["wall_time_s"] for t in trials)},
-        "overhead_s": wall - sum(t["wall_time_s"] for t in trials),
+        "sum_trial_wall_s": sum(t["wall_time_s"] for t in trials),
         "attack_flops": rec["cost"]["flops"],
         "batch_sizes": [t["params"]["batch_size"] for t in trials],
         "lora_trials": sum(1 for t in trials if t["params"]["lora_rank"]),
