@@ -205,6 +205,16 @@ def test_parallel_trials_count_to_n(tmp_path, model_dir):
     assert torch.get_num_threads() == 1  # restored
 
 
+def test_a_diverged_trial_is_pruned_not_fatal(tmp_path, model_dir):
+    cfg = _cfg(tmp_path, "search.lr=[100,1000]", "search.optimizers=[sgd]",
+               "attack.grad_clip=null")
+    r = read_json(search_attack(cfg, model_dir, 2, log=None) / "search.json")
+    tpe = [t for t in r["trials"] if t["source"] == "tpe"]
+    assert tpe and all(t["state"] == "pruned" and t["budgets"] == {} for t in tpe)
+    assert all("training diverged" in t["diverged"] for t in tpe)
+    assert r["best"] is None or r["trials"][r["best"]["number"]]["source"] == "grid"
+
+
 def test_a_trial_below_the_utility_floor_never_counts(tmp_path, tokenizer):
     """Text benchmark (retain CE, lower is better): a floor of 1.0 allows no CE rise, so
     an lr of 1e-2 on forget text is pruned; state and floor agree for every trial."""

@@ -60,7 +60,8 @@ from .benchmarks.base import MetricSpec
 from .config import ConfigError, RunConfig
 from .models import load_model, load_tokenizer
 from .robustness import budget_key
-from .stages import run_dir
+from .stages import run_dir, stage_lock
+from .train import DivergedError
 
 Params = dict[str, Any]
 Start = tuple[dict[str, float], dict[str, float]]
@@ -292,10 +293,19 @@ def search_attack(cfg: RunConfig, model_dir: str | Path, n_trials: int, *,
     space = check_search(cfg, n_trials)
     model_dir = resolve_model_dir(model_dir)
     d = attack(cfg, model_dir)  # the grid (cached; a forced study stage has just rerun it)
-    if force:  # a new search; the grid stays
-        for p in (d / "search.db", d / "search.json"):
-            p.unlink(missing_ok=True)
-        shutil.rmtree(d / "replays", ignore_errors=True)
+    with stage_lock(d):  # one search per folder at a time: another process waits
+        if force:  # a new search; the grid stays
+            for p in (d / "search.db", d / "search.json"):
+                p.unlink(missing_ok=True)
+            shutil.rmtree(d / "replays", ignore_errors=True)
+        _search(cfg, d, model_dir, space, n_trials, log)
+    return d
+
+
+def _search(cfg: RunConfig, d: Path, model_dir: Path, space: Mapping[str, Params],
+            n_trials: int, log: Callable[[str], None]) -> None:
+    """The search in attack folder `d`: open or resume the study, run the missing
+    trials, write search.json."""
     bench = build_benchmark(cfg.data)
     forget, retain = bench.forget_metric, bench.retain_metric
     knobs = bench.attack_knobs()
@@ -328,7 +338,6 @@ def search_attack(cfg: RunConfig, model_dir: str | Path, n_trials: int, *,
     record = search_record(cfg, model_dir, study, n_trials, start, bound, space, forget,
                            retain, replays=[])
     write_json(d / "search.json", {**record, "workers": workers, "threads_per_worker": threads})
-    return d
 
 
 def _run_trials(cfg: RunConfig, study: optuna.Study, model_dir: Path,
@@ -350,6 +359,14 @@ def _run_trials(cfg: RunConfig, study: optuna.Study, model_dir: Path,
         jobs = [(cfg, model_dir, recipe, start, targets) for _, recipe in batch]
         for n, ((trial, _), run) in enumerate(zip(batch, map_fn(_recipe_task, jobs),
                                                   strict=True)):
+            if "diverged" in run:  # no budget is valid; never counted as an attack
+                for k, v in (("budgets", {}), ("flops", 0.0), ("wall_time_s", 0.0),
+                             ("diverged", run["diverged"])):
+                    trial.set_user_attr(k, v)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                log(f"   search {model_label(model_dir)}: trial {done + n + 1}/{n_trials} "
+                    "diverged (does not count)")
+                continue
             budgets = score(run, forget, retain, bound)
             final = budgets[budget_key(cfg.attack.steps)]
             for k, v in (("budgets", budgets), ("flops", run["flops"]),
@@ -366,7 +383,12 @@ def _run_trials(cfg: RunConfig, study: optuna.Study, model_dir: Path,
 
 
 def _recipe_task(job: tuple) -> dict[str, Any]:  # top level: picklable for worker processes
-    return run_recipe(*job)
+    """run_recipe, or {"diverged": message} when its loss or gradient went non-finite (a
+    far too large LR): a destroyed model, so a trial that does not count."""
+    try:
+        return run_recipe(*job)
+    except DivergedError as e:
+        return {"diverged": str(e)}
 
 
 def _silent(_: str) -> None:
@@ -422,7 +444,8 @@ def search_record(cfg: RunConfig, model_dir: Path, study: optuna.Study, n_trials
                        "value": t.value if complete else None,
                        "source": t.user_attrs.get("source", "tpe"),
                        "budgets": t.user_attrs["budgets"], "flops": t.user_attrs["flops"],
-                       "wall_time_s": t.user_attrs["wall_time_s"]})
+                       "wall_time_s": t.user_attrs["wall_time_s"],
+                       "diverged": t.user_attrs.get("diverged")})
     counted = [t for t in trials if t["value"] is not None]
     best = (max if hiw else min)(counted, key=lambda t: t["value"]) if counted else None
     budgets = cfg.attack.all_budgets()
@@ -461,35 +484,45 @@ def replay_all(cfg: RunConfig, model_dirs: Sequence[str | Path], *, force: bool 
     dirs = [resolve_model_dir(m) for m in model_dirs]
     folders = [attack_dir(cfg, m) for m in dirs]
     records = [read_json(f / "search.json") for f in folders]
+    for i, (m, f, rec) in enumerate(zip(dirs, folders, records, strict=True)):
+        with stage_lock(f):  # the folder's one writer while its replays run
+            _replay_into(cfg, i, m, f, rec, records, log)
+    return run_dir(cfg) / "attacks"
+
+
+def _replay_into(cfg: RunConfig, i: int, m: Path, f: Path, rec: dict[str, Any],
+                 records: list[dict[str, Any]], log: Callable[[str], None]) -> None:
+    """Replay the other models' best recipes on model `m` (record `i`, folder `f`)."""
     bench = build_benchmark(cfg.data)
     forget, retain = bench.forget_metric, bench.retain_metric
-    for i, (m, f, rec) in enumerate(zip(dirs, folders, records, strict=True)):
-        start: Start | None = None
-        targets: dict[str, list[str]] = {}
-        replays = []
-        for j, src in enumerate(records):
-            if j == i or src["best"] is None:
-                continue
-            recipe = src["best"]["params"]
-            out = f / "replays" / f"{src['model']['label']}-{config_hash(recipe)}.json"
-            if not out.exists():
-                if start is None:
-                    model = load_model(m)
-                    start = AttackEval(bench, load_tokenizer(m), cfg.attack.curve_items_per_op
-                                       ).full(model)
-                    targets = {g: lora_modules(model, g) for g in cfg.search.lora_targets}
-                run = run_recipe(cfg, m, recipe, start, targets)
-                write_json(out, {"source": f"replay:{src['model']['label']}", "params": recipe,
-                                 "budgets": score(run, forget, retain, rec["utility"]["bound"]),
-                                 "flops": run["flops"], "wall_time_s": run["wall_time_s"]})
-                log(f"   replay {src['model']['label']} -> {rec['model']['label']}")
-            replays.append(read_json(out))
-        rec["replays"] = replays
-        rec["worst_case"] = worst_case(rec["trials"] + replays, rec["budgets"],
-                                       forget.higher_is_better)
-        rec["cost"]["replay_flops"] = sum(r["flops"] for r in replays)
-        write_json(f / "search.json", rec)
-    return run_dir(cfg) / "attacks"
+    start: Start | None = None
+    targets: dict[str, list[str]] = {}
+    replays = []
+    for j, src in enumerate(records):
+        if j == i or src["best"] is None:
+            continue
+        recipe = src["best"]["params"]
+        out = f / "replays" / f"{src['model']['label']}-{config_hash(recipe)}.json"
+        if not out.exists():
+            if start is None:
+                model = load_model(m)
+                start = AttackEval(bench, load_tokenizer(m), cfg.attack.curve_items_per_op
+                                   ).full(model)
+                targets = {g: lora_modules(model, g) for g in cfg.search.lora_targets}
+            run = _recipe_task((cfg, m, recipe, start, targets))
+            diverged = "diverged" in run  # then no budget counts
+            write_json(out, {"source": f"replay:{src['model']['label']}", "params": recipe,
+                             "budgets": {} if diverged else
+                             score(run, forget, retain, rec["utility"]["bound"]),
+                             "flops": 0.0 if diverged else run["flops"],
+                             "wall_time_s": 0.0 if diverged else run["wall_time_s"]})
+            log(f"   replay {src['model']['label']} -> {rec['model']['label']}")
+        replays.append(read_json(out))
+    rec["replays"] = replays
+    rec["worst_case"] = worst_case(rec["trials"] + replays, rec["budgets"],
+                                   forget.higher_is_better)
+    rec["cost"]["replay_flops"] = sum(r["flops"] for r in replays)
+    write_json(f / "search.json", rec)
 
 
 def search_models(cfg: RunConfig, model_dirs: Sequence[str | Path], n_trials: int, *,

@@ -26,6 +26,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,14 +36,22 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .compute import count_tokens, matmul_params, train_flops
-from .config import OptimConfig
+from .config import ConfigError, OptimConfig
+from .stages import stage_lock
 
 Batch = dict[str, Any]
 Metrics = dict[str, float]
 
 
+class DivergedError(ConfigError):
+    """The loss or gradient norm became NaN or inf (e.g. a far too large LR)."""
+
+
 class Objective(Protocol):
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Metrics]: ...
+
+
+COUNTERS_FILE = "counters.json"  # in a checkpoint folder, beside accelerate's files
 
 
 @dataclass
@@ -176,10 +185,40 @@ def train(
 
     With `out_dir`, writes `metrics.jsonl` there and, every `cfg.checkpoint_every` steps,
     a resumable checkpoint in `out_dir/state`; a later call with the same arguments
-    resumes from it. The checkpoint is removed when the run finishes. `optimizer_name`
-    is one of OPTIMIZERS (the attack search varies it; every stage trains with AdamW).
+    resumes from it. The checkpoint is removed when the run finishes. `out_dir` is held
+    with `stage_lock` (already held by the stage function: a no-op), so a checkpoint a
+    live process is writing is never resumed: that raises `StageBusyError`.
+
+    A non-finite loss or gradient norm raises `DivergedError` before the optimizer
+    applies that step; the last checkpoint stays and nothing of the step is logged.
+
+    `optimizer_name` is one of OPTIMIZERS (the attack search varies it; every stage
+    trains with AdamW).
     """
     out = Path(out_dir) if out_dir is not None else None
+    with stage_lock(out, wait=False) if out is not None else nullcontext():
+        return _train(model, objective, batches, cfg, out, evaluate=evaluate,
+                      should_stop=should_stop, eval_at_start=eval_at_start,
+                      accelerator=accelerator, desc=desc, progress=progress, on_step=on_step,
+                      optimizer_name=optimizer_name)
+
+
+def _train(
+    model: torch.nn.Module,
+    objective: Objective,
+    batches: Callable[[int, int], Batch],
+    cfg: OptimConfig,
+    out: Path | None,
+    *,
+    evaluate: Callable[[torch.nn.Module], Metrics] | None,
+    should_stop: Callable[[Metrics], bool] | None,
+    eval_at_start: bool,
+    accelerator: Accelerator | None,
+    desc: str,
+    progress: bool,
+    on_step: Callable[[int, torch.nn.Module], None] | None,
+    optimizer_name: str,
+) -> TrainResult:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     acc = accelerator or make_accelerator()
@@ -194,16 +233,24 @@ def train(
     optimizer = make_optimizer(optimizer_name, groups, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    # Counters go into the checkpoint as JSON, not through accelerate's
+    # register_for_checkpointing: that pickles them and loads them back with
+    # torch.load(weights_only=False), which runs any code a planted state folder holds.
     counters = Counters()
-    acc.register_for_checkpointing(counters)
 
     state_dir = out / "state" if out is not None else None
     if state_dir is not None:
         if acc.is_main_process:
             _recover_swap(state_dir)
         acc.wait_for_everyone()
-    if state_dir is not None and (state_dir / "done").exists():
-        acc.load_state(str(state_dir))
+    last_checkpoint: int | None = None  # the step of the checkpoint in state_dir
+    # A checkpoint of an older undo (counters pickled, no counters.json) is not loaded:
+    # the run starts over, which gives the same result (batches depend only on the step).
+    if (state_dir is not None and (state_dir / "done").exists()
+            and (state_dir / COUNTERS_FILE).exists()):
+        acc.load_state(str(state_dir))  # tensors: safetensors, torch.load(weights_only=True)
+        counters.load_state_dict(json.loads((state_dir / COUNTERS_FILE).read_text()))
+        last_checkpoint = counters.step
     log = _JsonlLog(out / "metrics.jsonl" if out is not None and acc.is_main_process else None,
                     counters.step)
 
@@ -244,6 +291,9 @@ def train(
             metrics = _default_gradients(objective, model, micro, acc.backward)
         if cfg.grad_clip is not None:
             metrics["grad_norm"] = float(acc.clip_grad_norm_(params, cfg.grad_clip))
+        if _diverged(acc, metrics):
+            raise DivergedError(_diverged_message(desc, step + 1, metrics, cfg, state_dir,
+                                                  last_checkpoint))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -278,7 +328,8 @@ def train(
         if (state_dir is not None and cfg.checkpoint_every
                 and counters.step % cfg.checkpoint_every == 0 and counters.step < cfg.steps
                 and not result.stopped_early):
-            _save_state(acc, state_dir)
+            _save_state(acc, state_dir, counters)
+            last_checkpoint = counters.step
     bar.close()
 
     # A final evaluation unless the last step just had one.
@@ -290,6 +341,37 @@ def train(
     result.steps, result.tokens = counters.step, counters.tokens
     result.flops, result.wall_time = counters.flops, counters.wall_time
     return result
+
+
+def _diverged(acc: Accelerator, metrics: Metrics) -> bool:
+    """Whether this step's loss or gradient norm is NaN or inf, on any process.
+
+    Only the loss and the gradient norm are checked: the gradients are all-reduced, so a
+    non-finite gradient on one rank shows in every rank's norm; the flag is reduced too
+    so every rank stops at the same step. Without grad_clip no norm is computed, and an
+    inf gradient shows one step later, as a non-finite loss.
+    """
+    bad = not all(math.isfinite(metrics[k]) for k in ("loss", "grad_norm") if k in metrics)
+    if acc.num_processes > 1:
+        flag = acc.reduce(torch.tensor([float(bad)], device=acc.device), reduction="sum")
+        bad = bool(flag.item() > 0)
+    return bad
+
+
+def _diverged_message(desc: str, step: int, metrics: Metrics, cfg: OptimConfig,
+                      state_dir: Path | None, last_checkpoint: int | None) -> str:
+    seen = ", ".join(f"{k} {metrics[k]}" for k in ("loss", "grad_norm") if k in metrics)
+    if state_dir is None:
+        kept = "nothing was saved (no output folder)"
+    elif last_checkpoint is None:
+        kept = "no checkpoint was written yet (checkpoint_every=0 or not reached)"
+    else:
+        kept = f"the last good checkpoint (step {last_checkpoint}) is kept in {state_dir}"
+    fix = f"lower this stage's lr (now {cfg.lr:g})"
+    if cfg.grad_clip is None:
+        fix += " or set its grad_clip"
+    return (f"{desc}: training diverged at step {step} ({seen}); the step was not applied "
+            f"and {kept}. To fix, {fix}: the same config would diverge again")
 
 
 def _recover_swap(state_dir: Path) -> None:
@@ -316,7 +398,7 @@ class _TiedWeightsNote(logging.Filter):
 logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNote())
 
 
-def _save_state(acc: Accelerator, state_dir: Path) -> None:
+def _save_state(acc: Accelerator, state_dir: Path, counters: Counters) -> None:
     """Checkpoint atomically: write beside, then swap, so a kill never leaves half a state.
 
     Every rank writes its part (RNG states); only the main process moves folders, with
@@ -329,6 +411,7 @@ def _save_state(acc: Accelerator, state_dir: Path) -> None:
     acc.save_state(str(tmp))
     acc.wait_for_everyone()
     if acc.is_main_process:
+        (tmp / COUNTERS_FILE).write_text(json.dumps(counters.state_dict()))
         (tmp / "done").write_text("ok\n")
         old = state_dir.with_name("state.old")
         if state_dir.exists():
