@@ -28,15 +28,13 @@ from undo.models import build_model, save_model
 from undo.objectives import OBJECTIVES
 from undo.search import (
     best_so_far,
-    lora_modules,
     open_study,
     search_attack,
     search_key,
     search_models,
-    utility_bound,
-    utility_ok,
     worst_case,
 )
+from undo.search_space import lora_modules, utility_bound, utility_ok
 from undo.train import train
 
 FAST = ["data.eval_items_per_op=8", "attack.steps=12", "attack.batch_size=16",
