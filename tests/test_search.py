@@ -359,7 +359,9 @@ def test_report_shows_grid_and_search_side_by_side(tmp_path):
 def test_study_searches_every_attacked_model_with_the_same_budget(tmp_path):
     smoke = Path(__file__).resolve().parents[1] / "configs" / "arithmetic" / "smoke.yaml"
     assert main(["run", str(smoke), f"out_dir={tmp_path}", "study.attack_search=2",
-                 "study.alphas=[0.5]", "study.oracles=false", "search.batch_sizes=[8,16]",
+                 # gold and unlearn-only: the two models robustness is measured against
+                 "study.alphas=[]", "study.unlearn_distill=false", "study.oracles=false",
+                 "search.batch_sizes=[8,16]",
                  "search.lora_ranks=[0,4]"]) == 0
     summary = read_json(tmp_path / "arithmetic-smoke" / "summary.json")
     searched = [m for m in summary["models"] if m["search"]]
@@ -370,4 +372,5 @@ def test_study_searches_every_attacked_model_with_the_same_budget(tmp_path):
         rec = read_json(m["search"]["search_json"])
         assert len(rec["replays"]) == len(searched) - 1
         assert set(m["robustness_search"]) == {"0", "5", "10"}
+    assert {m["kind"] for m in searched} == {"gold", "unlearn_only"}
     assert (tmp_path / "arithmetic-smoke" / "plots" / "search.png").is_file()
