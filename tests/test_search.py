@@ -180,6 +180,9 @@ def test_search_starts_from_the_grid_and_records_trials(tmp_path, model_dir):
     # Asking for more trials extends the study; the first four are kept as they were.
     r6 = read_json(search_attack(cfg, model_dir, 6) / "search.json")
     assert r6["trials"][:4] == r["trials"] and len(r6["trials"]) == 6
+    # A smaller N reports the first N trials of the grown study.
+    r2 = read_json(search_attack(cfg, model_dir, 2) / "search.json")
+    assert r2["trials"] == r["trials"][:2] and r2["cost"]["trials"] == 2
 
 
 def _corpus(path: Path, alphabet: str, seed: int) -> str:

@@ -265,7 +265,9 @@ def search_record(cfg: RunConfig, model_dir: Path, study: optuna.Study, n_trials
     """search.json: every counted trial, the best recipe, the worst case and the cost."""
     hiw = forget.higher_is_better
     trials = []
-    for t in study.get_trials(deepcopy=False, states=COUNTED):
+    # The first n counted trials: a study grown by a larger N earlier reports n of them,
+    # so that every model's record is the same budget.
+    for t in study.get_trials(deepcopy=False, states=COUNTED)[:n_trials]:
         complete = t.state == optuna.trial.TrialState.COMPLETE
         trials.append({"number": t.number, "state": t.state.name.lower(), "params": t.params,
                        "value": t.value if complete else None,
