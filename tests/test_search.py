@@ -35,7 +35,7 @@ from undo.search import (
     worst_case,
 )
 from undo.search_space import lora_modules, utility_bound, utility_ok
-from undo.train import train
+from undo.train import make_optimizer, train
 
 FAST = ["data.eval_items_per_op=8", "attack.steps=12", "attack.batch_size=16",
         "attack.eval_every=4", "attack.budgets=[0,8]", "attack.curve_items_per_op=4",
@@ -143,6 +143,28 @@ def test_worst_case_skips_invalid_entries_and_best_so_far_runs():
     assert worst_case([entry(0.9, False, "b")], [5], True)["5"] is None
     assert best_so_far([None, 0.2, 0.1, None, 0.4], True) == [None, 0.2, 0.2, 0.2, 0.4]
     assert best_so_far([0.2, 0.1, 0.4], False) == [0.2, 0.1, 0.1]
+
+
+def _two_steps(name: str, wd: float) -> torch.Tensor:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3)
+    opt = make_optimizer(name, [{"params": list(lin.parameters()), "weight_decay": wd}],
+                         OptimConfig(lr=0.1, betas=[0.9, 0.999]))
+    for _ in range(2):
+        lin(torch.ones(2, 4)).pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    return lin.weight.detach().clone()
+
+
+def test_optimizer_choice():
+    assert torch.equal(_two_steps("adam", 0.0), _two_steps("adamw", 0.0))
+    assert not torch.allclose(_two_steps("adam", 0.1), _two_steps("adamw", 0.1))
+    sgd = make_optimizer("sgd", [{"params": [torch.nn.Parameter(torch.zeros(1))]}],
+                         OptimConfig(lr=0.1))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
+    with pytest.raises(ValueError, match="valid: adamw, adam, sgd"):
+        make_optimizer("lion", [], OptimConfig())
 
 
 def test_lora_groups_name_the_blocks_projections(micro_model):
