@@ -347,6 +347,10 @@ class Benchmark:
         n_retain = round(attack.batch_size * attack.retain_fraction)
         return AttackBatches(forget, retain, attack.batch_size - n_retain, n_retain, seed)
 
+    def attack_knobs(self) -> dict[str, dict[str, Any]]:
+        """None beyond the search's own (the forget / retain share is one of them)."""
+        return {}
+
     def check_attack(self, attack: AttackConfig, data: Sequence[AttackBatches], steps: int,
                      tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
         """Refuse an attack without forget-domain windows or with evaluated documents;
