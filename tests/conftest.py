@@ -12,8 +12,17 @@ from undo.models import build_model
 from undo.tokenizers import build_char_tokenizer
 
 # One thread: tiny models gain nothing from a second one, and under load (CI's 2 cores,
-# worker processes of the parallel tests) two threads per process thrash.
+# worker processes of the parallel tests) two threads per process thrash (2 OpenMP
+# threads under load were ~50x slower than 1 on micro models).
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test starts with one thread, whatever an earlier one set (`threads=`)."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

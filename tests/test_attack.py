@@ -28,15 +28,6 @@ def _cfg(tmp_path, *extra):
     return load_config(None, [f"out_dir={tmp_path}", *FAST, *extra])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Micro models on a shared 2-core machine: 2 OpenMP threads under load were ~50x
-    slower than 1 (spin-waiting threads), so these tests run single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tokenizer):

@@ -8,15 +8,6 @@ from undo.config import ConfigError, ModelConfig, load_config
 from undo.distill import distill, recovered
 from undo.models import build_model, load_model, save_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny tensors on a shared 2-core machine run ~10x faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 FAST = ["progress=false", "data.eval_items_per_op=8", "distill.steps=4", "distill.batch_size=8",
         "distill.eval_every=2", "distill.checkpoint_every=0", "distill.warmup_steps=0"]
 

@@ -25,13 +25,6 @@ SMALL = dict(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_laye
              max_position_embeddings=64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _model(arch: str, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)

@@ -26,13 +26,6 @@ STEPS = ["unlearn.steps=2", "unlearn.batch_size=2", "unlearn.eval_every=0",
          "attack.curve_items_per_op=2", "attack.workers=1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def bpe():

@@ -4,7 +4,6 @@ step), N from the model's config and positions from the batches themselves."""
 
 import copy
 
-import pytest
 import torch
 
 from undo.artifacts import read_json
@@ -16,15 +15,6 @@ from undo.models import build_model, save_model
 from undo.objectives import OBJECTIVES
 from undo.teacher_cache import TeacherCache
 from undo.train import train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny tensors on a shared 2-core machine run ~10x faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def hand_n(model: torch.nn.Module) -> int:

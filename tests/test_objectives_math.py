@@ -17,16 +17,6 @@ from undo.objectives.simnpo import simnpo_loss
 from undo.objectives.unlearning import forward_kl, sequence_logprob, token_ce
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on this shared 2-core machine two threads spin against other
-    processes and run tiny models tens of times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _batch(seed, b=3, t=6, v=7):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(b, t, v, generator=g)

@@ -15,17 +15,6 @@ from undo.objectives import OBJECTIVES
 from undo.objectives.unlearning import build_objective
 from undo.train import train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on this shared 2-core machine two threads spin against other
-    processes and run tiny models tens of times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 METHODS = {  # method -> (method_args, forget-objective metric; lower = more forgotten)
     "grad_ascent": ({}, lambda m: -m["forget_ce"]),
     "grad_diff": ({}, lambda m: -m["forget_ce"]),

@@ -49,13 +49,6 @@ def _cfg(tmp_path: Path, *extra: str):
     return load_config(None, [f"out_dir={tmp_path}", *FAST, *extra])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _save_micro(path: Path, tokenizer, seed: int) -> Path:
     save_model(build_model(ModelConfig(preset="micro"), tokenizer, seed=seed), tokenizer, path)

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import torch
 
 from undo.artifacts import read_json
 from undo.cli import main
@@ -13,13 +12,6 @@ from undo.sweep import grid_points, point_config, select, sweep
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "arithmetic" / "smoke.yaml"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_grid_points_nested_and_errors():

@@ -12,15 +12,6 @@ from undo.teacher_cache import CachedBatches, TeacherCache, folder_fingerprint
 from undo.train import train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny tensors on a shared 2-core machine run ~10x faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def teacher(tokenizer):
     return build_model(ModelConfig(preset="micro"), tokenizer, seed=1)

@@ -15,13 +15,6 @@ from undo.unlearn import unlearn
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "arithmetic" / "smoke.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine: 1 thread is fastest
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory, tokenizer):

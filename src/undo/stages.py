@@ -189,6 +189,13 @@ def reset(d: Path) -> None:
     state.wait_for_everyone()
 
 
+def reuse(d: Path, force: bool) -> bool:
+    """Inside a stage's lock: forget its result when `force`, then whether it is done."""
+    if force:
+        reset(d)
+    return is_done(d)
+
+
 def finish(d: Path, summary: dict[str, Any], depends_on: dict[str, Any],
            device: str | None = None) -> dict[str, Any]:
     """Write config, provenance and, last, the summary that marks the stage finished."""

@@ -23,7 +23,7 @@ from .config import ConfigError, RunConfig, to_dict
 from .evaluate import evaluate
 from .models import count_params, load_model, load_tokenizer, save_model
 from .objectives.unlearning import build_objective
-from .stages import finish, is_done, reset, stage_dir, stage_lock
+from .stages import finish, is_done, reuse, stage_dir, stage_lock
 from .train import make_accelerator, train
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -82,9 +82,7 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
         # Layer indices etc. are checked against the model before anything is written.
         objective.prepare(model)
     with stage_lock(d):  # one writer per stage folder
-        if force:
-            reset(d)
-        if is_done(d):
+        if reuse(d, force):
             return d
         acc = make_accelerator(cfg.device)
         optim = cfg.unlearn
