@@ -224,7 +224,10 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
 
     def common() -> dict[str, Path | None]:
         return {"gold_dir": folders.get("pretrain gold") if gold_mode == "pretrain" else None,
-                "base_dir": folders["pretrain base"] / "model"}
+                # Only a noised init reads it (localized noise), and its teacher depends
+                # on the base; oracles may start before the base model exists.
+                "base_dir": folders["pretrain base"] / "model" if "pretrain base" in folders
+                else None}
 
     root = run_dir(cfg)
 
