@@ -24,10 +24,13 @@ checkpoint.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -66,7 +69,7 @@ SETTINGS = [
 # teacher cache spent building (a resumed run reuses the chunks built before the kill).
 VOLATILE = {"wall_time_s", "train_time_s", "time", "environment", "tok_per_s", "stage_dir",
             "relearn_json", "torch_threads", "threads", "path", "base", "teacher",
-            "cache_dir", "built_chunks", "build_flops", "build_time_s"}
+            "cache_dir", "built_chunks", "build_flops", "build_time_s", "out_dir"}
 
 
 def _strip(x: Any) -> Any:
@@ -101,10 +104,12 @@ class Command:
     def __init__(self, tmp: Path, args: list[str]) -> None:
         self.out = tmp / "out"
         self.run_dir = self.out / NAME
-        self.argv = [sys.executable, "-m", "undo.cli", *args, str(SMOKE), *SETTINGS,
-                     f"out_dir={self.out}"]
+        # Settings first: the command's own overrides (args[1:]) win.
+        self.argv = [sys.executable, "-m", "undo.cli", args[0], str(SMOKE), *SETTINGS,
+                     *args[1:], f"out_dir={self.out}"]
         self.log = tmp / "stderr.txt"
         self.kills: list[str] = []
+        self.proc: subprocess.Popen | None = None
 
     def _start(self) -> subprocess.Popen:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -116,7 +121,7 @@ class Command:
     def kill_when(self, name: str, point: Callable[[], Any], timeout: float = 300) -> Any:
         """Start the command, SIGKILL its process group as soon as `point()` is truthy,
         and return that value; fails if the command finishes first."""
-        proc = self._start()
+        proc = self.proc = self._start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             hit = point()
@@ -135,18 +140,64 @@ class Command:
         pytest.fail(f"{name}: kill point not reached in {timeout} s")
 
     def kill_in_checkpoint_write(self, stages: str, tries: int = 4) -> int:
-        """Kill while a checkpoint is written (state.tmp on disk); re-run up to `tries`
-        times when the poll saw it too late. Returns the tries it took."""
+        """Kill while a checkpoint is written over an earlier one: `state/done` exists and
+        `state.tmp` is created. A write takes ~10 ms, less than a poll, so the creation is
+        watched with inotify (the kernel wakes the harness on the mkdir), with the command
+        reniced to 19, and checked on disk after the kill; a miss (the swap won the race)
+        re-runs and tries again, each re-run resuming. Returns the tries it took."""
         for i in range(1, tries + 1):
-            self.kill_when(f"checkpoint write {i}",
-                           lambda: list(self.run_dir.glob(f"stages/{stages}/state.tmp")))
+            def point() -> bool:
+                found = [p.parent.parent
+                         for p in self.run_dir.glob(f"stages/{stages}/state/done")]
+                if not found:
+                    return False
+                # Armed: the command at the lowest CPU priority, so on a loaded machine
+                # the woken harness runs before the command finishes its write.
+                assert self.proc is not None
+                os.setpriority(os.PRIO_PGRP, self.proc.pid, 19)
+                return _wait_created(found[0], "state.tmp", self.alive)
+            self.kill_when(f"checkpoint write {i}", point)
             if list(self.run_dir.glob(f"stages/{stages}/state.tmp")):
                 return i
-        pytest.fail(f"no kill landed inside a checkpoint write in {tries} tries ({stages})")
+            self.kills.append("(missed: the swap finished first)")
+        pytest.fail(f"no kill landed inside a checkpoint write in {tries} tries ({stages}): "
+                    f"{self.kills}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def finish(self) -> None:
+        print(f"kills: {self.kills}")  # the points hit, for the record (pytest -s)
         proc = self._start()
         assert proc.wait(timeout=600) == 0, self.log.read_text()[-3000:]
+
+
+_IN_CREATE = 0x100
+
+
+def _wait_created(folder: Path, name: str, alive: Callable[[], bool]) -> bool:
+    """Block until `name` is created in `folder` (inotify, Linux) or exists already;
+    False once `alive()` is not (checked every 0.2 s)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    try:
+        wd = libc.inotify_add_watch(fd, str(folder).encode(), _IN_CREATE)
+        if wd < 0 or (folder / name).exists():  # gone (finished) / already there
+            return (folder / name).exists()
+        while alive():
+            if not select.select([fd], [], [], 0.2)[0]:
+                continue
+            buf = os.read(fd, 4096)
+            i = 0
+            while i < len(buf):  # struct inotify_event {int wd; u32 mask, cookie, len; name}
+                n = struct.unpack_from("iIII", buf, i)[3]
+                if buf[i + 16:i + 16 + n].rstrip(b"\0").decode() == name:
+                    return True
+                i += 16 + n
+        return False
+    finally:
+        os.close(fd)
 
 
 def _metrics(stage: Path) -> list[str]:
@@ -254,8 +305,9 @@ def test_distill_with_teacher_cache(reference: Path, tmp_path: Path) -> None:
     cache = cmd.run_dir / "cache"
     # 1: during the cache build: the first chunk's temp file (or, if the poll is late,
     # the chunk itself) appears.
-    cmd.kill_when("teacher-cache build", lambda: list(cache.glob("*/.chunk-*.tmp"))
-                  or list(cache.glob("*/chunk-*.safetensors")))
+    hit = cmd.kill_when("teacher-cache build", lambda: list(cache.glob("*/.chunk-*.tmp"))
+                        or list(cache.glob("*/chunk-*.safetensors")))
+    cmd.kills[-1] += f" ({hit[0].name} seen)"
     # 2: chunk 0 built and training under way; checkpoints every 3 steps.
     cmd.kill_when("chunk 0 done, past a checkpoint",
                   lambda: _checkpoint_step(_one(cmd, "distill-*")) >= 3)
@@ -301,7 +353,7 @@ def test_attack(reference: Path, tmp_path: Path) -> None:
     first = {p: (p.stat().st_ino, p.read_bytes()) for p in runs.glob("*/runs/*.json")}
     cmd.kill_when("three runs finished", lambda: len(list(runs.glob("*/runs/*.json"))) >= 3)
     cmd.finish()
-    (d,) = runs.glob("*")
+    (d,) = [p for p in runs.iterdir() if p.is_dir()]
     # The runs finished before the kill were kept as they were, not run again.
     assert {p: (p.stat().st_ino, p.read_bytes()) for p in first} == first
     (want,) = reference.glob(f"attacks/{d.name}")
@@ -315,9 +367,10 @@ def test_run(reference: Path, tmp_path: Path) -> None:
     cmd.kill_in_checkpoint_write(base)
     d = _one(cmd, base)
     before, step = _metrics(d), _checkpoint_step(d)
-    cmd.kill_when("teacher-cache build",
-                  lambda: list(cmd.run_dir.glob("cache/*/.chunk-*.tmp"))
-                  or list(cmd.run_dir.glob("cache/*/chunk-*.safetensors")))
+    hit = cmd.kill_when("teacher-cache build",
+                        lambda: list(cmd.run_dir.glob("cache/*/.chunk-*.tmp"))
+                        or list(cmd.run_dir.glob("cache/*/chunk-*.safetensors")))
+    cmd.kills[-1] += f" ({hit[0].name} seen)"
     assert (d / "summary.json").exists()
     assert_resumed(d, before, step)
     cmd.kill_when("an attack run finished", lambda: list(cmd.run_dir.glob("attacks/*/runs/*")))
