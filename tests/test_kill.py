@@ -13,24 +13,21 @@ every 20 ms (never a sleep); as soon as it shows, the process group gets SIGKILL
     all its files, and temp files are only ever hidden (`.name.PID.tmp`) or aside
     (`state.tmp`), never under a name a reader looks for.
 
-"During a checkpoint write" is `state.tmp` seen on disk (accelerate's save_state writes
-into it before the swap, train._save_state). The window is tens of ms, so a poll can miss
-it and see the next checkpoint instead: the harness re-runs and tries again (each re-run
-must itself resume), and checks on disk, after the kill, that `state.tmp` was really
-there. Two windows are far shorter than a poll and are reproduced on disk instead (the
-state a kill there leaves, built by hand): a torn metrics.jsonl line and a half-removed
-checkpoint.
+Points shorter than a poll (a checkpoint write takes ~5 ms on the micro model) are hit
+exactly instead: the command's own audit hook (KILL_HOOK) SIGKILLs it at the N-th call
+that starts the window, e.g. the open of `state.tmp/counters.json` (accelerate's files
+written, the checkpoint not yet marked done) or the rename `state` -> `state.old` (between
+the swap's two renames); the harness then checks on disk that the window was hit. Two
+windows inside a single call are reproduced on disk instead (the state a kill there
+leaves, built by hand): a torn metrics.jsonl line and a half-removed checkpoint.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -98,6 +95,34 @@ def _stage(run: Path, prefix: str) -> Path:
     return d
 
 
+# A kill point shorter than any poll (a checkpoint write takes ~5 ms on the micro model,
+# a chunk's rename less) is the moment the command makes a given call: Python's audit
+# hooks (PEP 578) see every open/rename/mkdir before it happens, and this module, imported at start-up
+# through PYTHONPATH by every process the command starts, SIGKILLs the process group
+# from inside at the N-th call matching KILL_AT = "event<TAB>regex<TAB>N". No line of
+# undo changes; what is killed is the real command, by a real SIGKILL.
+KILL_HOOK = """\
+import os, re, signal, sys
+_at = os.environ.get("KILL_AT")
+if _at:
+    _event, _pattern, _nth = _at.split("\\t")
+    _seen = [0]
+
+    def _hook(event, args):
+        if event == _event and re.search(_pattern, " -> ".join(str(a) for a in args[:2])):
+            _seen[0] += 1
+            if _seen[0] == int(_nth):
+                os.killpg(0, signal.SIGKILL)
+
+    sys.addaudithook(_hook)
+"""
+
+
+def _regex(glob: str) -> str:
+    """A stage folder glob (`pretrain-base-*`) as a regex for KILL_AT."""
+    return glob.replace("*", "[^/]*")
+
+
 class Command:
     """One command line, run (and killed, and re-run) in its own output folder."""
 
@@ -108,28 +133,33 @@ class Command:
         self.argv = [sys.executable, "-m", "undo.cli", args[0], str(SMOKE), *SETTINGS,
                      *args[1:], f"out_dir={self.out}"]
         self.log = tmp / "stderr.txt"
+        self.hook = tmp / "hook"
+        self.hook.mkdir()
+        (self.hook / "sitecustomize.py").write_text(KILL_HOOK)
         self.kills: list[str] = []
-        self.proc: subprocess.Popen | None = None
 
-    def _start(self) -> subprocess.Popen:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    def _start(self, kill_at: str | None = None) -> subprocess.Popen:
+        path = [str(ROOT / "src"), str(self.hook), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+        env.pop("KILL_AT", None)
+        if kill_at is not None:
+            env["KILL_AT"] = kill_at
         with self.log.open("a") as err:
+            # Its own process group: a kill takes its worker processes too.
             return subprocess.Popen(self.argv, env=env, stdout=subprocess.DEVNULL, stderr=err,
-                                    start_new_session=True)  # its own group: kill workers too
+                                    start_new_session=True)
 
     def kill_when(self, name: str, point: Callable[[], Any], timeout: float = 300) -> Any:
         """Start the command, SIGKILL its process group as soon as `point()` is truthy,
         and return that value; fails if the command finishes first."""
-        proc = self.proc = self._start()
+        proc = self._start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             hit = point()
             if hit:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                self.kills.append(name)
-                assert_readable(self.out)
+                self._killed(name)
                 return hit
             if proc.poll() is not None:
                 pytest.fail(f"{name}: the command ended (rc {proc.returncode}) before the "
@@ -139,65 +169,44 @@ class Command:
         proc.wait()
         pytest.fail(f"{name}: kill point not reached in {timeout} s")
 
-    def kill_in_checkpoint_write(self, stages: str, tries: int = 4) -> int:
-        """Kill while a checkpoint is written over an earlier one: `state/done` exists and
-        `state.tmp` is created. A write takes ~10 ms, less than a poll, so the creation is
-        watched with inotify (the kernel wakes the harness on the mkdir), with the command
-        reniced to 19, and checked on disk after the kill; a miss (the swap won the race)
-        re-runs and tries again, each re-run resuming. Returns the tries it took."""
-        for i in range(1, tries + 1):
-            def point() -> bool:
-                found = [p.parent.parent
-                         for p in self.run_dir.glob(f"stages/{stages}/state/done")]
-                if not found:
-                    return False
-                # Armed: the command at the lowest CPU priority, so on a loaded machine
-                # the woken harness runs before the command finishes its write.
-                assert self.proc is not None
-                os.setpriority(os.PRIO_PGRP, self.proc.pid, 19)
-                return _wait_created(found[0], "state.tmp", self.alive)
-            self.kill_when(f"checkpoint write {i}", point)
-            if list(self.run_dir.glob(f"stages/{stages}/state.tmp")):
-                return i
-            self.kills.append("(missed: the swap finished first)")
-        pytest.fail(f"no kill landed inside a checkpoint write in {tries} tries ({stages}): "
-                    f"{self.kills}")
+    def kill_at(self, name: str, event: str, pattern: str, nth: int = 1) -> None:
+        """Run the command until its `nth` `event` call matching `pattern` (KILL_HOOK)."""
+        proc = self._start(f"{event}\t{pattern}\t{nth}")
+        rc = proc.wait(timeout=600)
+        assert rc == -signal.SIGKILL, (f"{name}: not killed (rc {rc}); stderr: "
+                                       f"{self.log.read_text()[-2000:]}")
+        self._killed(name)
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def _killed(self, name: str) -> None:
+        self.kills.append(name)
+        assert_readable(self.out)
+
+    def kill_in_checkpoint_write(self, stages: str) -> Path:
+        """Kill while the second checkpoint is written: accelerate's files are in
+        `state.tmp`, its counters and `done` marker not yet; the first is in `state`.
+        Returns the stage folder."""
+        self.kill_at("checkpoint write", "open",
+                     rf"/stages/{_regex(stages)}/state\.tmp/counters\.json -> w$", nth=2)
+        (d,) = self.run_dir.glob(f"stages/{stages}")
+        assert (d / "state" / "done").exists() and (d / "state.tmp" / "model.safetensors"
+                                                    ).exists()
+        assert not (d / "state.tmp" / "done").exists()
+        return d
+
+    def kill_in_swap(self, stages: str) -> Path:
+        """Kill between the two renames of a checkpoint swap of a re-run (at its first
+        `state.tmp` -> `state`: an audit hook runs before the call, so `state` ->
+        `state.old` is done): no `state` at all on disk."""
+        self.kill_at("between the swap's renames", "os.rename",
+                     rf"/stages/{_regex(stages)}/state\.tmp -> .*/state$")
+        (d,) = self.run_dir.glob(f"stages/{stages}")
+        assert not (d / "state").exists() and (d / "state.old" / "done").exists()
+        return d
 
     def finish(self) -> None:
         print(f"kills: {self.kills}")  # the points hit, for the record (pytest -s)
         proc = self._start()
         assert proc.wait(timeout=600) == 0, self.log.read_text()[-3000:]
-
-
-_IN_CREATE = 0x100
-
-
-def _wait_created(folder: Path, name: str, alive: Callable[[], bool]) -> bool:
-    """Block until `name` is created in `folder` (inotify, Linux) or exists already;
-    False once `alive()` is not (checked every 0.2 s)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.inotify_init1(os.O_CLOEXEC)
-    assert fd >= 0, os.strerror(ctypes.get_errno())
-    try:
-        wd = libc.inotify_add_watch(fd, str(folder).encode(), _IN_CREATE)
-        if wd < 0 or (folder / name).exists():  # gone (finished) / already there
-            return (folder / name).exists()
-        while alive():
-            if not select.select([fd], [], [], 0.2)[0]:
-                continue
-            buf = os.read(fd, 4096)
-            i = 0
-            while i < len(buf):  # struct inotify_event {int wd; u32 mask, cookie, len; name}
-                n = struct.unpack_from("iIII", buf, i)[3]
-                if buf[i + 16:i + 16 + n].rstrip(b"\0").decode() == name:
-                    return True
-                i += 16 + n
-        return False
-    finally:
-        os.close(fd)
 
 
 def _metrics(stage: Path) -> list[str]:
@@ -206,8 +215,11 @@ def _metrics(stage: Path) -> list[str]:
 
 
 def _checkpoint_step(stage: Path) -> int:
-    c = stage / "state" / "counters.json"
-    return _read(c)["step"] if (stage / "state" / "done").exists() else 0
+    """The step of the checkpoint in `stage/state` (0: none, or a swap under way)."""
+    try:
+        return _read(stage / "state" / "counters.json")["step"]
+    except FileNotFoundError:
+        return 0
 
 
 def _kept_lines(before: list[str], step: int) -> list[str]:
@@ -270,9 +282,13 @@ def test_pretrain(reference: Path, tmp_path: Path) -> None:
     # 2: the re-run killed while writing a checkpoint: it resumed first.
     cmd.kill_in_checkpoint_write(stage)
     assert_resumed(d, before, step)
+    # 3: killed between the swap's renames; the re-run resumes from state.old.
+    cmd.kill_in_swap(stage)
+    before, step = _metrics(d), _read(d / "state.old" / "counters.json")["step"]
     cmd.finish()
+    assert_resumed(d, before, step)
     _same_summary(d / "summary.json", _stage(reference, "pretrain-base") / "summary.json")
-    assert not (d / "state").exists() and not (d / "state.tmp").exists()
+    assert not [p.name for p in d.iterdir() if p.name.startswith("state")]
 
 
 def _one(cmd: Command, pattern: str) -> Path:
@@ -303,26 +319,30 @@ def _distill_args(reference: Path) -> list[str]:
 def test_distill_with_teacher_cache(reference: Path, tmp_path: Path) -> None:
     cmd = Command(tmp_path, _distill_args(reference))
     cache = cmd.run_dir / "cache"
-    # 1: during the cache build: the first chunk's temp file (or, if the poll is late,
-    # the chunk itself) appears.
-    hit = cmd.kill_when("teacher-cache build", lambda: list(cache.glob("*/.chunk-*.tmp"))
-                        or list(cache.glob("*/chunk-*.safetensors")))
-    cmd.kills[-1] += f" ({hit[0].name} seen)"
+    # 1: during the cache build: chunk 0 written to its temp file, not yet renamed.
+    cmd.kill_at("cache chunk 0 built, not renamed", "os.rename",
+                r"/\.chunk-0-00000\.safetensors\.\d+\.tmp -> ")
+    assert list(cache.glob("*/.chunk-0-*.tmp")) and not list(cache.glob("*/chunk-*"))
     # 2: chunk 0 built and training under way; checkpoints every 3 steps.
     cmd.kill_when("chunk 0 done, past a checkpoint",
                   lambda: _checkpoint_step(_one(cmd, "distill-*")) >= 3)
-    chunk0 = next(cache.glob("*/chunk-0-00000.safetensors"))
+    (chunk0,) = cache.glob("*/chunk-0-00000.safetensors")
     ino = chunk0.stat().st_ino
-    # 3: while writing a checkpoint, which chunk 1's build (at step 20) precedes.
     d = _one(cmd, "distill-*")
     before, step = _metrics(d), _checkpoint_step(d)
-    cmd.kill_in_checkpoint_write("distill-*")
+    # 3: during the build of chunk 1 (at step 20), after the checkpoint at step 18.
+    cmd.kill_at("cache chunk 1 built, not renamed", "os.rename",
+                r"/\.chunk-0-00001\.safetensors\.\d+\.tmp -> ")
     assert_resumed(d, before, step)
+    before, step = _metrics(d), _checkpoint_step(d)
+    assert step == 18
     cmd.finish()
+    assert_resumed(d, before, step)
     s = _read(d / "summary.json")
-    # Chunk 0 was built once, before the kills, and reused: never rebuilt or rewritten.
+    # Chunk 0, built before kill 2, was reused by both re-runs, never rewritten; the
+    # last re-run built only chunk 1.
     assert chunk0.stat().st_ino == ino
-    assert s["teacher_outputs"]["mode"] == "full" and s["teacher_outputs"]["built_chunks"] <= 1
+    assert s["teacher_outputs"]["mode"] == "full" and s["teacher_outputs"]["built_chunks"] == 1
     _same_summary(d / "summary.json", _stage(reference, "distill-noised") / "summary.json")
 
 
@@ -339,7 +359,10 @@ def test_distill_online(reference: Path, tmp_path: Path) -> None:
     before, step = _metrics(d), _checkpoint_step(d)
     cmd.kill_in_checkpoint_write("distill-*")
     assert_resumed(d, before, step)
+    cmd.kill_in_swap("distill-*")
+    before, step = _metrics(d), _read(d / "state.old" / "counters.json")["step"]
     cmd.finish()
+    assert_resumed(d, before, step)
     assert not (cmd.run_dir / "cache").exists()
     _same_summary(d / "summary.json", next(want.glob(f"{NAME}/stages/distill-*/summary.json")))
 
@@ -351,7 +374,10 @@ def test_attack(reference: Path, tmp_path: Path) -> None:
     # The grid: 2 lrs x 2 seeds, each run kept in runs/ when it finishes.
     cmd.kill_when("one run finished", lambda: list(runs.glob("*/runs/*.json")))
     first = {p: (p.stat().st_ino, p.read_bytes()) for p in runs.glob("*/runs/*.json")}
-    cmd.kill_when("three runs finished", lambda: len(list(runs.glob("*/runs/*.json"))) >= 3)
+    # The re-run's second run written to its temp file, not yet renamed: redone.
+    cmd.kill_at("a run's result written, not renamed", "os.rename",
+                r"/runs/\.lr[^/]*\.json\.\d+\.tmp -> ", nth=2)
+    assert len(list(runs.glob("*/runs/*.json"))) == 2
     cmd.finish()
     (d,) = [p for p in runs.iterdir() if p.is_dir()]
     # The runs finished before the kill were kept as they were, not run again.
@@ -367,16 +393,13 @@ def test_run(reference: Path, tmp_path: Path) -> None:
     cmd.kill_in_checkpoint_write(base)
     d = _one(cmd, base)
     before, step = _metrics(d), _checkpoint_step(d)
-    hit = cmd.kill_when("teacher-cache build",
-                        lambda: list(cmd.run_dir.glob("cache/*/.chunk-*.tmp"))
-                        or list(cmd.run_dir.glob("cache/*/chunk-*.safetensors")))
-    cmd.kills[-1] += f" ({hit[0].name} seen)"
+    cmd.kill_at("cache chunk 0 built, not renamed", "os.rename",
+                r"/\.chunk-0-00000\.safetensors\.\d+\.tmp -> ")
     assert (d / "summary.json").exists()
     assert_resumed(d, before, step)
     cmd.kill_when("an attack run finished", lambda: list(cmd.run_dir.glob("attacks/*/runs/*")))
     cmd.finish()
     _same_summary(cmd.run_dir / "summary.json", reference / "summary.json")
-    assert sorted(cmd.kills)[:1] and len(cmd.kills) >= 3
 
 
 # ------------------------------------------------ windows shorter than a poll
