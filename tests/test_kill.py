@@ -16,10 +16,11 @@ every 20 ms (never a sleep); as soon as it shows, the process group gets SIGKILL
 Points shorter than a poll (a checkpoint write takes ~5 ms on the micro model) are hit
 exactly instead: the command's own audit hook (KILL_HOOK) SIGKILLs it at the N-th call
 that starts the window, e.g. the open of `state.tmp/counters.json` (accelerate's files
-written, the checkpoint not yet marked done) or the rename `state` -> `state.old` (between
-the swap's two renames); the harness then checks on disk that the window was hit. Two
-windows inside a single call are reproduced on disk instead (the state a kill there
-leaves, built by hand): a torn metrics.jsonl line and a half-removed checkpoint.
+written, the checkpoint not yet marked done) or the rename `state.tmp` -> `state` (the
+hook runs before the call: between the swap's two renames); the harness then checks on
+disk that the window was hit. Windows inside a single call are reproduced on disk instead
+(the state a kill there leaves, built by hand): a torn metrics.jsonl line, and a
+checkpoint folder half removed by its rmtree (`state` at the end, `state.old` in a swap).
 """
 
 from __future__ import annotations
