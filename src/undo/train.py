@@ -35,6 +35,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from .artifacts import write_text
 from .compute import count_tokens, matmul_params, train_flops
 from .config import ConfigError, OptimConfig
 from .stages import stage_lock
@@ -149,15 +150,29 @@ def _default_gradients(objective: Objective, model: torch.nn.Module, micro_batch
 
 
 class _JsonlLog:
-    """metrics.jsonl: one JSON object a line. On resume, lines past the checkpoint go."""
+    """metrics.jsonl: one JSON object a line. On resume, lines past the checkpoint go.
+
+    `kept` holds the records kept (the evaluations before the checkpoint belong to the
+    resumed run's result too). A line a kill tore in the middle of an append does not
+    parse: it is past the checkpoint, and dropped. The rewrite is atomic, so a kill
+    during it never loses the kept lines.
+    """
 
     def __init__(self, path: Path | None, resume_step: int) -> None:
         self.path = path
+        self.kept: list[dict[str, Any]] = []
         if path is None:
             return
-        lines = path.read_text().splitlines() if path.exists() else []
-        kept = [ln for ln in lines if ln and json.loads(ln).get("step", 0) <= resume_step]
-        path.write_text("".join(ln + "\n" for ln in kept))
+        lines = []
+        for ln in path.read_text().splitlines() if path.exists() else []:
+            try:
+                rec = json.loads(ln)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("step", 0) <= resume_step:
+                lines.append(ln)
+                self.kept.append(rec)
+        write_text(path, "".join(ln + "\n" for ln in lines))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.path is not None:
@@ -257,7 +272,9 @@ def _train(
     n_matmul = matmul_params(acc.unwrap_model(model))
     extra = int(getattr(objective, "extra_forward_params", 0))
     gradients = getattr(objective, "gradients", None)
-    result = TrainResult(0, 0, 0.0, 0.0, False)
+    # A resumed run's result holds the evaluations from before the checkpoint too.
+    result = TrainResult(0, 0, 0.0, 0.0, False,
+                         evals=[r for r in log.kept if "eval" in r])
 
     def run_eval() -> Metrics:
         m = evaluate(acc.unwrap_model(model)) if evaluate is not None else {}
@@ -337,7 +354,7 @@ def _train(
         run_eval()
     acc.wait_for_everyone()
     if state_dir is not None and state_dir.exists() and acc.is_main_process:
-        shutil.rmtree(state_dir)  # finished: the model itself is the result
+        _remove_state(state_dir)  # finished: the model itself is the result
     result.steps, result.tokens = counters.step, counters.tokens
     result.flops, result.wall_time = counters.flops, counters.wall_time
     return result
@@ -375,12 +392,24 @@ def _diverged_message(desc: str, step: int, metrics: Metrics, cfg: OptimConfig,
 
 
 def _recover_swap(state_dir: Path) -> None:
-    """A kill between the two renames of `_save_state` leaves only `state.old`: use it."""
+    """A kill between the two renames of `_save_state` leaves only `state.old`: use it.
+
+    A kill while `state.old` was being removed leaves part of it beside a complete
+    `state`: remove the rest (the next swap could not rename `state` onto it)."""
     old = state_dir.with_name("state.old")
     if not (state_dir / "done").exists() and (old / "done").exists():
         if state_dir.exists():
             shutil.rmtree(state_dir)
         old.rename(state_dir)
+    elif old.exists():
+        _remove_state(old)
+
+
+def _remove_state(d: Path) -> None:
+    """Remove a checkpoint folder, its `done` marker first: a kill inside the removal
+    then leaves a folder that is never loaded, not one marked done without its files."""
+    (d / "done").unlink(missing_ok=True)
+    shutil.rmtree(d)
 
 
 class _TiedWeightsNote(logging.Filter):
@@ -418,7 +447,7 @@ def _save_state(acc: Accelerator, state_dir: Path, counters: Counters) -> None:
             state_dir.rename(old)
         tmp.rename(state_dir)
         if old.exists():
-            shutil.rmtree(old)
+            _remove_state(old)
     acc.wait_for_everyone()
 
 
