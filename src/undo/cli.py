@@ -372,7 +372,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        # Before anything runs: a launch of N processes without a process group would
+        # run N copies of this command, racing on one folder.
+        from .sharding import check_launch
+
+        world = check_launch()
+    except ConfigError as e:
+        print(f"undo: error: {e}", file=sys.stderr)
+        return 2
     if world > 1:
         if args.command not in MULTI_PROCESS_COMMANDS:
             print(f"undo: error: `undo {args.command}` runs in one process, but this is a "

@@ -401,6 +401,11 @@ class RunConfig:
     out_dir: str = "runs"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
+    # How a multi-process launch (torchrun / accelerate launch) splits a training stage:
+    # ddp, fsdp (FSDP2, fully sharded) or auto (fsdp under an accelerate FSDP config, else
+    # ddp); see undo.sharding. Not part of any stage's cache key: it changes how a stage
+    # is computed, not what (float reduction order aside).
+    sharding: Literal["auto", "ddp", "fsdp"] = "auto"
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     # The benchmark's own section, selected by `data.benchmark` (undo.benchmarks).

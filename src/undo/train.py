@@ -34,8 +34,9 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from . import sharding as sh
 from .compute import count_tokens, matmul_params, train_flops
-from .config import OptimConfig
+from .config import ConfigError, OptimConfig
 
 Batch = dict[str, Any]
 Metrics = dict[str, float]
@@ -149,19 +150,33 @@ def train(
     desc: str = "train",
     progress: bool = True,
     on_step: Callable[[int, torch.nn.Module], None] | None = None,
+    sharding: sh.Sharding = "auto",
 ) -> TrainResult:
     """Train `model` in place for `cfg.steps` optimizer steps (or until `should_stop`).
 
     With `out_dir`, writes `metrics.jsonl` there and, every `cfg.checkpoint_every` steps,
     a resumable checkpoint in `out_dir/state`; a later call with the same arguments
     resumes from it. The checkpoint is removed when the run finishes.
+
+    Under a multi-process launch the model trains data-parallel (`sharding` ddp) or fully
+    sharded (fsdp, see `undo.sharding`); either way `model` holds the trained weights on
+    every rank afterwards, and logged metrics are means over the ranks.
     """
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     acc = accelerator or make_accelerator()
+    mode = sh.resolve(sharding, acc)
+    gradients = getattr(objective, "gradients", None)
+    if mode == "fsdp" and gradients is not None:
+        raise ConfigError(f"sharding: got 'fsdp' for an objective with its own gradient pass "
+                          f"({type(objective).__name__}); valid: ddp")
     if hasattr(objective, "prepare"):
         objective.prepare(model)
+    n_matmul = matmul_params(model)
+    plain = model
+    if mode == "fsdp":
+        model = sh.sharded_copy(plain, acc)
     params = [p for p in model.parameters() if p.requires_grad]
     # No weight decay on 1-D weights (norm scales, biases), as is standard.
     decay = [p for p in params if p.dim() >= 2]
@@ -172,7 +187,16 @@ def train(
         lr=cfg.lr, betas=tuple(cfg.betas),
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    # The schedule is not `prepare`d: accelerate would step it once per process at every
+    # step (an N-process run then warmed up and decayed N times too fast; measured).
+    acc.register_for_checkpointing(scheduler)
+    shards = None
+    if mode == "fsdp":
+        # FSDP2 reduces gradients itself; accelerate checkpoints the schedule, RNG states
+        # and counters, the shards go through torch.distributed.checkpoint.
+        shards = sh.ShardedState(model, optimizer)
+    else:
+        model, optimizer = acc.prepare(model, optimizer)
     counters = Counters()
     acc.register_for_checkpointing(counters)
 
@@ -183,12 +207,12 @@ def train(
         acc.wait_for_everyone()
     if state_dir is not None and (state_dir / "done").exists():
         acc.load_state(str(state_dir))
+        if shards is not None:
+            shards.load(state_dir)
     log = _JsonlLog(out / "metrics.jsonl" if out is not None and acc.is_main_process else None,
                     counters.step)
 
-    n_matmul = matmul_params(acc.unwrap_model(model))
     extra = int(getattr(objective, "extra_forward_params", 0))
-    gradients = getattr(objective, "gradients", None)
     result = TrainResult(0, 0, 0.0, 0.0, False)
 
     def run_eval() -> Metrics:
@@ -221,8 +245,9 @@ def train(
             _average_gradients(acc, params)
         else:
             metrics = _default_gradients(objective, model, micro, acc.backward)
+        metrics = _mean_over_ranks(acc, metrics)
         if cfg.grad_clip is not None:
-            metrics["grad_norm"] = float(acc.clip_grad_norm_(params, cfg.grad_clip))
+            metrics["grad_norm"] = _clip(acc, params, cfg.grad_clip, mode)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -257,12 +282,14 @@ def train(
         if (state_dir is not None and cfg.checkpoint_every
                 and counters.step % cfg.checkpoint_every == 0 and counters.step < cfg.steps
                 and not result.stopped_early):
-            _save_state(acc, state_dir)
+            _save_state(acc, state_dir, shards)
     bar.close()
 
     # A final evaluation unless the last step just had one.
     if evaluate is not None and (not result.evals or result.evals[-1]["step"] != counters.step):
         run_eval()
+    if mode == "fsdp":
+        sh.gather_into(model, plain, acc)
     acc.wait_for_everyone()
     if state_dir is not None and state_dir.exists() and acc.is_main_process:
         shutil.rmtree(state_dir)  # finished: the model itself is the result
@@ -295,7 +322,8 @@ class _TiedWeightsNote(logging.Filter):
 logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNote())
 
 
-def _save_state(acc: Accelerator, state_dir: Path) -> None:
+def _save_state(acc: Accelerator, state_dir: Path, shards: sh.ShardedState | None = None
+                ) -> None:
     """Checkpoint atomically: write beside, then swap, so a kill never leaves half a state.
 
     Every rank writes its part (RNG states); only the main process moves folders, with
@@ -306,6 +334,8 @@ def _save_state(acc: Accelerator, state_dir: Path) -> None:
         shutil.rmtree(tmp)
     acc.wait_for_everyone()
     acc.save_state(str(tmp))
+    if shards is not None:
+        shards.save(tmp)
     acc.wait_for_everyone()
     if acc.is_main_process:
         (tmp / "done").write_text("ok\n")
@@ -341,3 +371,24 @@ def _average_gradients(acc: Accelerator, params: list[torch.nn.Parameter]) -> No
         if p.grad is not None:
             torch.distributed.all_reduce(p.grad)
             p.grad.div_(acc.num_processes)
+
+
+def _mean_over_ranks(acc: Accelerator, metrics: Metrics) -> Metrics:
+    """Each logged metric averaged over processes (each saw its own batch), so a log under
+    N processes reads like one process with the global batch."""
+    if acc.num_processes == 1 or not metrics:
+        return metrics
+    keys = sorted(metrics)
+    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=acc.device)
+    torch.distributed.all_reduce(t)
+    return {k: float(v) / acc.num_processes for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+def _clip(acc: Accelerator, params: list[torch.nn.Parameter], max_norm: float,
+          mode: str) -> float:
+    """Clip to a global gradient norm; FSDP2's gradients are shards (DTensors), whose norm
+    torch computes over all ranks."""
+    if mode != "fsdp":
+        return float(acc.clip_grad_norm_(params, max_norm))
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
