@@ -349,6 +349,18 @@ class AttackConfig:
         _check(self.workers >= 0, f"{p}.workers", self.workers, "an integer >= 0 (0: auto)")
 
 
+# Stage kinds a user can name in `study.stages`, `study.resources` or `--force`.
+STAGE_KINDS = ("pretrain", "unlearn", "distill", "oracle", "attack")
+
+
+@dataclass
+class Resources:
+    """What one stage (or one attack run) asks a Ray cluster for."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0  # fractions share a GPU between tasks (small models)
+
+
 @dataclass
 class StudyConfig:
     """Which models `undo run` makes and attacks (issue: the study)."""
@@ -378,12 +390,29 @@ class StudyConfig:
     # Independent stages (e.g. the two pretrainings, the distillations, the attacks) run
     # in this many processes of one thread each; 1 runs them one after another.
     workers: int = 2
+    # Where stages run: `local` (this machine, `workers` processes) or `ray` (each stage
+    # and each attack run a Ray task asking for `resources`; every node must see the run
+    # folder, a shared filesystem). See undo.executors.
+    executor: Literal["local", "ray"] = "local"
+    # The Ray cluster to join: "auto" (the one this machine is part of), "ray://host:10001"
+    # or "host:6379"; null starts a local Ray instance with `workers` CPUs.
+    ray_address: str | None = None
+    # Per stage kind (or `default` for the others), e.g. {distill: {cpus: 8, gpus: 1}};
+    # unnamed kinds ask for 1 CPU and no GPU. Used by executor=ray only.
+    resources: dict[str, Resources] = field(default_factory=dict)
 
     def validate(self, p: str) -> None:
         _check(all(0 <= a <= 1 for a in self.alphas), f"{p}.alphas", self.alphas,
                "numbers in [0, 1]")
         _check(bool(self.seeds), f"{p}.seeds", self.seeds, "a non-empty list of integers")
         _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
+        kinds = (*STAGE_KINDS, "default")
+        for kind, r in self.resources.items():
+            _check(kind in kinds, f"{p}.resources", kind, "stage kinds: " + ", ".join(kinds))
+            _check(r.cpus > 0, f"{p}.resources.{kind}.cpus", r.cpus, "a number > 0")
+            _check(r.gpus >= 0, f"{p}.resources.{kind}.gpus", r.gpus, "a number >= 0")
+        _check(self.ray_address is None or self.executor == "ray", f"{p}.ray_address",
+               self.ray_address, f"null unless {p}.executor is 'ray'")
         _check(self.min_robustness_gap >= 0, f"{p}.min_robustness_gap",
                self.min_robustness_gap, "a number >= 0")
         _check(self.oracle_steps is None or self.oracle_steps > 0, f"{p}.oracle_steps",
