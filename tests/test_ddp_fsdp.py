@@ -124,3 +124,31 @@ def test_hold_frozen_keeps_a_plain_teacher_on_one_process(micro_model):
     teacher = hold_frozen(micro_model, Accelerator(cpu=True))
     assert not any(p.requires_grad for p in teacher.parameters())
     assert not teacher.training and next(teacher.parameters()).dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_stage_under_shipped_fsdp2_config_matches_torchrun_ddp(tmp_path):
+    """`undo pretrain` launched with configs/accelerate/fsdp2.yaml (2 CPU processes: the
+    file's FSDP setting reaches undo, which shards) logs the losses of a torchrun DDP run
+    and saves a plain model folder."""
+    root = Path(__file__).parents[1]
+    env = {**ENV, "PYTHONPATH": str(root / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    smoke = str(root / "configs" / "arithmetic" / "smoke.yaml")
+    args = ["-m", "undo.cli", "pretrain", smoke, "--which", "base"]
+    launches = {
+        "fsdp": [shutil.which("accelerate"), "launch", "--config_file",
+                 str(root / "configs" / "accelerate" / "fsdp2.yaml"), "--num_processes", "2",
+                 "--main_process_port", "29531"],
+        "ddp": [shutil.which("torchrun"), "--standalone", "--nproc_per_node", "2"],
+    }
+    logs = {}
+    for mode, launch in launches.items():
+        proc = subprocess.run([*launch, *args, f"out_dir={tmp_path / mode}"],
+                              capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (stage,) = (tmp_path / mode / "arithmetic-smoke" / "stages").glob("pretrain-base-*")
+        assert (stage / "model" / "model.safetensors").exists()
+        logs[mode] = [json.loads(x)["loss"] for x in
+                      (stage / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert len(logs["ddp"]) == 3
+    assert logs["fsdp"] == pytest.approx(logs["ddp"], rel=RTOL, abs=ATOL)
