@@ -152,3 +152,18 @@ def test_stage_under_shipped_fsdp2_config_matches_torchrun_ddp(tmp_path):
                       (stage / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert len(logs["ddp"]) == 3
     assert logs["fsdp"] == pytest.approx(logs["ddp"], rel=RTOL, abs=ATOL)
+
+
+@pytest.mark.slow
+def test_frozen_teacher_is_sharded_under_fsdp(tmp_path):
+    """hold_frozen under FSDP2: each rank keeps ~half the teacher (dim-0 shards, rounded
+    up) and its logits equal the whole model's."""
+    script = Path(__file__).parent / "fixtures" / "sharded_teacher.py"
+    proc = subprocess.run([shutil.which("torchrun"), "--standalone", "--nproc_per_node", "2",
+                           str(script), str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for r in (0, 1):
+        rank = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert rank["max_diff"] < 1e-6 and rank["trainable"] == 0
+        assert rank["local"] <= 0.6 * rank["whole"]
