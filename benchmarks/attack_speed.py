@@ -4,7 +4,7 @@
 
 Part 1, the pieces of one run (1 thread): a training step, a curve evaluation (forget
 subset), a budget evaluation (full forget + retain sets) bucketed by length and in one
-padded batch (`score_items`, what `evaluate_arithmetic` does).
+padded batch (`score_items`).
 
 Part 2, the whole default grid (`undo.attack.attack`, cache off) three ways, rounds
 alternating so load on a shared machine hits each alike:
@@ -27,10 +27,9 @@ from pathlib import Path
 import torch
 
 from undo.artifacts import environment, write_json
-from undo.attack import AttackBatches, AttackEval, attack, attack_optim
+from undo.attack import AttackEval, attack, attack_optim
+from undo.benchmarks.arithmetic import Benchmark, score_items
 from undo.config import ModelConfig, load_config
-from undo.data.arithmetic import ArithmeticBenchmark
-from undo.evaluate import score_items
 from undo.models import build_model, load_model, load_tokenizer, save_model
 from undo.objectives import OBJECTIVES
 from undo.tokenizers import build_char_tokenizer
@@ -52,10 +51,10 @@ def timed(f, n: int) -> float:
 def pieces(model_dir: Path) -> dict[str, float]:
     torch.set_num_threads(1)
     cfg = load_config()
-    bench = ArithmeticBenchmark(cfg.data)
+    bench = Benchmark(cfg.data)
     tok, model = load_tokenizer(model_dir), load_model(model_dir)
     ev = AttackEval(bench, tok, cfg.attack.curve_items_per_op)
-    batches = AttackBatches(bench, cfg.attack, tok, seed="0")
+    batches = bench.attack_batches(cfg.attack, tok, seed="0")
     optim = attack_optim(cfg.attack, 1e-4)
     optim.steps, optim.eval_every = 20, 0
     t0 = time.perf_counter()
@@ -65,8 +64,9 @@ def pieces(model_dir: Path) -> dict[str, float]:
         "curve_eval_s": timed(lambda: ev.curve(model), 5),
         "budget_eval_bucketed_s": timed(lambda: ev.full(model), 2),
         "budget_eval_one_batch_s": timed(
-            lambda: (score_items(model, ev.forget, tok), score_items(model, ev.retain, tok)), 2),
-        "curve_items": len(ev.curve_items),
+            lambda: (score_items(model, ev.forget.items, tok),
+                     score_items(model, ev.retain.items, tok)), 2),
+        "curve_items": len(ev.curve_idx),
         "full_items": len(ev.forget) + len(ev.retain),
     }
 

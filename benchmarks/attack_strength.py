@@ -26,9 +26,9 @@ import torch
 
 from undo.artifacts import environment, read_json, write_json
 from undo.attack import attack, model_label
+from undo.benchmarks.arithmetic import score_items_bucketed
 from undo.config import load_config
-from undo.data.arithmetic import ArithmeticBenchmark
-from undo.evaluate import score_items_bucketed
+from undo.data.arithmetic import ArithmeticData
 from undo.models import load_model, load_tokenizer
 
 PAPER_LRS = [1e-3, 7e-4, 4e-4, 1e-4, 7e-5, 5e-5, 1e-5, 7e-6, 4e-6, 1e-6]
@@ -68,7 +68,7 @@ def main() -> None:
     out_dir = args.run_dir or tmp
     base_over = [f"out_dir={out_dir}", "progress=false", *args.overrides]
     cfg = load_config(None, [*base_over, "attack.save_weights=true"])
-    items = ArithmeticBenchmark(cfg.data).eval_sets()["forget"]
+    items = ArithmeticData(cfg.data).eval_sets()["forget"]
     known = known_mask(args.base, items)
     result: dict = {"base": {"path": args.base, "forget_acc": known.float().mean().item(),
                              "n_known": int(known.sum()), "n_items": len(items)},

@@ -47,7 +47,7 @@ from undo.artifacts import environment, write_json
 from undo.benchmarks.arithmetic import Config as DataConfig
 from undo.benchmarks.arithmetic import ItemBatches
 from undo.config import ModelConfig, NoiseConfig, OptimConfig
-from undo.data.arithmetic import ArithmeticBenchmark
+from undo.data.arithmetic import ArithmeticData
 from undo.distill import model_folder
 from undo.models import build_model, load_model, reinit_like
 from undo.noise import noised_copy
@@ -126,7 +126,7 @@ def throughput(name: str, teacher: torch.nn.Module, make_student: Callable[[], t
 
 def tiny_setting(teacher_path: str | None, steps: int) -> tuple:
     tok = build_char_tokenizer()
-    bench = ArithmeticBenchmark(DataConfig())
+    bench = ArithmeticData(DataConfig())
     teacher = (load_model(model_folder(teacher_path, "teacher")) if teacher_path
                else build_model(ModelConfig(preset="tiny"), tok, seed=1))
     data = ItemBatches(bench.stream(bench.ops), tok, 128, seed=0)

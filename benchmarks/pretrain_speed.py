@@ -30,7 +30,7 @@ from undo.artifacts import environment, write_json
 from undo.benchmarks.arithmetic import Config as DataConfig
 from undo.benchmarks.arithmetic import ItemBatches
 from undo.config import ModelConfig, OptimConfig
-from undo.data.arithmetic import ArithmeticBenchmark
+from undo.data.arithmetic import ArithmeticData
 from undo.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.objectives.ce import token_ce
@@ -86,7 +86,7 @@ def main() -> None:
     args = ap.parse_args()
 
     tok = build_char_tokenizer()
-    bench = ArithmeticBenchmark(DataConfig())
+    bench = ArithmeticData(DataConfig())
     make = ItemBatches(bench.stream(bench.ops), tok, 128, seed=0)
     batches = [make(i) for i in range(args.steps)]
     n_tokens = sum(int(b["attention_mask"].sum()) for b in batches)

@@ -21,7 +21,7 @@ from undo.artifacts import write_json
 from undo.benchmarks.arithmetic import Config as DataConfig
 from undo.benchmarks.arithmetic import ItemBatches
 from undo.config import NoiseConfig
-from undo.data.arithmetic import ArithmeticBenchmark
+from undo.data.arithmetic import ArithmeticData
 from undo.distill import model_folder
 from undo.models import load_model, load_tokenizer, reinit_like
 from undo.noise import noised_copy
@@ -77,7 +77,7 @@ def main() -> None:
     torch.set_num_threads(1)
     path = model_folder(args.teacher, "teacher")
     teacher, tok = load_model(path).eval(), load_tokenizer(path)
-    bench = ArithmeticBenchmark(DataConfig())
+    bench = ArithmeticData(DataConfig())
     batches = ItemBatches(bench.stream(bench.ops), tok, 128, seed=0)
     students = {
         f"noised_alpha_{args.alpha:g}": noised_copy(teacher, NoiseConfig(beta=0.1), 0,

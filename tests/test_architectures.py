@@ -9,16 +9,10 @@ import pytest
 import torch
 from transformers import (
     AutoModelForCausalLM,
-    Gemma2Config,
-    GPT2Config,
-    GPTNeoXConfig,
-    LlamaConfig,
-    MistralConfig,
-    PretrainedConfig,
-    Qwen2Config,
 )
 from transformers.pytorch_utils import Conv1D
 
+from families import FAMILY_NAMES, FF, LAYERS, H, tiny_configs
 from undo.architectures import (
     GROUPS,
     blocks,
@@ -36,28 +30,6 @@ from undo.objectives.repnoise import RepNoise
 from undo.objectives.rmu import RMU, RMUArgs
 from undo.tokenizers import build_char_tokenizer
 
-H, LAYERS, HEADS, FF = 32, 2, 2, 64
-
-
-def _configs(vocab: int, special: dict[str, int]) -> dict[str, PretrainedConfig]:
-    """One tiny config per family; tied and untied heads both occur."""
-    common = dict(vocab_size=vocab, hidden_size=H, num_hidden_layers=LAYERS,
-                  num_attention_heads=HEADS, intermediate_size=FF,
-                  max_position_embeddings=64, **special)
-    return {
-        "llama": LlamaConfig(**common, num_key_value_heads=HEADS, tie_word_embeddings=False),
-        "gemma2": Gemma2Config(**common, num_key_value_heads=HEADS, head_dim=H // HEADS,
-                               tie_word_embeddings=True, attn_implementation="eager"),
-        "qwen2": Qwen2Config(**common, num_key_value_heads=HEADS, tie_word_embeddings=False),
-        "mistral": MistralConfig(**common, num_key_value_heads=1, tie_word_embeddings=True),
-        "gpt2": GPT2Config(vocab_size=vocab, n_embd=H, n_layer=LAYERS, n_head=HEADS,
-                           n_inner=FF, n_positions=64, **special),
-        "gpt_neox": GPTNeoXConfig(**common, tie_word_embeddings=False),
-    }
-
-
-FAMILY_NAMES = ["llama", "gemma2", "qwen2", "mistral", "gpt2", "gpt_neox"]
-
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -66,7 +38,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     special = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                    eos_token_id=tok.eos_token_id)
     out = {}
-    for name, cfg in _configs(len(tok), special).items():
+    for name, cfg in tiny_configs(len(tok), special).items():
         torch.manual_seed(0)
         d = tmp_path_factory.mktemp(name)
         AutoModelForCausalLM.from_config(cfg).save_pretrained(d)

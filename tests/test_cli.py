@@ -31,3 +31,19 @@ def test_single_process_commands_refuse_a_multi_process_launch(capsys, monkeypat
     assert main(["run", "configs/arithmetic/smoke.yaml"]) == 2
     err = capsys.readouterr().err
     assert "`undo run` runs in one process" in err and "distill, pretrain, unlearn" in err
+
+
+def test_help_does_not_import_torch():
+    """`undo --help` must answer fast: neither the package nor the CLI module may pull in
+    torch or transformers before a command runs (benchmarks/cli_startup.py times it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, undo, undo.cli; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+    help_run = subprocess.run([sys.executable, "-m", "undo.cli", "--help"],
+                              capture_output=True, text=True)
+    assert help_run.returncode == 0 and "attack" in help_run.stdout

@@ -66,7 +66,9 @@ def test_two_processes_match_one_with_the_global_batch(tmp_path, mode):
     _run(resumed, mode, kill=5)
     state = resumed / mode / "state"
     assert (state / "done").exists()
-    assert (state / "sharded").is_dir() == (mode == "fsdp")  # FSDP: one shard per rank
+    shard_files = sorted(p.name for p in state.glob("shards-*"))  # FSDP: one per rank
+    assert shard_files == (["shards-0.json", "shards-0.safetensors", "shards-1.json",
+                            "shards-1.safetensors"] if mode == "fsdp" else [])
     _run(resumed, mode)
     assert _max_diff(tmp_path / f"{mode}.safetensors", resumed / f"{mode}.safetensors") == 0
     assert _losses(resumed, mode) == pytest.approx(single, rel=RTOL, abs=ATOL)

@@ -340,3 +340,19 @@ def test_nan_robustness_counts_as_undefined():
     assert (p.n, p.robustness, p.compute) == (1, 0.6, 0.4)
     assert "α = 0.5, reached 0.60 at 40%" in compose_verdict(s)
     assert "nan" in format_table(s)  # the table still shows what the run produced
+
+
+def test_unrecovered_student_is_never_counted_as_a_success():
+    """α = 0.8 reaches robustness 1.18 but lost half its retain ability: it must not be
+    the one that "matched the gold standard"; it is named, with its retain metric."""
+    bad = _undo(0.8, 1.18, 0.6, retain=0.52)
+    bad["recovered"] = False
+    good = _undo(0.4, 0.5, 0.3)
+    good["recovered"] = True
+    s = _study(good, bad)
+    text = compose_verdict(s)
+    assert "α = 0.8 matched" not in text
+    assert "No UNDO setting matched" in text and "α = 0.4, reached 0.50" in text
+    assert "Not counted: undo-a0.8-s0 (retain/acc 0.520) did not recover" in text
+    assert [p.alpha for p in views.frontier(s) if p.kind == "undo"] == [0.4]
+    assert "undo-a0.8-s0 (not recovered)" in format_table(s)

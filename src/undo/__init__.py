@@ -7,26 +7,41 @@ Public API (each stage is also a CLI command, `undo --help`):
     unlearn(cfg, base_dir)        -> stage folder with the unlearned `model/` and `summary.json`
     sweep(cfg, base_dir)          -> sweep folder with `sweep.json` (teacher selection)
     attack(cfg, model_dir)        -> attack folder with `relearn.json` (curves, worst case)
-    evaluate_model(cfg, model_dir) -> metrics on the four eval sets
+    evaluate_model(cfg, model_dir) -> metrics on the benchmark's eval sets
     robustness(p, p_unlearn, p_gold), compute_ratio(model, gold): the study's two ratios
     noise(cfg, model_dir, out_dir) -> NoiseReport; writes the shrink-and-perturbed model
     distill(cfg, teacher_dir, init=noised|random|PATH, alpha, seed, gold_dir)
                                   -> stage folder with the student `model/` and `summary.json`
     write_report(run_dir)         -> plots/*.png and report.html from summary.json alone
+
+Names are imported on first use (PEP 562), so `import undo` and `undo --help` do not load
+torch and transformers.
 """
 
-from .attack import attack, evaluate_model
-from .config import ConfigError, RunConfig, load_config
-from .distill import distill
-from .noise import noise
-from .pipeline import run_study
-from .pretrain import pretrain
-from .report import write_report
-from .robustness import compute_ratio, robustness
-from .sweep import sweep
-from .unlearn import unlearn
+from __future__ import annotations
 
-__all__ = ["ConfigError", "RunConfig", "load_config", "pretrain", "write_report",
-           "attack", "evaluate_model", "robustness", "compute_ratio",
-           "noise", "distill", "run_study", "unlearn", "sweep"]
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_EXPORTS = {
+    "ConfigError": "config", "RunConfig": "config", "load_config": "config",
+    "attack": "attack", "evaluate_model": "attack",
+    "distill": "distill", "noise": "noise", "run_study": "pipeline", "pretrain": "pretrain",
+    "write_report": "report", "robustness": "robustness", "compute_ratio": "robustness",
+    "sweep": "sweep", "unlearn": "unlearn",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'undo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -20,12 +20,19 @@ PACKAGES = ("undo", "torch", "transformers", "accelerate", "tokenizers", "safete
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write via a temp file and rename, so a reader never sees half a file."""
+    """Write via a temp file and rename, so a reader never sees half a file.
+
+    A failed write (disk full, an interrupt) removes its temp file: the folder is left
+    as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -43,7 +43,7 @@ from .evaluate import evaluate
 from .models import load_model, load_tokenizer, save_model
 from .objectives import OBJECTIVES
 from .robustness import aggregate, budget_key
-from .stages import finish, is_done, reset, run_dir
+from .stages import finish, is_done, reset, run_dir, stage_lock
 from .train import make_accelerator, train
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -261,34 +261,37 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
     model_dir = resolve_model_dir(model_dir)
     key = attack_key(cfg, model_dir)
     d = attack_dir(cfg, model_dir, key)
-    if force:
-        reset(d)
-    if is_done(d):
+    if is_done(d) and not force:
         return d
+    # The honesty checks run before anything is written.
     a = cfg.attack
     bench = build_benchmark(cfg.data)
     tok = load_tokenizer(model_dir)
     data_info = bench.check_attack(
-        a, [bench.attack_batches(a, tok, seed=f"{cfg.seed}-{s}") for s in a.seeds],
-        a.steps, tok)
+        a, [bench.attack_batches(a, tok, seed=f"{cfg.seed}-{s}") for s in a.seeds], a.steps, tok)
     ev = AttackEval(bench, tok, a.curve_items_per_op)
-    workers, threads = plan_workers(cfg, len(a.lrs) * len(a.seeds))
-    threads_before = torch.get_num_threads()
-    try:
-        if threads:
-            torch.set_num_threads(threads)
-        relearn = _attack_grid(cfg, model_dir, d, key, ev, data_info, workers, threads)
-    finally:
-        torch.set_num_threads(threads_before)
-    relearn["wall_time_s"] = time.time() - t0
-    write_json(d / "relearn.json", relearn)
-    finish(d, {"stage": "attack", "model": relearn["model"],
-               "worst_case": {m: {k: {"value": w["value"], "lr": w["lr"], "std": w["std"]}
-                                  for k, w in wc.items()}
-                              for m, wc in relearn["worst_case"].items()},
-               "wall_time_s": relearn["wall_time_s"]}, key,
-           device="cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
-    return d
+    with stage_lock(d):  # one writer per stage folder
+        if force:
+            reset(d)
+        if is_done(d):
+            return d
+        workers, threads = plan_workers(cfg, len(a.lrs) * len(a.seeds))
+        threads_before = torch.get_num_threads()
+        try:
+            if threads:
+                torch.set_num_threads(threads)
+            relearn = _attack_grid(cfg, model_dir, d, key, ev, data_info, workers, threads)
+        finally:
+            torch.set_num_threads(threads_before)
+        relearn["wall_time_s"] = time.time() - t0
+        write_json(d / "relearn.json", relearn)
+        finish(d, {"stage": "attack", "model": relearn["model"],
+                   "worst_case": {m: {k: {"value": w["value"], "lr": w["lr"], "std": w["std"]}
+                                      for k, w in wc.items()}
+                                  for m, wc in relearn["worst_case"].items()},
+                   "wall_time_s": relearn["wall_time_s"]}, key,
+               device="cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
+        return d
 
 
 def _attack_grid(cfg: RunConfig, model_dir: Path, d: Path, key: dict, ev: AttackEval,

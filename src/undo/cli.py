@@ -33,6 +33,15 @@ def _split_config_args(items: list[str]) -> tuple[str | None, list[str], list[st
     return config, overrides, paths
 
 
+def _no_paths(args: argparse.Namespace, command: str) -> None:
+    """Commands without path arguments: a stray word is an error, not silently ignored."""
+    if args.paths:
+        word = args.paths[0]
+        raise ConfigError(f"undo {command}: unexpected argument {word!r}, neither a .yaml "
+                          f"config file nor a key=value override (e.g. {word}=VALUE); "
+                          f"undo {command} takes [CONFIG.yaml] [key=value ...]")
+
+
 def load_run_config(args: argparse.Namespace) -> RunConfig:
     from . import runtime
 
@@ -54,15 +63,13 @@ def _print_metrics(title: str, metrics: dict[str, float]) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .artifacts import read_json, write_text
-    from .config import dump_yaml
+    from .artifacts import read_json
     from .pretrain import pretrain
-    from .stages import run_dir
+    from .stages import write_run_config
 
     cfg = load_run_config(args)
-    if args.paths:
-        raise ConfigError(f"undo pretrain takes no paths, got {args.paths}")
-    write_text(run_dir(cfg) / "config.yaml", dump_yaml(cfg))
+    _no_paths(args, "pretrain")
+    write_run_config(cfg)
     whiches = ["base", "gold"] if args.which == "both" else [args.which]
     for which in whiches:
         d = pretrain(cfg, which, force=args.force)
@@ -79,8 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .stages import run_dir
 
     cfg = load_run_config(args)
-    if args.paths:
-        raise ConfigError(f"undo run takes a config and overrides, not paths: {args.paths}")
+    _no_paths(args, "run")
     summary = run_study(cfg, force=args.force or [])
     print()
     print(format_table(summary))
@@ -99,6 +105,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from .config import dump_yaml
 
     cfg = load_run_config(args)
+    _no_paths(args, "config")
     print(dump_yaml(cfg), end="")
     return 0
 
@@ -402,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, RegistryError, FileNotFoundError) as e:
         print(f"undo: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the filesystem refused: read-only, no permission, disk full
+        print(f"undo: error: cannot write or read a file: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("undo: interrupted; re-run the same command to resume", file=sys.stderr)

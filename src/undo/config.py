@@ -102,7 +102,7 @@ class OptimConfig:
     checkpoint_every: int = 0  # 0: no mid-run checkpoints (no resume)
 
     def validate(self, p: str) -> None:
-        _check(self.steps >= 0, f"{p}.steps", self.steps, "an integer >= 0")
+        _check(self.steps > 0, f"{p}.steps", self.steps, "a positive integer")
         _check(self.batch_size > 0, f"{p}.batch_size", self.batch_size, "a positive integer")
         _check(self.grad_accum > 0, f"{p}.grad_accum", self.grad_accum, "a positive integer")
         _check(self.lr > 0, f"{p}.lr", self.lr, "a positive number")
@@ -168,6 +168,12 @@ class UnlearnConfig(OptimConfig):
         super().validate(p)
         _check(self.retain_weight >= 0, f"{p}.retain_weight", self.retain_weight,
                "a number >= 0")
+        # The method and its method_args, checked now rather than when the unlearning
+        # stage starts (possibly after pretraining): building an objective only parses
+        # its options (no model). Imported here: the objectives import this module.
+        from .objectives.unlearning import build_objective
+
+        build_objective(self)
 
 
 @dataclass
@@ -248,10 +254,11 @@ class DistillConfig(OptimConfig):
     eval_every: int = 20  # the early-stop check interval (paper: 20 arithmetic, 50 text)
     checkpoint_every: int = 200
     temperature: float = 1.0  # softens both distributions; the loss is scaled by T²
-    # Early stop: `retain_acc` when mean retain accuracy is within `stop_within` (absolute)
-    # of the teacher's; `retain_ce` when retain CE is within `stop_within` (relative);
-    # `match` when the benchmark's retain *and* forget metrics are both within
-    # `stop_within` (absolute) of the teacher's (oracle matching); `budget` runs all
+    # Early stop, checked every `eval_every` steps. Relative, as in the paper (the student
+    # recovers 95% of the teacher's retain performance): `retain_acc` when retain accuracy
+    # >= (1 - stop_within) x the teacher's; `retain_ce` when retain CE <= (1 + stop_within)
+    # x the teacher's; `match` when the benchmark's retain *and* forget metrics are both
+    # within `stop_within` (absolute) of the teacher's (oracle matching); `budget` runs all
     # `steps`; `auto` is the benchmark's rule (arithmetic: retain_acc, text: retain_ce).
     stop: Literal["auto", "retain_acc", "retain_ce", "match", "budget"] = "auto"
     stop_within: float = 0.05
@@ -262,6 +269,10 @@ class DistillConfig(OptimConfig):
     teacher_cache: Literal["auto", "online", "full", "topk"] = "auto"
     cache_topk: int = 64
     chunk_positions: int = 4096  # positions per chunk of the KL (bounds float32 memory)
+    # Where the KL gets its logits: `full` from each model's HF forward (B, T, V); `chunked`
+    # from the last hidden states, the output head applied per chunk of positions, so no
+    # (B, T, V) logits exist (for large vocabularies; same loss, see docs/undo-core.md).
+    logits: Literal["full", "chunked"] = "full"
 
     def validate(self, p: str) -> None:
         super().validate(p)
@@ -272,6 +283,8 @@ class DistillConfig(OptimConfig):
         _check(self.cache_topk > 0, f"{p}.cache_topk", self.cache_topk, "a positive integer")
         _check(self.chunk_positions > 0, f"{p}.chunk_positions", self.chunk_positions,
                "a positive integer")
+        _check(self.logits in ("full", "chunked"), f"{p}.logits", self.logits,
+               "'full' or 'chunked'")
 
 
 @dataclass
@@ -404,7 +417,11 @@ class StudyConfig:
     def validate(self, p: str) -> None:
         _check(all(0 <= a <= 1 for a in self.alphas), f"{p}.alphas", self.alphas,
                "numbers in [0, 1]")
-        _check(bool(self.seeds), f"{p}.seeds", self.seeds, "a non-empty list of integers")
+        # A repeated α or seed would name two models of the study alike.
+        _check(len(set(self.alphas)) == len(self.alphas), f"{p}.alphas", self.alphas,
+               "distinct values")
+        _check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), f"{p}.seeds",
+               self.seeds, "a non-empty list of distinct integers")
         _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
         kinds = (*STAGE_KINDS, "default")
         for kind, r in self.resources.items():
@@ -448,8 +465,9 @@ class RunConfig:
     study: StudyConfig = field(default_factory=StudyConfig)
 
     def validate(self, p: str = "") -> None:
-        _check(bool(self.name) and "/" not in self.name, "name", self.name,
-               "a non-empty folder name without '/'")
+        # `..` would put the run beside out_dir, not in it.
+        _check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+               "name", self.name, "a non-empty folder name without '/', not '.' or '..'")
         _check(self.threads >= 0, "threads", self.threads, "an integer >= 0")
         self.data.check_run(self)  # settings of other sections the benchmark constrains
 
@@ -523,7 +541,7 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
     for k, v in raw.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in fields:
-            valid = ", ".join(sorted(fields))
+            valid = ", ".join(sorted(fields)) or "none (this takes no options)"
             raise ConfigError(f"unknown config key '{key}'; valid keys here: {valid}")
         select = fields[k].metadata.get("select")
         if select is not None:  # a section whose class depends on its content
@@ -567,10 +585,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(val) if val != "" else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({_yaml_error(e)})"
+                          ) from None
     if isinstance(value, str) and _looks_numeric(value):
         value = float(value)  # YAML 1.1 reads 1e-3 as a string
     return key.strip(), _fix_yaml_numbers(value)  # also inside lists: lrs=[1e-4, 5e-5]
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """PyYAML's error on one line (its own text spans several, with a caret drawing)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = getattr(e, "problem", None) or str(e)
+    context = getattr(e, "context", None)
+    return " ".join(f"{where}{what}{f', {context}' if context else ''}".split())
 
 
 def _looks_numeric(s: str) -> bool:
@@ -603,7 +631,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+            raise ConfigError(f"{p}: not valid YAML ({_yaml_error(e)})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -313,9 +313,12 @@ def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
 def stage_tokenizer(cfg: ModelConfig, bench: Any) -> PreTrainedTokenizerBase:
     """The benchmark's own tokenizer if it builds one, else the model's."""
     own = bench.own_tokenizer()
-    if own is not None:
-        return own
-    src, kwargs = _source(cfg)  # a ConfigError when no model is named
+    return own if own is not None else tokenizer_of(cfg)
+
+
+def tokenizer_of(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer of the model `cfg` names (a ConfigError when it names none)."""
+    src, kwargs = _source(cfg)
     return load_tokenizer(src, **kwargs)
 
 

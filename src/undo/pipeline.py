@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .artifacts import read_json, write_text
-from .config import STAGE_KINDS, ConfigError, RunConfig, dump_yaml
+from .artifacts import read_json
+from .config import STAGE_KINDS, ConfigError, RunConfig
 from .executors import make_executor
 
 
@@ -296,18 +296,44 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     return tasks, models
 
 
+def preflight(cfg: RunConfig) -> None:
+    """What can be checked before any stage runs, so a study never fails half-way on it:
+    the benchmark's data (read and split), and for a pretrained model that it is a
+    loadable causal LM of a known family whose tokenizer the benchmark can use."""
+    from .benchmarks import build_benchmark
+    from .models import pretrained_config, tokenizer_of
+
+    bench = build_benchmark(cfg.data)
+    if not cfg.model.is_pretrained():
+        return
+    pretrained_config(cfg.model)
+    own = bench.own_tokenizer()
+    if own is None:
+        return
+    theirs = tokenizer_of(cfg.model)
+    if own.get_vocab() != theirs.get_vocab():
+        raise ConfigError(
+            f"config key 'model.name_or_path': the {cfg.data.benchmark} benchmark writes its "
+            f"data with its own tokenizer ({len(own)} tokens), and the tokenizer of "
+            f"{cfg.model.name_or_path or cfg.model.gguf_file!r} ({len(theirs)} tokens) is a "
+            f"different one; valid: a model trained on this benchmark (e.g. a pretraining "
+            f"stage's model/ folder), or a benchmark that uses the model's tokenizer "
+            f"(data.benchmark=text with data.tokenizer=model)")
+
+
 def run_study(cfg: RunConfig, *, force: list[str] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every missing stage of the study; write summary.json, plots and report.html."""
-    from .stages import run_dir
+    from .stages import run_dir, write_run_config
     from .summary import build_summary, write_summary
 
     force = list(force or [])
     _check_kinds(force, "--force")
     _check_kinds(list(cfg.study.stages), "study.stages")
+    preflight(cfg)
     tasks, models = study_tasks(cfg)
     root = run_dir(cfg)
-    write_text(root / "config.yaml", dump_yaml(cfg))
+    write_run_config(cfg)  # refuses a folder holding another config's results
     t_start = time.time()
     log(f"== study {cfg.name}: {len(tasks)} stages, {cfg.study.workers} worker(s)")
     for t in tasks:

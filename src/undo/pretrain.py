@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from .benchmarks import build_benchmark
-from .config import RunConfig, to_dict
+from .config import ModelConfig, RunConfig, to_dict
 from .evaluate import evaluate
 from .models import (
     count_params,
@@ -27,7 +27,7 @@ from .models import (
 )
 from .objectives import OBJECTIVES
 from .runtime import device_name
-from .stages import finish, is_done, reset, stage_dir
+from .stages import finish, is_done, reset, stage_dir, stage_lock
 from .train import make_accelerator, train
 
 Which = Literal["base", "gold"]
@@ -65,46 +65,61 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
     if which == "base" and cfg.model.is_pretrained():
         return import_model(cfg, None, "base", force)
     d = pretrain_dir(cfg, which)
-    if force:
-        reset(d)
-    if is_done(d):
+    with stage_lock(d):  # one writer per stage folder
+        if force:
+            reset(d)
+        if is_done(d):
+            return d
+        bench = build_benchmark(cfg.data)
+        tokenizer = stage_tokenizer(cfg.model, bench)
+        model = new_model(cfg.model, tokenizer, seed=cfg.seed)
+        if which == "base":
+            optim = cfg.pretrain
+        else:
+            steps, batch = gold_recipe(cfg)
+            optim = replace(cfg.pretrain, steps=steps, batch_size=batch)
+        acc = make_accelerator(cfg.device)
+        batches = bench.batches(which, tokenizer, optim.batch_size, seed=cfg.seed,
+                                rank=acc.process_index)
+
+        def evaluate_during(m):  # retain/forget only while training; all sets at the end
+            return evaluate(m, bench, tokenizer, sets=("retain", "forget"))
+
+        t0 = time.time()
+        result = train(model, OBJECTIVES.get("ce")(), batches, optim, d, evaluate=evaluate_during,
+                       accelerator=acc, desc=f"pretrain {which}", progress=cfg.progress,
+                       sharding=cfg.sharding)
+        model = acc.unwrap_model(model)
+        metrics = evaluate(model, bench, tokenizer)
+        if acc.is_main_process:
+            save_model(model, tokenizer, d / "model")
+            finish(d, {
+                "stage": f"pretrain-{which}",
+                "data": bench.describe(which),
+                "metrics": metrics,
+                "steps": result.steps,
+                "tokens": result.tokens,
+                "flops": result.flops,
+                "params": count_params(model),
+                "train_time_s": result.wall_time,
+                "wall_time_s": time.time() - t0,
+            }, pretrain_key(cfg, which), device=str(acc.device))
+        acc.wait_for_everyone()  # other ranks return only once the stage is on disk
         return d
-    bench = build_benchmark(cfg.data)
-    tokenizer = stage_tokenizer(cfg.model, bench)
-    model = new_model(cfg.model, tokenizer, seed=cfg.seed)
-    if which == "base":
-        optim = cfg.pretrain
-    else:
-        steps, batch = gold_recipe(cfg)
-        optim = replace(cfg.pretrain, steps=steps, batch_size=batch)
-    acc = make_accelerator(cfg.device)
-    batches = bench.batches(which, tokenizer, optim.batch_size, seed=cfg.seed,
-                            rank=acc.process_index)
 
-    def evaluate_during(m):  # retain/forget only while training; all sets at the end
-        return evaluate(m, bench, tokenizer, sets=("retain", "forget"))
 
-    t0 = time.time()
-    result = train(model, OBJECTIVES.get("ce")(), batches, optim, d, evaluate=evaluate_during,
-                   accelerator=acc, desc=f"pretrain {which}", progress=cfg.progress,
-                   sharding=cfg.sharding)
-    model = acc.unwrap_model(model)
-    metrics = evaluate(model, bench, tokenizer)
-    if acc.is_main_process:
-        save_model(model, tokenizer, d / "model")
-        finish(d, {
-            "stage": f"pretrain-{which}",
-            "data": bench.describe(which),
-            "metrics": metrics,
-            "steps": result.steps,
-            "tokens": result.tokens,
-            "flops": result.flops,
-            "params": count_params(model),
-            "train_time_s": result.wall_time,
-            "wall_time_s": time.time() - t0,
-        }, pretrain_key(cfg, which), device=str(acc.device))
-    acc.wait_for_everyone()  # other ranks return only once the stage is on disk
-    return d
+def _content_identity(model_cfg: ModelConfig) -> str | None:
+    """What a local model's files hold (so an edited folder is imported anew); None for
+    a hub id, which `model.revision` pins."""
+    from .teacher_cache import folder_fingerprint
+
+    if model_cfg.gguf_file is not None:  # a quantized file: its name and size identify it
+        folder = Path(model_cfg.name_or_path or ".").expanduser()
+        f = folder / model_cfg.gguf_file if model_cfg.name_or_path else \
+            Path(model_cfg.gguf_file).expanduser()
+        return f"{f.name}:{f.stat().st_size}" if f.is_file() else None
+    src = Path(model_cfg.name_or_path or "").expanduser()
+    return folder_fingerprint(src) if src.is_dir() else None
 
 
 def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool = False
@@ -119,26 +134,25 @@ def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool =
     src = Path(source or cfg.model.name_or_path or cfg.model.gguf_file or "").expanduser()
     if is_done(src) and (src / "model").is_dir():
         return src
-    from .teacher_cache import folder_fingerprint
-
     model_cfg = cfg.model if source is None else replace(cfg.model, name_or_path=source,
                                                          gguf_file=None)
     key = {"which": f"import-{which}", "model": model_key(model_cfg), "data": cfg.data,
-           "content": folder_fingerprint(src) if src.is_dir() else None}
+           "content": _content_identity(model_cfg)}
     d = stage_dir(cfg, f"import-{which}", key)
-    if force:
-        reset(d)
-    if is_done(d):
+    with stage_lock(d):  # one writer per stage folder
+        if force:
+            reset(d)
+        if is_done(d):
+            return d
+        t0 = time.time()
+        bench = build_benchmark(cfg.data)
+        model, tokenizer = load_pretrained(model_cfg, device_name(cfg))
+        metrics = evaluate(model, bench, tokenizer)
+        save_model(model, tokenizer, d / "model")
+        # Nothing was trained here: no steps, tokens or FLOPs of ours to report (None, not 0,
+        # so no compute fraction is ever taken against an imported gold standard).
+        finish(d, {"stage": f"import-{which}", "source": str(src), "data": bench.describe(),
+                   "metrics": metrics, "steps": None, "tokens": None, "flops": None,
+                   "params": count_params(model), "train_time_s": 0.0,
+                   "wall_time_s": time.time() - t0}, key)
         return d
-    t0 = time.time()
-    bench = build_benchmark(cfg.data)
-    model, tokenizer = load_pretrained(model_cfg, device_name(cfg))
-    metrics = evaluate(model, bench, tokenizer)
-    save_model(model, tokenizer, d / "model")
-    # Nothing was trained here: no steps, tokens or FLOPs of ours to report (None, not 0,
-    # so no compute fraction is ever taken against an imported gold standard).
-    finish(d, {"stage": f"import-{which}", "source": str(src), "data": bench.describe(),
-               "metrics": metrics, "steps": None, "tokens": None, "flops": None,
-               "params": count_params(model), "train_time_s": 0.0,
-               "wall_time_s": time.time() - t0}, key)
-    return d

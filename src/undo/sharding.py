@@ -8,8 +8,8 @@ states; each block's weights are all-gathered for its forward and backward).
 We call `fully_shard` ourselves instead of letting accelerate do it, so the same code runs
 on GPUs (nccl) and in the CPU tests (gloo): accelerate silently turns an FSDP request into
 DDP on CPU, which would leave the sharded path untested. Accelerate still launches the
-processes, places the devices and checkpoints RNG states and counters; the sharded model
-and optimizer are checkpointed with `torch.distributed.checkpoint` (each rank its shard).
+processes, places the devices and checkpoints RNG states; the sharded model and optimizer
+are checkpointed by `ShardedState` (each rank its shards, in safetensors).
 
 `check_launch` turns launches that would silently misbehave into errors: N independent
 copies of a stage (a launcher that starts processes without a process group) and an FSDP
@@ -19,6 +19,7 @@ request that would run unsharded.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -156,26 +157,59 @@ def hold_frozen(model: torch.nn.Module, acc: Accelerator, sharding: str = "auto"
     return model.to(acc.device)
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a sharded tensor (a DTensor); a plain tensor as it is."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 class ShardedState:
-    """The sharded model and optimizer in a checkpoint folder (`sharded/`, one file per
-    rank through torch.distributed.checkpoint), beside accelerate's RNG states."""
+    """The sharded model and optimizer in a checkpoint folder: one safetensors file of
+    this rank's shards per rank, and the optimizer's settings as JSON. Not
+    torch.distributed.checkpoint: its metadata file is a pickle, which loading would
+    run (a planted state folder must never run code). Resuming needs the same number
+    of processes, as for DDP's per-rank RNG states."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.model, self.optimizer = model, optimizer
 
-    def save(self, folder: Path) -> None:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict
+    def _files(self, folder: Path) -> tuple[Path, Path]:
+        import torch.distributed as dist
 
-        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(folder / "sharded"))
+        rank = dist.get_rank()
+        return folder / f"shards-{rank}.safetensors", folder / f"shards-{rank}.json"
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {f"model/{n}": _local(p).detach() for n, p in self.model.named_parameters()}
+        sd = self.optimizer.state_dict()
+        sharded: dict[str, dict[str, bool]] = {}  # optimizer entry -> a DTensor or not
+        for i, entries in sd["state"].items():
+            for k, v in entries.items():
+                tensors[f"optim/{i}/{k}"] = _local(v).detach()
+                sharded.setdefault(str(i), {})[k] = hasattr(v, "to_local")
+        weights, meta = self._files(folder)
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(weights))
+        meta.write_text(json.dumps({"param_groups": sd["param_groups"], "state": sharded}))
 
     def load(self, folder: Path) -> None:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+        import torch
+        from safetensors.torch import load_file
+        from torch.distributed.tensor import DTensor
 
-        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
-        state = {"model": model_sd, "optim": optim_sd}
-        dcp.load(state, checkpoint_id=str(folder / "sharded"))
-        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optim"])
+        weights, meta_file = self._files(folder)
+        tensors = load_file(str(weights))
+        meta = json.loads(meta_file.read_text())
+        with torch.no_grad():
+            for n, p in self.model.named_parameters():
+                _local(p).copy_(tensors[f"model/{n}"])
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        state = {}
+        for i, entries in meta["state"].items():
+            p = params[int(i)]
+            state[int(i)] = {
+                k: DTensor.from_local(tensors[f"optim/{i}/{k}"].to(p.device), p.device_mesh,
+                                      p.placements, shape=p.shape, stride=p.stride())
+                if is_sharded else tensors[f"optim/{i}/{k}"]
+                for k, is_sharded in entries.items()}
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

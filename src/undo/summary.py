@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .pipeline import Model
 
 SCHEMA_VERSION = 1
+DISTILLED = ("undo", "unlearn_distill", "oracle_base", "oracle_random")
 
 
 def _attack_section(attack_dir: Path | None, metric: str) -> dict[str, Any] | None:
@@ -85,6 +86,9 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
             "compute": _compute(s, gold_stage if m.kind not in ("base", "gold") else None),
             "wall_time_s": s.get("wall_time_s"),
             "attack": _attack_section(m.attack_dir, forget_metric.name),
+            # Distilled models only: did the student recover its teacher's retain ability
+            # within budget (null for models that are not distilled)?
+            "recovered": s.get("recovered") if m.kind in DISTILLED else None,
         })
 
     by_name = {e["name"]: e for e in entries}

@@ -26,6 +26,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,13 +38,21 @@ from tqdm.auto import tqdm
 from . import sharding as sh
 from .compute import count_tokens, matmul_params, train_flops
 from .config import ConfigError, OptimConfig
+from .stages import stage_lock
 
 Batch = dict[str, Any]
 Metrics = dict[str, float]
 
 
+class DivergedError(ConfigError):
+    """The loss or gradient norm became NaN or inf (e.g. a far too large LR)."""
+
+
 class Objective(Protocol):
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Metrics]: ...
+
+
+COUNTERS_FILE = "counters.json"  # in a checkpoint folder, beside accelerate's files
 
 
 @dataclass
@@ -156,13 +165,41 @@ def train(
 
     With `out_dir`, writes `metrics.jsonl` there and, every `cfg.checkpoint_every` steps,
     a resumable checkpoint in `out_dir/state`; a later call with the same arguments
-    resumes from it. The checkpoint is removed when the run finishes.
+    resumes from it. The checkpoint is removed when the run finishes. `out_dir` is held
+    with `stage_lock` (already held by the stage function: a no-op), so a checkpoint a
+    live process is writing is never resumed: that raises `StageBusyError`.
+
+    A non-finite loss or gradient norm raises `DivergedError` before the optimizer
+    applies that step; the last checkpoint stays and nothing of the step is logged.
 
     Under a multi-process launch the model trains data-parallel (`sharding` ddp) or fully
     sharded (fsdp, see `undo.sharding`); either way `model` holds the trained weights on
     every rank afterwards, and logged metrics are means over the ranks.
     """
     out = Path(out_dir) if out_dir is not None else None
+    with stage_lock(out, wait=False) if out is not None else nullcontext():
+        return _train(model, objective, batches, cfg, out, evaluate=evaluate,
+                      should_stop=should_stop, eval_at_start=eval_at_start,
+                      accelerator=accelerator, desc=desc, progress=progress, on_step=on_step,
+                      sharding=sharding)
+
+
+def _train(
+    model: torch.nn.Module,
+    objective: Objective,
+    batches: Callable[[int, int], Batch],
+    cfg: OptimConfig,
+    out: Path | None,
+    *,
+    evaluate: Callable[[torch.nn.Module], Metrics] | None,
+    should_stop: Callable[[Metrics], bool] | None,
+    eval_at_start: bool,
+    accelerator: Accelerator | None,
+    desc: str,
+    progress: bool,
+    on_step: Callable[[int, torch.nn.Module], None] | None,
+    sharding: sh.Sharding,
+) -> TrainResult:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     acc = accelerator or make_accelerator()
@@ -187,28 +224,38 @@ def train(
         lr=cfg.lr, betas=tuple(cfg.betas),
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    # The schedule is not `prepare`d: accelerate would step it once per process at every
-    # step (an N-process run then warmed up and decayed N times too fast; measured).
-    acc.register_for_checkpointing(scheduler)
+    # The schedule is neither `prepare`d (accelerate would step it once per process at
+    # every step: an N-process run warmed up and decayed N times too fast; measured) nor
+    # checkpointed: its position is the step, restored below from the counters.
     shards = None
     if mode == "fsdp":
-        # FSDP2 reduces gradients itself; accelerate checkpoints the schedule, RNG states
-        # and counters, the shards go through torch.distributed.checkpoint.
+        # FSDP2 reduces gradients itself; the shards are checkpointed by `sh.ShardedState`.
         shards = sh.ShardedState(model, optimizer)
     else:
         model, optimizer = acc.prepare(model, optimizer)
+    # Counters go into the checkpoint as JSON, not through accelerate's
+    # register_for_checkpointing: that pickles them and loads them back with
+    # torch.load(weights_only=False), which runs any code a planted state folder holds.
     counters = Counters()
-    acc.register_for_checkpointing(counters)
 
     state_dir = out / "state" if out is not None else None
     if state_dir is not None:
         if acc.is_main_process:
             _recover_swap(state_dir)
         acc.wait_for_everyone()
-    if state_dir is not None and (state_dir / "done").exists():
-        acc.load_state(str(state_dir))
+    last_checkpoint: int | None = None  # the step of the checkpoint in state_dir
+    # A checkpoint of an older undo (counters pickled, no counters.json) is not loaded:
+    # the run starts over, which gives the same result (batches depend only on the step).
+    if (state_dir is not None and (state_dir / "done").exists()
+            and (state_dir / COUNTERS_FILE).exists()):
+        acc.load_state(str(state_dir))  # tensors: safetensors, torch.load(weights_only=True)
         if shards is not None:
             shards.load(state_dir)
+        counters.load_state_dict(json.loads((state_dir / COUNTERS_FILE).read_text()))
+        last_checkpoint = counters.step
+        # The schedule at the step (the optimizer's groups hold its `initial_lr` already).
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg),
+                                                      last_epoch=counters.step - 1)
     log = _JsonlLog(out / "metrics.jsonl" if out is not None and acc.is_main_process else None,
                     counters.step)
 
@@ -248,6 +295,9 @@ def train(
         metrics = _mean_over_ranks(acc, metrics)
         if cfg.grad_clip is not None:
             metrics["grad_norm"] = _clip(acc, params, cfg.grad_clip, mode)
+        if _diverged(acc, metrics):
+            raise DivergedError(_diverged_message(desc, step + 1, metrics, cfg, state_dir,
+                                                  last_checkpoint))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -282,7 +332,8 @@ def train(
         if (state_dir is not None and cfg.checkpoint_every
                 and counters.step % cfg.checkpoint_every == 0 and counters.step < cfg.steps
                 and not result.stopped_early):
-            _save_state(acc, state_dir, shards)
+            _save_state(acc, state_dir, counters, shards)
+            last_checkpoint = counters.step
     bar.close()
 
     # A final evaluation unless the last step just had one.
@@ -296,6 +347,37 @@ def train(
     result.steps, result.tokens = counters.step, counters.tokens
     result.flops, result.wall_time = counters.flops, counters.wall_time
     return result
+
+
+def _diverged(acc: Accelerator, metrics: Metrics) -> bool:
+    """Whether this step's loss or gradient norm is NaN or inf, on any process.
+
+    Only the loss and the gradient norm are checked: the gradients are all-reduced, so a
+    non-finite gradient on one rank shows in every rank's norm; the flag is reduced too
+    so every rank stops at the same step. Without grad_clip no norm is computed, and an
+    inf gradient shows one step later, as a non-finite loss.
+    """
+    bad = not all(math.isfinite(metrics[k]) for k in ("loss", "grad_norm") if k in metrics)
+    if acc.num_processes > 1:
+        flag = acc.reduce(torch.tensor([float(bad)], device=acc.device), reduction="sum")
+        bad = bool(flag.item() > 0)
+    return bad
+
+
+def _diverged_message(desc: str, step: int, metrics: Metrics, cfg: OptimConfig,
+                      state_dir: Path | None, last_checkpoint: int | None) -> str:
+    seen = ", ".join(f"{k} {metrics[k]}" for k in ("loss", "grad_norm") if k in metrics)
+    if state_dir is None:
+        kept = "nothing was saved (no output folder)"
+    elif last_checkpoint is None:
+        kept = "no checkpoint was written yet (checkpoint_every=0 or not reached)"
+    else:
+        kept = f"the last good checkpoint (step {last_checkpoint}) is kept in {state_dir}"
+    fix = f"lower this stage's lr (now {cfg.lr:g})"
+    if cfg.grad_clip is None:
+        fix += " or set its grad_clip"
+    return (f"{desc}: training diverged at step {step} ({seen}); the step was not applied "
+            f"and {kept}. To fix, {fix}: the same config would diverge again")
 
 
 def _recover_swap(state_dir: Path) -> None:
@@ -322,8 +404,8 @@ class _TiedWeightsNote(logging.Filter):
 logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNote())
 
 
-def _save_state(acc: Accelerator, state_dir: Path, shards: sh.ShardedState | None = None
-                ) -> None:
+def _save_state(acc: Accelerator, state_dir: Path, counters: Counters,
+                shards: sh.ShardedState | None = None) -> None:
     """Checkpoint atomically: write beside, then swap, so a kill never leaves half a state.
 
     Every rank writes its part (RNG states); only the main process moves folders, with
@@ -338,6 +420,7 @@ def _save_state(acc: Accelerator, state_dir: Path, shards: sh.ShardedState | Non
         shards.save(tmp)
     acc.wait_for_everyone()
     if acc.is_main_process:
+        (tmp / COUNTERS_FILE).write_text(json.dumps(counters.state_dict()))
         (tmp / "done").write_text("ok\n")
         old = state_dir.with_name("state.old")
         if state_dir.exists():

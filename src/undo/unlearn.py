@@ -23,7 +23,7 @@ from .config import ConfigError, RunConfig, to_dict
 from .evaluate import evaluate
 from .models import count_params, load_model, load_tokenizer, save_model
 from .objectives.unlearning import build_objective
-from .stages import finish, is_done, reset, stage_dir
+from .stages import finish, is_done, reset, stage_dir, stage_lock
 from .train import make_accelerator, train
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -73,53 +73,57 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
     model_dir, ident = resolve_base(base)
     key = unlearn_key(cfg, ident)
     d = stage_dir(cfg, f"unlearn-{cfg.unlearn.method}", key)
-    if force:
-        reset(d)
-    if is_done(d):
+    if is_done(d) and not force:
         return d
-
     bench = build_benchmark(cfg.data)
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir)
     if hasattr(objective, "prepare"):
-        objective.prepare(model)  # checks layer indices etc. against the model, early
-    acc = make_accelerator(cfg.device)
-    optim = cfg.unlearn
-    batches = bench.batches("unlearn", tokenizer, optim.batch_size, seed=cfg.seed,
-                            rank=acc.process_index)
-    t0 = time.time()
-    before = evaluate(model, bench, tokenizer)
+        # Layer indices etc. are checked against the model before anything is written.
+        objective.prepare(model)
+    with stage_lock(d):  # one writer per stage folder
+        if force:
+            reset(d)
+        if is_done(d):
+            return d
+        acc = make_accelerator(cfg.device)
+        optim = cfg.unlearn
+        batches = bench.batches("unlearn", tokenizer, optim.batch_size, seed=cfg.seed,
+                                rank=acc.process_index)
+        t0 = time.time()
+        before = evaluate(model, bench, tokenizer)
 
-    def evaluate_during(m: torch.nn.Module) -> dict[str, float]:
-        return evaluate(m, bench, tokenizer, sets=("retain", "forget"))
+        def evaluate_during(m: torch.nn.Module) -> dict[str, float]:
+            return evaluate(m, bench, tokenizer, sets=("retain", "forget"))
 
-    result = train(model, objective, batches, optim, d, evaluate=evaluate_during if optim.eval_every
-                   else None, accelerator=acc, desc=f"unlearn {optim.method}",
-                   progress=cfg.progress, sharding=cfg.sharding)
-    model = acc.unwrap_model(model)
-    for p in model.parameters():  # RMU froze some; the saved model is an ordinary one
-        p.requires_grad_(True)
-    after = evaluate(model, bench, tokenizer)
-    if acc.is_main_process:
-        save_model(model, tokenizer, d / "model")
-        finish(d, {
-            "stage": f"unlearn-{optim.method}",
-            "method": optim.method,
-            "base": str(model_dir),
-            "before": before,
-            "after": after,
-            "retain_ratio": _ratio(after[bench.retain_metric.name],
-                                   before[bench.retain_metric.name]),
-            "steps": result.steps,
-            "tokens": result.tokens,
-            "flops": result.flops,
-            "params": count_params(model),
-            "train_time_s": result.wall_time,
-            "wall_time_s": time.time() - t0,
-            "evals": result.evals,
-        }, key, device=str(acc.device))
-    acc.wait_for_everyone()  # other ranks return only once the stage is on disk
-    return d
+        result = train(model, objective, batches, optim, d,
+                       evaluate=evaluate_during if optim.eval_every
+                       else None, accelerator=acc, desc=f"unlearn {optim.method}",
+                       progress=cfg.progress, sharding=cfg.sharding)
+        model = acc.unwrap_model(model)
+        for p in model.parameters():  # RMU froze some; the saved model is an ordinary one
+            p.requires_grad_(True)
+        after = evaluate(model, bench, tokenizer)
+        if acc.is_main_process:
+            save_model(model, tokenizer, d / "model")
+            finish(d, {
+                "stage": f"unlearn-{optim.method}",
+                "method": optim.method,
+                "base": str(model_dir),
+                "before": before,
+                "after": after,
+                "retain_ratio": _ratio(after[bench.retain_metric.name],
+                                       before[bench.retain_metric.name]),
+                "steps": result.steps,
+                "tokens": result.tokens,
+                "flops": result.flops,
+                "params": count_params(model),
+                "train_time_s": result.wall_time,
+                "wall_time_s": time.time() - t0,
+                "evals": result.evals,
+            }, key, device=str(acc.device))
+        acc.wait_for_everyone()  # other ranks return only once the stage is on disk
+        return d
 
 
 def _ratio(a: float, b: float) -> float | None:

@@ -392,21 +392,27 @@ class Benchmark:
                 f"data.eval_fraction or a smaller seq_len")
         return WindowEvalSet(name, torch.stack(rows), keys)
 
-    def describe(self) -> dict[str, Any]:
-        """Sources and documents per split; windows too when the tokenizer is ours."""
+    def describe(self, role: str | None = None) -> dict[str, Any]:
+        """Sources and documents per split; windows too when the tokenizer is ours; with
+        `role`, the corpora that data role trains on."""
         c = self.cfg
         out: dict[str, Any] = {"benchmark": self.name, "tokenizer": c.tokenizer,
                                "seq_len": c.seq_len, "corpora": {}}
         tok = self.own_tokenizer()
-        for role, corpus in self.corpora.items():
+        for name, corpus in self.corpora.items():
             d: dict[str, Any] = {"sources": corpus.labels,
                                  "documents": {s: n for s, n in corpus.counts().items() if n}}
             if tok is not None:
-                d["windows"] = {s: sum(len(w) for w, _ in self._pack(role, s, tok))
+                d["windows"] = {s: sum(len(w) for w, _ in self._pack(name, s, tok))
                                 for s in d["documents"]}
-            out["corpora"][role] = d
+            out["corpora"][name] = d
         if tok is not None:
             out["vocab_size"] = len(tok)
         out["shared_forget_retain_documents"] = len(
             self.corpora["forget"].ids() & self.corpora["retain"].ids())
+        if role is not None:
+            out["trains_on"] = {"base": ["forget", "retain"], "gold": ["retain"],
+                                "unlearn": ["forget", "retain"],
+                                "distill": ["distill"] if "distill" in self.corpora
+                                else ["forget", "retain"]}[role]
         return out

@@ -15,8 +15,11 @@ on GPUs), in place. Per row KL = Σ p_t·(log p_t − z + lse(z)) with z = z_s /
 student needs only its logsumexp (N floats, kept for the backward); the backward
 recomputes the softmaxes and writes the closed-form gradient ∂L/∂z_s = T·(q − p)/N
 (q, p the student's and teacher's tempered distributions). No autograd graph of
-log-softmax / subtraction / product is kept. (The models' own (B, T, V) logits are still
-materialised by their HF forward.)
+log-softmax / subtraction / product is kept. With `logits="full"` the models' own
+(B, T, V) logits are still materialised by their HF forward; `logits="chunked"` never
+forms them: the loss is computed from the last hidden states, the output head applied
+per chunk of positions (`distill_hidden`), with the same per-row math (`_rows_full`,
+`_rows_topk`).
 
 Targets come either from a teacher run online (frozen, under `torch.inference_mode`) or
 from a cache of its log-probs (`undo.teacher_cache`): full rows, or the top-k log-probs
@@ -29,13 +32,23 @@ the student's top-k mass).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from ..compute import matmul_params
+from ..config import ConfigError
 from . import OBJECTIVES
+from .distill_hidden import (
+    check_head,
+    head_chunk_rows,
+    head_of,
+    hidden_kl,
+    student_hidden,
+    teacher_hidden,
+    unwrap,
+)
 
 Tensor = torch.Tensor
 
@@ -73,7 +86,8 @@ def _teacher_logp(teacher: Tensor, temperature: float, is_logprobs: bool) -> Ten
     # Cached rows are already tempered log-probs; re-normalising them is idempotent and
     # removes rounding drift, so both cases go through one log_softmax.
     scale = 1.0 if is_logprobs else temperature
-    return F.log_softmax(_up(teacher) / scale, dim=-1)
+    x = _up(teacher)
+    return F.log_softmax(x if scale == 1.0 else x / scale, dim=-1)
 
 
 def _up(x: Tensor) -> Tensor:
@@ -178,14 +192,42 @@ class _ChunkedTopkKL(torch.autograd.Function):
             sl = slice(i, i + chunk)
             pos = positions[sl]
             lq = F.log_softmax(_scaled(student.index_select(0, pos), temperature), dim=-1)
-            lr = _up(rest_logp[sl])
-            _, l_off = _topk_rows(lq, topk_idx[sl], _up(topk_logp[sl]), lr)
-            # p̃: the teacher's rest mass spread in the student's own shape off the top k.
-            target = (lq + (lr - l_off).unsqueeze(-1)).exp()
-            target = torch.where(torch.isfinite(lr).unsqueeze(-1), target, 0.0)
-            target.scatter_(1, topk_idx[sl].long(), _up(topk_logp[sl]).exp())
+            idx, lp, lr = topk_idx[sl], _up(topk_logp[sl]), _up(rest_logp[sl])
+            _, l_off = _topk_rows(lq, idx, lp, lr)
+            target = _topk_target(lq, idx, lp, lr, l_off)
             grad.index_copy_(0, pos, lq.exp_().sub_(target).mul_(scale).to(grad.dtype))
         return grad, None, None, None, None, None, None
+
+
+def _topk_target(lq: Tensor, idx: Tensor, lp: Tensor, lr: Tensor, l_off: Tensor) -> Tensor:
+    """p̃: the teacher's top-k probabilities, and its rest mass spread in the student's
+    own shape off the top k (the bucket KL's gradient is q − p̃)."""
+    target = (lq + (lr - l_off).unsqueeze(-1)).exp()
+    target = torch.where(torch.isfinite(lr).unsqueeze(-1), target, 0.0)
+    return target.scatter_(1, idx.long(), lp.exp())
+
+
+def _rows_full(z: Tensor, lt: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """Σ_rows T²·KL(p_t ‖ softmax(z/T)) and its gradient T·(q − p_t) w.r.t. z (n, V).
+
+    lt: the teacher's tempered log-probs, a fresh tensor; both it and z are overwritten.
+    """
+    ls = F.log_softmax(_scaled(z, temperature), dim=-1)  # log q (one fused kernel)
+    pt = lt.exp()
+    # A −inf teacher log-prob (p_t = 0) is clamped so that 0·x = 0.
+    kl = lt.clamp_(min=torch.finfo(lt.dtype).min).sub_(ls).mul_(pt).sum()
+    grad = ls.exp_().sub_(pt)
+    return kl * temperature**2, grad if temperature == 1.0 else grad.mul_(temperature)
+
+
+def _rows_topk(z: Tensor, idx: Tensor, lp: Tensor, lr: Tensor,
+               temperature: float) -> tuple[Tensor, Tensor]:
+    """Σ_rows T²·(bucket KL) and its gradient T·(q − p̃) w.r.t. z (n, V)."""
+    lq = F.log_softmax(_scaled(z, temperature), dim=-1)
+    lp, lr = _up(lp), _up(lr)
+    kl, l_off = _topk_rows(lq, idx, lp, lr)
+    target = _topk_target(lq, idx, lp, lr, l_off)
+    return kl.sum() * temperature**2, lq.exp_().sub_(target).mul_(temperature)
 
 
 def _topk_rows(lq: Tensor, idx: Tensor, lp: Tensor, lr: Tensor) -> tuple[Tensor, Tensor]:
@@ -263,27 +305,43 @@ class DistillKL:
     its forward FLOPs via `extra_forward_params`. Without, each batch must carry cached
     targets: `teacher_logprobs` (N, V), or `teacher_topk_idx`, `teacher_topk_logp` (N, k)
     and `teacher_rest_logp` (N,) (see `undo.teacher_cache.CachedBatches`).
+
+    `logits`: "full" takes the models' (B, T, V) logits from their HF forward; "chunked"
+    computes the same loss from their last hidden states, applying the output head to
+    `chunk_positions` (at most; see `head_chunk_rows`) positions at a time.
     """
 
     def __init__(self, teacher: torch.nn.Module | None = None, temperature: float = 1.0,
-                 chunk_positions: int = 4096) -> None:
+                 chunk_positions: int = 4096,
+                 logits: Literal["full", "chunked"] = "full") -> None:
+        if logits not in ("full", "chunked"):
+            raise ConfigError(f"config key 'distill.logits': got {logits!r}; valid: "
+                              "'full' or 'chunked'")
         self.teacher = freeze(teacher) if teacher is not None else None
         self.temperature = temperature
         self.chunk = chunk_positions
+        self.logits = logits
         self.extra_forward_params = matmul_params(teacher) if teacher is not None else 0
+        self._checked: set[int] = set()  # models whose head check passed (`check_head`)
 
-    def teacher_logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def _teacher_ready(self, input_ids: Tensor) -> torch.nn.Module:
         if self.teacher is None:
             raise ValueError("distill_kl: no teacher and no cached teacher outputs in the batch")
         dev = next(self.teacher.parameters()).device
         if dev != input_ids.device:  # moved once, lazily, to wherever the batches live
             self.teacher.to(input_ids.device)
+        return self.teacher
+
+    def teacher_logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        teacher = self._teacher_ready(input_ids)
         with torch.inference_mode():
-            return forward_logits(self.teacher, input_ids, attention_mask)
+            return forward_logits(teacher, input_ids, attention_mask)
 
     def loss(self, model: torch.nn.Module, batch: dict) -> tuple[Tensor, dict[str, float]]:
         ids, am = batch["input_ids"], batch["attention_mask"]
         mask = next_token_mask(am)
+        if self.logits == "chunked":
+            return self._chunked_loss(model, batch, mask), {}
         logits = forward_logits(model, ids, am)  # (B, T, V)
         t, c = self.temperature, chunk_rows(logits.size(-1), logits.device, self.chunk)
         if "teacher_logprobs" in batch:
@@ -296,3 +354,47 @@ class DistillKL:
             loss = forward_kl(logits, self.teacher_logits(ids, am), mask, temperature=t,
                               chunk=c)
         return loss, {}
+
+    def _check_once(self, model: torch.nn.Module, hidden: Any, ids: Tensor) -> None:
+        if id(unwrap(model)) not in self._checked:
+            check_head(model, hidden, ids)
+            self._checked.add(id(unwrap(model)))
+
+    def _chunked_loss(self, model: torch.nn.Module, batch: dict, mask: Tensor) -> Tensor:
+        ids, am = batch["input_ids"], batch["attention_mask"]
+        am_or_none = None if is_right_padded(am) else am  # as in `forward_logits`
+        self._check_once(model, student_hidden, ids)
+        positions = mask.reshape(-1).nonzero().squeeze(1)
+        h = student_hidden(model, ids, am_or_none)
+        hs = h.reshape(-1, h.size(-1)).index_select(0, positions)
+        head, t = head_of(model), self.temperature
+        if "teacher_logprobs" in batch:
+            lt = _packed_rows(batch["teacher_logprobs"], positions)
+
+            def rows(z: Tensor, sl: slice) -> tuple[Tensor, Tensor]:
+                return _rows_full(z, _teacher_logp(lt[sl], t, True), t)
+        elif "teacher_topk_idx" in batch:
+            idx = _packed_rows(batch["teacher_topk_idx"], positions)
+            lp, lr = batch["teacher_topk_logp"], batch["teacher_rest_logp"]
+
+            def rows(z: Tensor, sl: slice) -> tuple[Tensor, Tensor]:
+                return _rows_topk(z, idx[sl], lp[sl], lr[sl], t)
+        else:
+            teacher = self._teacher_ready(ids)
+            self._check_once(teacher, teacher_hidden, ids)
+            with torch.inference_mode():
+                th = teacher_hidden(teacher, ids, am_or_none)
+                th = th.reshape(-1, th.size(-1)).index_select(0, positions)
+            t_head = head_of(teacher)
+
+            def rows(z: Tensor, sl: slice) -> tuple[Tensor, Tensor]:
+                return _rows_full(z, _teacher_logp(t_head.logits(th[sl])[0], t, False), t)
+        v = head.weight.size(0)
+        chunk = head_chunk_rows(v, hs.device, self.chunk)
+        return hidden_kl(hs, head, rows, chunk, chunk_rows(v, hs.device, chunk))
+
+
+def _packed_rows(rows: Tensor, positions: Tensor) -> Tensor:
+    if rows.size(0) != positions.numel():
+        raise ValueError(f"{rows.size(0)} teacher rows for {positions.numel()} positions")
+    return rows

@@ -171,7 +171,12 @@ def validate(summary: Any) -> dict[str, Any]:
         _validate_model(m, f"{path} ({name!r})", summary)
 
     kinds = [m["kind"] for m in models]
-    for needed in ("gold", "unlearn_only"):
+    has_gold = summary.get("gold_standard", True)
+    if not isinstance(has_gold, bool):
+        _fail("gold_standard", f"must be true or false, got {_show(has_gold)}")
+    if not has_gold and "gold" in kinds:
+        _fail("gold_standard", "is false, but a model of kind 'gold' is listed")
+    for needed in ("gold", "unlearn_only") if has_gold else ("unlearn_only",):
         if needed not in kinds:
             _fail("models", f"no model of kind {needed!r}: robustness is measured against the "
                             f"gold standard and the unlearn-only model")
@@ -185,6 +190,9 @@ def _validate_model(m: dict, path: str, summary: dict) -> None:
     if kind not in KINDS:
         _fail(f"{path}.kind", f"unknown kind {_show(kind)}; valid kinds: {', '.join(KINDS)}")
     alpha = _number(m, "alpha", path, nullable=True, minimum=0.0)
+    rec = m.get("recovered")  # optional: summaries written before it existed lack it
+    if rec is not None and not isinstance(rec, bool):
+        _fail(f"{path}.recovered", f"must be true, false or null, got {_show(rec)}")
     if kind == "undo" and alpha is None:
         _fail(f"{path}.alpha", "an 'undo' model needs its noise scale alpha (a number)")
     _int(m, "seed", path, nullable=True)
@@ -199,9 +207,11 @@ def _validate_model(m: dict, path: str, summary: dict) -> None:
 
     compute = _dict(m, "compute", path)
     cpath = f"{path}.compute"
-    _int(compute, "steps", cpath)
-    _int(compute, "tokens", cpath)
-    _number(compute, "flops", cpath, minimum=0.0)
+    # null: a model the study imported (model.name_or_path, study.gold=PATH), whose
+    # training cost is not ours to know.
+    _int(compute, "steps", cpath, nullable=True)
+    _int(compute, "tokens", cpath, nullable=True)
+    _number(compute, "flops", cpath, nullable=True, minimum=0.0)
     _number(compute, "fraction_of_gold_steps", cpath, nullable=True, minimum=0.0)
     _number(compute, "fraction_of_gold_flops", cpath, nullable=True, minimum=0.0)
     _number(m, "wall_time_s", path, minimum=0.0)

@@ -37,8 +37,10 @@ def fmt_seconds(s: float) -> str:
     return f"{s / 3600:.1f}h"
 
 
-def fmt_count(n: float) -> str:
-    """Large counts in engineering notation: 4.6M tokens, 2.2e13 FLOPs."""
+def fmt_count(n: float | None) -> str:
+    """Large counts in engineering notation: 4.6M tokens, 2.2e13 FLOPs ('-': not known)."""
+    if n is None:
+        return "-"
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
             return f"{n / scale:.3g}{unit}"
@@ -78,8 +80,10 @@ def rows(summary: dict) -> list[Row]:
         for b in summary["budgets"]:
             w = attack["worst_case"][budget_key(b)] if attack else None
             worst[b] = (w["value"], w.get("std"), w["lr"]) if w else None
+        # A student that never recovered its teacher's retain ability is flagged in place.
+        flag = " (not recovered)" if m.get("recovered") is False else ""
         out.append(Row(
-            name=m["name"], kind=m["kind"], alpha=m.get("alpha"), seed=m.get("seed"),
+            name=m["name"] + flag, kind=m["kind"], alpha=m.get("alpha"), seed=m.get("seed"),
             retain=m["metrics"].get(summary["retain_metric"]["name"]),
             forget=m["metrics"].get(summary["metric"]["name"]),
             worst=worst,

@@ -129,10 +129,47 @@ def _retain(summary: dict) -> str | None:
     return f"UNDO models kept {name} at {span}{ref}."
 
 
+def _without_gold(summary: dict) -> list[str]:
+    """No gold standard: say so, and compare each distilled model with unlearning alone."""
+    k = views.largest_budget(summary)
+    out = ["This study has no gold standard (study.gold=none), so robustness relative to "
+           "one is not available."]
+    uos = _by_kind(summary, "unlearn_only")
+    u = views.worst_case(uos[0], k) if uos else None
+    if u is None:
+        return out
+    name, worse = summary["metric"]["name"], summary["metric"]["higher_is_worse"]
+    for m in summary["models"]:
+        p = views.worst_case(m, k) if m["kind"] in ("undo", "unlearn_distill") else None
+        if p is None:
+            continue
+        diff = (u - p) if worse else (p - u)
+        verb = "about as easy to relearn as" if abs(diff) < SAME else \
+            "harder to relearn than" if diff > 0 else "easier to relearn than"
+        out.append(f"{m['name']} was {verb} the unlearn-only model ({name} {_f(p)} vs "
+                   f"{_f(u)} after {k} attack steps).")
+    return out
+
+
+def _unrecovered(summary: dict) -> str | None:
+    """Students that never recovered are named, with their retain metric, and not counted."""
+    bad = views.unrecovered(summary)
+    if not bad:
+        return None
+    name = summary["retain_metric"]["name"]
+    items = ", ".join(f"{m['name']} ({name} {_f(m['metrics'].get(name, float('nan')), 3)})"
+                      for m in bad)
+    return (f"Not counted: {items} did not recover the teacher's retain ability within its "
+            f"distillation budget, so its robustness is no success.")
+
+
 def compose_verdict(summary: dict) -> str:
     """One paragraph of plain-language findings, each with its number and comparison."""
+    if not summary.get("gold_standard", True):
+        parts = [*_without_gold(summary), _retain(summary), _unrecovered(summary)]
+        return " ".join(p for p in parts if p)
     parts = [_fragility(summary), *_undo(summary), _distill(summary), _oracles(summary),
-             _retain(summary)]
+             _retain(summary), _unrecovered(summary)]
     return " ".join(p for p in parts if p)
 
 

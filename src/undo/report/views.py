@@ -153,7 +153,8 @@ def frontier(summary: dict) -> list[FrontierPoint]:
     UNDO groups and Unlearn-and-Distill carry their measured robustness; the references sit at
     their definitional values where the file leaves them null: unlearn-only 0, gold 1.
     Models without a compute fraction or a defined robustness are left out (the table shows
-    them; NaN counts as undefined). Oracles and the base model are not on this trade-off and are left out too.
+    them; NaN counts as undefined), and so are students that did not recover their
+    teacher's retain ability (`recovered: false`): their robustness is no success. Oracles and the base model are not on this trade-off and are left out too.
     """
     budget = largest_budget(summary)
     defaults = {"unlearn_only": 0.0, "gold": 1.0}
@@ -164,6 +165,8 @@ def frontier(summary: dict) -> list[FrontierPoint]:
             continue
         xy = []
         for m in g.models:
+            if m.get("recovered") is False:
+                continue
             x = m["compute"]["fraction_of_gold_steps"]
             if x is None:
                 x = default_compute.get(g.kind)
@@ -179,3 +182,8 @@ def frontier(summary: dict) -> list[FrontierPoint]:
         my, sy = mean_std([y for _, y in xy])
         points.append(FrontierPoint(g.label, g.kind, g.alpha, mx, sx, my, sy, len(xy), xy))
     return points
+
+
+def unrecovered(summary: dict) -> list[dict]:
+    """Distilled models that did not recover their teacher's retain ability in budget."""
+    return [m for m in summary["models"] if m.get("recovered") is False]

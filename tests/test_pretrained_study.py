@@ -1,0 +1,84 @@
+"""A study that starts from an existing model (`model.name_or_path`) instead of pretraining
+one, with and without a gold standard; and the model errors that must stop it before work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config
+
+from undo.artifacts import read_json
+from undo.cli import main
+from undo.data.shipped import python_docs
+from undo.tokenizers import train_bpe_tokenizer
+
+SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "text" / "smoke.yaml")
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory) -> Path:
+    """A tiny random GPT-2 with a locally trained BPE: a stand-in for a hub model."""
+    tok = train_bpe_tokenizer(python_docs()[:200], vocab_size=300)
+    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("gpt2") / "model"
+    AutoModelForCausalLM.from_config(config).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def _snapshot(root: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")} if root.exists() else {}
+
+
+@pytest.mark.slow
+def test_study_from_a_pretrained_model_without_gold(tmp_path, gpt2_dir, capsys):
+    assert main(["run", SMOKE, f"out_dir={tmp_path}", f"model.name_or_path={gpt2_dir}",
+                 "data.tokenizer=model", "study.gold=none", "threads=1"]) == 0
+    run = tmp_path / "text-smoke"
+    stages = {p.name.rsplit("-", 1)[0] for p in (run / "stages").iterdir() if p.is_dir()}
+    assert "import-base" in stages  # loaded, not trained
+    assert not {"pretrain-base", "pretrain-gold"} & stages
+    summary = read_json(run / "summary.json")
+    assert summary["gold_standard"] is False
+    assert {m["kind"] for m in summary["models"]} == {"base", "unlearn_only", "undo",
+                                                      "unlearn_distill"}
+    assert all(v is None for m in summary["models"] for v in m["robustness"].values())
+    report = (run / "report.html").read_text()
+    assert "no gold standard" in report and "not available" in report
+    base = read_json(next((run / "stages").glob("import-base-*")) / "summary.json")
+    assert base["steps"] is None and base["metrics"]["retain/ce"] > 0
+    capsys.readouterr()
+
+
+def test_arithmetic_refuses_a_model_with_another_tokenizer(tmp_path, gpt2_dir, capsys):
+    before = _snapshot(tmp_path)
+    assert main(["run", f"out_dir={tmp_path}", f"model.name_or_path={gpt2_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert "arithmetic benchmark writes its data with its own tokenizer" in err
+    assert "Traceback" not in err and _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("path, message", [
+    ("./does-not-exist/model", "not an existing folder"),
+    ("{t5}", "is not a causal language model"),
+    ("{empty}", "has no weights"),
+])
+def test_bad_model_paths_stop_before_work(tmp_path, gpt2_dir, capsys, path, message):
+    from transformers import T5Config
+
+    t5 = tmp_path / "t5"  # an encoder-decoder: not a causal LM
+    T5Config(vocab_size=50, d_model=8, num_layers=1, num_heads=1, d_ff=8, d_kv=8
+             ).save_pretrained(t5)
+    empty = tmp_path / "empty"
+    GPT2Config(n_embd=8, n_layer=1, n_head=1).save_pretrained(empty)  # config, no weights
+    path = path.format(t5=t5, empty=empty)
+    out = tmp_path / "runs"
+    assert main(["run", SMOKE, f"out_dir={out}", f"model.name_or_path={path}",
+                 "data.tokenizer=model"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
