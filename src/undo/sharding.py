@@ -143,16 +143,19 @@ def gather_into(sharded: torch.nn.Module, model: torch.nn.Module, acc: Accelerat
 def hold_frozen(model: torch.nn.Module, acc: Accelerator, sharding: str = "auto"
                 ) -> torch.nn.Module:
     """A frozen model (a distillation teacher, a reference) for every rank: sharded with
-    FSDP2 under `fsdp` (1/N of it per rank, gathered block by block in its forward), else
-    moved to the device, in bfloat16 on a GPU that supports it (half the memory of float32;
-    the KL is computed in float32 from its logits either way). Every rank must run its
-    forwards in step with the others under `fsdp` (the stages do: same batches per step)."""
+    FSDP2 under `fsdp` (1/N of it per rank, gathered block by block in its forward); under
+    `ddp` on a GPU that supports it, in bfloat16 (half the memory of float32 per rank; the
+    KL is computed in float32 from its logits either way); alone, as loaded. Every rank
+    must run its forwards in step with the others under `fsdp` (the stages do: the same
+    number of batches per step)."""
     import torch
+
     model.requires_grad_(False)
     model.eval()
-    if resolve(sharding, acc) == "fsdp":
+    mode = resolve(sharding, acc)
+    if mode == "fsdp":
         return fully_shard_model(model, acc)
-    if acc.device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if mode == "ddp" and acc.device.type == "cuda" and torch.cuda.is_bf16_supported():
         model.to(torch.bfloat16)
     return model.to(acc.device)
 
