@@ -356,3 +356,4 @@ def test_unrecovered_student_is_never_counted_as_a_success():
     assert "Not counted: undo-a0.8-s0 (retain/acc 0.520) did not recover" in text
     assert [p.alpha for p in views.frontier(s) if p.kind == "undo"] == [0.4]
     assert "undo-a0.8-s0 (not recovered)" in format_table(s)
+    assert "undo-a0.8-s0 (not recovered)" in render_html(s, {}, text, True)

@@ -25,9 +25,9 @@ import hashlib
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,21 +155,27 @@ def _apply_lora(model: PreTrainedModel, a: AttackConfig, seed: int) -> torch.nn.
                               ) from None
 
 
-def attack_optim(a: AttackConfig, lr: float) -> OptimConfig:
-    """The loop's settings for one attack run: constant LR, no warmup, no checkpoints."""
-    return OptimConfig(steps=a.steps, batch_size=a.batch_size, lr=lr, schedule="constant",
-                       warmup_steps=0, weight_decay=a.weight_decay, betas=list(a.betas),
-                       grad_clip=a.grad_clip, log_every=0, eval_every=a.eval_every,
-                       checkpoint_every=0)
+def attack_optim(a: AttackConfig, lr: float,
+                 schedule: Mapping[str, Any] | None = None) -> OptimConfig:
+    """The loop's settings for one attack run: constant LR, no warmup, no checkpoints,
+    unless `schedule` overrides OptimConfig fields (the search's `schedule`,
+    `warmup_steps`)."""
+    o = OptimConfig(steps=a.steps, batch_size=a.batch_size, lr=lr, schedule="constant",
+                    warmup_steps=0, weight_decay=a.weight_decay, betas=list(a.betas),
+                    grad_clip=a.grad_clip, log_every=0, eval_every=a.eval_every,
+                    checkpoint_every=0)
+    return replace(o, **(schedule or {}))
 
 
 def run_one(cfg: RunConfig, model_dir: str | Path, lr: float, seed: int,
             start: tuple[Metrics, Metrics] | None = None, threads: int = 0,
-            save_to: Path | None = None) -> dict[str, Any]:
+            save_to: Path | None = None, optimizer: str = "adamw",
+            schedule: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One attack run: a fresh copy of the model, `attack.steps` CE steps at `lr`.
 
     `start` is the pre-attack (step 0) evaluation, shared by every run of a model;
-    without it, it is computed here.
+    without it, it is computed here. The grid uses AdamW at a constant LR; the search
+    (`undo.search`) also sets `optimizer` and `schedule` (see `attack_optim`).
     """
     t0 = time.perf_counter()
     if threads:
@@ -200,9 +206,10 @@ def run_one(cfg: RunConfig, model_dir: str | Path, lr: float, seed: int,
         curve.append({"step": step, **point})
         return point
 
-    res = train(model, OBJECTIVES.get("ce")(), batches, attack_optim(a, lr), None,
+    res = train(model, OBJECTIVES.get("ce")(), batches, attack_optim(a, lr, schedule), None,
                 evaluate=evaluate, eval_at_start=True, on_step=on_step,
-                accelerator=make_accelerator(cfg.device), progress=False)
+                accelerator=make_accelerator(cfg.device), progress=False,
+                optimizer_name=optimizer)
     if save_to is not None:
         final = model.merge_and_unload() if a.lora_rank else model
         save_model(final, tok, save_to)

@@ -270,6 +270,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
     dirs = _model_dirs(args, "attack")
     for p in dirs:
         model_identity(p)  # fails early on a folder without weights
+    if args.search is not None:
+        from .search import check_search
+
+        check_search(cfg, args.search)  # before the grid: nothing half-done on a typo
     metric = build_benchmark(cfg.data).forget_metric.name
     budgets = cfg.attack.all_budgets()
     head = "".join(f"{metric.split('/')[-1] + '@' + str(k):>22}" for k in budgets)
@@ -286,7 +290,31 @@ def cmd_attack(args: argparse.Namespace) -> int:
           f"{cfg.attack.seeds}, worst lr) after k attack steps")
     print(f"  {'model':<28}{head}")
     print("\n".join(rows))
+    if args.search is not None:
+        _search(cfg, dirs, args, metric, budgets)
     return 0
+
+
+def _search(cfg: RunConfig, dirs: list[str], args: argparse.Namespace, metric: str,
+            budgets: list[int]) -> None:
+    """`--search N`: the adaptive attacker on every model (after its grid), then the
+    shared replays; prints the worst case under the search."""
+    from .artifacts import read_json
+    from .search import search_models
+
+    folders = search_models(cfg, dirs, args.search, force=False)
+    print(f"worst-case {metric} under the search ({args.search} trials x "
+          f"{cfg.attack.steps} steps; own trials and replays; null: no trial kept the "
+          f"utility floor)")
+    print(f"  {'model':<28}" + "".join(f"{'@' + str(k):>10}" for k in budgets)
+          + "  best recipe")
+    for d in folders:
+        r = read_json(d / "search.json")
+        cells = "".join(f"{'null' if w is None else format(w['value'], '.3f'):>10}"
+                        for w in (r["worst_case"][str(k)] for k in budgets))
+        best = r["best"]["params"] if r["best"] else None
+        print(f"  {r['model']['label'][:28]:<28}{cells}  {best}")
+        print(f"search: {d / 'search.json'}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -321,6 +349,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def opts_attack(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--force", action="store_true", help="re-run the attacks even if cached")
+    sp.add_argument("--search", type=int, metavar="N",
+                    help="also search the attack recipe: N Optuna trials per model "
+                         "(settings: the config's search section; docs/attacks.md)")
 
 
 def opts_eval(sp: argparse.ArgumentParser) -> None:

@@ -375,6 +375,69 @@ class Resources:
 
 
 @dataclass
+class SearchConfig:
+    """The adaptive attacker (`undo attack --search N`, `study.attack_search`): a seeded
+    Optuna TPE search per model over the attack recipe, `attack.steps` steps per trial
+    (undo.search; docs/attacks.md). A list is a categorical choice, `lr` and
+    `retain_fraction` are [low, high] ranges (lr log-uniform); one value fixes a knob.
+    """
+
+    lr: list[float] = field(default_factory=lambda: [1e-6, 1e-2])
+    optimizers: list[Literal["adamw", "adam", "sgd"]] = field(
+        default_factory=lambda: ["adamw", "adam", "sgd"])
+    # constant; cosine decay to 10% of lr; warmup: linear over the first 10% of the
+    # steps, then constant.
+    schedules: list[Literal["constant", "cosine", "warmup"]] = field(
+        default_factory=lambda: ["constant", "cosine", "warmup"])
+    batch_sizes: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    weight_decays: list[float] = field(default_factory=lambda: [0.0, 0.1])
+    lora_ranks: list[int] = field(default_factory=lambda: [0, 8, 32])  # 0: full finetuning
+    lora_alphas: list[float] = field(default_factory=lambda: [8.0, 32.0])
+    # Which linear layers LoRA adapts: all-linear, or the attention / MLP projections
+    # of every block (named through undo.architectures).
+    lora_targets: list[Literal["all-linear", "attention", "mlp"]] = field(
+        default_factory=lambda: ["all-linear", "attention", "mlp"])
+    retain_fraction: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    benchmark_knobs: bool = True  # also search the benchmark's attack_knobs()
+    # A trial counts only if its retain metric at the budget keeps this share of the
+    # attacked model's own pre-attack value: retain >= floor * before for a
+    # higher-is-better metric (accuracy), retain <= before / floor for a lower-is-better
+    # one (CE). 0 disables the floor.
+    utility_floor: float = 0.9
+    seed: int = 0  # TPE sampler seed
+    startup_trials: int = 8  # random trials before TPE models the space
+
+    def validate(self, p: str) -> None:
+        for k in ("lr", "retain_fraction"):
+            v = getattr(self, k)
+            _check(len(v) in (1, 2) and v == sorted(v), f"{p}.{k}", v,
+                   "[low, high] with low <= high, or [value]")
+        _check(self.lr[0] > 0, f"{p}.lr", self.lr, "positive learning rates")
+        _check(self.retain_fraction[0] >= 0 and self.retain_fraction[-1] <= 0.9,
+               f"{p}.retain_fraction", self.retain_fraction,
+               "shares in [0, 0.9] (the attack must train on forget data)")
+        for k in ("optimizers", "schedules", "batch_sizes", "weight_decays", "lora_ranks",
+                  "lora_alphas", "lora_targets"):
+            v = getattr(self, k)
+            _check(bool(v) and len(set(v)) == len(v), f"{p}.{k}", v,
+                   "a non-empty list of distinct choices (an empty one leaves nothing to "
+                   "search)")
+        _check(all(b > 0 for b in self.batch_sizes), f"{p}.batch_sizes", self.batch_sizes,
+               "positive integers")
+        _check(all(w >= 0 for w in self.weight_decays), f"{p}.weight_decays",
+               self.weight_decays, "numbers >= 0")
+        _check(all(r >= 0 for r in self.lora_ranks), f"{p}.lora_ranks", self.lora_ranks,
+               "integers >= 0 (0: full finetuning)")
+        _check(all(a > 0 for a in self.lora_alphas), f"{p}.lora_alphas", self.lora_alphas,
+               "positive numbers")
+        _check(0 <= self.utility_floor <= 1, f"{p}.utility_floor", self.utility_floor,
+               "a number in [0, 1] (the share of the retain metric a trial must keep; "
+               "0: no floor)")
+        _check(self.startup_trials >= 0, f"{p}.startup_trials", self.startup_trials,
+               "an integer >= 0")
+
+
+@dataclass
 class StudyConfig:
     """Which models `undo run` makes and attacks (issue: the study)."""
 
@@ -413,8 +476,14 @@ class StudyConfig:
     # Per stage kind (or `default` for the others), e.g. {distill: {cpus: 8, gpus: 1}};
     # unnamed kinds ask for 1 CPU and no GPU. Used by executor=ray only.
     resources: dict[str, Resources] = field(default_factory=dict)
+    # Trials of the adaptive attack search (`search:` section) per attacked model, on
+    # top of the LR grid; 0: the grid only. Every model gets the same budget, and each
+    # model's best recipe is replayed against every other (undo.search).
+    attack_search: int = 0
 
     def validate(self, p: str) -> None:
+        _check(self.attack_search >= 0, f"{p}.attack_search", self.attack_search,
+               "an integer >= 0 (trials per model; 0: no search)")
         _check(all(0 <= a <= 1 for a in self.alphas), f"{p}.alphas", self.alphas,
                "numbers in [0, 1]")
         # A repeated α or seed would name two models of the study alike.
@@ -462,6 +531,7 @@ class RunConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
 
     def validate(self, p: str = "") -> None:

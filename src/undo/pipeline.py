@@ -293,7 +293,27 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
                 lambda d, dep=dep: Job(f"attack {dep}", attack, (d[dep] / "model",)),
                 runs_progress(lambda m=m: f"{m.stage_dir.name}-*", root / "attacks", n_runs))
             tasks[-1].after.append(lambda d, m=m: setattr(m, "attack_dir", d))
+        if cfg.study.attack_search:
+            _add_search_tasks(cfg, tasks, made_by)
     return tasks, models
+
+
+def _add_search_tasks(cfg: RunConfig, tasks: list[Task], made_by: dict[str, Model]) -> None:
+    """The adaptive attack search on every attacked model, the same trials x steps each
+    (after its grid: the grid's recipes start the search), then one task replaying each
+    model's best recipe against every other (undo.search)."""
+    from .search import check_search, replay_all, search_attack
+
+    check_search(cfg, cfg.study.attack_search)  # before any stage runs
+    n = cfg.study.attack_search
+    attacked = [(dep, m) for dep, m in made_by.items() if m.kind != "base"]
+    for dep, m in attacked:
+        tasks.append(Task(f"search {m.name}", "attack", (dep, f"attack {m.name}"),
+                          lambda d, dep=dep: Job(f"search {dep}", search_attack,
+                                                 (d[dep] / "model", n), {"log": None})))
+    tasks.append(Task("search replays", "attack", tuple(f"search {m.name}" for _, m in attacked),
+                      lambda _: Job("replays", replay_all,
+                                    ([m.model_dir for _, m in attacked],), {"log": None})))
 
 
 def preflight(cfg: RunConfig) -> None:

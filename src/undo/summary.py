@@ -36,6 +36,35 @@ def _attack_section(attack_dir: Path | None, metric: str) -> dict[str, Any] | No
     }
 
 
+def _search_section(attack_dir: Path | None) -> dict[str, Any] | None:
+    """The adaptive attack search of a model (undo.search): worst case per budget over
+    its own trials and the replays of other models' best recipes; None without one."""
+    path = attack_dir / "search.json" if attack_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    s = read_json(path)
+    return {"trials": s["cost"]["trials"], "steps": s["steps"], "utility": s["utility"],
+            "worst_case": s["worst_case"], "best": s["best"], "best_so_far": s["best_so_far"],
+            "cost": s["cost"], "search_json": str(path)}
+
+
+def _search_robustness(entries: list[dict[str, Any]], ref_u: dict | None, ref_g: dict | None,
+                       budgets: list[int], tol: float) -> None:
+    """`robustness_search`: Robustness with every worst case taken under the search."""
+    def value(e: dict | None, key: str) -> float | None:
+        w = ((e or {}).get("search") or {}).get("worst_case", {}).get(key)
+        return None if w is None else w["value"]
+
+    for e in entries:
+        if e.get("search") is None:
+            continue
+        e["robustness_search"] = {}
+        for k in map(budget_key, budgets):
+            p, u, g = value(e, k), value(ref_u, k), value(ref_g, k)
+            ok = e["kind"] not in ("base", "gold", "unlearn_only") and None not in (p, u, g)
+            e["robustness_search"][k] = robustness(p, u, g, tol=tol) if ok else None
+
+
 def _compute(stage: dict[str, Any], gold: dict[str, Any] | None) -> dict[str, Any]:
     """What a model cost, and as a fraction of the gold standard's pretraining.
 
@@ -86,6 +115,7 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
             "compute": _compute(s, gold_stage if m.kind not in ("base", "gold") else None),
             "wall_time_s": s.get("wall_time_s"),
             "attack": _attack_section(m.attack_dir, forget_metric.name),
+            "search": _search_section(m.attack_dir) if cfg.study.attack_search else None,
             # Distilled models only: did the student recover its teacher's retain ability
             # within budget (null for models that are not distilled)?
             "recovered": s.get("recovered") if m.kind in DISTILLED else None,
@@ -109,6 +139,7 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
                                                tol=cfg.study.min_robustness_gap)
                                     if p and u and g else None)
 
+    _search_robustness(entries, ref_u, ref_g, budgets, cfg.study.min_robustness_gap)
     return {
         "schema_version": SCHEMA_VERSION,
         "study": cfg.name,

@@ -103,6 +103,27 @@ def lr_lambda(cfg: OptimConfig) -> Callable[[int], float]:
     return f
 
 
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SGD_MOMENTUM = 0.9
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]],
+                   cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay), Adam (weight decay as an L2 term in the gradient,
+    so the two differ only when weight_decay > 0) or SGD with momentum 0.9.
+
+    A keyword of `train` rather than an OptimConfig field: a new field would change the
+    hash of every cached stage folder, whose recipes all use AdamW.
+    """
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=SGD_MOMENTUM)
+    raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
 def make_accelerator(device: str = "auto") -> Accelerator:
     return Accelerator(cpu=(device == "cpu") or not torch.cuda.is_available())
 
@@ -160,6 +181,7 @@ def train(
     progress: bool = True,
     on_step: Callable[[int, torch.nn.Module], None] | None = None,
     sharding: sh.Sharding = "auto",
+    optimizer_name: str = "adamw",
 ) -> TrainResult:
     """Train `model` in place for `cfg.steps` optimizer steps (or until `should_stop`).
 
@@ -175,13 +197,15 @@ def train(
     Under a multi-process launch the model trains data-parallel (`sharding` ddp) or fully
     sharded (fsdp, see `undo.sharding`); either way `model` holds the trained weights on
     every rank afterwards, and logged metrics are means over the ranks.
+    `optimizer_name` is one of OPTIMIZERS (the attack search varies it; every stage
+    trains with AdamW).
     """
     out = Path(out_dir) if out_dir is not None else None
     with stage_lock(out, wait=False) if out is not None else nullcontext():
         return _train(model, objective, batches, cfg, out, evaluate=evaluate,
                       should_stop=should_stop, eval_at_start=eval_at_start,
                       accelerator=accelerator, desc=desc, progress=progress, on_step=on_step,
-                      sharding=sharding)
+                      sharding=sharding, optimizer_name=optimizer_name)
 
 
 def _train(
@@ -199,6 +223,7 @@ def _train(
     progress: bool,
     on_step: Callable[[int, torch.nn.Module], None] | None,
     sharding: sh.Sharding,
+    optimizer_name: str,
 ) -> TrainResult:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -218,11 +243,9 @@ def _train(
     # No weight decay on 1-D weights (norm scales, biases), as is standard.
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=tuple(cfg.betas),
-    )
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = make_optimizer(optimizer_name, groups, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     # The schedule is neither `prepare`d (accelerate would step it once per process at
     # every step: an N-process run warmed up and decayed N times too fast; measured) nor

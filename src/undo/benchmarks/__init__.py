@@ -15,6 +15,7 @@ from typing import Any
 MODULES: dict[str, str] = {
     "arithmetic": "undo.benchmarks.arithmetic",
     "text": "undo.benchmarks.text",
+    "wmdp": "undo.benchmarks.wmdp",
 }
 
 

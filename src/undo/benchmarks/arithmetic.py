@@ -280,6 +280,11 @@ class Benchmark:
                        seed: str) -> AttackBatches:
         return AttackBatches(self.data, attack, tokenizer, seed)
 
+    def attack_knobs(self) -> dict[str, dict[str, Any]]:
+        """The attack search may also choose the share of word-problem batches."""
+        return {"word_fraction": {"type": "float", "low": 0.0, "high": 1.0,
+                                  "default": self.cfg.word_problem_fraction}}
+
     def check_attack(self, attack: AttackConfig, data: Sequence[AttackBatches], steps: int,
                      tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
         """Count the ops of every item the attack will train on; refuse if none is

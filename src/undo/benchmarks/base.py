@@ -12,6 +12,10 @@ A stage never knows which benchmark it runs. It asks the benchmark (selected by
 - the attack's data, `attack_batches(attack_cfg, tokenizer, seed)`, and the honesty
   checks on it (`check_attack`: forget-domain data present; attack data disjoint from
   everything evaluated);
+- the attack knobs an adaptive attacker may search (`attack_knobs()`, undo.search):
+  `{attack field: {"type": "float" | "int", "low", "high", "default"}}` or
+  `{field: {"type": "categorical", "choices", "default"}}`, `default` being what the
+  grid uses; the field is set on the AttackConfig of each trial;
 - evaluation sets by name (`eval_set(name, tokenizer)`) and `evaluate(model, ...)`;
 - which metric is *the* forget metric and *the* retain metric, each with its direction
   and chance level, and the distillation stop rule that fits the retain metric.
@@ -107,6 +111,9 @@ class Benchmark(Protocol):
 
     def attack_batches(self, attack: Any, tokenizer: PreTrainedTokenizerBase,
                        seed: str) -> AttackData: ...
+
+    def attack_knobs(self) -> dict[str, dict[str, Any]]:
+        """AttackConfig fields the attack search may vary, as parameter specs."""
 
     def check_attack(self, attack: Any, data: Sequence[AttackData], steps: int,
                      tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:

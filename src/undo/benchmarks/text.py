@@ -8,8 +8,10 @@ split (or a separate `attack` corpus checked against the eval documents). Metric
 per-token: cross-entropy (nats/token, *the* metric, lower = more capability) and top-1
 next-token accuracy on held-out eval windows of each corpus.
 
-The tokenizer is the model's (`tokenizer: model`) or a byte-level BPE trained here on the
-training documents of forget and retain only (`tokenizer: bpe`, for preset models).
+The tokenizer is the model's (`tokenizer: model`), a byte-level BPE trained here on the
+training documents of forget and retain only (`tokenizer: bpe`, for preset models), or a
+named one (a hub id or a local folder, for preset models: the paper trained its 0.1B
+Gemma-2 shape with Gemma's tokenizer).
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ class Config:
     attack_fraction: float = 0.1  # share of documents reserved for attacks (by hash)
     forget_weight: float = 0.5  # share of forget windows in the base pretraining mix
     eval_windows: int = 256  # at most this many windows per evaluation set
-    tokenizer: Literal["model", "bpe"] = "bpe"
+    # model | bpe | a tokenizer's hub id or local folder (for a preset model)
+    tokenizer: str = "bpe"
     vocab_size: int = 4096  # of the BPE (tokenizer: bpe), special tokens included
     seed: int = 0  # salts the document hash that decides the splits
 
@@ -126,6 +129,8 @@ class Config:
                "a number in [0, 1]")
         _check(self.eval_windows > 0, f"{p}.eval_windows", self.eval_windows,
                "a positive integer")
+        _check(bool(self.tokenizer.strip()), f"{p}.tokenizer", self.tokenizer,
+               "'model', 'bpe', or a tokenizer's hub id or local folder")
         _check(self.vocab_size >= 260, f"{p}.vocab_size", self.vocab_size,
                "an integer >= 260 (256 bytes + 4 special tokens)")
 
@@ -138,9 +143,9 @@ class Config:
         _check(a.word_fraction is None, "attack.word_fraction", a.word_fraction,
                "null with data.benchmark=text (word problems are arithmetic-only)")
         has_model = run.model.name_or_path is not None
-        _check(has_model or self.tokenizer == "bpe", "data.tokenizer", self.tokenizer,
-               "'bpe' with a preset model (a preset has no tokenizer), or set "
-               "model.name_or_path to use its tokenizer")
+        _check(has_model or self.tokenizer != "model", "data.tokenizer", self.tokenizer,
+               "'bpe' or a tokenizer's hub id or folder with a preset model (a preset has "
+               "no tokenizer), or set model.name_or_path to use its tokenizer")
         _check(not has_model or self.tokenizer == "model", "data.tokenizer", self.tokenizer,
                f"'model' with model.name_or_path={run.model.name_or_path!r} (a locally "
                f"trained BPE does not match the model's vocabulary)")
@@ -274,9 +279,14 @@ class Benchmark:
     # ------------------------------------------------------------------ data
 
     def own_tokenizer(self) -> PreTrainedTokenizerBase | None:
-        """None (the model's tokenizer) or the BPE of the forget + retain training docs."""
+        """None (the model's tokenizer), the BPE of the forget + retain training docs, or
+        the named tokenizer."""
         if self.cfg.tokenizer == "model":
             return None
+        if self._tokenizer is None and self.cfg.tokenizer != "bpe":
+            from ..models import load_tokenizer  # a ConfigError when it cannot be loaded
+
+            self._tokenizer = load_tokenizer(self.cfg.tokenizer)
         if self._tokenizer is None:
             texts = self.corpora["forget"].texts("train") + self.corpora["retain"].texts("train")
             self._tokenizer = train_bpe_tokenizer(texts, self.cfg.vocab_size)
@@ -336,6 +346,10 @@ class Benchmark:
                   if attack.retain_fraction > 0 else None)
         n_retain = round(attack.batch_size * attack.retain_fraction)
         return AttackBatches(forget, retain, attack.batch_size - n_retain, n_retain, seed)
+
+    def attack_knobs(self) -> dict[str, dict[str, Any]]:
+        """None beyond the search's own (the forget / retain share is one of them)."""
+        return {}
 
     def check_attack(self, attack: AttackConfig, data: Sequence[AttackBatches], steps: int,
                      tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from . import views
+from .search import section as search_section
 from .table import fmt, fmt_count, fmt_fraction, fmt_seconds, rows
 
 CSS = """
@@ -41,6 +42,9 @@ CAPTIONS = {
                 "robustness after the largest attack budget. One point per α (mean over seeds, "
                 "error bars ±1 std, faint dots: single seeds); unlearn-only sits at robustness 0 "
                 "and the gold standard at (1, 1) by definition.",
+    "search": "Adaptive attack search: the strongest counted attack (forget metric at the "
+              "search budget) after each trial, per model. Trials below the utility floor "
+              "do not count.",
     "pareto": "Retain metric (before the attack) against the worst-case forget metric after "
               "k attack steps, one panel per budget. Dashed: chance.",
 }
@@ -68,7 +72,7 @@ def model_table(summary: dict) -> str:
     by_name = {m["name"]: m for m in summary["models"]}
     for r in rows(summary):
         m = by_name[r.name]
-        cells = [f'<td title="{_e(m.get("stage_dir") or "")}">{_e(r.name)}</td>',
+        cells = [f'<td title="{_e(m.get("stage_dir") or "")}">{_e(r.label)}</td>',
                  f"<td>{_e(views.KIND_LABELS.get(r.kind, r.kind))}</td>",
                  f"<td>{'' if r.alpha is None else _e(f'{r.alpha:g}')}</td>",
                  f"<td>{'' if r.seed is None else _e(r.seed)}</td>",
@@ -152,6 +156,7 @@ def render_html(summary: dict, figures: dict[str, bytes], verdict: str, composed
 {model_table(summary)}
 <p class="note">Hover a worst-case value for its learning rate, a model name for its stage
 folder. Compute columns are fractions of the gold standard's steps and FLOPs.</p>
+{search_section(summary)}
 <h2>Figures</h2>
 {figs}
 <h2>Definitions</h2>

@@ -228,4 +228,9 @@ FIGURES = {"relearning": relearning, "frontier": frontier, "pareto": pareto}
 
 def render_all(summary: dict) -> dict[str, bytes]:
     """Every figure as PNG bytes, keyed by file stem (`relearning` -> plots/relearning.png)."""
-    return {name: fn(summary) for name, fn in FIGURES.items()}
+    figures = {name: fn(summary) for name, fn in FIGURES.items()}
+    from .search import progress_plot, searched
+
+    if searched(summary):  # a study with the adaptive attack search
+        figures["search"] = progress_plot(summary)
+    return figures

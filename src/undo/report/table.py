@@ -70,6 +70,12 @@ class Row:
     tokens: int
     flops: float
     wall_time_s: float
+    recovered: bool | None = None  # distilled models: did the student recover?
+
+    @property
+    def label(self) -> str:
+        """The name, flagged where a student never recovered its teacher's retain ability."""
+        return self.name + (" (not recovered)" if self.recovered is False else "")
 
 
 def rows(summary: dict) -> list[Row]:
@@ -80,17 +86,15 @@ def rows(summary: dict) -> list[Row]:
         for b in summary["budgets"]:
             w = attack["worst_case"][budget_key(b)] if attack else None
             worst[b] = (w["value"], w.get("std"), w["lr"]) if w else None
-        # A student that never recovered its teacher's retain ability is flagged in place.
-        flag = " (not recovered)" if m.get("recovered") is False else ""
         out.append(Row(
-            name=m["name"] + flag, kind=m["kind"], alpha=m.get("alpha"), seed=m.get("seed"),
+            name=m["name"], kind=m["kind"], alpha=m.get("alpha"), seed=m.get("seed"),
             retain=m["metrics"].get(summary["retain_metric"]["name"]),
             forget=m["metrics"].get(summary["metric"]["name"]),
             worst=worst,
             robustness={b: views.robustness(m, b) for b in summary["budgets"]},
             compute=m["compute"]["fraction_of_gold_steps"], steps=m["compute"]["steps"],
             tokens=m["compute"]["tokens"], flops=m["compute"]["flops"],
-            wall_time_s=m["wall_time_s"]))
+            wall_time_s=m["wall_time_s"], recovered=m.get("recovered")))
     return out
 
 
@@ -101,7 +105,7 @@ def format_table(summary: dict) -> str:
         [f"R@{b}" for b in rb] + ["compute", "time"]
     body = []
     for r in rows(summary):
-        body.append([r.name, fmt(r.retain), fmt(r.forget)]
+        body.append([r.label, fmt(r.retain), fmt(r.forget)]
                     + [fmt(r.worst[b][0]) if r.worst[b] else "-" for b in summary["budgets"]]
                     + [fmt(r.robustness[b], 2) for b in rb]
                     + [fmt_fraction(r.compute), fmt_seconds(r.wall_time_s)])

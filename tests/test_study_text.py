@@ -1,4 +1,5 @@
-"""A study that starts from an existing model (`model.name_or_path`) instead of pretraining
+"""Studies beyond the arithmetic default: one that starts from an existing model
+(`model.name_or_path`) instead of pretraining
 one, with and without a gold standard; and the model errors that must stop it before work."""
 
 from __future__ import annotations
@@ -82,3 +83,20 @@ def test_bad_model_paths_stop_before_work(tmp_path, gpt2_dir, capsys, path, mess
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_text_smoke_study_end_to_end(tmp_path, capsys):
+    """configs/text/smoke.yaml: a preset model with a locally trained BPE, every stage."""
+    assert main(["run", SMOKE, f"out_dir={tmp_path}", "threads=1"]) == 0
+    summary = read_json(tmp_path / "text-smoke" / "summary.json")
+    assert summary["benchmark"] == "text" and summary["gold_standard"] is True
+    assert summary["metric"] == {"name": "forget/ce", "label": "forget CE (nats/token)",
+                                 "higher_is_worse": False, "chance": None}
+    kinds = {m["kind"] for m in summary["models"]}
+    assert kinds == {"base", "gold", "unlearn_only", "unlearn_distill", "undo", "oracle_base",
+                     "oracle_random"}
+    for m in summary["models"]:
+        if m["kind"] in ("undo", "unlearn_distill"):
+            assert isinstance(m["recovered"], bool)
+    capsys.readouterr()

@@ -1,0 +1,113 @@
+"""The `wmdp` benchmark offline: text corpora written here, lm-eval sets that are local
+multiple-choice tasks (stand-ins of WMDP and MMLU in their record format), a tiny model."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lmeval_tasks import write_task
+from undo.benchmarks import build_benchmark
+from undo.config import ConfigError, ModelConfig, from_dict, load_config
+from undo.evaluate import evaluate
+from undo.models import build_model
+
+torch.set_num_threads(1)
+
+
+def write_jsonl(path: Path, words: str, n: int, seed: int) -> str:
+    """`n` documents of 3-5 sentences drawn from `words`."""
+    rng = random.Random(seed)
+    vocab = words.split()
+    docs = [" ".join(" ".join(rng.choices(vocab, k=rng.randint(5, 12))) + "."
+                     for _ in range(rng.randint(3, 5))) for _ in range(n)]
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("wmdp")
+    write_task(d / "tasks", "bio_local", 12, seed=1)
+    write_task(d / "tasks", "general_local", 8, seed=2)
+    bio, general = "cell virus gene protein enzyme host", "the cat dog sun moon runs sits red"
+    return {"forget": write_jsonl(d / "bio.jsonl", bio, 60, 1),
+            "retain": write_jsonl(d / "general.jsonl", general, 60, 2),
+            "tasks": str(d / "tasks")}
+
+
+def section(setup: dict[str, str], **over: Any) -> dict[str, Any]:
+    return {"benchmark": "wmdp", "forget": [{"path": setup["forget"]}],
+            "retain": [{"path": setup["retain"]}], "seq_len": 16, "vocab_size": 320,
+            "eval_fraction": 0.2, "attack_fraction": 0.2, "tokenizer": "bpe",
+            "lm_eval": {"include_path": setup["tasks"], "batch_size": 8, "sets": {
+                "forget": [{"task": "bio_local", "limit": 6}],
+                "retain": [{"task": "general_local", "num_fewshot": 1}],
+                "forget_final": [{"task": "bio_local"}]}}, **over}
+
+
+def test_metrics_are_lm_eval_accuracies(setup):
+    bench = build_benchmark(from_dict({"data": section(setup)}).data)
+    assert bench.forget_metric.name == "forget/acc" and bench.forget_metric.higher_is_better
+    assert bench.forget_metric.chance == 0.25 and bench.retain_metric.name == "retain/acc"
+    assert bench.eval_names == ("retain", "forget", "forget_final", "retain_ce", "forget_ce")
+    tok = bench.own_tokenizer()
+    model = build_model(ModelConfig(preset="micro"), tok, seed=0)
+    m = evaluate(model, bench, tok)
+    assert len(bench.eval_set("forget", tok)) == 6
+    assert len(bench.eval_set("forget_final", tok)) == 12
+    for k in ("forget/acc", "retain/acc", "forget_final/acc"):
+        assert 0 <= m[k] <= 1
+    assert m["forget_ce/ce"] > 0 and m["retain_ce/ce"] > 0 and m["forget/ce"] > 0
+    a = from_dict({"data": section(setup), "attack": {"retain_fraction": 0.5}}).attack
+    info = bench.check_attack(a, [bench.attack_batches(a, tok, "0-0")], 2, tok)
+    leaf = info["lm_eval"]["retain"]["tasks"][0]["leaf_tasks"]["general_local"]
+    assert leaf["num_fewshot"] == 1 and leaf["version"] == 1.0
+    assert info["window_counts"]["retain_windows"] > 0
+    d = json.loads(json.dumps(bench.describe()))  # summaries can hold it
+    assert d["lm_eval"]["forget"]["tasks"][0]["leaf_tasks"]["bio_local"]["selected"] == 6
+
+
+def test_paper_defaults_load_without_network(setup):
+    data = section(setup)
+    del data["lm_eval"]
+    cfg = from_dict({"data": data}).data
+    assert [t.task for t in cfg.lm_eval.sets["forget"]] == ["wmdp_bio", "wmdp_cyber"]
+    assert cfg.lm_eval.sets["retain"][0].limit == 0.07
+
+
+@pytest.mark.parametrize("sets, match", [
+    ({"forget": [{"task": "bio_local"}]}, "at least the sets 'forget' and 'retain'"),
+    ({"forget": [{"task": "a"}], "retain": [{"task": "b"}], "x_ce": [{"task": "c"}]},
+     "do not end in '_ce'"),
+    ({"forget": [], "retain": [{"task": "b"}]}, "non-empty list of tasks"),
+])
+def test_bad_sets(setup, sets, match):
+    data = section(setup)
+    data["lm_eval"]["sets"] = sets
+    with pytest.raises(ConfigError, match=match):
+        from_dict({"data": data})
+
+
+@pytest.mark.slow
+def test_undo_run_with_an_lm_eval_forget_metric(setup, tmp_path):
+    """The whole study, end to end, judged by a local multiple-choice task."""
+    from undo.pipeline import run_study
+
+    cfg = load_config(None, [
+        f"data={json.dumps(section(setup))}", "model.preset=micro", f"out_dir={tmp_path}",
+        "pretrain.steps=4", "pretrain.batch_size=4", "pretrain.eval_every=0",
+        "pretrain.checkpoint_every=0", "unlearn.steps=2", "unlearn.batch_size=2",
+        "unlearn.eval_every=0", "distill.steps=2", "distill.batch_size=4",
+        "distill.eval_every=2", "distill.stop=budget", "distill.checkpoint_every=0",
+        "attack.steps=2", "attack.lrs=[1e-3]", "attack.budgets=[0]", "attack.eval_every=1",
+        "attack.batch_size=4", "attack.curve_items_per_op=3", "study.alphas=[0.5]",
+        "study.oracles=false", "study.unlearn_distill=false", "study.workers=1",
+        "progress=false"])
+    summary = run_study(cfg, log=lambda _: None)
+    assert summary["metric"]["name"] == "forget/acc" and summary["metric"]["chance"] == 0.25
