@@ -360,6 +360,12 @@ def opts_eval(sp: argparse.ArgumentParser) -> None:
 
 # Training stages that run data-parallel under `torchrun` / `accelerate launch`.
 MULTI_PROCESS_COMMANDS = frozenset({"pretrain", "unlearn", "distill"})
+# Why not attacks: a grid is many short independent runs, each of which should have its own
+# device(s), not a share of one launch whose ranks would have to split the grid and stay
+# in step; the study's executors already place each run (docs/scale.md).
+ATTACK_NOT_SHARDED = ("; attack runs are independent jobs: spread them with `undo run "
+                      "... study.executor=ray study.resources={attack: {gpus: 1}}` (each "
+                      "run on its own GPU) or `attack.workers` on CPU")
 
 Command = tuple[Callable[[argparse.Namespace], int], str,
                 Callable[[argparse.ArgumentParser], None] | None]
@@ -410,13 +416,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        # Before anything runs: a launch of N processes without a process group would
+        # run N copies of this command, racing on one folder.
+        from .sharding import check_launch
+
+        world = check_launch()
+    except ConfigError as e:
+        print(f"undo: error: {e}", file=sys.stderr)
+        return 2
     if world > 1:
         if args.command not in MULTI_PROCESS_COMMANDS:
             print(f"undo: error: `undo {args.command}` runs in one process, but this is a "
                   f"{world}-process launch; launch only "
                   f"{', '.join(sorted(MULTI_PROCESS_COMMANDS))} with torchrun / accelerate "
-                  "launch, and the rest as plain `undo` commands", file=sys.stderr)
+                  "launch, and the rest as plain `undo` commands"
+                  + (ATTACK_NOT_SHARDED if args.command in ("attack", "run") else ""),
+                  file=sys.stderr)
             return 2
         if int(os.environ.get("RANK", "0")) != 0:  # one copy of tables and paths
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)

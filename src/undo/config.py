@@ -362,6 +362,18 @@ class AttackConfig:
         _check(self.workers >= 0, f"{p}.workers", self.workers, "an integer >= 0 (0: auto)")
 
 
+# Stage kinds a user can name in `study.stages`, `study.resources` or `--force`.
+STAGE_KINDS = ("pretrain", "unlearn", "distill", "oracle", "attack")
+
+
+@dataclass
+class Resources:
+    """What one stage (or one attack run) asks a Ray cluster for."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0  # fractions share a GPU between tasks (small models)
+
+
 @dataclass
 class SearchConfig:
     """The adaptive attacker (`undo attack --search N`, `study.attack_search`): a seeded
@@ -454,6 +466,16 @@ class StudyConfig:
     # Independent stages (e.g. the two pretrainings, the distillations, the attacks) run
     # in this many processes of one thread each; 1 runs them one after another.
     workers: int = 2
+    # Where stages run: `local` (this machine, `workers` processes) or `ray` (each stage
+    # and each attack run a Ray task asking for `resources`; every node must see the run
+    # folder, a shared filesystem). See undo.executors.
+    executor: Literal["local", "ray"] = "local"
+    # The Ray cluster to join: "auto" (the one this machine is part of), "ray://host:10001"
+    # or "host:6379"; null starts a local Ray instance with `workers` CPUs.
+    ray_address: str | None = None
+    # Per stage kind (or `default` for the others), e.g. {distill: {cpus: 8, gpus: 1}};
+    # unnamed kinds ask for 1 CPU and no GPU. Used by executor=ray only.
+    resources: dict[str, Resources] = field(default_factory=dict)
     # Trials of the adaptive attack search (`search:` section) per attacked model, on
     # top of the LR grid; 0: the grid only. Every model gets the same budget, and each
     # model's best recipe is replayed against every other (undo.search).
@@ -470,6 +492,13 @@ class StudyConfig:
         _check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), f"{p}.seeds",
                self.seeds, "a non-empty list of distinct integers")
         _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
+        kinds = (*STAGE_KINDS, "default")
+        for kind, r in self.resources.items():
+            _check(kind in kinds, f"{p}.resources", kind, "stage kinds: " + ", ".join(kinds))
+            _check(r.cpus > 0, f"{p}.resources.{kind}.cpus", r.cpus, "a number > 0")
+            _check(r.gpus >= 0, f"{p}.resources.{kind}.gpus", r.gpus, "a number >= 0")
+        _check(self.ray_address is None or self.executor == "ray", f"{p}.ray_address",
+               self.ray_address, f"null unless {p}.executor is 'ray'")
         _check(self.min_robustness_gap >= 0, f"{p}.min_robustness_gap",
                self.min_robustness_gap, "a number >= 0")
         _check(self.oracle_steps is None or self.oracle_steps > 0, f"{p}.oracle_steps",
@@ -487,6 +516,11 @@ class RunConfig:
     out_dir: str = "runs"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
+    # How a multi-process launch (torchrun / accelerate launch) splits a training stage:
+    # ddp, fsdp (FSDP2, fully sharded) or auto (fsdp under an accelerate FSDP config, else
+    # ddp); see undo.sharding. Not part of any stage's cache key: it changes how a stage
+    # is computed, not what (float reduction order aside).
+    sharding: Literal["auto", "ddp", "fsdp"] = "auto"
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     # The benchmark's own section, selected by `data.benchmark` (undo.benchmarks).

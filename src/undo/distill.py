@@ -45,6 +45,7 @@ from .models import (
 )
 from .noise import noised_copy
 from .objectives.distill_kl import DistillKL
+from .sharding import hold_frozen, resolve
 from .stages import finish, is_done, reset, run_dir, stage_dir, stage_lock
 from .teacher_cache import CachedBatches, TeacherCache, folder_fingerprint
 from .train import make_accelerator, train
@@ -177,7 +178,14 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
         student, noise_report = _make_student(teacher, teacher_path, init_id, init, seed, cfg,
                                               base_path)
         acc = make_accelerator(cfg.device)
-        teacher.to(acc.device)
+        if cfg.distill.logits == "chunked" and resolve(cfg.sharding, acc) == "fsdp":
+            # The chunked KL applies the output projections itself, outside the models'
+            # forwards, where FSDP2 holds only each rank's shard of them.
+            raise ConfigError("distill.logits: got 'chunked' with FSDP2 sharding, which it "
+                              "does not support yet; valid: distill.logits=full, or "
+                              "sharding=ddp")
+        # Sharded under FSDP2, bfloat16 per rank under DDP on GPUs (undo.sharding).
+        teacher = hold_frozen(teacher, acc, cfg.sharding)
         teacher_metrics = evaluate(teacher, bench, tokenizer)
 
         dcfg = cfg.distill
@@ -211,7 +219,8 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
         early = stop != "budget"
         result = train(student, objective, batches, dcfg, d, evaluate=evaluate_during,
                        should_stop=should_stop if early else None, eval_at_start=early,
-                       accelerator=acc, desc=_label(init_id, seed), progress=cfg.progress)
+                       accelerator=acc, desc=_label(init_id, seed), progress=cfg.progress,
+                       sharding=cfg.sharding)
         student = acc.unwrap_model(student)
         metrics = evaluate(student, bench, tokenizer)
 

@@ -13,25 +13,23 @@ exist, in list order (critical path first). With `study.workers > 1` tasks run i
 many processes of one torch thread each: a ~1M-parameter model keeps two threads of one
 process poorly busy, so two single-threaded stages side by side finish sooner on a 2-core
 machine, and the core the short gold pretraining frees is used for the gold's oracle and
-attack while the base model is still training.
+attack while the base model is still training. Where tasks run is the executor's business
+(`study.executor`: local processes or a Ray cluster; undo.executors).
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .artifacts import read_json
-from .config import ConfigError, RunConfig
-
-# Stage kinds a user can name in `study.stages` or `--force`.
-STAGE_KINDS = ("pretrain", "unlearn", "distill", "oracle", "attack")
+from .config import STAGE_KINDS, ConfigError, RunConfig
+from .executors import make_executor
 
 
 @dataclass
@@ -110,25 +108,13 @@ def _check_kinds(names: list[str], key: str) -> None:
         raise ConfigError(f"{key}: got {bad}; valid stage kinds: {', '.join(STAGE_KINDS)}")
 
 
-def _call(cfg: RunConfig, job: Job) -> Path:
-    return job.fn(job.cfg or cfg, *job.args, **(job.kwargs or {}))
-
-
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    from . import runtime
-
-    runtime.quiet()
-
-
 def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
               force: set[str] | None = None, heartbeat_s: float = 60.0) -> dict[str, Path]:
     """Run every task once its dependencies are done; returns task name -> stage folder.
 
-    Ready tasks start in list order. `study.workers > 1` runs them in that many
-    single-threaded processes; otherwise one after another in this process.
+    Ready tasks start in list order, on the executor `study.executor` names: with
+    `local`, `study.workers > 1` runs them in that many single-threaded processes,
+    otherwise one after another in this process; with `ray`, as Ray tasks.
     """
     force = force or set()
     names = {t.name for t in tasks}
@@ -156,36 +142,28 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
     def ready() -> list[Task]:
         return [t for t in pending if all(d in done for d in t.deps)]
 
-    workers = min(cfg.study.workers, len(tasks)) if tasks else 1
-    if workers <= 1:
-        while pending:
-            t = ready()[0]  # tasks are listed after their dependencies
-            pending.remove(t)
-            t0 = time.time()
-            finished(t, _call(cfg, job_of(t)), t0)
+    if not tasks:
         return done
-
-    # Worker processes: one thread each, no progress bars (they would garble the
-    # terminal), and attacks run their LR grid inside the worker (threads=1).
-    def isolated(job: Job) -> Job:
-        return replace(job, cfg=replace(job.cfg or cfg, progress=False, threads=1))
-
-    ctx = mp.get_context("spawn")
+    executor = make_executor(cfg, len(tasks))
     running: dict[Future, tuple[Task, float]] = {}
     last_beat = time.time()
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+    try:
         while pending or running:
             for t in ready():
-                if len(running) >= workers:
+                if len(running) >= executor.slots:
                     break
                 pending.remove(t)
-                log(f"   {t.name}: started")
-                running[pool.submit(_call, cfg, isolated(job_of(t)))] = (t, time.time())
+                if executor.slots > 1:
+                    log(f"   {t.name}: started")
+                t0 = time.time()
+                running[executor.submit(cfg, job_of(t), t.kind)] = (t, t0)
             if not running:
                 raise RuntimeError(f"study graph is stuck at {[t.name for t in pending]}")
             finished_futs, _ = wait(running, timeout=heartbeat_s, return_when=FIRST_COMPLETED)
             for fut in finished_futs:
                 t, t0 = running.pop(fut)
+                if fut.exception() is not None:
+                    log(f"   {t.name}: failed: {fut.exception()}")
                 finished(t, fut.result(), t0)
             if not finished_futs and time.time() - last_beat >= heartbeat_s:
                 # Workers draw no progress bars; say where each running stage is.
@@ -193,6 +171,8 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
                 log(f"   +{(last_beat - t_start) / 60:.1f} min: " + "; ".join(
                     f"{t.name} {t.progress(t0) if t.progress else 'running'}"
                     for t, t0 in running.values()))
+    finally:
+        executor.close()
     return done
 
 
@@ -223,11 +203,11 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     folders: dict[str, Path] = {}
 
     def common() -> dict[str, Path | None]:
+        # "gold -> random init" does not wait for the base model (it needs it for nothing:
+        # only noised students read base_dir, and they wait for it through the teacher).
+        base = folders.get("pretrain base")
         return {"gold_dir": folders.get("pretrain gold") if gold_mode == "pretrain" else None,
-                # Only a noised init reads it (localized noise), and its teacher depends
-                # on the base; oracles may start before the base model exists.
-                "base_dir": folders["pretrain base"] / "model" if "pretrain base" in folders
-                else None}
+                "base_dir": base / "model" if base is not None else None}
 
     root = run_dir(cfg)
 

@@ -85,7 +85,8 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
 
         t0 = time.time()
         result = train(model, OBJECTIVES.get("ce")(), batches, optim, d, evaluate=evaluate_during,
-                       accelerator=acc, desc=f"pretrain {which}", progress=cfg.progress)
+                       accelerator=acc, desc=f"pretrain {which}", progress=cfg.progress,
+                       sharding=cfg.sharding)
         model = acc.unwrap_model(model)
         metrics = evaluate(model, bench, tokenizer)
         if acc.is_main_process:

@@ -35,6 +35,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from . import sharding as sh
 from .artifacts import write_text
 from .compute import count_tokens, matmul_params, train_flops
 from .config import ConfigError, OptimConfig
@@ -194,6 +195,7 @@ def train(
     desc: str = "train",
     progress: bool = True,
     on_step: Callable[[int, torch.nn.Module], None] | None = None,
+    sharding: sh.Sharding = "auto",
     optimizer_name: str = "adamw",
 ) -> TrainResult:
     """Train `model` in place for `cfg.steps` optimizer steps (or until `should_stop`).
@@ -207,6 +209,9 @@ def train(
     A non-finite loss or gradient norm raises `DivergedError` before the optimizer
     applies that step; the last checkpoint stays and nothing of the step is logged.
 
+    Under a multi-process launch the model trains data-parallel (`sharding` ddp) or fully
+    sharded (fsdp, see `undo.sharding`); either way `model` holds the trained weights on
+    every rank afterwards, and logged metrics are means over the ranks.
     `optimizer_name` is one of OPTIMIZERS (the attack search varies it; every stage
     trains with AdamW).
     """
@@ -215,7 +220,7 @@ def train(
         return _train(model, objective, batches, cfg, out, evaluate=evaluate,
                       should_stop=should_stop, eval_at_start=eval_at_start,
                       accelerator=accelerator, desc=desc, progress=progress, on_step=on_step,
-                      optimizer_name=optimizer_name)
+                      sharding=sharding, optimizer_name=optimizer_name)
 
 
 def _train(
@@ -232,13 +237,23 @@ def _train(
     desc: str,
     progress: bool,
     on_step: Callable[[int, torch.nn.Module], None] | None,
+    sharding: sh.Sharding,
     optimizer_name: str,
 ) -> TrainResult:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     acc = accelerator or make_accelerator()
+    mode = sh.resolve(sharding, acc)
+    gradients = getattr(objective, "gradients", None)
+    if mode == "fsdp" and gradients is not None:
+        raise ConfigError(f"sharding: got 'fsdp' for an objective with its own gradient pass "
+                          f"({type(objective).__name__}); valid: ddp")
     if hasattr(objective, "prepare"):
         objective.prepare(model)
+    n_matmul = matmul_params(model)
+    plain = model
+    if mode == "fsdp":
+        model = sh.sharded_copy(plain, acc)
     params = [p for p in model.parameters() if p.requires_grad]
     # No weight decay on 1-D weights (norm scales, biases), as is standard.
     decay = [p for p in params if p.dim() >= 2]
@@ -247,7 +262,15 @@ def _train(
               {"params": no_decay, "weight_decay": 0.0}]
     optimizer = make_optimizer(optimizer_name, groups, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    # The schedule is neither `prepare`d (accelerate would step it once per process at
+    # every step: an N-process run warmed up and decayed N times too fast; measured) nor
+    # checkpointed: its position is the step, restored below from the counters.
+    shards = None
+    if mode == "fsdp":
+        # FSDP2 reduces gradients itself; the shards are checkpointed by `sh.ShardedState`.
+        shards = sh.ShardedState(model, optimizer)
+    else:
+        model, optimizer = acc.prepare(model, optimizer)
     # Counters go into the checkpoint as JSON, not through accelerate's
     # register_for_checkpointing: that pickles them and loads them back with
     # torch.load(weights_only=False), which runs any code a planted state folder holds.
@@ -264,14 +287,17 @@ def _train(
     if (state_dir is not None and (state_dir / "done").exists()
             and (state_dir / COUNTERS_FILE).exists()):
         acc.load_state(str(state_dir))  # tensors: safetensors, torch.load(weights_only=True)
+        if shards is not None:
+            shards.load(state_dir)
         counters.load_state_dict(json.loads((state_dir / COUNTERS_FILE).read_text()))
         last_checkpoint = counters.step
+        # The schedule at the step (the optimizer's groups hold its `initial_lr` already).
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg),
+                                                      last_epoch=counters.step - 1)
     log = _JsonlLog(out / "metrics.jsonl" if out is not None and acc.is_main_process else None,
                     counters.step)
 
-    n_matmul = matmul_params(acc.unwrap_model(model))
     extra = int(getattr(objective, "extra_forward_params", 0))
-    gradients = getattr(objective, "gradients", None)
     # A resumed run's result holds the evaluations from before the checkpoint too.
     result = TrainResult(0, 0, 0.0, 0.0, False,
                          evals=[r for r in log.kept if "eval" in r])
@@ -306,8 +332,9 @@ def _train(
             _average_gradients(acc, params)
         else:
             metrics = _default_gradients(objective, model, micro, acc.backward)
+        metrics = _mean_over_ranks(acc, metrics)
         if cfg.grad_clip is not None:
-            metrics["grad_norm"] = float(acc.clip_grad_norm_(params, cfg.grad_clip))
+            metrics["grad_norm"] = _clip(acc, params, cfg.grad_clip, mode)
         if _diverged(acc, metrics):
             raise DivergedError(_diverged_message(desc, step + 1, metrics, cfg, state_dir,
                                                   last_checkpoint))
@@ -345,13 +372,15 @@ def _train(
         if (state_dir is not None and cfg.checkpoint_every
                 and counters.step % cfg.checkpoint_every == 0 and counters.step < cfg.steps
                 and not result.stopped_early):
-            _save_state(acc, state_dir, counters)
+            _save_state(acc, state_dir, counters, shards)
             last_checkpoint = counters.step
     bar.close()
 
     # A final evaluation unless the last step just had one.
     if evaluate is not None and (not result.evals or result.evals[-1]["step"] != counters.step):
         run_eval()
+    if mode == "fsdp":
+        sh.gather_into(model, plain, acc)
     acc.wait_for_everyone()
     if state_dir is not None and state_dir.exists() and acc.is_main_process:
         _remove_state(state_dir)  # finished: the model itself is the result
@@ -427,7 +456,8 @@ class _TiedWeightsNote(logging.Filter):
 logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNote())
 
 
-def _save_state(acc: Accelerator, state_dir: Path, counters: Counters) -> None:
+def _save_state(acc: Accelerator, state_dir: Path, counters: Counters,
+                shards: sh.ShardedState | None = None) -> None:
     """Checkpoint atomically: write beside, then swap, so a kill never leaves half a state.
 
     Every rank writes its part (RNG states); only the main process moves folders, with
@@ -438,6 +468,8 @@ def _save_state(acc: Accelerator, state_dir: Path, counters: Counters) -> None:
         shutil.rmtree(tmp)
     acc.wait_for_everyone()
     acc.save_state(str(tmp))
+    if shards is not None:
+        shards.save(tmp)
     acc.wait_for_everyone()
     if acc.is_main_process:
         (tmp / COUNTERS_FILE).write_text(json.dumps(counters.state_dict()))
@@ -474,3 +506,24 @@ def _average_gradients(acc: Accelerator, params: list[torch.nn.Parameter]) -> No
         if p.grad is not None:
             torch.distributed.all_reduce(p.grad)
             p.grad.div_(acc.num_processes)
+
+
+def _mean_over_ranks(acc: Accelerator, metrics: Metrics) -> Metrics:
+    """Each logged metric averaged over processes (each saw its own batch), so a log under
+    N processes reads like one process with the global batch."""
+    if acc.num_processes == 1 or not metrics:
+        return metrics
+    keys = sorted(metrics)
+    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=acc.device)
+    torch.distributed.all_reduce(t)
+    return {k: float(v) / acc.num_processes for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+def _clip(acc: Accelerator, params: list[torch.nn.Parameter], max_norm: float,
+          mode: str) -> float:
+    """Clip to a global gradient norm; FSDP2's gradients are shards (DTensors), whose norm
+    torch computes over all ranks."""
+    if mode != "fsdp":
+        return float(acc.clip_grad_norm_(params, max_norm))
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)

@@ -97,7 +97,7 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
         result = train(model, objective, batches, optim, d,
                        evaluate=evaluate_during if optim.eval_every
                        else None, accelerator=acc, desc=f"unlearn {optim.method}",
-                       progress=cfg.progress)
+                       progress=cfg.progress, sharding=cfg.sharding)
         model = acc.unwrap_model(model)
         for p in model.parameters():  # RMU froze some; the saved model is an ordinary one
             p.requires_grad_(True)
