@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from undo.benchmarks.arithmetic import ItemBatches
+from undo.checkpoint import COUNTERS_FILE
 from undo.cli import main
 from undo.config import ConfigError, ModelConfig, OptimConfig
 from undo.models import build_model
 from undo.objectives import OBJECTIVES
-from undo.train import COUNTERS_FILE, DivergedError, train
+from undo.train import DivergedError, train
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "arithmetic" / "smoke.yaml"
 

@@ -408,11 +408,11 @@ def test_run(reference: Path, tmp_path: Path) -> None:
 
 def test_torn_metrics_line_is_dropped_on_resume(tmp_path: Path) -> None:
     """A kill inside an append leaves half a line: resuming must not choke on it."""
-    from undo.train import _JsonlLog
+    from undo.checkpoint import MetricsLog
 
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
-    _JsonlLog(p, resume_step=2)
+    MetricsLog(p, resume_step=2)
     assert p.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
 
 
@@ -464,7 +464,7 @@ def test_half_removed_checkpoint_is_not_loaded(tokenizer: Any, bench: Any,
 
 def test_half_removed_old_checkpoint_is_cleared(tokenizer: Any, bench: Any,
                                                 tmp_path: Path) -> None:
-    """A kill while `_save_state` removes `state.old` leaves part of it beside a complete
+    """A kill while `save_state` removes `state.old` leaves part of it beside a complete
     `state`; the next checkpoint swap must still work."""
     with pytest.raises(KeyboardInterrupt):
         _train_micro(tokenizer, bench, tmp_path, stop_at=3)  # checkpoint at step 2

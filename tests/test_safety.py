@@ -14,10 +14,11 @@ import torch
 import undo
 import undo.teacher_cache as tc
 from undo.benchmarks.arithmetic import ItemBatches
+from undo.checkpoint import COUNTERS_FILE
 from undo.config import OptimConfig
 from undo.models import save_model
 from undo.objectives import OBJECTIVES
-from undo.train import COUNTERS_FILE, train
+from undo.train import train
 
 SRC = Path(undo.__file__).resolve().parent
 

@@ -21,13 +21,11 @@ arguments, so resuming at step k replays exactly the batches an uninterrupted ru
 from __future__ import annotations
 
 import json
-import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,7 +34,14 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from . import sharding as sh
-from .artifacts import write_text
+from .checkpoint import (
+    COUNTERS_FILE,
+    Counters,
+    MetricsLog,
+    recover_swap,
+    remove_state,
+    save_state,
+)
 from .compute import count_tokens, matmul_params, train_flops
 from .config import ConfigError, OptimConfig
 from .stages import stage_lock
@@ -51,27 +56,6 @@ class DivergedError(ConfigError):
 
 class Objective(Protocol):
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Metrics]: ...
-
-
-COUNTERS_FILE = "counters.json"  # in a checkpoint folder, beside accelerate's files
-
-
-@dataclass
-class Counters:
-    """What a run consumed; saved in checkpoints so a resumed run counts on."""
-
-    step: int = 0
-    tokens: int = 0
-    positions: int = 0
-    flops: float = 0.0
-    wall_time: float = 0.0
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def load_state_dict(self, d: dict[str, Any]) -> None:
-        for k, v in d.items():
-            setattr(self, k, v)
 
 
 @dataclass
@@ -148,37 +132,6 @@ def _default_gradients(objective: Objective, model: torch.nn.Module, micro_batch
         for k, v in {"loss": float(loss.detach()), **metrics}.items():
             totals[k] = totals.get(k, 0.0) + v / n
     return totals
-
-
-class _JsonlLog:
-    """metrics.jsonl: one JSON object a line. On resume, lines past the checkpoint go.
-
-    `kept` holds the records kept (the evaluations before the checkpoint belong to the
-    resumed run's result too). A line a kill tore in the middle of an append does not
-    parse: it is past the checkpoint, and dropped. The rewrite is atomic, so a kill
-    during it never loses the kept lines.
-    """
-
-    def __init__(self, path: Path | None, resume_step: int) -> None:
-        self.path = path
-        self.kept: list[dict[str, Any]] = []
-        if path is None:
-            return
-        lines = []
-        for ln in path.read_text().splitlines() if path.exists() else []:
-            try:
-                rec = json.loads(ln)
-            except json.JSONDecodeError:
-                continue
-            if rec.get("step", 0) <= resume_step:
-                lines.append(ln)
-                self.kept.append(rec)
-        write_text(path, "".join(ln + "\n" for ln in lines))
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.path is not None:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
 
 
 def train(
@@ -279,7 +232,7 @@ def _train(
     state_dir = out / "state" if out is not None else None
     if state_dir is not None:
         if acc.is_main_process:
-            _recover_swap(state_dir)
+            recover_swap(state_dir)
         acc.wait_for_everyone()
     last_checkpoint: int | None = None  # the step of the checkpoint in state_dir
     # A checkpoint of an older undo (counters pickled, no counters.json) is not loaded:
@@ -294,7 +247,7 @@ def _train(
         # The schedule at the step (the optimizer's groups hold its `initial_lr` already).
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg),
                                                       last_epoch=counters.step - 1)
-    log = _JsonlLog(out / "metrics.jsonl" if out is not None and acc.is_main_process else None,
+    log = MetricsLog(out / "metrics.jsonl" if out is not None and acc.is_main_process else None,
                     counters.step)
 
     extra = int(getattr(objective, "extra_forward_params", 0))
@@ -372,7 +325,7 @@ def _train(
         if (state_dir is not None and cfg.checkpoint_every
                 and counters.step % cfg.checkpoint_every == 0 and counters.step < cfg.steps
                 and not result.stopped_early):
-            _save_state(acc, state_dir, counters, shards)
+            save_state(acc, state_dir, counters, shards)
             last_checkpoint = counters.step
     bar.close()
 
@@ -383,7 +336,7 @@ def _train(
         sh.gather_into(model, plain, acc)
     acc.wait_for_everyone()
     if state_dir is not None and state_dir.exists() and acc.is_main_process:
-        _remove_state(state_dir)  # finished: the model itself is the result
+        remove_state(state_dir)  # finished: the model itself is the result
     result.steps, result.tokens = counters.step, counters.tokens
     result.flops, result.wall_time = counters.flops, counters.wall_time
     return result
@@ -418,69 +371,6 @@ def _diverged_message(desc: str, step: int, metrics: Metrics, cfg: OptimConfig,
         fix += " or set its grad_clip"
     return (f"{desc}: training diverged at step {step} ({seen}); the step was not applied "
             f"and {kept}. To fix, {fix}: the same config would diverge again")
-
-
-def _recover_swap(state_dir: Path) -> None:
-    """A kill between the two renames of `_save_state` leaves only `state.old`: use it.
-
-    A kill while `state.old` was being removed leaves part of it beside a complete
-    `state`: remove the rest (the next swap could not rename `state` onto it)."""
-    old = state_dir.with_name("state.old")
-    if not (state_dir / "done").exists() and (old / "done").exists():
-        if state_dir.exists():
-            shutil.rmtree(state_dir)
-        old.rename(state_dir)
-    elif old.exists():
-        _remove_state(old)
-
-
-def _remove_state(d: Path) -> None:
-    """Remove a checkpoint folder, its `done` marker first: a kill inside the removal
-    then leaves a folder that is never loaded, not one marked done without its files."""
-    (d / "done").unlink(missing_ok=True)
-    shutil.rmtree(d)
-
-
-class _TiedWeightsNote(logging.Filter):
-    """Drop accelerate's "Removed shared tensor {'lm_head.weight'}" warning.
-
-    Tied input/output embeddings share storage, so safetensors keeps one copy and loading
-    re-ties them; resuming is bit-identical (tests/test_train.py), so the warning printed
-    at every checkpoint is noise.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Removed shared tensor" not in record.getMessage()
-
-
-logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNote())
-
-
-def _save_state(acc: Accelerator, state_dir: Path, counters: Counters,
-                shards: sh.ShardedState | None = None) -> None:
-    """Checkpoint atomically: write beside, then swap, so a kill never leaves half a state.
-
-    Every rank writes its part (RNG states); only the main process moves folders, with
-    barriers so no rank writes into a folder another is removing.
-    """
-    tmp = state_dir.with_name("state.tmp")
-    if acc.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    acc.wait_for_everyone()
-    acc.save_state(str(tmp))
-    if shards is not None:
-        shards.save(tmp)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        (tmp / COUNTERS_FILE).write_text(json.dumps(counters.state_dict()))
-        (tmp / "done").write_text("ok\n")
-        old = state_dir.with_name("state.old")
-        if state_dir.exists():
-            state_dir.rename(old)
-        tmp.rename(state_dir)
-        if old.exists():
-            _remove_state(old)
-    acc.wait_for_everyone()
 
 
 def _count_all_ranks(acc: Accelerator, micro_batches: list[Batch],
