@@ -54,7 +54,7 @@ SETTINGS = [
     "threads=1", "progress=false", "data.eval_items_per_op=8",
     "pretrain.steps=20", "pretrain.batch_size=16", "pretrain.warmup_steps=2",
     "pretrain.eval_every=10", "pretrain.checkpoint_every=2", "pretrain.log_every=1",
-    "unlearn.steps=8", "unlearn.batch_size=8", "unlearn.eval_every=2",
+    "unlearn.steps=12", "unlearn.batch_size=8", "unlearn.eval_every=2",
     "unlearn.checkpoint_every=2", "unlearn.log_every=1",
     "distill.steps=25", "distill.batch_size=8", "distill.stop=budget", "distill.eval_every=5",
     "distill.checkpoint_every=3", "distill.log_every=1", "distill.teacher_cache=full",
@@ -182,12 +182,12 @@ class Command:
         self.kills.append(name)
         assert_readable(self.out)
 
-    def kill_in_checkpoint_write(self, stages: str) -> Path:
-        """Kill while the second checkpoint is written: accelerate's files are in
-        `state.tmp`, its counters and `done` marker not yet; the first is in `state`.
-        Returns the stage folder."""
+    def kill_in_checkpoint_write(self, stages: str, nth: int = 2) -> Path:
+        """Kill while the `nth` checkpoint of this run is written: accelerate's files are
+        in `state.tmp`, its counters and `done` marker not yet; an earlier one (of this
+        run, or the one it resumed from) is in `state`. Returns the stage folder."""
         self.kill_at("checkpoint write", "open",
-                     rf"/stages/{_regex(stages)}/state\.tmp/counters\.json -> w$", nth=2)
+                     rf"/stages/{_regex(stages)}/state\.tmp/counters\.json -> w$", nth=nth)
         (d,) = self.run_dir.glob(f"stages/{stages}")
         assert (d / "state" / "done").exists() and (d / "state.tmp" / "model.safetensors"
                                                     ).exists()
@@ -260,8 +260,9 @@ def assert_readable(out: Path) -> None:
                 json.loads(ln)
     for state in out.rglob("state"):
         if (state / "done").exists():  # a checkpoint train() would load: complete
-            assert {"counters.json", "model.safetensors", "optimizer.bin",
-                    "scheduler.bin"} <= {f.name for f in state.iterdir()}, state
+            # (no scheduler file: the LR schedule is rebuilt from the step on resume)
+            assert {"counters.json", "model.safetensors", "optimizer.bin"} <= {
+                f.name for f in state.iterdir()}, state
             torch.load(state / "optimizer.bin", weights_only=True)
 
 
@@ -305,7 +306,9 @@ def test_unlearn(reference: Path, tmp_path: Path) -> None:
                   and len(_metrics(_one(cmd, stage))) > 4)
     d = _one(cmd, stage)
     before, step = _metrics(d), _checkpoint_step(d)
-    cmd.kill_in_checkpoint_write(stage)
+    # The resumed run's first checkpoint: the one it resumed from is in `state`. (Its
+    # second may never come: under load the first kill can land at a late checkpoint.)
+    cmd.kill_in_checkpoint_write(stage, nth=1)
     assert_resumed(d, before, step)
     cmd.finish()
     # The summary's eval curve includes the evaluations from before the kill.
@@ -455,7 +458,7 @@ def test_half_removed_checkpoint_is_not_loaded(tokenizer: Any, bench: Any,
         raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("undo.train.shutil.rmtree", rmtree_killed_midway)
+        mp.setattr("undo.checkpoint.shutil.rmtree", rmtree_killed_midway)
         with pytest.raises(KeyboardInterrupt):
             _train_micro(tokenizer, bench, tmp_path)
     assert "model.safetensors" in removed
