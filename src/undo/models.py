@@ -292,8 +292,16 @@ def vocab_check(teacher: PreTrainedTokenizerBase, student: PreTrainedTokenizerBa
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None,
                path: str | Path) -> Path:
-    """Write a `save_pretrained` folder atomically: a temp folder renamed into place."""
+    """Write a `save_pretrained` folder atomically: a temp folder renamed into place.
+
+    Under a multi-process launch only torch rank 0 writes: transformers writes weights on
+    rank 0 alone, so a second process taken for the main one (an accelerate launch's
+    view can differ from torch's) would rename a weightless folder over the real one.
+    """
     path = Path(path)
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_rank() != 0:
+        return path
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
