@@ -95,11 +95,8 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
                 "stage": f"pretrain-{which}",
                 "data": bench.describe(which),
                 "metrics": metrics,
-                "steps": result.steps,
-                "tokens": result.tokens,
-                "flops": result.flops,
+                **result.cost(),
                 "params": count_params(model),
-                "train_time_s": result.wall_time,
                 "wall_time_s": time.time() - t0,
             }, pretrain_key(cfg, which), device=str(acc.device))
         acc.wait_for_everyone()  # other ranks return only once the stage is on disk

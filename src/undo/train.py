@@ -68,6 +68,11 @@ class TrainResult:
     last_metrics: Metrics = field(default_factory=dict)
     evals: list[dict[str, Any]] = field(default_factory=list)
 
+    def cost(self) -> dict[str, Any]:
+        """What a stage summary records of the run's cost."""
+        return {"steps": self.steps, "tokens": self.tokens, "flops": self.flops,
+                "train_time_s": self.wall_time}
+
 
 def lr_lambda(cfg: OptimConfig) -> Callable[[int], float]:
     """Linear warmup, then constant, cosine or linear decay to `min_lr_ratio` at `steps`."""

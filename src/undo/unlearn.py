@@ -112,11 +112,8 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
                 "after": after,
                 "retain_ratio": _ratio(after[bench.retain_metric.name],
                                        before[bench.retain_metric.name]),
-                "steps": result.steps,
-                "tokens": result.tokens,
-                "flops": result.flops,
+                **result.cost(),
                 "params": count_params(model),
-                "train_time_s": result.wall_time,
                 "wall_time_s": time.time() - t0,
                 "evals": result.evals,
             }, key, device=str(acc.device))
