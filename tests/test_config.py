@@ -62,3 +62,14 @@ def test_parse_override_types():
     assert parse_override("x=[1, 2]") == ("x", [1, 2])
     assert parse_override("attack.lrs=[1e-4, 5.0e-5]") == ("attack.lrs", [1e-4, 5e-5])
     assert load_config(None, ["attack.lrs=[1e-4]"]).attack.lrs == [1e-4]
+
+
+def test_seed_override_runs_that_one_seed(tmp_path):
+    assert load_config(None, []).study.seeds == [0, 1, 2]  # the default study: 3 seeds
+    assert load_config(None, ["seed=7"]).study.seeds == [7]
+    assert load_config(None, ["seed=7", "study.seeds=[1, 2]"]).study.seeds == [1, 2]
+    y = tmp_path / "c.yaml"
+    y.write_text("seed: 4\nstudy:\n  seeds: [0, 5]\n")
+    assert load_config(y, ["seed=3"]).study.seeds == [0, 5]  # named in the file
+    y.write_text("seed: 4\n")
+    assert load_config(y, []).study.seeds == [0, 1, 2]  # a file's seed is the run seed

@@ -191,3 +191,38 @@ def test_localized_noise_only_where_unlearning_moved(micro_model, tokenizer):
 def test_alpha_beta_validated(micro_model, alpha, beta):
     with pytest.raises(ConfigError, match="valid: a number in \\[0, 1\\]"):
         apply_noise(micro_model, alpha, beta, _gen())
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma2", "gpt2", "gpt_neox"])
+def test_norms_reset_mixes_gains_with_a_fresh_init(name):
+    """`norms="reset"`: g -> (1-α)·g + α·g_init, with g_init what the family's own norm
+    module starts from (1, or 0 for Gemma-2's 1 + g); at α = 1 the norms are a fresh
+    init's. Norm biases (GPT-2, NeoX) start at 0, so they are only shrunk."""
+    from transformers import AutoModelForCausalLM
+
+    from families import tiny_configs
+    from undo.noise import param_group
+
+    cfg = tiny_configs(64, {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})[name]
+    fresh = dict(AutoModelForCausalLM.from_config(cfg).named_parameters())
+    for alpha in (0.5, 1.0):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.3)  # a "trained" model: gains and biases off their init
+        before = _params(model)
+        apply_noise(model, alpha, 0.1, _gen(), norms="reset")
+        fam = FAMILIES[name]
+        norms = [k for k in before if param_group(k, fam) == "norms"]
+        assert any(k.endswith("weight") for k in norms)
+        for k, v in model.named_parameters():
+            if k not in norms:
+                continue
+            init = fresh[k] if k.endswith("weight") else torch.zeros_like(v)
+            assert torch.allclose(v, (1 - alpha) * before[k] + alpha * init), k
+
+
+def test_norms_mode_validated(micro_model):
+    with pytest.raises(ConfigError, match="noise.norms"):
+        apply_noise(micro_model, 0.5, 0.1, _gen(), norms="keep")

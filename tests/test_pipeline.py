@@ -132,6 +132,31 @@ def test_graph_starts_tasks_only_after_their_inputs(workers, tmp_path):
     assert order[-1] == "d after ['b', 'c']"
 
 
+def test_seeds_differ_in_noise_data_and_attack(tmp_path):
+    """Each seed's distilled models are attacked with the attack seeds shifted by it; the
+    shared models (gold, unlearn-only) and seed 0 keep the study's own."""
+    from undo.pipeline import study_tasks
+
+    cfg = load_config(None, [f"out_dir={tmp_path}", "attack.seeds=[0, 10]"])
+    tasks, models = study_tasks(cfg)
+    by_name = {t.name: t for t in tasks}
+    seeds = {}
+    for m in models:
+        if m.kind == "base":
+            continue
+        job = by_name[f"attack {m.name}"].make(dict.fromkeys(by_name, tmp_path))
+        seeds[m.name] = (job.cfg or cfg).attack.seeds
+        if m.kind in ("undo", "unlearn_distill"):  # the distillation runs at the model's seed
+            maker = (f"UNDO a={m.alpha:g} s{m.seed}" if m.kind == "undo"
+                     else f"Unlearn-and-Distill s{m.seed}")
+            job = by_name[maker].make(dict.fromkeys(by_name, tmp_path))
+            assert job.kwargs["seed"] == m.seed
+    assert seeds["gold"] == seeds["unlearn-only"] == [0, 10]
+    assert seeds["undo-a0.8-s0"] == [0, 10] and seeds["undo-a0.8-s2"] == [2, 12]
+    assert seeds["unlearn-distill-s1"] == [1, 11]
+    assert not any(tmp_path.iterdir())  # building the graph writes nothing
+
+
 def test_heartbeat_reads_progress_from_stage_files(tmp_path):
     import time
 

@@ -241,8 +241,8 @@ def test_verdict_when_undo_matches_gold():
     text = compose_verdict(s)
     assert ("UNDO with α = 0.8 matched the gold standard's robustness after 500 attack steps "
             "(robustness 0.97) at 62% of its compute.") in text
-    assert "Robustness rose with α (0.50 at α = 0.4 to 0.97 at α = 0.8), and so did compute " \
-           "(30% to 62%)." in text
+    assert "Robustness rose with α in 1/1 seed; compute rose with α in 1/1 seed (mean 0.50 " \
+           "at α = 0.4 to 0.97 at α = 0.8; compute 30% to 62%)." in text
     assert "unlearn-only model reached forget/acc 0.90 against the gold standard's 0.10 " \
            "(9.0×)." in text
 
@@ -250,17 +250,43 @@ def test_verdict_when_undo_matches_gold():
 def test_verdict_picks_cheapest_match_and_averages_seeds():
     s = _study(_undo(0.6, 0.92, 0.5, seed=0), _undo(0.6, 0.96, 0.54, seed=1),
                _undo(0.8, 0.99, 0.7))
-    assert "α = 0.6 matched the gold standard's robustness after 500 attack steps " \
-           "(robustness 0.94 ± 0.03 over 2 seeds) at 52% of its compute" in compose_verdict(s)
+    assert "α = 0.6 matched the gold standard's robustness after 500 attack steps in every " \
+           "seed (robustness 0.94 ± 0.03 over 2 seeds) at 52% of its compute" in compose_verdict(s)
 
 
 def test_verdict_says_when_nothing_matched_and_trend_fails():
     s = _study(_undo(0.2, 0.3, 0.2), _undo(0.4, 0.55, 0.3), _undo(0.6, 0.4, 0.4))
     text = compose_verdict(s)
     assert "No UNDO setting matched the gold standard's robustness" in text
-    assert "the most robust, α = 0.4, reached 0.55 at 30% of the gold standard's compute" in text
-    assert "Robustness did not rise monotonically with α (α = 0.2: 0.30, α = 0.4: 0.55, " \
-           "α = 0.6: 0.40); compute rose (20% to 40%)." in text
+    assert "the most robust, α = 0.4, reached 0.55 (≥ 0.9 in 0/1) at 30% of the gold " \
+           "standard's compute" in text
+    assert "Robustness rose with α in 0/1 seed (not in seed 0: α = 0.2: 0.30, α = 0.4: 0.55, " \
+           "α = 0.6: 0.40); compute rose with α in 1/1 seed" in text
+
+
+def test_verdict_claims_only_what_holds_in_every_seed():
+    # α = 0.8 matches in seeds 0 and 1 but not 2; seed 2's robustness falls with α.
+    s = _study(*[_undo(0.4, r, 0.3, seed=k) for k, r in enumerate((0.5, 0.6, 0.93))],
+               *[_undo(0.8, r, 0.6, seed=k) for k, r in enumerate((0.95, 0.97, 0.8))])
+    text = compose_verdict(s)
+    assert "No UNDO setting matched the gold standard's robustness after 500 attack steps " \
+           "in every seed" in text
+    assert "the most robust, α = 0.8, reached 0.91 ± 0.09 over 3 seeds (≥ 0.9 in 2/3)" in text
+    assert "Robustness rose with α in 2/3 seeds (not in seed 2: α = 0.4: 0.93, " \
+           "α = 0.8: 0.80)" in text
+
+
+def test_verdict_unrecovered_seed_supports_no_claim():
+    bad = _undo(0.8, 0.99, 0.9, seed=1, retain=0.5)
+    bad["recovered"] = False
+    s = _study(_undo(0.4, 0.5, 0.3, seed=0), _undo(0.4, 0.6, 0.3, seed=1),
+               _undo(0.8, 0.97, 0.6, seed=0), bad)
+    text = compose_verdict(s)
+    assert "No UNDO setting matched" in text  # seed 1 of α = 0.8 did not recover
+    assert "reached 0.97 over 1 of 2 seeds (the rest not counted) (≥ 0.9 in 1/2)" in text
+    assert "Robustness rose with α in 1/2 seeds (not in seed 1: α = 0.4: 0.60, " \
+           "α = 0.8: not counted)" in text
+    assert "Not counted: undo-a0.8-s1 (retain/acc 0.500)" in text
 
 
 def test_verdict_unlearning_not_fragile_and_oracle_order():
@@ -338,7 +364,8 @@ def test_nan_robustness_counts_as_undefined():
     s = _study(_undo(0.5, 0.6, 0.4, seed=0), _undo(0.5, float("nan"), 0.45, seed=1))
     (p,) = [p for p in views.frontier(s) if p.kind == "undo"]
     assert (p.n, p.robustness, p.compute) == (1, 0.6, 0.4)
-    assert "α = 0.5, reached 0.60 at 40%" in compose_verdict(s)
+    assert "α = 0.5, reached 0.60 over 1 of 2 seeds (the rest not counted) (≥ 0.9 in 0/2) " \
+           "at 40%" in compose_verdict(s)
     assert "nan" in format_table(s)  # the table still shows what the run produced
 
 

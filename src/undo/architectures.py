@@ -45,6 +45,8 @@ class Family:
     final_norm: str
     block_groups: dict[str, str] = field(default_factory=lambda: dict(_LLAMA_BLOCK))
     conv1d: bool = False  # weights stored (in, out) (GPT-2's Conv1D)
+    # A fresh norm gain: 1, or 0 where the norm multiplies by (1 + gain) (Gemma-2).
+    norm_gain_init: float = 1.0
 
 
 _LLAMA = Family(blocks="model.layers", mlp_out="mlp.down_proj",
@@ -58,7 +60,7 @@ FAMILIES: dict[str, Family] = {
         blocks="model.layers", mlp_out="mlp.down_proj", embeddings=("model.embed_tokens",),
         head="lm_head", final_norm="model.norm",
         block_groups={**_LLAMA_BLOCK, "pre_feedforward_layernorm": "norms",
-                      "post_feedforward_layernorm": "norms"}),
+                      "post_feedforward_layernorm": "norms"}, norm_gain_init=0.0),
     "gpt2": Family(
         blocks="transformer.h", mlp_out="mlp.c_proj",
         embeddings=("transformer.wte", "transformer.wpe"), head="lm_head",

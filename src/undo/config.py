@@ -222,6 +222,9 @@ class NoiseConfig:
     # largest |Δθ| of each tensor; magnitude = |Δθ| / max |Δθ| per tensor.
     mask: Literal["none", "top_fraction", "magnitude"] = "none"
     mask_fraction: float = 0.1
+    # Norm gains: shrink = (1 − α)·g (the paper); reset = (1 − α)·g + α·g_init, mixed with
+    # a fresh init's gain so the student keeps its scale (docs/distillation.md).
+    norms: Literal["shrink", "reset"] = "reset"
 
     def validate(self, p: str) -> None:
         _check(0 <= self.alpha <= 1, f"{p}.alpha", self.alpha, "a number in [0, 1]")
@@ -443,7 +446,11 @@ class StudyConfig:
 
     # Three α and the random init (α = 1 in spirit) fit the 2-core CPU budget.
     alphas: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.8])
-    seeds: list[int] = field(default_factory=lambda: [0])  # UNDO noise/distill seeds
+    # Seeds of every distilled arm (noise draw or init, distillation data order, attack
+    # seeds shifted by it); the shared stages (pretraining, unlearning) run once. The
+    # report gives mean ± spread and states only what holds in every seed. A `seed=N`
+    # on the command line without `study.seeds` runs that one seed (`load_config`).
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     unlearn_distill: bool = True  # also distill into a random init (Unlearn-and-Distill)
     # The gold standard (a model that never saw the forget data): `pretrain` trains one
     # (retain data only; with model.name_or_path, from a random init of its architecture);
@@ -707,9 +714,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of keys")
         raw = _fix_yaml_numbers(loaded)
+    keys = []
     for ov in overrides or []:
         key, value = parse_override(ov)
         _set_dotted(raw, key, value)
+        keys.append(key)
+    # `undo run seed=N` runs the study at that one seed, unless the seeds are named.
+    if (cls is RunConfig and "seed" in keys and "study.seeds" not in keys
+            and "seeds" not in (raw.get("study") or {})):
+        raw.setdefault("study", {})["seeds"] = [raw["seed"]]
     return from_dict(raw, cls)
 
 

@@ -16,9 +16,9 @@ the LR schedule always spans the full budget, as in the paper). Compute is recor
 optimizer steps, tokens and FLOPs, and, given the gold-standard pretraining stage, as
 fractions of it (`compute.compute_fractions`).
 
-The data order depends on the run seed (`cfg.seed`), not on the distillation `seed`
-(noise draw / random init): an α × seed sweep then distills on identical batches and
-shares one teacher cache.
+The data order depends on the run seed and the distillation `seed` (`data_seed`): seeds
+of a study differ in noise draw / init *and* data order, while an α sweep at one seed
+distills on identical batches and shares one teacher cache.
 """
 
 from __future__ import annotations
@@ -88,6 +88,12 @@ def cache_mode(dcfg: DistillConfig, vocab_size: int) -> str:
     if dcfg.teacher_cache == "auto":
         return "full" if vocab_size <= FULL_CACHE_MAX_VOCAB else "online"
     return dcfg.teacher_cache
+
+
+def data_seed(cfg: RunConfig, seed: int) -> int:
+    """The distillation data order's seed: the run seed shifted by the distillation seed
+    (seed 0 keeps the run seed's order)."""
+    return cfg.seed + seed
 
 
 def distill_key(cfg: RunConfig, teacher_fp: str, init: dict[str, Any], seed: int,
@@ -191,7 +197,8 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
         dcfg = cfg.distill
         stop = bench.stop_rule if dcfg.stop == "auto" else dcfg.stop
         batches: Callable[[int, int], dict] = bench.batches(
-            "distill", tokenizer, dcfg.batch_size, seed=cfg.seed, rank=acc.process_index)
+            "distill", tokenizer, dcfg.batch_size, seed=data_seed(cfg, seed),
+            rank=acc.process_index)
         mode = cache_mode(dcfg, teacher.get_output_embeddings().weight.size(0))
         cache = None
         if mode == "online":
@@ -200,7 +207,8 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
             cache = TeacherCache(
                 run_dir(cfg) / "cache", teacher, batches, mode=mode, k=dcfg.cache_topk,
                 temperature=dcfg.temperature, grad_accum=dcfg.grad_accum, rank=acc.process_index,
-                key={"teacher": key["teacher"], "data": key["data"], "seed": cfg.seed,
+                key={"teacher": key["teacher"], "data": key["data"],
+                     "seed": data_seed(cfg, seed),
                      "batch_size": dcfg.batch_size})
             objective = DistillKL(None, dcfg.temperature, dcfg.chunk_positions, dcfg.logits)
             batches = CachedBatches(batches, cache)

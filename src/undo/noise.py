@@ -34,6 +34,7 @@ from .config import ConfigError, NoiseConfig
 
 GROUPS = ("attention", "mlp", "embeddings", "norms", "other")
 MASKS = ("none", "top_fraction", "magnitude")
+NORMS = ("shrink", "reset")
 
 
 # ------------------------------------------------------------------- pure functions
@@ -68,6 +69,12 @@ def shrink_perturb(theta: torch.Tensor, alpha: float, beta: float,
             n = n * mask.to(device=theta.device, dtype=torch.float32)
         out = out + (alpha * beta) * n
     return out.to(theta.dtype)
+
+
+def toward(theta: torch.Tensor, alpha: float, target: float) -> torch.Tensor:
+    """(1 − α)·θ + α·target, in float32, returned in θ's dtype: a 1-D weight mixed with a
+    fresh init's constant value (`noise.norms: reset`)."""
+    return (theta.float() * (1.0 - alpha) + alpha * target).to(theta.dtype)
 
 
 def importance_mask(theta: torch.Tensor, theta_base: torch.Tensor, mode: str,
@@ -177,13 +184,18 @@ def select_parameters(model: torch.nn.Module, targets: Sequence[str] = GROUPS,
 @torch.no_grad()
 def apply_noise(model: torch.nn.Module, alpha: float, beta: float, generator: torch.Generator,
                 *, targets: Sequence[str] = GROUPS, layers: Sequence[int] | None = None,
-                mask: str = "none", mask_fraction: float = 0.1,
+                mask: str = "none", mask_fraction: float = 0.1, norms: str = "shrink",
                 base: torch.nn.Module | None = None) -> NoiseReport:
     """Shrink-and-perturb `model` in place; see the module docstring. Returns a report.
 
-    `base` (the model before unlearning) is required for the localized masks.
+    `norms`: "shrink" (the paper: a norm gain g becomes (1 − α)·g) or "reset" (g becomes
+    (1 − α)·g + α·g_init, g_init the family's fresh gain, so a norm keeps its scale;
+    docs/distillation.md). `base` (the model before unlearning) is required for the
+    localized masks.
     """
     _check_alpha_beta(alpha, beta)
+    if norms not in NORMS:
+        raise ConfigError(f"config key 'noise.norms': got {norms!r}; valid: {', '.join(NORMS)}")
     if mask not in MASKS:
         raise ConfigError(f"config key 'noise.mask': got {mask!r}; valid: {', '.join(MASKS)}")
     base_params = dict(base.named_parameters()) if base is not None else None
@@ -208,9 +220,12 @@ def apply_noise(model: torch.nn.Module, alpha: float, beta: float, generator: to
             scaled = alpha * beta * (noise if importance is None else noise * importance.cpu())
             noise_sq += float(scaled.double().pow(2).sum())
             perturbed += p.numel()
-        p.copy_(shrink_perturb(p, alpha, beta, noise, importance))
-        touched += p.numel()
         g = param_group(name, fam)
+        if norms == "reset" and g == "norms" and name.endswith("weight"):
+            p.copy_(toward(p, alpha, fam.norm_gain_init))  # norm biases start at 0: shrunk
+        else:
+            p.copy_(shrink_perturb(p, alpha, beta, noise, importance))
+        touched += p.numel()
         by_group[g] = by_group.get(g, 0) + p.numel()
     total = sum(p.numel() for p in all_params)
     return NoiseReport(
@@ -229,7 +244,7 @@ def noised_copy(model: torch.nn.Module, cfg: NoiseConfig, seed: int, *,
     g = torch.Generator(device="cpu").manual_seed(seed)
     report = apply_noise(student, cfg.alpha if alpha is None else alpha, cfg.beta, g,
                          targets=cfg.targets, layers=cfg.layers, mask=cfg.mask,
-                         mask_fraction=cfg.mask_fraction, base=base)
+                         mask_fraction=cfg.mask_fraction, norms=cfg.norms, base=base)
     return student, report
 
 
@@ -266,7 +281,7 @@ def noise(cfg: Any, model_dir: str | Path, out_dir: str | Path, *,
     g = torch.Generator(device="cpu").manual_seed(seed)
     report = apply_noise(model, ncfg.alpha if alpha is None else alpha, ncfg.beta, g,
                          targets=ncfg.targets, layers=ncfg.layers, mask=ncfg.mask,
-                         mask_fraction=ncfg.mask_fraction, base=base)
+                         mask_fraction=ncfg.mask_fraction, norms=ncfg.norms, base=base)
     out = Path(out_dir)
     staging = out.with_name(out.name + ".partial")
     save_model(model, load_tokenizer(src), staging)

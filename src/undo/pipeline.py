@@ -290,12 +290,22 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
             if m.kind == "base":
                 continue
             add(None, f"attack {m.name}", "attack", (dep,),
-                lambda d, dep=dep: Job(f"attack {dep}", attack, (d[dep] / "model",)),
+                lambda d, dep=dep, m=m: Job(f"attack {dep}", attack, (d[dep] / "model",),
+                                            {}, attack_config(cfg, m.seed)),
                 runs_progress(lambda m=m: f"{m.stage_dir.name}-*", root / "attacks", n_runs))
             tasks[-1].after.append(lambda d, m=m: setattr(m, "attack_dir", d))
         if cfg.study.attack_search:
             _add_search_tasks(cfg, tasks, made_by)
     return tasks, models
+
+
+def attack_config(cfg: RunConfig, seed: int | None) -> RunConfig | None:
+    """The attack config of a model distilled at `seed`: the attack seeds shifted by it,
+    so seeds of a study differ in their attacks too (seed 0 and unseeded models: None,
+    the study's own config)."""
+    if not seed:
+        return None
+    return replace(cfg, attack=replace(cfg.attack, seeds=[a + seed for a in cfg.attack.seeds]))
 
 
 def _add_search_tasks(cfg: RunConfig, tasks: list[Task], made_by: dict[str, Model]) -> None:

@@ -7,6 +7,8 @@ reversed) the sentence says so instead of staying silent.
 
 from __future__ import annotations
 
+import math
+
 from . import views
 from .table import fmt_fraction
 
@@ -42,6 +44,61 @@ def _fragility(summary: dict) -> str | None:
     return text + "."
 
 
+def _counted(m: dict, budget: int) -> float | None:
+    """A distilled model's robustness at `budget` if it counts: recovered and defined."""
+    r = views.robustness(m, budget)
+    if m.get("recovered") is False or r is None or not math.isfinite(r):
+        return None
+    return float(r)
+
+
+def _in_every_seed(models: list[dict], budget: int) -> tuple[int, int]:
+    """(seeds whose model matched the gold standard, seeds): a seed that did not recover
+    or whose robustness is undefined did not match."""
+    hits = sum(1 for m in models if (r := _counted(m, budget)) is not None and r >= MATCH)
+    return hits, len(models)
+
+
+def _spread(p: views.FrontierPoint, seeds: int = 1) -> str:
+    """Mean ± std over the seeds that count; says how many of `seeds` did."""
+    text = f"{_f(p.robustness)} ± {_f(p.robustness_std)}" if p.n > 1 else _f(p.robustness)
+    if seeds > p.n:
+        return f"{text} over {p.n} of {seeds} seeds (the rest not counted)"
+    return f"{text} over {p.n} seeds" if p.n > 1 else text
+
+
+def _rises(values: list[float | None]) -> bool:
+    return all(v is not None for v in values) and all(
+        b > a for a, b in zip(values, values[1:], strict=False))  # type: ignore[operator]
+
+
+def _by_seed_trend(undo_models: list[dict], budget: int) -> str | None:
+    """Robustness and compute against α, seed by seed: the claim is made per seed, and a
+    seed with a student that did not recover cannot support it."""
+    seeds = sorted({m.get("seed") for m in undo_models}, key=lambda s: (s is None, s))
+    alphas = sorted({m["alpha"] for m in undo_models})
+    if len(alphas) < 2:
+        return None
+    rose = compute_rose = 0
+    broken = []
+    for seed in seeds:
+        ms = {m["alpha"]: m for m in undo_models if m.get("seed") == seed}
+        r = [_counted(ms[a], budget) if a in ms else None for a in alphas]
+        c = [ms[a]["compute"]["fraction_of_gold_steps"] if a in ms else None for a in alphas]
+        rose += _rises(r)
+        compute_rose += _rises(c)
+        if not _rises(r):
+            vals = ", ".join(f"α = {a:g}: " + ("not counted" if v is None else _f(v))
+                             for a, v in zip(alphas, r, strict=True))
+            broken.append(f"seed {seed}: {vals}")
+    n = len(seeds)
+    unit = "seed" if n == 1 else "seeds"
+    text = f"Robustness rose with α in {rose}/{n} {unit}"
+    if broken:
+        text += f" (not in {'; '.join(broken)})"
+    return text + f"; compute rose with α in {compute_rose}/{n} {unit}."
+
+
 def _undo(summary: dict) -> list[str]:
     budget = views.largest_budget(summary)
     points = [p for p in views.frontier(summary) if p.kind == "undo"]
@@ -51,42 +108,35 @@ def _undo(summary: dict) -> list[str]:
     if not points:
         return [f"UNDO's robustness after {budget} steps is undefined (null in the summary: "
                 f"typically the gold standard and the unlearn-only model are too close to "
-                f"scale against), so no compute trade-off can be stated."]
+                f"scale against, or no student recovered), so no compute trade-off can be "
+                f"stated."]
     points.sort(key=lambda p: p.alpha)
-
-    def spread(p: views.FrontierPoint) -> str:
-        return f"{_f(p.robustness)} ± {_f(p.robustness_std)} over {p.n} seeds" if p.n > 1 \
-            else _f(p.robustness)
-
+    by_alpha = {a: [m for m in undo_models if m["alpha"] == a] for a in
+                {m["alpha"] for m in undo_models}}
     out = []
-    matched = [p for p in points if p.robustness >= MATCH]
-    if matched:
-        p = min(matched, key=lambda p: p.compute)
+    # "Matched" is said only of an α that matched in every seed.
+    everywhere = [p for p in points
+                  if (h := _in_every_seed(by_alpha[p.alpha], budget))[0] == h[1]]
+    if everywhere:
+        p = min(everywhere, key=lambda p: p.compute)
+        n = len(by_alpha[p.alpha])
+        every = " in every seed" if n > 1 else ""
         out.append(f"UNDO with α = {p.alpha:g} matched the gold standard's robustness after "
-                   f"{budget} attack steps (robustness {spread(p)}) at "
+                   f"{budget} attack steps{every} (robustness {_spread(p, n)}) at "
                    f"{fmt_fraction(p.compute)} of its compute.")
     else:
         p = max(points, key=lambda p: p.robustness)
+        hits, n = _in_every_seed(by_alpha[p.alpha], budget)
         out.append(f"No UNDO setting matched the gold standard's robustness after {budget} "
-                   f"attack steps (taken here as robustness ≥ {MATCH}): the most robust, "
-                   f"α = {p.alpha:g}, reached {spread(p)} at {fmt_fraction(p.compute)} of the "
-                   f"gold standard's compute.")
-    if len(points) >= 2:
-        r = [p.robustness for p in points]
-        c = [p.compute for p in points]
+                   f"attack steps in every seed (taken here as robustness ≥ {MATCH}): the "
+                   f"most robust, α = {p.alpha:g}, reached {_spread(p, n)} (≥ {MATCH} in "
+                   f"{hits}/{n}) at {fmt_fraction(p.compute)} of the gold standard's compute.")
+    trend = _by_seed_trend(undo_models, budget)
+    if trend:
         lo, hi = points[0], points[-1]
-        r_up = all(b > a for a, b in zip(r, r[1:], strict=False))
-        c_up = all(b > a for a, b in zip(c, c[1:], strict=False))
-        rng = (f"{_f(lo.robustness)} at α = {lo.alpha:g} to {_f(hi.robustness)} at "
-               f"α = {hi.alpha:g}")
-        crng = f"{fmt_fraction(lo.compute)} to {fmt_fraction(hi.compute)}"
-        if r_up and c_up:
-            out.append(f"Robustness rose with α ({rng}), and so did compute ({crng}).")
-        else:
-            vals = ", ".join(f"α = {p.alpha:g}: {_f(p.robustness)}" for p in points)
-            out.append(f"Robustness {'rose' if r_up else 'did not rise monotonically'} with α "
-                       f"({vals}); compute {'rose' if c_up else 'did not rise monotonically'} "
-                       f"({crng}).")
+        out.append(f"{trend[:-1]} (mean {_f(lo.robustness)} at α = {lo.alpha:g} to "
+                   f"{_f(hi.robustness)} at α = {hi.alpha:g}; compute "
+                   f"{fmt_fraction(lo.compute)} to {fmt_fraction(hi.compute)}).")
     return out
 
 
@@ -96,8 +146,10 @@ def _distill(summary: dict) -> str | None:
     if not ps:
         return None
     p = ps[0]
-    return (f"Unlearn-and-Distill reached robustness {_f(p.robustness)} after {budget} steps at "
-            f"{fmt_fraction(p.compute)} of the gold standard's compute.")
+    hits, n = _in_every_seed(_by_kind(summary, "unlearn_distill"), budget)
+    seeds = f" (≥ {MATCH} in {hits}/{n} seeds)" if n > 1 else ""
+    return (f"Unlearn-and-Distill reached robustness {_spread(p, n)}{seeds} after {budget} steps "
+            f"at {fmt_fraction(p.compute)} of the gold standard's compute.")
 
 
 def _oracles(summary: dict) -> str | None:
