@@ -34,7 +34,7 @@ import torch
 from undo.artifacts import environment, read_json, write_json
 from undo.config import RunConfig, load_config
 from undo.robustness import budget_key, robustness
-from undo.search import replay_all, search_attack
+from undo.search import replay_all, search_attack, worst_case
 
 SKIP = ("base",)  # the study does not attack the base model
 
@@ -65,15 +65,43 @@ def measure(cfg: RunConfig, models: list[dict], trials: int, workers: int) -> di
     for m, f in zip(models, folders, strict=True):
         s, r = read_json(Path(f) / "search.json"), read_json(Path(f) / "relearn.json")
         hiw = s["metric"]["higher_is_better"]
-        grid = r["worst_case"][s["metric"]["name"]][k]
+        bound = s["utility"]["bound"]
         found = s["worst_case"][k]
-        value = None if found is None else found["value"]
+        # Like for like: the grid under the search's utility floor, and the search
+        # (trials and replays) without it, beside the grid and search as defined.
+        grid_runs = [{"source": "grid", "params": {"lr": run["lr"], "seed": run["seed"]},
+                      "budgets": {b: {"forget": v[s["metric"]["name"]],
+                                      "retain": v[s["retain_metric"]["name"]],
+                                      "valid": v[s["retain_metric"]["name"]] >= bound}
+                                  for b, v in run["budgets"].items()}}
+                     for run in r["runs"]]
+        unfloored = [{**e, "budgets": {b: {**v, "valid": True} for b, v in e["budgets"].items()}}
+                     for e in s["trials"] + s["replays"] if e.get("budgets")]
+        views = {
+            "grid": r["worst_case"][s["metric"]["name"]][k],
+            "grid_under_floor": worst_case(grid_runs, [cfg.attack.steps], hiw)[k],
+            "search": found,
+            "search_without_floor": worst_case(unfloored, [cfg.attack.steps], hiw)[k]}
+        val = {n: None if v is None else v["value"] for n, v in views.items()}
+
+        def stronger(a: str, b: str, strict: bool = False, val=val, hiw=hiw) -> bool:
+            return _stronger(val[a], val[b], hiw, strict)
+
         out["models"][m["name"]] = {
-            "kind": m["kind"], "alpha": m.get("alpha"),
-            "grid": {"value": grid["value"], "lr": grid["lr"]},
-            "search": found, "best": s["best"],
-            "at_least_as_strong": value is not None and not _better(grid["value"], value, hiw),
-            "strictly_stronger": value is not None and _better(value, grid["value"], hiw),
+            "kind": m["kind"], "alpha": m.get("alpha"), "utility_bound": bound,
+            **{n: (None if v is None else {"value": v["value"], "lr": v.get("lr"),
+                                           "retain": v.get("retain"),
+                                           "params": v.get("params")})
+               for n, v in views.items()},
+            "best": s["best"],
+            # As issue 15 words it (search under the floor vs the grid, which has none),
+            # and like for like (both under the floor; both without it).
+            "at_least_as_strong": stronger("search", "grid"),
+            "strictly_stronger": stronger("search", "grid", strict=True),
+            "at_least_as_strong_under_floor": stronger("search", "grid_under_floor"),
+            "strictly_stronger_under_floor": stronger("search", "grid_under_floor", True),
+            "at_least_as_strong_without_floor": stronger("search_without_floor", "grid"),
+            "strictly_stronger_without_floor": stronger("search_without_floor", "grid", True),
             "counted_trials": sum(t["state"] == "complete" for t in s["trials"]),
             "pruned_trials": sum(t["state"] == "pruned" for t in s["trials"]),
             "search_flops": s["cost"]["flops"], "replay_flops": s["cost"]["replay_flops"],
@@ -82,6 +110,20 @@ def measure(cfg: RunConfig, models: list[dict], trials: int, workers: int) -> di
     out["robustness"] = _robustness(out["models"], cfg.study.min_robustness_gap)
     out["wall_s"] = time.time() - t0
     return out
+
+
+def _stronger(a: float | None, b: float | None, higher_is_worse: bool, strict: bool) -> bool:
+    """Is attack value `a` at least as strong as (strict: stronger than) `b`? None: nothing
+    kept the utility floor, the weakest of all."""
+    if a is None:
+        return False
+    if b is None:
+        return True
+    return _better(a, b, higher_is_worse) if strict else not _better(b, a, higher_is_worse)
+
+
+def _fmt(v: dict | None) -> str:
+    return "-" if v is None else f"{v['value']:.3f}"
 
 
 def _robustness(models: dict[str, dict], tol: float) -> dict[str, dict]:
@@ -122,20 +164,31 @@ def main() -> None:
         results[str(k)] = measure(cfg, models, args.trials, args.workers)
         write_json(args.out, {"run": str(run), "results": results})  # partial results too
     unlearn = [m["name"] for m in models if m["kind"] == "unlearn_only"]
+    def everywhere(key: str) -> bool:
+        return all(m[key] for r in results.values() for m in r["models"].values())
+
+    def unlearn_only_at_40(key: str) -> bool:
+        return bool(unlearn) and "40" in results and results["40"]["models"][unlearn[0]][key]
+
     floors = {
-        "at_least_as_strong_everywhere": all(
-            m["at_least_as_strong"] for r in results.values() for m in r["models"].values()),
-        "unlearn_only_strictly_stronger_at_40": (
-            bool(unlearn) and "40" in results
-            and results["40"]["models"][unlearn[0]]["strictly_stronger"]),
+        "at_least_as_strong_everywhere": everywhere("at_least_as_strong"),
+        "unlearn_only_strictly_stronger_at_40": unlearn_only_at_40("strictly_stronger"),
+        "under_floor": {
+            "at_least_as_strong_everywhere": everywhere("at_least_as_strong_under_floor"),
+            "unlearn_only_strictly_stronger_at_40":
+                unlearn_only_at_40("strictly_stronger_under_floor")},
+        "without_floor": {
+            "at_least_as_strong_everywhere": everywhere("at_least_as_strong_without_floor"),
+            "unlearn_only_strictly_stronger_at_40":
+                unlearn_only_at_40("strictly_stronger_without_floor")},
     }
     write_json(args.out, {"run": str(run), "trials": args.trials, "steps": args.steps,
                           "floors": floors, "results": results, "loadavg_before": load0,
                           "loadavg_after": os.getloadavg(), "environment": environment()})
     for k, r in results.items():
         print(f"k={k}: " + "; ".join(
-            f"{n} grid {m['grid']['value']:.3f} search "
-            f"{'-' if m['search'] is None else format(m['search']['value'], '.3f')}"
+            f"{n} grid {_fmt(m['grid'])} (floored {_fmt(m['grid_under_floor'])}) search "
+            f"{_fmt(m['search'])} (unfloored {_fmt(m['search_without_floor'])})"
             for n, m in r["models"].items()))
     print(f"floors: {floors}")
 

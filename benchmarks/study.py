@@ -7,14 +7,15 @@
 fresh folder (benchmarks/results/study-run, ignored by git), times it end to end (process
 start to exit) and then re-runs it cached. Otherwise it reads an existing RUN_DIR
 (default runs/arithmetic-tiny). Either way it copies summary.json next to the JSON (study_summary.json) and
-checks the paper's qualitative findings with the study's own numbers:
+checks issue 14's floors with the study's own numbers (every seed):
+  - every UNDO and Unlearn-and-Distill student recovered (stop rule met in budget);
+  - robustness rises with alpha in every seed (recovered students only);
+  - the largest alpha and Unlearn-and-Distill reach mean robustness >= 0.9 at the largest
+    budget at <= 50% of the gold standard's compute (steps and FLOPs incl. the teacher);
   - fragility: unlearn-only worst-case forget accuracy after the first attack budget
-    (40 steps) is >= 3x the gold standard's;
-  - Unlearn-and-Distill and UNDO at the largest alpha have robustness >= 0.7 at the
-    largest budget;
-  - robustness and compute (fraction of gold steps) rise with alpha;
-  - oracle matching into the base model relearns faster than into a random init
-    (higher worst-case forget accuracy after the first attack budget).
+    (40 steps) is >= 3x the gold standard's.
+--compare SUMMARY checks that another run's summary.json (e.g. a second --from-scratch
+run into --scratch-dir) is equal apart from timing fields.
 With --rerun it also runs `undo run` again on the same config (everything cached), times
 it and checks that summary.json is unchanged apart from timing fields. Every figure is
 read from the files; nothing here is hard-coded except the floors themselves.
@@ -49,57 +50,74 @@ def by_kind(summary: dict, kind: str) -> list[dict]:
     return [m for m in summary["models"] if m["kind"] == kind]
 
 
+def _mean_sd(xs: list) -> dict:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
+    mu, sd = views.mean_std(xs)
+    return {"mean": mu, "sd": sd, "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def _arm(ms: list[dict], k: int, top: int) -> dict:
+    """One distilled arm over its seeds: recovery, robustness and compute, per seed too."""
+    return {
+        "recovered": f"{sum(m.get('recovered') is True for m in ms)}/{len(ms)}",
+        "all_recovered": all(m.get("recovered") is True for m in ms),
+        "robustness": _mean_sd([views.robustness(m, top) for m in ms]),
+        "robustness_first_budget": _mean_sd([views.robustness(m, k) for m in ms]),
+        "steps_fraction": _mean_sd([m["compute"]["fraction_of_gold_steps"] for m in ms]),
+        "flops_fraction": _mean_sd([m["compute"]["fraction_of_gold_flops"] for m in ms]),
+        "retain_acc": _mean_sd([m["metrics"]["retain/acc"] for m in ms]),
+        "per_seed": {str(m["seed"]): {
+            "recovered": m.get("recovered"), "robustness": views.robustness(m, top),
+            "steps": m["compute"]["steps"],
+            "steps_fraction": m["compute"]["fraction_of_gold_steps"],
+            "flops_fraction": m["compute"]["fraction_of_gold_flops"],
+            "retain_acc": m["metrics"]["retain/acc"]} for m in ms}}
+
+
 def findings(summary: dict) -> dict:
+    """Issue 14's floors, each with the numbers it is judged on."""
     k = views.smallest_attack_budget(summary)
     top = views.largest_budget(summary)
     gold, uo = by_kind(summary, "gold")[0], by_kind(summary, "unlearn_only")[0]
     out: dict = {"first_budget": k, "largest_budget": top}
     g_k, u_k = views.worst_case(gold, k), views.worst_case(uo, k)
+    # Gold and unlearn-only are shared by the seeds (one model each, one attack).
     out["fragility"] = {"unlearn_only": u_k, "gold": g_k,
                         "ratio": u_k / g_k if g_k else None, "floor": 3.0,
                         "holds": bool(g_k and u_k / g_k >= 3.0) or (not g_k and u_k > 0)}
-    undo = sorted(by_kind(summary, "undo"), key=lambda m: (m["alpha"], m["seed"] or 0))
+    undo = by_kind(summary, "undo")
     alphas = sorted({m["alpha"] for m in undo})
-
-    def mean(xs: list) -> float | None:
-        xs = [x for x in xs if x is not None]
-        return sum(xs) / len(xs) if xs else None
-
-    per_alpha = {}
-    for a in alphas:
-        ms = [m for m in undo if m["alpha"] == a]
-        per_alpha[str(a)] = {
-            "robustness": mean([views.robustness(m, top) for m in ms]),
-            "robustness_first_budget": mean([views.robustness(m, k) for m in ms]),
-            "compute_fraction_of_gold_steps": mean(
-                [m["compute"]["fraction_of_gold_steps"] for m in ms]),
-            "steps": mean([m["compute"]["steps"] for m in ms]),
-            "retain_acc": mean([m["metrics"]["retain/acc"] for m in ms]),
-            "forget_acc": mean([m["metrics"]["forget/acc"] for m in ms])}
-    out["undo_by_alpha"] = per_alpha
+    seeds = sorted({m["seed"] for m in undo})
+    arms = {f"undo a{a:g}": _arm([m for m in undo if m["alpha"] == a], k, top) for a in alphas}
     ud = by_kind(summary, "unlearn_distill")
-    rob_ud = mean([views.robustness(m, top) for m in ud])
-    rob_top = per_alpha[str(alphas[-1])]["robustness"] if alphas else None
-    out["robust_at_largest_budget"] = {
-        "unlearn_distill": rob_ud, "largest_alpha": rob_top, "floor": 0.7,
-        "holds": rob_ud is not None and rob_top is not None and min(rob_ud, rob_top) >= 0.7}
-    robs = [per_alpha[str(a)]["robustness"] for a in alphas]
-    comps = [per_alpha[str(a)]["compute_fraction_of_gold_steps"] for a in alphas]
-    out["monotonic_in_alpha"] = {
-        "robustness": robs, "compute": comps,
-        "robustness_rises": all(a is not None and b is not None and b >= a
-                                for a, b in zip(robs, robs[1:], strict=False)),
-        "compute_rises": all(a is not None and b is not None and b >= a
-                             for a, b in zip(comps, comps[1:], strict=False))}
+    if ud:
+        arms["unlearn_distill"] = _arm(ud, k, top)
+    out["arms"] = arms
+    out["every_student_recovered"] = all(a["all_recovered"] for a in arms.values())
+    rises = {}
+    for seed in seeds:
+        ms = {m["alpha"]: m for m in undo if m["seed"] == seed}
+        r = [views.robustness(ms[a], top) if ms[a].get("recovered") else None for a in alphas]
+        rises[str(seed)] = {"robustness": r, "rises": all(x is not None for x in r) and all(
+            b > a for a, b in zip(r, r[1:], strict=False))}
+    out["robustness_rises_with_alpha"] = {
+        "per_seed": rises, "holds": all(v["rises"] for v in rises.values())}
+    top_arms = [arms[f"undo a{alphas[-1]:g}"]] + ([arms["unlearn_distill"]] if ud else [])
+    out["robust_and_cheap"] = {
+        "floor_robustness": 0.9, "floor_compute": 0.5,
+        "holds": all(a["all_recovered"] and (a["robustness"]["mean"] or 0) >= 0.9
+                     and (a["steps_fraction"]["mean"] or 9) <= 0.5
+                     and (a["flops_fraction"]["mean"] or 9) <= 0.5 for a in top_arms)}
     ob, orand = by_kind(summary, "oracle_base"), by_kind(summary, "oracle_random")
     if ob and orand:
         b_k, r_k = views.worst_case(ob[0], k), views.worst_case(orand[0], k)
-        b_t, r_t = views.worst_case(ob[0], top), views.worst_case(orand[0], top)
         out["oracles"] = {"base_first_budget": b_k, "random_first_budget": r_k,
-                          "base_largest_budget": b_t, "random_largest_budget": r_t,
-                          "holds": b_k is not None and r_k is not None and b_k > r_k}
+                          "recovered": [ob[0].get("recovered"), orand[0].get("recovered")]}
     out["models"] = {m["name"]: {
         "retain_acc": m["metrics"]["retain/acc"], "forget_acc": m["metrics"]["forget/acc"],
+        "recovered": m.get("recovered"),
         "worst_case": {b: (w or {}).get("value") for b, w in
                        ((m.get("attack") or {}).get("worst_case") or {}).items()},
         "robustness": m.get("robustness"), "compute": m.get("compute"),
@@ -113,12 +131,15 @@ def main() -> int:
     ap.add_argument("--rerun", action="store_true", help="time a fully cached re-run")
     ap.add_argument("--out", default="benchmarks/results/study.json")
     ap.add_argument("--from-scratch", action="store_true",
-                    help="run the default study into a fresh folder first (~35 min)")
+                    help="run the default study into a fresh folder first (~20 min)")
+    ap.add_argument("--scratch-dir", default="benchmarks/results/study-run",
+                    help="where --from-scratch runs (removed first)")
+    ap.add_argument("--compare", help="another run's summary.json: equal but for timings?")
     args = ap.parse_args()
     run = Path(args.run_dir)
     scratch_wall = None
     if args.from_scratch:
-        out_dir = Path("benchmarks/results/study-run")
+        out_dir = Path(args.scratch_dir)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         t0 = time.perf_counter()
@@ -144,6 +165,13 @@ def main() -> int:
         again = read_json(run / "summary.json")
         result["cached_rerun"] = {"wall_time_s": wall, "floor_s": 30,
                                   "summary_unchanged": strip(again) == strip(summary)}
+    if args.compare:
+        other = read_json(Path(args.compare))
+        diff = [m["name"] for m, o in zip(summary["models"], other["models"], strict=False)
+                if strip(m) != strip(o)]
+        result["second_run"] = {"summary": args.compare,
+                                "same": strip(other) == strip(summary),
+                                "models_that_differ": diff}
     write_json(Path(args.out), result)
     print(json.dumps({k: v for k, v in result.items() if k != "environment"}, indent=1,
                      default=str)[:4000])

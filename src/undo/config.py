@@ -204,8 +204,8 @@ class SweepConfig:
 class NoiseConfig:
     """Shrink-and-perturb θ ← (1−α)·θ + α·β·(I ⊙ N) before distilling (see undo.noise).
 
-    N is Xavier-uniform for 2-D weights and 0 for 1-D ones (only shrunk); I is all ones
-    unless `mask` builds it from |θ_unlearned − θ_base| (localized noise).
+    N is Xavier-uniform for 2-D weights and 0 for 1-D ones (norm gains: see `norms`); I is
+    all ones unless `mask` builds it from |θ_unlearned − θ_base| (localized noise).
     """
 
     alpha: float = 0.6  # shrink / noise share; the paper sweeps 0.1..0.8

@@ -6,7 +6,12 @@
 "Distillation Robustifies Unlearning", arXiv 2506.06278.) N is a fresh Xavier-uniform
 draw, U(±√(6 / (fan_in + fan_out))) (Glorot & Bengio 2010), for every 2-D weight (linear
 layers, embeddings, an untied output head); 1-D weights (norm scales, biases) get N = 0
-and are only shrunk. The bound is symmetric in the two fans, so GPT-2's `Conv1D`
+and are only shrunk, as in the paper (`noise.norms: shrink`). The default,
+`noise.norms: reset`, mixes a norm gain with a fresh init's instead,
+g ← (1 − α)·g + α·g_init: shrinking every gain of a pre-norm model by 1 − α scales each
+block's output and the logits down with it, and an α = 0.8 student then stalls for
+hundreds of steps (measured: docs/distillation.md). On Gemma-2, whose norms multiply by
+(1 + g), the paper's shrink already moves the effective gain toward its init of 1. The bound is symmetric in the two fans, so GPT-2's `Conv1D`
 weights, stored transposed as (in, out), get the same bound as the equivalent Linear
 (out, in); a tied output head is the embedding's tensor and is noised once. I is an
 importance mask (all ones for the paper's global noise; the *localized* variant builds it
