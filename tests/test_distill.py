@@ -114,8 +114,11 @@ def test_cli_noise_and_distill(teacher_dir, tmp_path, capsys):
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert read_json(out / "noise.json")["report"]["alpha"] == 0.5
     a, b = load_model(teacher_dir), load_model(out)
-    # noise.norms=reset (the default): gains mixed with a fresh init's 1, not shrunk.
-    assert torch.allclose(b.model.norm.weight, 0.5 * a.model.norm.weight + 0.5)
+    # noise.norms=keep (the default): norm gains untouched; shrink halves them.
+    assert torch.equal(b.model.norm.weight, a.model.norm.weight)
+    assert main(["noise", "noise.alpha=0.5", "noise.norms=shrink", str(teacher_dir), "--out",
+                 str(out), "--seed", "1"]) == 0
+    assert torch.allclose(load_model(out).model.norm.weight, 0.5 * a.model.norm.weight)
     assert main(["noise", str(teacher_dir)]) == 2  # no --out
     assert main(["distill", f"out_dir={tmp_path / 'r'}", *FAST, str(teacher_dir),
                  "--init", "random"]) == 0

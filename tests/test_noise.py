@@ -223,6 +223,25 @@ def test_norms_reset_mixes_gains_with_a_fresh_init(name):
             assert torch.allclose(v, (1 - alpha) * before[k] + alpha * init), k
 
 
+def test_norms_keep_leaves_gains_and_shrinks_biases():
+    from transformers import AutoModelForCausalLM
+
+    from families import tiny_configs
+
+    cfg = tiny_configs(64, {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})["gpt2"]
+    model = AutoModelForCausalLM.from_config(cfg)
+    before = _params(model)
+    report = apply_noise(model, 0.6, 0.1, _gen(), norms="keep")
+    for k, v in model.named_parameters():
+        if param_group(k, GPT2) != "norms":
+            continue
+        expected = before[k] if k.endswith("weight") else 0.4 * before[k]
+        assert torch.allclose(v, expected), k
+    gains = sum(v.numel() for k, v in before.items()
+                if param_group(k, GPT2) == "norms" and k.endswith("weight"))
+    assert report.params_touched == report.params_total - gains
+
+
 def test_norms_mode_validated(micro_model):
     with pytest.raises(ConfigError, match="noise.norms"):
-        apply_noise(micro_model, 0.5, 0.1, _gen(), norms="keep")
+        apply_noise(micro_model, 0.5, 0.1, _gen(), norms="zero")

@@ -222,9 +222,9 @@ class NoiseConfig:
     # largest |Δθ| of each tensor; magnitude = |Δθ| / max |Δθ| per tensor.
     mask: Literal["none", "top_fraction", "magnitude"] = "none"
     mask_fraction: float = 0.1
-    # Norm gains: shrink = (1 − α)·g (the paper); reset = (1 − α)·g + α·g_init, mixed with
-    # a fresh init's gain so the student keeps its scale (docs/distillation.md).
-    norms: Literal["shrink", "reset"] = "reset"
+    # Norm gains g: keep (untouched); shrink = (1 − α)·g (the paper); reset =
+    # (1 − α)·g + α·g_init, mixed with a fresh init's gain (docs/distillation.md).
+    norms: Literal["keep", "shrink", "reset"] = "keep"
 
     def validate(self, p: str) -> None:
         _check(0 <= self.alpha <= 1, f"{p}.alpha", self.alpha, "a number in [0, 1]")

@@ -6,13 +6,16 @@
 "Distillation Robustifies Unlearning", arXiv 2506.06278.) N is a fresh Xavier-uniform
 draw, U(±√(6 / (fan_in + fan_out))) (Glorot & Bengio 2010), for every 2-D weight (linear
 layers, embeddings, an untied output head); 1-D weights (norm scales, biases) get N = 0
-and are only shrunk, as in the paper (`noise.norms: shrink`). The default,
-`noise.norms: reset`, mixes a norm gain with a fresh init's instead,
-g ← (1 − α)·g + α·g_init: shrinking every gain of a pre-norm model by 1 − α scales each
-block's output and the logits down with it, and an α = 0.8 student then stalls for
-hundreds of steps (measured: docs/distillation.md). On Gemma-2, whose norms multiply by
-(1 + g), the paper's shrink already moves the effective gain toward its init of 1. The bound is symmetric in the two fans, so GPT-2's `Conv1D`
-weights, stored transposed as (in, out), get the same bound as the equivalent Linear
+and are only shrunk, as in the paper (`noise.norms: shrink`). Shrinking every norm gain of
+a pre-norm model by 1 − α scales each block's output and the logits down with it, and
+an α = 0.8 student then stalls for hundreds of steps (measured: docs/distillation.md).
+The default, `noise.norms: keep`, leaves the gains as they are: a shrunk gain keeps its
+pattern exactly (only its scale changes), so keeping it hides nothing that shrinking
+would, and it recovers fastest. `reset` mixes g with a fresh init's gain,
+(1 − α)·g + α·g_init, which does dilute the pattern. On Gemma-2, whose norms multiply by
+(1 + g), the paper's shrink already moves the effective gain toward its init of 1.
+
+The Xavier bound is symmetric in the two fans, so GPT-2's `Conv1D` weights, stored transposed as (in, out), get the same bound as the equivalent Linear
 (out, in); a tied output head is the embedding's tensor and is noised once. I is an
 importance mask (all ones for the paper's global noise; the *localized* variant builds it
 from |θ_unlearned − θ_base| so the noise lands where unlearning changed the weights).
@@ -39,7 +42,7 @@ from .config import ConfigError, NoiseConfig
 
 GROUPS = ("attention", "mlp", "embeddings", "norms", "other")
 MASKS = ("none", "top_fraction", "magnitude")
-NORMS = ("shrink", "reset")
+NORMS = ("keep", "shrink", "reset")
 
 
 # ------------------------------------------------------------------- pure functions
@@ -193,10 +196,10 @@ def apply_noise(model: torch.nn.Module, alpha: float, beta: float, generator: to
                 base: torch.nn.Module | None = None) -> NoiseReport:
     """Shrink-and-perturb `model` in place; see the module docstring. Returns a report.
 
-    `norms`: "shrink" (the paper: a norm gain g becomes (1 − α)·g) or "reset" (g becomes
-    (1 − α)·g + α·g_init, g_init the family's fresh gain, so a norm keeps its scale;
-    docs/distillation.md). `base` (the model before unlearning) is required for the
-    localized masks.
+    `norms` (norm gains g; norm biases are always shrunk): "keep" leaves g as it is,
+    "shrink" makes it (1 − α)·g (the paper), "reset" (1 − α)·g + α·g_init, g_init the
+    family's fresh gain (docs/distillation.md). `base` (the model before unlearning) is
+    required for the localized masks.
     """
     _check_alpha_beta(alpha, beta)
     if norms not in NORMS:
@@ -226,7 +229,10 @@ def apply_noise(model: torch.nn.Module, alpha: float, beta: float, generator: to
             noise_sq += float(scaled.double().pow(2).sum())
             perturbed += p.numel()
         g = param_group(name, fam)
-        if norms == "reset" and g == "norms" and name.endswith("weight"):
+        gain = g == "norms" and name.endswith("weight")
+        if gain and norms == "keep":
+            continue
+        if gain and norms == "reset":
             p.copy_(toward(p, alpha, fam.norm_gain_init))  # norm biases start at 0: shrunk
         else:
             p.copy_(shrink_perturb(p, alpha, beta, noise, importance))
