@@ -19,6 +19,7 @@ docs/distillation.md reads its conclusions from this file.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import statistics
 import time
@@ -39,9 +40,16 @@ CANDIDATES: dict[str, tuple[str, float | None, list[str]]] = {
     "a0.8 norms untouched": ("noised", 0.8,
                              ["noise.norms=shrink",
                               "noise.targets=[attention,mlp,embeddings,other]"]),
-    "a0.8 norms reset, lr 1e-3": ("noised", 0.8, ["noise.norms=reset", "distill.lr=0.001"]),
+    "a0.8 norms keep, lr 1e-3": ("noised", 0.8, ["noise.norms=keep", "distill.lr=0.001"]),
+    "a0.8 norms keep, lr 4e-3": ("noised", 0.8, ["noise.norms=keep", "distill.lr=0.004"]),
+    "a0.8 norms keep, batch 64": ("noised", 0.8, ["noise.norms=keep",
+                                                  "distill.batch_size=64"]),
+    "a0.8 norms keep, warmup 200": ("noised", 0.8, ["noise.norms=keep",
+                                                    "distill.warmup_steps=200"]),
     "random init (U&D)": ("random", None, []),
     "random init, lr 1e-3": ("random", None, ["distill.lr=0.001"]),
+    "random init, lr 4e-3": ("random", None, ["distill.lr=0.004"]),
+    "random init, temperature 2": ("random", None, ["distill.temperature=2.0"]),
 }
 
 
@@ -64,8 +72,6 @@ def _run(job: tuple[str, list[str], str, float | None, int, str, str]) -> dict[s
 
 
 def eval_row(line: str) -> dict | None:
-    import json
-
     r = json.loads(line)
     return r if "eval" in r and "retain/acc" in r["eval"] else None
 

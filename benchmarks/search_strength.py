@@ -14,8 +14,12 @@ Per model and k it records the grid's worst case at k, the search's (own trials 
 replays, the utility floor applied), which is stronger, and the recipe; and the
 study's robustness under both, so the conclusions (unlearn-only fragile, robustness
 rising with alpha, UNDO near the gold standard) can be checked under the searched
-attack. Floors (issue 15): at least as strong as the grid for every model and k;
-strictly stronger on the unlearn-only model at k = 40.
+attack. The grid has no utility floor and the search has one, so it also compares like
+with like: the grid under the search's floor (`grid_under_floor`: the worst grid run
+that kept retain >= the bound) and the search without it (`search_without_floor`).
+Floors (issue 15): at least as strong as the grid for every model and k; strictly
+stronger on the unlearn-only model at k = 40. With a multi-seed study, the distilled
+models of --model-seeds (default: the first seed) are searched.
 """
 
 from __future__ import annotations
@@ -147,6 +151,9 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--steps", type=int, nargs="+", default=[40, 100])
     p.add_argument("--workers", type=int, default=1, help="models searched side by side")
+    p.add_argument("--model-seeds", type=int, nargs="*",
+                   help="distilled models of these seeds (default: the study's first seed); "
+                        "the shared models (gold, unlearn-only, oracles) always")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/search_strength.json"))
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = p.parse_intermixed_args()
@@ -155,7 +162,10 @@ def main() -> None:
     base = load_config(run / "config.yaml", [f"out_dir={run.parent}", "progress=false",
                                              "threads=1", *args.overrides])
     summary = read_json(run / "summary.json")
-    models = [m for m in summary["models"] if m["kind"] not in SKIP]
+    seeds = set(args.model_seeds if args.model_seeds is not None
+                else summary["config"]["study"]["seeds"][:1])
+    models = [m for m in summary["models"] if m["kind"] not in SKIP
+              and (m.get("seed") is None or m["kind"].startswith("oracle") or m["seed"] in seeds)]
     load0 = os.getloadavg()
     results = {}
     for k in args.steps:
@@ -183,6 +193,7 @@ def main() -> None:
                 unlearn_only_at_40("strictly_stronger_without_floor")},
     }
     write_json(args.out, {"run": str(run), "trials": args.trials, "steps": args.steps,
+                          "model_seeds": sorted(seeds),
                           "floors": floors, "results": results, "loadavg_before": load0,
                           "loadavg_after": os.getloadavg(), "environment": environment()})
     for k, r in results.items():
