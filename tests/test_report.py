@@ -384,3 +384,25 @@ def test_unrecovered_student_is_never_counted_as_a_success():
     assert [p.alpha for p in views.frontier(s) if p.kind == "undo"] == [0.4]
     assert "undo-a0.8-s0 (not recovered)" in format_table(s)
     assert "undo-a0.8-s0 (not recovered)" in render_html(s, {}, text, True)
+
+
+def test_arm_table_means_and_spreads_over_seeds():
+    """The arm table: mean ± sample std over seeds; robustness over counted seeds only."""
+    from undo.report.html import group_table
+    from undo.report.table import format_groups, group_rows
+
+    bad = _undo(0.8, 0.2, 0.9, seed=2, retain=0.5)
+    bad["recovered"] = False
+    s = _study(_undo(0.8, 0.9, 0.5, seed=0), _undo(0.8, 1.0, 0.7, seed=1), bad,
+               _undo(0.4, 0.5, 0.3))
+    (g,) = group_rows(s)  # α = 0.4 ran one seed: no arm row
+    assert (g.n, g.recovered, g.counted) == (3, 2, 2)
+    assert g.robustness == pytest.approx((0.95, math.sqrt(0.005)))  # seed 2 left out
+    assert g.compute == pytest.approx((0.7, 0.2))  # compute of every seed
+    assert g.retain == pytest.approx((0.8, math.sqrt(0.0675)))
+    text = format_groups(s)
+    assert "UNDO α=0.8 " in text and "2/3" in text and "0.95 ± 0.07 (2)" in text
+    assert "70% ± 20%" in text
+    assert "2/3" in group_table(s) and "(2 counted)" in group_table(s)
+    one_seed = _study(_undo(0.8, 0.9, 0.5))
+    assert format_groups(one_seed) == "" and group_table(one_seed) == ""

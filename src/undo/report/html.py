@@ -13,7 +13,7 @@ import yaml
 
 from . import views
 from .search import section as search_section
-from .table import fmt, fmt_count, fmt_fraction, fmt_seconds, rows
+from .table import fmt, fmt_count, fmt_fraction, fmt_ms, fmt_seconds, group_rows, rows
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
@@ -95,6 +95,31 @@ def model_table(summary: dict) -> str:
     return '<div class="scroll">' + "\n".join(lines) + "</div>"
 
 
+def group_table(summary: dict) -> str:
+    """Every arm over its seeds, mean ± std ('' when every arm ran one seed)."""
+    groups = group_rows(summary)
+    if not groups:
+        return ""
+    top = views.largest_budget(summary)
+    attacked = [b for b in summary["budgets"] if b > 0]
+    head = (["arm", "seeds", "recovered", _e(summary["retain_metric"]["name"])]
+            + [f"worst-case @{b}" for b in attacked]
+            + [f"R@{top}", "compute (steps)", "compute (FLOPs)"])
+    lines = ["<h2>Arms over seeds</h2>",
+             '<div class="scroll"><table><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
+             + "</tr></thead><tbody>"]
+    for g in groups:
+        r = fmt_ms(g.robustness, 2) + ("" if g.counted == g.n else f" ({g.counted} counted)")
+        cells = ([g.label, str(g.n), f"{g.recovered}/{g.n}", fmt_ms(g.retain)]
+                 + [fmt_ms(g.worst[b]) for b in attacked]
+                 + [r, fmt_ms(g.compute, pct=True), fmt_ms(g.compute_flops, pct=True)])
+        lines.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    lines.append("</tbody></table></div>")
+    lines.append(f'<p class="note">Mean ± sample std over seeds; R@{top} over the seeds '
+                 "whose student recovered, so a seed that did not is never averaged in.</p>")
+    return "\n".join(lines)
+
+
 def _definitions(summary: dict) -> str:
     metric = summary["metric"]
     worst = "maximum" if metric["higher_is_worse"] else "minimum"
@@ -156,6 +181,7 @@ def render_html(summary: dict, figures: dict[str, bytes], verdict: str, composed
 {model_table(summary)}
 <p class="note">Hover a worst-case value for its learning rate, a model name for its stage
 folder. Compute columns are fractions of the gold standard's steps and FLOPs.</p>
+{group_table(summary)}
 {search_section(summary)}
 <h2>Figures</h2>
 {figs}
