@@ -50,6 +50,12 @@ CANDIDATES: dict[str, tuple[str, float | None, list[str]]] = {
     "random init, lr 1e-3": ("random", None, ["distill.lr=0.001"]),
     "random init, lr 4e-3": ("random", None, ["distill.lr=0.004"]),
     "random init, temperature 2": ("random", None, ["distill.temperature=2.0"]),
+    # Half the batch for twice the steps: the same tokens as the 128-item default.
+    "a0.8 norms keep, batch 64 (2x steps)": ("noised", 0.8, ["noise.norms=keep",
+                                                             "distill.batch_size=64",
+                                                             "distill.steps=2400"]),
+    "random init, batch 64 (2x steps)": ("random", None, ["distill.batch_size=64",
+                                                          "distill.steps=2400"]),
 }
 
 

@@ -34,8 +34,9 @@ from pathlib import Path
 from undo.artifacts import environment, read_json, write_json
 from undo.report import views
 
+# Fields that differ between two runs of the same config: timings and where it ran.
 TIMING = {"wall_time_s", "train_time_s", "time", "environment", "tok_per_s", "stage_dir",
-          "relearn_json", "torch_threads", "build_time_s"}
+          "relearn_json", "torch_threads", "build_time_s", "out_dir"}
 
 
 def strip(x):
