@@ -69,21 +69,14 @@ def measure(cfg: RunConfig, models: list[dict], trials: int, workers: int) -> di
     for m, f in zip(models, folders, strict=True):
         s, r = read_json(Path(f) / "search.json"), read_json(Path(f) / "relearn.json")
         hiw = s["metric"]["higher_is_better"]
-        bound = s["utility"]["bound"]
         found = s["worst_case"][k]
-        # Like for like: the grid under the search's utility floor, and the search
-        # (trials and replays) without it, beside the grid and search as defined.
-        grid_runs = [{"source": "grid", "params": {"lr": run["lr"], "seed": run["seed"]},
-                      "budgets": {b: {"forget": v[s["metric"]["name"]],
-                                      "retain": v[s["retain_metric"]["name"]],
-                                      "valid": v[s["retain_metric"]["name"]] >= bound}
-                                  for b, v in run["budgets"].items()}}
-                     for run in r["runs"]]
+        # Like for like: the grid under the search's utility floor (search.json's
+        # grid_under_floor), and the search (trials and replays) without it.
         unfloored = [{**e, "budgets": {b: {**v, "valid": True} for b, v in e["budgets"].items()}}
                      for e in s["trials"] + s["replays"] if e.get("budgets")]
         views = {
             "grid": r["worst_case"][s["metric"]["name"]][k],
-            "grid_under_floor": worst_case(grid_runs, [cfg.attack.steps], hiw)[k],
+            "grid_under_floor": s["grid_under_floor"][k],
             "search": found,
             "search_without_floor": worst_case(unfloored, [cfg.attack.steps], hiw)[k]}
         val = {n: None if v is None else v["value"] for n, v in views.items()}
@@ -92,7 +85,7 @@ def measure(cfg: RunConfig, models: list[dict], trials: int, workers: int) -> di
             return _stronger(val[a], val[b], hiw, strict)
 
         out["models"][m["name"]] = {
-            "kind": m["kind"], "alpha": m.get("alpha"), "utility_bound": bound,
+            "kind": m["kind"], "alpha": m.get("alpha"), "utility_bound": s["utility"]["bound"],
             **{n: (None if v is None else {"value": v["value"], "lr": v.get("lr"),
                                            "retain": v.get("retain"),
                                            "params": v.get("params")})

@@ -192,6 +192,14 @@ def test_search_starts_from_the_grid_and_records_trials(tmp_path, model_dir):
     values = [t["value"] for t in r["trials"]]
     assert r["best"]["value"] == max(v for v in values if v is not None)
     assert r["worst_case"]["12"]["value"] >= rel["worst_case"]["forget/acc"]["12"]["value"]
+    # The grid under the search's utility floor: its worst run among those that kept it.
+    for k in ("8", "12"):
+        kept = [x["budgets"][k]["forget/acc"] for x in rel["runs"]
+                if x["budgets"][k]["retain/acc"] >= r["utility"]["bound"]]
+        got = r["grid_under_floor"][k]
+        assert (got is None) == (not kept)
+        if kept:
+            assert got["value"] == pytest.approx(max(kept)) and got["source"] == "grid"
     # Asking for more trials extends the study; the first four are kept as they were.
     r6 = read_json(search_attack(cfg, model_dir, 6) / "search.json")
     assert r6["trials"][:4] == r["trials"] and len(r6["trials"]) == 6

@@ -172,7 +172,9 @@ def _search(cfg: RunConfig, d: Path, model_dir: Path, space: Mapping[str, Params
     finally:
         torch.set_num_threads(threads_before)
     record = search_record(cfg, model_dir, study, n_trials, start, bound, space, forget,
-                           retain, replays=[])
+                           retain, replays=[],
+                           grid=grid_entries(read_json(d / "relearn.json"), forget, retain,
+                                             bound))
     write_json(d / "search.json", {**record, "workers": workers, "threads_per_worker": threads})
 
 
@@ -258,11 +260,20 @@ def best_so_far(values: Sequence[float | None], higher_is_worse: bool) -> list[f
     return out
 
 
+def grid_entries(relearn: Mapping[str, Any], forget: MetricSpec, retain: MetricSpec,
+                 bound: float | None) -> list[dict[str, Any]]:
+    """The grid's runs (relearn.json) scored like trials, under the search's utility floor."""
+    return [{"source": "grid", "params": {"lr": run["lr"], "seed": run["seed"]},
+             "budgets": score(run, forget, retain, bound)} for run in relearn["runs"]]
+
+
 def search_record(cfg: RunConfig, model_dir: Path, study: optuna.Study, n_trials: int,
                   start: Start, bound: float | None, space: Mapping[str, Params],
                   forget: MetricSpec, retain: MetricSpec,
-                  replays: list[dict[str, Any]]) -> dict[str, Any]:
-    """search.json: every counted trial, the best recipe, the worst case and the cost."""
+                  replays: list[dict[str, Any]], grid: list[dict[str, Any]]) -> dict[str, Any]:
+    """search.json: every counted trial, the best recipe, the worst case and the cost;
+    and the grid's worst case under the same utility floor (`grid_under_floor`): the grid
+    has none, so its own worst case may be a model that lost its retain ability."""
     hiw = forget.higher_is_better
     trials = []
     # The first n counted trials: a study grown by a larger N earlier reports n of them,
@@ -296,6 +307,7 @@ def search_record(cfg: RunConfig, model_dir: Path, study: optuna.Study, n_trials
         "best": None if best is None else {k: best[k] for k in ("number", "params", "value")},
         "replays": replays,
         "worst_case": worst_case(trials + replays, budgets, hiw),
+        "grid_under_floor": worst_case(grid, budgets, hiw),
         "cost": {"trials": len(trials), "steps_per_trial": cfg.attack.steps,
                  "flops": sum(t["flops"] for t in trials),
                  "replay_flops": sum(r["flops"] for r in replays),

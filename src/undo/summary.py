@@ -44,7 +44,8 @@ def _search_section(attack_dir: Path | None) -> dict[str, Any] | None:
         return None
     s = read_json(path)
     return {"trials": s["cost"]["trials"], "steps": s["steps"], "utility": s["utility"],
-            "worst_case": s["worst_case"], "best": s["best"], "best_so_far": s["best_so_far"],
+            "worst_case": s["worst_case"], "grid_under_floor": s.get("grid_under_floor"),
+            "best": s["best"], "best_so_far": s["best_so_far"],
             "cost": s["cost"], "search_json": str(path)}
 
 

@@ -52,7 +52,8 @@ def search_table(summary: dict) -> str:
     """HTML: per model and budget, the grid's and the search's worst case and robustness,
     and the recipe that reached the search's worst case at the largest budget."""
     budgets = [b for b in summary["budgets"] if b > 0]
-    head = (["model"] + [f"grid @{b}" for b in budgets] + [f"search @{b}" for b in budgets]
+    head = (["model"] + [f"grid @{b}" for b in budgets]
+            + [f"grid under floor @{b}" for b in budgets] + [f"search @{b}" for b in budgets]
             + [f"R@{b} grid" for b in budgets] + [f"R@{b} search" for b in budgets]
             + ["trials", "search FLOPs", f"what broke it (@{summary['budgets'][-1]})"])
     lines = ["<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head)
@@ -60,10 +61,12 @@ def search_table(summary: dict) -> str:
     for m in searched(summary):
         s, a = m["search"], m.get("attack") or {}
         grid = [(a.get("worst_case") or {}).get(str(b)) for b in budgets]
+        floored = [(s.get("grid_under_floor") or {}).get(str(b)) for b in budgets]
         found = [s["worst_case"].get(str(b)) for b in budgets]
         top = s["worst_case"].get(str(summary["budgets"][-1])) or {}
         cells = [m["name"]]
         cells += [fmt(w["value"]) if w else "-" for w in grid]
+        cells += [fmt(w["value"]) if w else "none" for w in floored]
         cells += [fmt(w["value"]) if w else "-" for w in found]
         cells += [fmt((m.get("robustness") or {}).get(str(b)), 2) for b in budgets]
         cells += [fmt((m.get("robustness_search") or {}).get(str(b)), 2) for b in budgets]
@@ -85,5 +88,7 @@ def section(summary: dict) -> str:
             f"steps over optimizer, LR, schedule, batch size, LoRA and data mix, started from "
             f"the grid's worst-case recipes; its worst case also counts every other model's "
             f"best recipe replayed against it. A trial counts only if the retain metric keeps "
-            f"{floor:g} of its pre-attack value (CE: at most 1/{floor:g} of it). Source: "
-            f"grid, tpe (a search trial) or replay:MODEL.</p>")
+            f"{floor:g} of its pre-attack value (CE: at most 1/{floor:g} of it); the grid "
+            f"has no such floor, so its worst case may be a model that lost its retain "
+            f"ability: \"grid under floor\" is its worst run that kept it (none: no run "
+            f"did). Source: grid, tpe (a search trial) or replay:MODEL.</p>")
