@@ -720,8 +720,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _set_dotted(raw, key, value)
         keys.append(key)
     # `undo run seed=N` runs the study at that one seed, unless the seeds are named.
-    if (cls is RunConfig and "seed" in keys and "study.seeds" not in keys
-            and "seeds" not in (raw.get("study") or {})):
+    if cls is RunConfig and "seed" in keys and "seeds" not in (raw.get("study") or {}):
         raw.setdefault("study", {})["seeds"] = [raw["seed"]]
     return from_dict(raw, cls)
 

@@ -15,8 +15,8 @@ would, and it recovers fastest. `reset` mixes g with a fresh init's gain,
 (1 − α)·g + α·g_init, which does dilute the pattern. On Gemma-2, whose norms multiply by
 (1 + g), the paper's shrink already moves the effective gain toward its init of 1.
 
-The Xavier bound is symmetric in the two fans, so GPT-2's `Conv1D` weights, stored transposed as (in, out), get the same bound as the equivalent Linear
-(out, in); a tied output head is the embedding's tensor and is noised once. I is an
+The Xavier bound is symmetric in the two fans, so GPT-2's `Conv1D` weights, stored
+transposed as (in, out), get the same bound as the equivalent Linear (out, in); a tied output head is the embedding's tensor and is noised once. I is an
 importance mask (all ones for the paper's global noise; the *localized* variant builds it
 from |θ_unlearned − θ_base| so the noise lands where unlearning changed the weights).
 

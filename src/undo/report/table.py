@@ -131,15 +131,14 @@ def group_rows(summary: dict) -> list[GroupRow]:
         ms = g.models
         if len(ms) < 2:
             continue
-        counted = [m for m in ms if m.get("recovered") is not False
-                   and views.robustness(m, top) is not None
-                   and math.isfinite(views.robustness(m, top))]
+        counted = [r for m in ms if (r := views.counted_robustness(m, top)) is not None]
         out.append(GroupRow(
-            label=g.label.removesuffix(f" ({len(ms)} seeds)"), n=len(ms), recovered=sum(m.get("recovered") is not False for m in ms),
+            label=g.label.removesuffix(f" ({len(ms)} seeds)"), n=len(ms),
+            recovered=sum(m.get("recovered") is not False for m in ms),
             counted=len(counted),
             retain=_ms([m["metrics"].get(retain) for m in ms]) or (math.nan, math.nan),
             worst={b: _ms([views.worst_case(m, b) for m in ms]) for b in summary["budgets"]},
-            robustness=_ms([views.robustness(m, top) for m in counted]),
+            robustness=_ms(counted),
             compute=_ms([m["compute"]["fraction_of_gold_steps"] for m in ms]),
             compute_flops=_ms([m["compute"]["fraction_of_gold_flops"] for m in ms])))
     return out

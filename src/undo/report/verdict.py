@@ -7,8 +7,6 @@ reversed) the sentence says so instead of staying silent.
 
 from __future__ import annotations
 
-import math
-
 from . import views
 from .table import fmt_fraction
 
@@ -44,18 +42,10 @@ def _fragility(summary: dict) -> str | None:
     return text + "."
 
 
-def _counted(m: dict, budget: int) -> float | None:
-    """A distilled model's robustness at `budget` if it counts: recovered and defined."""
-    r = views.robustness(m, budget)
-    if m.get("recovered") is False or r is None or not math.isfinite(r):
-        return None
-    return float(r)
-
-
 def _in_every_seed(models: list[dict], budget: int) -> tuple[int, int]:
     """(seeds whose model matched the gold standard, seeds): a seed that did not recover
     or whose robustness is undefined did not match."""
-    hits = sum(1 for m in models if (r := _counted(m, budget)) is not None and r >= MATCH)
+    hits = sum(1 for m in models if (r := views.counted_robustness(m, budget)) is not None and r >= MATCH)
     return hits, len(models)
 
 
@@ -83,7 +73,7 @@ def _by_seed_trend(undo_models: list[dict], budget: int) -> str | None:
     broken = []
     for seed in seeds:
         ms = {m["alpha"]: m for m in undo_models if m.get("seed") == seed}
-        r = [_counted(ms[a], budget) if a in ms else None for a in alphas]
+        r = [views.counted_robustness(ms[a], budget) if a in ms else None for a in alphas]
         c = [ms[a]["compute"]["fraction_of_gold_steps"] if a in ms else None for a in alphas]
         rose += _rises(r)
         compute_rose += _rises(c)

@@ -57,6 +57,15 @@ def robustness(model: Model, budget: int) -> float | None:
     return model["robustness"].get(budget_key(budget))
 
 
+def counted_robustness(model: Model, budget: int) -> float | None:
+    """A distilled model's robustness at `budget` if it counts: its student recovered
+    and the value is defined (not null, not NaN); else None."""
+    r = robustness(model, budget)
+    if model.get("recovered") is False or r is None or not math.isfinite(r):
+        return None
+    return float(r)
+
+
 def worst_lr_curve(model: Model, budget: int) -> tuple[float, dict[str, list]] | None:
     """The curve of the LR that is the worst case at `budget` (the relearning figure's line)."""
     attack = model.get("attack")
