@@ -6,7 +6,7 @@ Part 1, the pieces of one run (1 thread): a training step, a curve evaluation (f
 subset), a budget evaluation (full forget + retain sets) bucketed by length and in one
 padded batch (`score_items`).
 
-Part 2, the whole default grid (`undo.attack.attack`, cache off) three ways, rounds
+Part 2, the whole default grid (`undo.attacks.grid.attack`, cache off) three ways, rounds
 alternating so load on a shared machine hits each alike:
     seq-1t   one process, 1 thread        (workers=1, threads=1)
     seq-2t   one process, 2 threads       (workers=1, threads=2)
@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from undo.artifacts import environment, write_json
-from undo.attack import AttackEval, attack, attack_optim
-from undo.benchmarks.arithmetic import Benchmark, score_items
+from undo.attacks.grid import AttackEval, attack, attack_optim
+from undo.benchmarks.arithmetic.benchmark.benchmark import Benchmark, score_items
 from undo.config import ModelConfig, load_config
 from undo.models import build_model, load_model, load_tokenizer, save_model
 from undo.objectives import OBJECTIVES

@@ -11,7 +11,7 @@ For the unlearned model (e.g. MaxEnt) and the gold standard:
   2. a wide grid (the paper's ten LRs plus 4e-3, 2e-3 and 2e-4) at the same steps, to show
      which LR is strongest at each budget and how far the default grid's worst case is
      from the wide grid's.
-Every number comes from `undo.attack.attack` (cached under a temp run folder).
+Every number comes from `undo.attacks.grid.attack` (cached under a temp run folder).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 from undo.artifacts import environment, read_json, write_json
-from undo.attack import attack, model_label
-from undo.benchmarks.arithmetic import score_items_bucketed
+from undo.attacks.grid import attack, model_label
+from undo.benchmarks.arithmetic.benchmark.benchmark import score_items_bucketed
+from undo.benchmarks.arithmetic.benchmark.data import ArithmeticData
 from undo.config import load_config
-from undo.data.arithmetic import ArithmeticData
 from undo.models import load_model, load_tokenizer
 
 PAPER_LRS = [1e-3, 7e-4, 4e-4, 1e-4, 7e-5, 5e-5, 1e-5, 7e-6, 4e-6, 1e-6]

@@ -44,15 +44,15 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from undo.artifacts import environment, write_json
-from undo.benchmarks.arithmetic import Config as DataConfig
-from undo.benchmarks.arithmetic import ItemBatches
+from undo.benchmarks.arithmetic.benchmark.benchmark import Config as DataConfig
+from undo.benchmarks.arithmetic.benchmark.benchmark import ItemBatches
+from undo.benchmarks.arithmetic.benchmark.data import ArithmeticData
 from undo.config import ModelConfig, NoiseConfig, OptimConfig
-from undo.data.arithmetic import ArithmeticData
-from undo.distill import model_folder
 from undo.models import build_model, load_model, reinit_like
-from undo.noise import noised_copy
 from undo.objectives import OBJECTIVES
-from undo.teacher_cache import CachedBatches, TeacherCache
+from undo.stages.base.distill import model_folder
+from undo.stages.base.noise import noised_copy
+from undo.stages.base.teacher_cache import CachedBatches, TeacherCache
 from undo.tokenizers import build_char_tokenizer
 from undo.train import train
 

@@ -18,9 +18,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from undo.artifacts import environment, read_json, write_json
-from undo.attack import attack
+from undo.attacks.grid import attack
+from undo.attacks.robustness import budget_key
 from undo.config import load_config
-from undo.robustness import budget_key
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 from undo.artifacts import environment, write_json
-from undo.benchmarks.arithmetic import Config as DataConfig
-from undo.benchmarks.arithmetic import ItemBatches
+from undo.benchmarks.arithmetic.benchmark.benchmark import Config as DataConfig
+from undo.benchmarks.arithmetic.benchmark.benchmark import ItemBatches
+from undo.benchmarks.arithmetic.benchmark.data import ArithmeticData
 from undo.config import ModelConfig, OptimConfig
-from undo.data.arithmetic import ArithmeticData
 from undo.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.objectives.ce import token_ce

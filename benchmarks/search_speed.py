@@ -1,4 +1,4 @@
-"""Search speed: `undo.search` with 30 trials x 100 steps on one tiny arithmetic model.
+"""Search speed: `undo.attacks.search` with 30 trials x 100 steps on one tiny arithmetic model.
 
     python benchmarks/search_speed.py [--model DIR] [--trials 30] [--steps 100]
         [--workers 0] [--out benchmarks/results/search_speed.json]
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from undo.artifacts import environment, read_json, write_json
+from undo.attacks.search import search_attack
 from undo.config import ModelConfig, load_config
 from undo.models import build_model, save_model
-from undo.search import search_attack
 from undo.tokenizers import build_char_tokenizer
 
 FLOOR_S = 300.0
@@ -59,7 +59,7 @@ def main() -> None:
                                  f"attack.steps={args.steps}", "attack.lrs=[0.001]",
                                  f"attack.workers={args.workers}"])
         load0 = os.getloadavg()
-        from undo.attack import attack
+        from undo.attacks.grid import attack
 
         t0 = time.perf_counter()
         attack(cfg, model)

@@ -5,7 +5,7 @@
 
 RUN_DIR is a finished study folder (with config.yaml and summary.json, e.g.
 runs/arithmetic-tiny). For each step budget k in --steps, every attacked model of the
-study gets the same search (`undo.search.search_attack`, --trials trials of k steps,
+study gets the same search (`undo.attacks.search.search_attack`, --trials trials of k steps,
 the study's own config plus the overrides), then each model's best recipe is replayed
 against every other (`replay_all`). Results land in RUN_DIR/attacks/ beside the grid's
 (the k = attack.steps grid is the study's own, cached; other k run their grid first).
@@ -36,9 +36,9 @@ from typing import Any
 import torch
 
 from undo.artifacts import environment, read_json, write_json
+from undo.attacks.robustness import budget_key, robustness
+from undo.attacks.search import replay_all, search_attack, worst_case
 from undo.config import RunConfig, load_config
-from undo.robustness import budget_key, robustness
-from undo.search import replay_all, search_attack, worst_case
 
 SKIP = ("base",)  # the study does not attack the base model
 # name -> (attack, reference, strictly): as issue 15 words it (search under the floor vs

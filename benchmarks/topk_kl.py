@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from undo.artifacts import write_json
-from undo.benchmarks.arithmetic import Config as DataConfig
-from undo.benchmarks.arithmetic import ItemBatches
+from undo.benchmarks.arithmetic.benchmark.benchmark import Config as DataConfig
+from undo.benchmarks.arithmetic.benchmark.benchmark import ItemBatches
+from undo.benchmarks.arithmetic.benchmark.data import ArithmeticData
 from undo.config import NoiseConfig
-from undo.data.arithmetic import ArithmeticData
-from undo.distill import model_folder
 from undo.models import load_model, load_tokenizer, reinit_like
-from undo.noise import noised_copy
 from undo.objectives.distill_kl import forward_kl, forward_logits, next_token_mask, topk_kl
+from undo.stages.base.distill import model_folder
+from undo.stages.base.noise import noised_copy
 
 
 def compare(teacher: torch.nn.Module, student: torch.nn.Module, batches: ItemBatches, n: int,

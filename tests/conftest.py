@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from undo.benchmarks.arithmetic import Config as DataConfig
+from undo.benchmarks.arithmetic.benchmark import Config as DataConfig
+from undo.benchmarks.arithmetic.data import ArithmeticData
 from undo.config import ModelConfig
-from undo.data.arithmetic import ArithmeticData
 from undo.models import build_model
 from undo.tokenizers import build_char_tokenizer
 

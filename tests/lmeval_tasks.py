@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from undo.lmeval import write_local_task
+from undo.benchmarks.lmeval import write_local_task
 
 WORDS = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "lamp", "seed", "wire",
          "glass", "paper", "salt", "iron", "moss", "flint", "coal", "wool", "bark", "reed"]

@@ -25,9 +25,9 @@ from undo.architectures import (
 from undo.compute import matmul_params
 from undo.config import ConfigError, ModelConfig, NoiseConfig
 from undo.models import load_pretrained
-from undo.noise import apply_noise, noised_copy, xavier_bound
 from undo.objectives.repnoise import RepNoise
 from undo.objectives.rmu import RMU, RMUArgs
+from undo.stages.noise import apply_noise, noised_copy, xavier_bound
 from undo.tokenizers import build_char_tokenizer
 
 

@@ -3,9 +3,9 @@ import re
 
 import pytest
 
-from undo.benchmarks.arithmetic import Config as DataConfig
-from undo.benchmarks.arithmetic import ItemBatches
-from undo.data.arithmetic import (
+from undo.benchmarks.arithmetic.benchmark import Config as DataConfig
+from undo.benchmarks.arithmetic.benchmark import ItemBatches
+from undo.benchmarks.arithmetic.data import (
     SYMBOLS,
     TEMPLATES,
     TRAIN_TEMPLATES,

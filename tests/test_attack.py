@@ -6,17 +6,17 @@ import pytest
 import torch
 
 from undo.artifacts import read_json
-from undo.attack import (
+from undo.attacks.grid import (
     attack,
     attack_dir,
     evaluate_model,
     model_identity,
     run_one,
 )
-from undo.benchmarks.arithmetic import Benchmark, ItemEvalSet
+from undo.benchmarks.arithmetic.benchmark import Benchmark, ItemEvalSet
+from undo.benchmarks.arithmetic.data import Item
 from undo.cli import main
 from undo.config import ConfigError, ModelConfig, load_config
-from undo.data.arithmetic import Item
 from undo.models import build_model, load_model, save_model
 
 FAST = ["data.eval_items_per_op=8", "attack.steps=12", "attack.batch_size=16",
@@ -188,7 +188,7 @@ def test_cli_eval_and_attack(tmp_path, model_dir, capsys):
 
 
 def test_bucketed_scoring_equals_one_batch(micro_model, tokenizer, bench):
-    from undo.benchmarks.arithmetic import score_items, score_items_bucketed
+    from undo.benchmarks.arithmetic.benchmark import score_items, score_items_bucketed
 
     items = bench.eval_sets()["forget"]
     a = score_items(micro_model, items, tokenizer)

@@ -26,7 +26,7 @@ import pytest
 import undo
 from undo.cli import main
 from undo.config import load_config
-from undo.stages import write_run_config
+from undo.stages.base import write_run_config
 
 SRC = Path(undo.__file__).resolve().parents[1]
 SMOKE = SRC.parent / "configs" / "arithmetic" / "smoke.yaml"

@@ -5,8 +5,8 @@ from undo.artifacts import read_json, write_json
 from undo.cli import main
 from undo.compute import compute_fractions
 from undo.config import ConfigError, ModelConfig, load_config
-from undo.distill import distill, recovered
 from undo.models import build_model, load_model, save_model
+from undo.stages.distill import distill, recovered
 
 FAST = ["progress=false", "data.eval_items_per_op=8", "distill.steps=4", "distill.batch_size=8",
         "distill.eval_every=2", "distill.checkpoint_every=0", "distill.warmup_steps=0"]

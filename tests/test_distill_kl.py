@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from undo.benchmarks.arithmetic import ItemBatches
+from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.compute import matmul_params
 from undo.objectives import OBJECTIVES
 from undo.objectives.distill_kl import (

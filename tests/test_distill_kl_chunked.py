@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from undo.benchmarks.arithmetic import ItemBatches
+from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.config import ConfigError, load_config
 from undo.objectives.distill_hidden import (
     check_head,

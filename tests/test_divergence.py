@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from undo.benchmarks.arithmetic import ItemBatches
+from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.checkpoint import COUNTERS_FILE
 from undo.cli import main
 from undo.config import ConfigError, ModelConfig, OptimConfig

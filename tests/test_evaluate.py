@@ -1,8 +1,8 @@
 import torch
 
-from undo.benchmarks.arithmetic import Benchmark, Config, ItemEvalSet, score_items
-from undo.data.arithmetic import Item, encode
-from undo.evaluate import evaluate
+from undo.benchmarks.arithmetic.benchmark import Benchmark, Config, ItemEvalSet, score_items
+from undo.benchmarks.arithmetic.data import Item, encode
+from undo.benchmarks.evaluate import evaluate
 
 
 class Oracle(torch.nn.Module):

@@ -10,14 +10,14 @@ from transformers import AutoModelForCausalLM
 
 from families import FAMILY_NAMES, tiny_configs
 from undo.artifacts import read_json
-from undo.attack import attack, evaluate_model
+from undo.attacks.grid import attack, evaluate_model
+from undo.benchmarks.text.shipped import python_docs
 from undo.config import load_config
-from undo.data.shipped import python_docs
-from undo.distill import distill
 from undo.models import load_model
-from undo.noise import noise
+from undo.stages.distill import distill
+from undo.stages.noise import noise
+from undo.stages.unlearn import unlearn
 from undo.tokenizers import train_bpe_tokenizer
-from undo.unlearn import unlearn
 
 STEPS = ["unlearn.steps=2", "unlearn.batch_size=2", "unlearn.eval_every=0",
          "distill.steps=2", "distill.batch_size=2", "distill.stop=budget",

@@ -7,13 +7,13 @@ import copy
 import torch
 
 from undo.artifacts import read_json
-from undo.benchmarks.arithmetic import ItemBatches
+from undo.benchmarks.arithmetic.benchmark import ItemBatches
+from undo.benchmarks.arithmetic.data import ArithmeticData
 from undo.config import ModelConfig, OptimConfig, load_config
-from undo.data.arithmetic import ArithmeticData
-from undo.distill import distill
 from undo.models import build_model, save_model
 from undo.objectives import OBJECTIVES
-from undo.teacher_cache import TeacherCache
+from undo.stages.distill import distill
+from undo.stages.teacher_cache import TeacherCache
 from undo.train import train
 
 

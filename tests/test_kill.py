@@ -422,7 +422,7 @@ def test_torn_metrics_line_is_dropped_on_resume(tmp_path: Path) -> None:
 def _train_micro(tokenizer: Any, bench: Any, out: Path, stop_at: int | None = None,
                  steps: int = 6) -> Any:
     """6 steps with checkpoints every 2; `stop_at`: interrupted right after that step."""
-    from undo.benchmarks.arithmetic import ItemBatches
+    from undo.benchmarks.arithmetic.benchmark import ItemBatches
     from undo.config import ModelConfig, OptimConfig
     from undo.models import build_model
     from undo.objectives import OBJECTIVES

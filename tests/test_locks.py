@@ -18,7 +18,7 @@ import pytest
 
 import undo
 from undo.config import ConfigError, load_config
-from undo.stages import StageBusyError, is_done, reset, stage_lock, write_run_config
+from undo.stages.base import StageBusyError, is_done, reset, stage_lock, write_run_config
 
 SRC = str(Path(undo.__file__).resolve().parents[1])
 
@@ -27,7 +27,7 @@ SRC = str(Path(undo.__file__).resolve().parents[1])
 HOLDER = """
 import os, sys, time
 from pathlib import Path
-from undo.stages import stage_lock
+from undo.stages.base import stage_lock
 d = Path(sys.argv[1])
 with stage_lock(d, wait=False):
     d.mkdir(parents=True, exist_ok=True)
@@ -61,7 +61,7 @@ def test_a_live_stage_is_refused_or_waited_for(holder, micro_model, tokenizer, b
     """While another process works in a stage: no lock without waiting (the message
     names its pid), no --force delete, no resume by train(); a waiter gets the stage
     only after the holder has finished it, and finds it done."""
-    from undo.benchmarks.arithmetic import ItemBatches
+    from undo.benchmarks.arithmetic.benchmark import ItemBatches
     from undo.config import OptimConfig
     from undo.objectives import OBJECTIVES
     from undo.train import train

@@ -6,7 +6,7 @@ import torch
 from undo.architectures import FAMILIES
 from undo.config import ConfigError, ModelConfig, NoiseConfig
 from undo.models import build_model
-from undo.noise import (
+from undo.stages.noise import (
     apply_noise,
     importance_mask,
     layer_index,
@@ -201,7 +201,7 @@ def test_norms_reset_mixes_gains_with_a_fresh_init(name):
     from transformers import AutoModelForCausalLM
 
     from families import tiny_configs
-    from undo.noise import param_group
+    from undo.stages.noise import param_group
 
     cfg = tiny_configs(64, {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})[name]
     fresh = dict(AutoModelForCausalLM.from_config(cfg).named_parameters())

@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from undo.benchmarks.arithmetic import Benchmark, Config, ItemBatches
+from undo.benchmarks.arithmetic.benchmark import Benchmark, Config, ItemBatches
+from undo.benchmarks.arithmetic.data import encode
 from undo.config import ConfigError, ModelConfig, OptimConfig, UnlearnConfig
-from undo.data.arithmetic import encode
 from undo.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.objectives.unlearning import build_objective

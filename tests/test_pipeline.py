@@ -10,8 +10,8 @@ import pytest
 
 from undo.cli import main
 from undo.config import load_config
-from undo.pipeline import run_study
 from undo.report import load_summary
+from undo.study.graph import run_study
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "arithmetic" / "smoke.yaml"
 TIMING = {"wall_time_s", "train_time_s", "time", "environment", "tok_per_s", "stage_dir",
@@ -65,7 +65,7 @@ def test_rerun_reuses_every_stage(study, capsys):
 def test_interrupted_study_resumes_to_same_summary(study, tmp_path, monkeypatch):
     import sys
 
-    distill_module = sys.modules["undo.distill"]  # `undo.distill` is the function
+    distill_module = sys.modules["undo.stages.distill"]  # `undo.stages.distill` is the function
     real = distill_module.distill
     calls = {"n": 0}
 
@@ -104,8 +104,8 @@ def test_bad_stage_kind_is_a_clear_error(tmp_path, capsys):
 
 
 def _graph(order: list[str]):
-    from undo.pipeline import Job, Task
-    from undo.stages import run_dir
+    from undo.stages.base import run_dir
+    from undo.study.graph import Job, Task
 
     def make(name):
         def build(deps):
@@ -121,7 +121,7 @@ def _graph(order: list[str]):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_graph_starts_tasks_only_after_their_inputs(workers, tmp_path):
-    from undo.pipeline import run_graph
+    from undo.study.graph import run_graph
 
     cfg = load_config(None, [f"out_dir={tmp_path}", f"study.workers={workers}"])
     order: list[str] = []
@@ -135,7 +135,7 @@ def test_graph_starts_tasks_only_after_their_inputs(workers, tmp_path):
 def test_seeds_differ_in_noise_data_and_attack(tmp_path):
     """Each seed's distilled models are attacked with the attack seeds shifted by it; the
     shared models (gold, unlearn-only) and seed 0 keep the study's own."""
-    from undo.pipeline import study_tasks
+    from undo.study.graph import study_tasks
 
     cfg = load_config(None, [f"out_dir={tmp_path}", "attack.seeds=[0, 10]"])
     tasks, models = study_tasks(cfg)
@@ -160,7 +160,7 @@ def test_seeds_differ_in_noise_data_and_attack(tmp_path):
 def test_heartbeat_reads_progress_from_stage_files(tmp_path):
     import time
 
-    from undo.pipeline import runs_progress, steps_progress
+    from undo.study.graph import runs_progress, steps_progress
 
     t0 = time.time() - 10
     show = steps_progress(tmp_path, "pretrain-base-*/metrics.jsonl", total=100)

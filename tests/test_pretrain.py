@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from undo.config import load_config
-from undo.pretrain import gold_recipe, pretrain
+from undo.stages.pretrain import gold_recipe, pretrain
 
 
 def test_gold_runs_the_base_recipe_unless_overridden():
@@ -29,7 +29,7 @@ def test_gold_stage_trains_on_retain_ops_only(tmp_path):
 
 
 def test_gold_settings_do_not_invalidate_the_base_model():
-    from undo.pretrain import pretrain_dir
+    from undo.stages.pretrain import pretrain_dir
 
     cfg = load_config(None)
     other = load_config(None, ["pretrain.gold_batch_size=9", "pretrain.gold_steps=11"])
@@ -40,7 +40,7 @@ def test_gold_settings_do_not_invalidate_the_base_model():
 def test_cache_key_follows_the_resolved_shape(monkeypatch):
     """A preset whose shape changes (a new version) must not reuse the old model."""
     from undo import models
-    from undo.pretrain import pretrain_dir
+    from undo.stages.pretrain import pretrain_dir
 
     cfg = load_config(None)
     before = pretrain_dir(cfg, "base")

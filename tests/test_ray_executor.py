@@ -1,4 +1,4 @@
-"""The study on Ray (`study.executor: ray`, undo.executors) on a local Ray instance with
+"""The study on Ray (`study.executor: ray`, undo.study.executors) on a local Ray instance with
 2 CPUs: the same summary as the local executor, each attack run its own task, a failing
 stage retried once and then reported. Needs the optional extra: `pip install 'undo[ray]'`."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from undo.cli import main
 from undo.config import ConfigError, load_config
-from undo.pipeline import Job, Task, run_graph
+from undo.study.graph import Job, Task, run_graph
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "arithmetic" / "smoke.yaml"
 TIMING = {"wall_time_s", "train_time_s", "time", "environment", "tok_per_s", "stage_dir",

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from undo.robustness import (
+from undo.attacks.robustness import (
     aggregate,
     compute_ratio,
     curve_peak,

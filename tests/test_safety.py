@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import undo
-import undo.teacher_cache as tc
-from undo.benchmarks.arithmetic import ItemBatches
+import undo.stages.teacher_cache as tc
+from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.checkpoint import COUNTERS_FILE
 from undo.config import OptimConfig
 from undo.models import save_model

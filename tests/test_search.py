@@ -1,4 +1,4 @@
-"""The adaptive attacker (undo.search) on micro models: the space, the utility floor, the
+"""The adaptive attacker (undo.attacks.search) on micro models: the space, the utility floor, the
 stored study (resume after SIGKILL, refusing a foreign db), replays and the CLI."""
 
 from __future__ import annotations
@@ -19,14 +19,8 @@ import pytest
 import torch
 
 from undo.artifacts import read_json
-from undo.attack import attack_dir
-from undo.benchmarks import build_benchmark
-from undo.benchmarks.base import MetricSpec
-from undo.cli import main
-from undo.config import ConfigError, ModelConfig, OptimConfig, load_config
-from undo.models import build_model, save_model
-from undo.objectives import OBJECTIVES
-from undo.search import (
+from undo.attacks.grid import attack_dir
+from undo.attacks.search import (
     best_so_far,
     open_study,
     search_attack,
@@ -34,7 +28,13 @@ from undo.search import (
     search_models,
     worst_case,
 )
-from undo.search_space import lora_modules, utility_bound, utility_ok
+from undo.attacks.space import lora_modules, utility_bound, utility_ok
+from undo.benchmarks import build_benchmark
+from undo.benchmarks.base import MetricSpec
+from undo.cli import main
+from undo.config import ConfigError, ModelConfig, OptimConfig, load_config
+from undo.models import build_model, save_model
+from undo.objectives import OBJECTIVES
 from undo.train import make_optimizer, train
 
 FAST = ["data.eval_items_per_op=8", "attack.steps=12", "attack.batch_size=16",
@@ -274,7 +274,7 @@ SCRIPT = """
 import sys, torch
 torch.set_num_threads(1)
 from undo.config import load_config
-from undo.search import search_attack
+from undo.attacks.search import search_attack
 search_attack(load_config(None, sys.argv[3:]), sys.argv[1], int(sys.argv[2]), log=print)
 """
 

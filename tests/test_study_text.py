@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config
 
 from undo.artifacts import read_json
+from undo.benchmarks.text.shipped import python_docs
 from undo.cli import main
-from undo.data.shipped import python_docs
 from undo.tokenizers import train_bpe_tokenizer
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "text" / "smoke.yaml")

@@ -8,7 +8,7 @@ from undo.artifacts import read_json
 from undo.cli import main
 from undo.config import ConfigError, ModelConfig, SweepConfig, load_config
 from undo.models import build_model, save_model
-from undo.sweep import grid_points, point_config, select, sweep
+from undo.stages.sweep import grid_points, point_config, select, sweep
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "arithmetic" / "smoke.yaml"
 

@@ -4,11 +4,11 @@ import json
 import pytest
 import torch
 
-from undo.benchmarks.arithmetic import ItemBatches
+from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.config import ModelConfig, OptimConfig
 from undo.models import build_model, save_model
 from undo.objectives import OBJECTIVES
-from undo.teacher_cache import CachedBatches, TeacherCache, folder_fingerprint
+from undo.stages.teacher_cache import CachedBatches, TeacherCache, folder_fingerprint
 from undo.train import train
 
 

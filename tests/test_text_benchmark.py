@@ -13,9 +13,9 @@ import torch
 from transformers import AutoTokenizer
 
 from undo.benchmarks import build_benchmark
+from undo.benchmarks.evaluate import evaluate
+from undo.benchmarks.text.corpus import Corpus, pack, split_of
 from undo.config import ConfigError, ModelConfig, from_dict
-from undo.data.text import Corpus, pack, split_of
-from undo.evaluate import evaluate
 from undo.models import build_model
 
 torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 from transformers import AutoTokenizer
 
-from undo.data.arithmetic import TEMPLATES, Item
+from undo.benchmarks.arithmetic.data import TEMPLATES, Item
 
 
 def test_round_trip_and_reload(tokenizer, tmp_path):

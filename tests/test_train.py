@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from undo.benchmarks.arithmetic import ItemBatches
+from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.config import OptimConfig
 from undo.models import build_model
 from undo.objectives import OBJECTIVES
@@ -41,8 +41,8 @@ def test_grad_accum_equals_big_batch(tokenizer, bench):
     """Gradients of two micro-batches of 8 equal those of their concatenation."""
     import random
 
+    from undo.benchmarks.arithmetic.data import encode
     from undo.config import ModelConfig
-    from undo.data.arithmetic import encode
     from undo.train import _default_gradients
 
     stream = bench.stream(bench.retain_ops, word_fraction=0.0)
@@ -141,7 +141,7 @@ def test_two_processes_stay_in_sync(tmp_path, tokenizer, bench, objective):
 def test_flops_count_a_reference_only_where_it_runs(micro_model, tokenizer, bench):
     """MaxEnt with a KL retain term runs its frozen copy on retain data only: the loop
     charges 6·N per trained position plus 2·N per retain position, not per position."""
-    from undo.benchmarks.arithmetic import Benchmark, Config
+    from undo.benchmarks.arithmetic.benchmark import Benchmark, Config
     from undo.compute import count_tokens, matmul_params
     from undo.config import UnlearnConfig
     from undo.objectives.unlearning import build_objective

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from undo.artifacts import read_json
-from undo.benchmarks.arithmetic import Benchmark, Config
+from undo.benchmarks.arithmetic.benchmark import Benchmark, Config
 from undo.cli import main
 from undo.config import ConfigError, ModelConfig, load_config
 from undo.models import build_model, load_model, save_model
-from undo.unlearn import unlearn
+from undo.stages.unlearn import unlearn
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "arithmetic" / "smoke.yaml"
 

@@ -13,8 +13,8 @@ import torch
 
 from lmeval_tasks import write_task
 from undo.benchmarks import build_benchmark
+from undo.benchmarks.evaluate import evaluate
 from undo.config import ConfigError, ModelConfig, from_dict, load_config
-from undo.evaluate import evaluate
 from undo.models import build_model
 
 torch.set_num_threads(1)
@@ -97,7 +97,7 @@ def test_bad_sets(setup, sets, match):
 @pytest.mark.slow
 def test_undo_run_with_an_lm_eval_forget_metric(setup, tmp_path):
     """The whole study, end to end, judged by a local multiple-choice task."""
-    from undo.pipeline import run_study
+    from undo.study.graph import run_study
 
     cfg = load_config(None, [
         f"data={json.dumps(section(setup))}", "model.preset=micro", f"out_dir={tmp_path}",

@@ -26,10 +26,11 @@ from typing import Any
 # public name -> module that defines it
 _EXPORTS = {
     "ConfigError": "config", "RunConfig": "config", "load_config": "config",
-    "attack": "attack", "evaluate_model": "attack",
-    "distill": "distill", "noise": "noise", "run_study": "pipeline", "pretrain": "pretrain",
-    "write_report": "report", "robustness": "robustness", "compute_ratio": "robustness",
-    "sweep": "sweep", "unlearn": "unlearn",
+    "attack": "attacks.grid", "evaluate_model": "attacks.grid",
+    "robustness": "attacks.robustness", "compute_ratio": "attacks.robustness",
+    "distill": "stages.distill", "noise": "stages.noise", "pretrain": "stages.pretrain",
+    "sweep": "stages.sweep", "unlearn": "stages.unlearn",
+    "run_study": "study.graph", "write_report": "report",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

@@ -64,8 +64,8 @@ def _print_metrics(title: str, metrics: dict[str, float]) -> None:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .artifacts import read_json
-    from .pretrain import pretrain
-    from .stages import write_run_config
+    from .stages.base import write_run_config
+    from .stages.pretrain import pretrain
 
     cfg = load_run_config(args)
     _no_paths(args, "pretrain")
@@ -81,9 +81,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole study: pretrain, unlearn, distill (UNDO, U&D, oracles), attack, report."""
-    from .pipeline import run_study
     from .report import format_table
-    from .stages import run_dir
+    from .stages.base import run_dir
+    from .study.graph import run_study
 
     cfg = load_run_config(args)
     _no_paths(args, "run")
@@ -125,7 +125,7 @@ def _one_model_dir(args: argparse.Namespace, command: str) -> str | None:
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from .artifacts import read_json
-    from .unlearn import unlearn
+    from .stages.unlearn import unlearn
 
     cfg = load_run_config(args)
     d = unlearn(cfg, _one_model_dir(args, "unlearn"), force=args.force)
@@ -138,7 +138,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .artifacts import read_json
-    from .sweep import sweep
+    from .stages.sweep import sweep
 
     cfg = load_run_config(args)
     d = sweep(cfg, _one_model_dir(args, "sweep"), force=args.force)
@@ -197,7 +197,7 @@ def _one_path(args: argparse.Namespace, command: str, what: str) -> str:
 
 
 def cmd_noise(args: argparse.Namespace) -> int:
-    from .noise import noise
+    from .stages.noise import noise
 
     cfg = load_run_config(args)
     src = _one_path(args, "noise", "MODEL_DIR")
@@ -219,7 +219,7 @@ def opts_noise(sp: argparse.ArgumentParser) -> None:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from .artifacts import read_json
-    from .distill import distill
+    from .stages.distill import distill
 
     cfg = load_run_config(args)
     teacher = _one_path(args, "distill", "TEACHER_DIR")
@@ -253,7 +253,7 @@ def opts_distill(sp: argparse.ArgumentParser) -> None:
 
 def _model_dirs(args: argparse.Namespace, command: str) -> list[str]:
     """Every MODEL_DIR, checked before any work starts (nothing half-done on a typo)."""
-    from .attack import resolve_model_dir
+    from .attacks.grid import resolve_model_dir
 
     if not args.paths:
         raise ConfigError(f"undo {command} needs at least one MODEL_DIR (a save_pretrained "
@@ -263,7 +263,7 @@ def _model_dirs(args: argparse.Namespace, command: str) -> list[str]:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from .artifacts import read_json
-    from .attack import attack, model_identity
+    from .attacks.grid import attack, model_identity
     from .benchmarks import build_benchmark
 
     cfg = load_run_config(args)
@@ -271,7 +271,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     for p in dirs:
         model_identity(p)  # fails early on a folder without weights
     if args.search is not None:
-        from .search import check_search
+        from .attacks.search import check_search
 
         check_search(cfg, args.search)  # before the grid: nothing half-done on a typo
     metric = build_benchmark(cfg.data).forget_metric.name
@@ -300,7 +300,7 @@ def _search(cfg: RunConfig, dirs: list[str], args: argparse.Namespace, metric: s
     """`--search N`: the adaptive attacker on every model (after its grid), then the
     shared replays; prints the worst case under the search."""
     from .artifacts import read_json
-    from .search import search_models
+    from .attacks.search import search_models
 
     folders = search_models(cfg, dirs, args.search, force=False)
     print(f"worst-case {metric} under the search ({args.search} trials x "
@@ -319,9 +319,9 @@ def _search(cfg: RunConfig, dirs: list[str], args: argparse.Namespace, metric: s
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .artifacts import config_hash, write_json
-    from .attack import evaluate_model, model_identity, model_label
+    from .attacks.grid import evaluate_model, model_identity, model_label
     from .config import to_dict
-    from .stages import run_dir
+    from .stages.base import run_dir
 
     cfg = load_run_config(args)
     dirs = _model_dirs(args, "eval")

@@ -202,7 +202,7 @@ class SweepConfig:
 
 @dataclass
 class NoiseConfig:
-    """Shrink-and-perturb θ ← (1−α)·θ + α·β·(I ⊙ N) before distilling (see undo.noise).
+    """Shrink-and-perturb θ ← (1−α)·θ + α·β·(I ⊙ N) before distilling (see undo.stages.noise).
 
     N is Xavier-uniform for 2-D weights and 0 for 1-D ones (norm gains: see `norms`); I is
     all ones unless `mask` builds it from |θ_unlearned − θ_base| (localized noise).
@@ -239,7 +239,7 @@ class NoiseConfig:
 @dataclass
 class DistillConfig(OptimConfig):
     """Distillation on outputs: forward KL(teacher ‖ student) on the unlabeled
-    pretraining mix, every non-pad next-token position (see undo.distill).
+    pretraining mix, every non-pad next-token position (see undo.stages.distill).
 
     `steps` is the maximum budget; the LR schedule spans it even when a run stops early.
     """
@@ -381,7 +381,7 @@ class Resources:
 class SearchConfig:
     """The adaptive attacker (`undo attack --search N`, `study.attack_search`): a seeded
     Optuna TPE search per model over the attack recipe, `attack.steps` steps per trial
-    (undo.search; docs/attacks.md). A list is a categorical choice, `lr` and
+    (undo.attacks.search; docs/attacks.md). A list is a categorical choice, `lr` and
     `retain_fraction` are [low, high] ranges (lr log-uniform); one value fixes a knob.
     """
 
@@ -475,7 +475,7 @@ class StudyConfig:
     workers: int = 2
     # Where stages run: `local` (this machine, `workers` processes) or `ray` (each stage
     # and each attack run a Ray task asking for `resources`; every node must see the run
-    # folder, a shared filesystem). See undo.executors.
+    # folder, a shared filesystem). See undo.study.executors.
     executor: Literal["local", "ray"] = "local"
     # The Ray cluster to join: "auto" (the one this machine is part of), "ray://host:10001"
     # or "host:6379"; null starts a local Ray instance with `workers` CPUs.
@@ -485,7 +485,7 @@ class StudyConfig:
     resources: dict[str, Resources] = field(default_factory=dict)
     # Trials of the adaptive attack search (`search:` section) per attacked model, on
     # top of the LR grid; 0: the grid only. Every model gets the same budget, and each
-    # model's best recipe is replayed against every other (undo.search).
+    # model's best recipe is replayed against every other (undo.attacks.search).
     attack_search: int = 0
 
     def validate(self, p: str) -> None:

@@ -44,7 +44,7 @@ from .checkpoint import (
 )
 from .compute import count_tokens, matmul_params, train_flops
 from .config import ConfigError, OptimConfig
-from .stages import stage_lock
+from .stages.base import stage_lock
 
 Batch = dict[str, Any]
 Metrics = dict[str, float]

@@ -13,8 +13,8 @@ from types import ModuleType
 from typing import Any
 
 MODULES: dict[str, str] = {
-    "arithmetic": "undo.benchmarks.arithmetic",
-    "text": "undo.benchmarks.text",
+    "arithmetic": "undo.benchmarks.arithmetic.benchmark",
+    "text": "undo.benchmarks.text.benchmark",
     "wmdp": "undo.benchmarks.wmdp",
 }
 

@@ -12,7 +12,7 @@ A stage never knows which benchmark it runs. It asks the benchmark (selected by
 - the attack's data, `attack_batches(attack_cfg, tokenizer, seed)`, and the honesty
   checks on it (`check_attack`: forget-domain data present; attack data disjoint from
   everything evaluated);
-- the attack knobs an adaptive attacker may search (`attack_knobs()`, undo.search):
+- the attack knobs an adaptive attacker may search (`attack_knobs()`, undo.attacks.search):
   `{attack field: {"type": "float" | "int", "low", "high", "default"}}` or
   `{field: {"type": "categorical", "choices", "default"}}`, `default` being what the
   grid uses; the field is set on the AttackConfig of each trial;

@@ -1,10 +1,10 @@
 """Text corpora scored by lm-evaluation-harness: the paper's WMDP setting, or any other.
 
-The data side is the text benchmark's (`undo.benchmarks.text`): forget and retain
+The data side is the text benchmark's (`undo.benchmarks.text.benchmark`): forget and retain
 corpora (for WMDP the `cais/wmdp-corpora` forget and retain corpora), an unlabeled
 distillation mix, an attack on the forget corpus's attack split, optionally mixed with
 retain data (`attack.retain_fraction`). What differs is how models are judged: the
-`forget` and `retain` evaluation sets are lm-eval multiple-choice tasks (`undo.lmeval`),
+`forget` and `retain` evaluation sets are lm-eval multiple-choice tasks (`undo.benchmarks.lmeval`),
 by default WMDP-bio and WMDP-cyber (forget: accuracy, higher = more capable, chance 0.25)
 and MMLU 5-shot (retain). Further named sets (default `forget_final`, `retain_final`:
 all of WMDP, 40% of MMLU) are scored at the end of every stage but not inside training
@@ -23,9 +23,9 @@ from typing import Any, Literal
 from transformers import PreTrainedTokenizerBase
 
 from ..config import AttackConfig, _check
-from ..lmeval import LmEvalConfig, LmEvalSet, LmEvalTask, common_chance
-from . import text
 from .base import EvalSet, MetricSpec
+from .lmeval import LmEvalConfig, LmEvalSet, LmEvalTask, common_chance
+from .text import benchmark as text
 
 CE_SUFFIX = "_ce"
 

@@ -22,7 +22,7 @@ per chunk of positions (`distill_hidden`), with the same per-row math (`_rows_fu
 `_rows_topk`).
 
 Targets come either from a teacher run online (frozen, under `torch.inference_mode`) or
-from a cache of its log-probs (`undo.teacher_cache`): full rows, or the top-k log-probs
+from a cache of its log-probs (`undo.stages.teacher_cache`): full rows, or the top-k log-probs
 plus the log of the remaining mass. For top-k, the loss is the KL between the (k + 1)-
 bucket coarse-grainings of the two distributions (the k tokens and "everything else"),
 a lower bound on the exact KL by the data-processing inequality; its gradient is
@@ -304,7 +304,7 @@ class DistillKL:
     With `teacher`, runs it online (frozen, held once, under inference mode) and counts
     its forward FLOPs via `extra_forward_params`. Without, each batch must carry cached
     targets: `teacher_logprobs` (N, V), or `teacher_topk_idx`, `teacher_topk_logp` (N, k)
-    and `teacher_rest_logp` (N,) (see `undo.teacher_cache.CachedBatches`).
+    and `teacher_rest_logp` (N,) (see `undo.stages.teacher_cache.CachedBatches`).
 
     `logits`: "full" takes the models' (B, T, V) logits from their HF forward; "chunked"
     computes the same loss from their last hidden states, applying the output head to

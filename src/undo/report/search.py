@@ -1,6 +1,6 @@
 """The adaptive attack search in the report: grid and search side by side, the best-so-far
 plot, and the recipes that broke each model. Read from summary.json's `search` sections
-(undo.search; absent when the study ran no search)."""
+(undo.attacks.search; absent when the study ran no search)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The adaptive attacker's search space and its trials (used by undo.search).
+"""The adaptive attacker's search space and its trials (used by undo.attacks.search).
 
 A recipe is a dict of the space's parameters (lr, optimizer, schedule, batch_size,
 weight_decay, lora_rank/alpha/targets, retain_fraction, and the benchmark's
-`attack_knobs()`); `run_recipe` runs one attack with it through `undo.attack.run_one`;
+`attack_knobs()`); `run_recipe` runs one attack with it through `undo.attacks.grid.run_one`;
 `score` reads the forget and retain metrics at each budget and applies the utility floor.
 """
 
@@ -17,13 +17,13 @@ from typing import Any
 import optuna
 import torch
 
-from .architectures import classify, family
-from .attack import run_one
-from .benchmarks import build_benchmark
-from .benchmarks.base import MetricSpec
-from .config import ConfigError, RunConfig
-from .models import load_tokenizer
-from .train import DivergedError
+from ..architectures import classify, family
+from ..benchmarks import build_benchmark
+from ..benchmarks.base import MetricSpec
+from ..config import ConfigError, RunConfig
+from ..models import load_tokenizer
+from ..train import DivergedError
+from .grid import run_one
 
 Params = dict[str, Any]
 Start = tuple[dict[str, float], dict[str, float]]

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ..config import ConfigError
+from ...config import ConfigError
 
 if TYPE_CHECKING:
-    from ..benchmarks.text import Source
+    from .benchmark import Source
 
 SPLITS = ("train", "eval", "attack")
 SUFFIXES = (".jsonl", ".txt")

@@ -1,4 +1,4 @@
-"""The embedded arithmetic benchmark as a `Benchmark` (data generation: `undo.data.arithmetic`).
+"""The embedded arithmetic benchmark as a `Benchmark` (data generation: `undo.benchmarks.arithmetic.data`).
 
 Metrics: exact-match accuracy (greedy decoding of the answer) and answer cross-entropy
 on four sets: `retain`, `forget` (items the base model was trained on that no attack
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..config import AttackConfig, ConfigError, _check
-from ..data.arithmetic import ArithmeticData, Item, ItemStream, encode, fact_key
-from ..tokenizers import build_char_tokenizer
-from .base import Batch, BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches
+from ...config import AttackConfig, ConfigError, _check
+from ...tokenizers import build_char_tokenizer
+from ..base import Batch, BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches
+from .data import ArithmeticData, Item, ItemStream, encode, fact_key
 
 CHANCE_ACC = 1e-3  # a 3-digit answer guessed uniformly
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
-from .benchmarks import build_benchmark
-from .config import ConfigError, RunConfig, to_dict
-from .evaluate import evaluate
-from .models import count_params, load_model, load_tokenizer, save_model
-from .objectives.unlearning import build_objective
-from .stages import finish, is_done, reuse, stage_dir, stage_lock
-from .train import make_accelerator, train
+from ..benchmarks import build_benchmark
+from ..benchmarks.evaluate import evaluate
+from ..config import ConfigError, RunConfig, to_dict
+from ..models import count_params, load_model, load_tokenizer, save_model
+from ..objectives.unlearning import build_objective
+from ..train import make_accelerator, train
+from .base import finish, is_done, reuse, stage_dir, stage_lock
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 

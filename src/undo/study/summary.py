@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .artifacts import environment, read_json, write_json
-from .config import RunConfig, to_dict
-from .robustness import budget_key, compute_ratio, robustness
+from ..artifacts import environment, read_json, write_json
+from ..attacks.robustness import budget_key, compute_ratio, robustness
+from ..config import RunConfig, to_dict
 
 if TYPE_CHECKING:
-    from .pipeline import Model
+    from .graph import Model
 
 SCHEMA_VERSION = 1
 DISTILLED = ("undo", "unlearn_distill", "oracle_base", "oracle_random")
@@ -37,7 +37,7 @@ def _attack_section(attack_dir: Path | None, metric: str) -> dict[str, Any] | No
 
 
 def _search_section(attack_dir: Path | None) -> dict[str, Any] | None:
-    """The adaptive attack search of a model (undo.search): worst case per budget over
+    """The adaptive attack search of a model (undo.attacks.search): worst case per budget over
     its own trials and the replays of other models' best recipes; None without one."""
     path = attack_dir / "search.json" if attack_dir is not None else None
     if path is None or not path.is_file():
@@ -95,7 +95,7 @@ def _finite(x: Any) -> float | None:
 
 def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> dict[str, Any]:
     """Every model's metrics, attack worst cases, robustness and compute."""
-    from .benchmarks import build_benchmark
+    from ..benchmarks import build_benchmark
 
     bench = build_benchmark(cfg.data)
     forget_metric, retain_metric = bench.forget_metric, bench.retain_metric

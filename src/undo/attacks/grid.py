@@ -4,7 +4,7 @@ The adversary of Lee et al. 2025 ("Distillation Robustifies Unlearning", arXiv
 2506.06278, §3): plain cross-entropy finetuning on forget-domain data at a constant LR,
 forget performance evaluated every `eval_every` steps, over a grid of LRs × seeds; the
 worst case over LRs at each step budget is what a model's robustness is judged by
-(aggregation in `undo.robustness`). Each run goes through THE training loop
+(aggregation in `undo.attacks.robustness`). Each run goes through THE training loop
 (`undo.train.train`, objective "ce").
 
 Honesty checks, done before any training:
@@ -35,16 +35,16 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .artifacts import config_hash, read_json, write_json
-from .benchmarks import build_benchmark
-from .benchmarks.base import Benchmark, take
-from .config import AttackConfig, ConfigError, OptimConfig, RunConfig
-from .evaluate import evaluate
-from .models import load_model, load_tokenizer, save_model
-from .objectives import OBJECTIVES
+from ..artifacts import config_hash, read_json, write_json
+from ..benchmarks import build_benchmark
+from ..benchmarks.base import Benchmark, take
+from ..benchmarks.evaluate import evaluate
+from ..config import AttackConfig, ConfigError, OptimConfig, RunConfig
+from ..models import load_model, load_tokenizer, save_model
+from ..objectives import OBJECTIVES
+from ..stages.base import finish, is_done, reuse, run_dir, stage_lock
+from ..train import make_accelerator, train
 from .robustness import aggregate, budget_key
-from .stages import finish, is_done, reuse, run_dir, stage_lock
-from .train import make_accelerator, train
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 HASH_LIMIT = 2 * 2**30  # hash weights up to 2 GiB; above, identify by path, size, mtime
@@ -175,7 +175,7 @@ def run_one(cfg: RunConfig, model_dir: str | Path, lr: float, seed: int,
 
     `start` is the pre-attack (step 0) evaluation, shared by every run of a model;
     without it, it is computed here. The grid uses AdamW at a constant LR; the search
-    (`undo.search`) also sets `optimizer` and `schedule` (see `attack_optim`).
+    (`undo.attacks.search`) also sets `optimizer` and `schedule` (see `attack_optim`).
     """
     t0 = time.perf_counter()
     if threads:

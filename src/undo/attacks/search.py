@@ -2,7 +2,7 @@
 
 A fixed grid (AdamW, constant LR, one batch size, one data mix) overstates robustness;
 other optimizers, schedules, batch sizes, LoRA and data mixes find what it misses. Each
-trial is one relearning attack (`undo.attack.run_one`) with a recipe drawn from the
+trial is one relearning attack (`undo.attacks.grid.run_one`) with a recipe drawn from the
 `search:` space, `attack.steps` steps long; its objective is the benchmark's forget
 metric at that budget, maximised when higher means more capability (the worst case for
 the defender). A trial counts only if the model keeps its utility (`utility_ok`):
@@ -42,8 +42,13 @@ from typing import Any
 import optuna
 import torch
 
-from .artifacts import config_hash, read_json, write_json
-from .attack import (
+from ..artifacts import config_hash, read_json, write_json
+from ..benchmarks import build_benchmark
+from ..benchmarks.base import MetricSpec
+from ..config import ConfigError, RunConfig
+from ..models import load_model, load_tokenizer
+from ..stages.base import run_dir, stage_lock
+from .grid import (
     AttackEval,
     attack,
     attack_dir,
@@ -52,12 +57,8 @@ from .attack import (
     plan_workers,
     resolve_model_dir,
 )
-from .benchmarks import build_benchmark
-from .benchmarks.base import MetricSpec
-from .config import ConfigError, RunConfig
-from .models import load_model, load_tokenizer
 from .robustness import budget_key
-from .search_space import (
+from .space import (
     Params,
     Start,
     grid_recipes,
@@ -68,7 +69,6 @@ from .search_space import (
     suggest,
     utility_bound,
 )
-from .stages import run_dir, stage_lock
 
 SCHEMA = "undo.search/1"
 COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

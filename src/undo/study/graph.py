@@ -14,7 +14,7 @@ many processes of one torch thread each: a ~1M-parameter model keeps two threads
 process poorly busy, so two single-threaded stages side by side finish sooner on a 2-core
 machine, and the core the short gold pretraining frees is used for the gold's oracle and
 attack while the base model is still training. Where tasks run is the executor's business
-(`study.executor`: local processes or a Ray cluster; undo.executors).
+(`study.executor`: local processes or a Ray cluster; undo.study.executors).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .artifacts import read_json
-from .config import STAGE_KINDS, ConfigError, RunConfig
+from ..artifacts import read_json
+from ..config import STAGE_KINDS, ConfigError, RunConfig
 from .executors import make_executor
 
 
@@ -179,11 +179,11 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
 def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     """The study's graph, critical path first, and the models it makes (their folders
     are filled in as their tasks finish)."""
-    from .attack import attack
-    from .distill import distill
-    from .pretrain import gold_recipe, import_model, pretrain
-    from .stages import run_dir
-    from .unlearn import unlearn
+    from ..attacks.grid import attack
+    from ..stages.base import run_dir
+    from ..stages.distill import distill
+    from ..stages.pretrain import gold_recipe, import_model, pretrain
+    from ..stages.unlearn import unlearn
 
     only = set(cfg.study.stages)
     def selected(kind: str) -> bool:
@@ -311,8 +311,8 @@ def attack_config(cfg: RunConfig, seed: int | None) -> RunConfig | None:
 def _add_search_tasks(cfg: RunConfig, tasks: list[Task], made_by: dict[str, Model]) -> None:
     """The adaptive attack search on every attacked model, the same trials x steps each
     (after its grid: the grid's recipes start the search), then one task replaying each
-    model's best recipe against every other (undo.search)."""
-    from .search import check_search, replay_all, search_attack
+    model's best recipe against every other (undo.attacks.search)."""
+    from ..attacks.search import check_search, replay_all, search_attack
 
     check_search(cfg, cfg.study.attack_search)  # before any stage runs
     n = cfg.study.attack_search
@@ -330,8 +330,8 @@ def preflight(cfg: RunConfig) -> None:
     """What can be checked before any stage runs, so a study never fails half-way on it:
     the benchmark's data (read and split), and for a pretrained model that it is a
     loadable causal LM of a known family whose tokenizer the benchmark can use."""
-    from .benchmarks import build_benchmark
-    from .models import pretrained_config, tokenizer_of
+    from ..benchmarks import build_benchmark
+    from ..models import pretrained_config, tokenizer_of
 
     bench = build_benchmark(cfg.data)
     if not cfg.model.is_pretrained():
@@ -354,7 +354,7 @@ def preflight(cfg: RunConfig) -> None:
 def run_study(cfg: RunConfig, *, force: list[str] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every missing stage of the study; write summary.json, plots and report.html."""
-    from .stages import run_dir, write_run_config
+    from ..stages.base import run_dir, write_run_config
     from .summary import build_summary, write_summary
 
     force = list(force or [])
@@ -372,7 +372,7 @@ def run_study(cfg: RunConfig, *, force: list[str] | None = None,
 
     summary = build_summary(cfg, models, wall_time_s=time.time() - t_start)
     write_summary(root, summary)
-    from .report import write_report
+    from ..report import write_report
 
     write_report(root)
     log(f"== done in {(time.time() - t_start) / 60:.1f} min: {root / 'summary.json'}")

@@ -34,7 +34,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 if TYPE_CHECKING:
-    from ..benchmarks.arithmetic import Config as DataConfig
+    from .benchmark import Config as DataConfig
 
 ANSWER_DIGITS = 3
 EQUATION, WORD = "equation", "word"

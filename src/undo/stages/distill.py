@@ -30,12 +30,12 @@ from typing import Any
 
 import torch
 
-from .artifacts import read_json, write_json
-from .benchmarks import build_benchmark
-from .compute import compute_fractions, forward_flops, matmul_params, train_flops
-from .config import ConfigError, DistillConfig, RunConfig, to_dict
-from .evaluate import evaluate
-from .models import (
+from ..artifacts import read_json, write_json
+from ..benchmarks import build_benchmark
+from ..benchmarks.evaluate import evaluate
+from ..compute import compute_fractions, forward_flops, matmul_params, train_flops
+from ..config import ConfigError, DistillConfig, RunConfig, to_dict
+from ..models import (
     count_params,
     load_model,
     load_tokenizer,
@@ -43,12 +43,12 @@ from .models import (
     save_model,
     vocab_check,
 )
+from ..objectives.distill_kl import DistillKL
+from ..sharding import hold_frozen, resolve
+from ..train import make_accelerator, train
+from .base import finish, is_done, reset, run_dir, stage_dir, stage_lock
 from .noise import noised_copy
-from .objectives.distill_kl import DistillKL
-from .sharding import hold_frozen, resolve
-from .stages import finish, is_done, reset, run_dir, stage_dir, stage_lock
 from .teacher_cache import CachedBatches, TeacherCache, folder_fingerprint
-from .train import make_accelerator, train
 
 FULL_CACHE_MAX_VOCAB = 4096
 

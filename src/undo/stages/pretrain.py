@@ -14,10 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from .benchmarks import build_benchmark
-from .config import ModelConfig, RunConfig, to_dict
-from .evaluate import evaluate
-from .models import (
+from ..benchmarks import build_benchmark
+from ..benchmarks.evaluate import evaluate
+from ..config import ModelConfig, RunConfig, to_dict
+from ..models import (
     count_params,
     load_pretrained,
     model_key,
@@ -25,10 +25,10 @@ from .models import (
     save_model,
     stage_tokenizer,
 )
-from .objectives import OBJECTIVES
-from .runtime import device_name
-from .stages import finish, is_done, reuse, stage_dir, stage_lock
-from .train import make_accelerator, train
+from ..objectives import OBJECTIVES
+from ..runtime import device_name
+from ..train import make_accelerator, train
+from .base import finish, is_done, reuse, stage_dir, stage_lock
 
 Which = Literal["base", "gold"]
 

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from accelerate import PartialState
 
-from .artifacts import config_hash, environment, write_json, write_text
-from .config import ConfigError, RunConfig, dump_yaml, from_dict, to_dict
+from ..artifacts import config_hash, environment, write_json, write_text
+from ..config import ConfigError, RunConfig, dump_yaml, from_dict, to_dict
 
 
 class StageBusyError(ConfigError):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .benchmarks.base import Benchmark, Metrics
+from .base import Benchmark, Metrics
 
 
 def evaluate(model: PreTrainedModel, bench: Benchmark, tokenizer: PreTrainedTokenizerBase,

@@ -1,6 +1,6 @@
 """Real text that installed packages ship: corpora that need no download at run time.
 
-A text source `shipped: NAME` reads one of these (`undo.benchmarks.text.Source`):
+A text source `shipped: NAME` reads one of these (`undo.benchmarks.text.benchmark.Source`):
 
 - `python-docs`: English prose, the Python reference topics that CPython ships for
   `help()` (`pydoc_data.topics`), one document per paragraph (~460k characters).
@@ -20,7 +20,7 @@ import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import ConfigError
+from ...config import ConfigError
 
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
 # Pure-Python standard-library packages whose source is always installed with CPython.

@@ -29,9 +29,9 @@ from typing import Any, BinaryIO
 import torch
 from safetensors.torch import load_file, save_file
 
-from .artifacts import config_hash
-from .compute import forward_flops, matmul_params
-from .objectives.distill_kl import forward_logits, freeze, next_token_mask
+from ..artifacts import config_hash
+from ..compute import forward_flops, matmul_params
+from ..objectives.distill_kl import forward_logits, freeze, next_token_mask
 
 Batch = dict[str, Any]
 

@@ -22,10 +22,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .config import ConfigError, Resources, RunConfig
+from ..config import ConfigError, Resources, RunConfig
 
 if TYPE_CHECKING:
-    from .pipeline import Job
+    from .graph import Job
 
 
 def call(cfg: RunConfig, job: Job) -> Path:
@@ -37,7 +37,7 @@ def _worker_init(threads: int = 1) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from . import runtime
+    from .. import runtime
 
     runtime.quiet()
 
@@ -95,9 +95,9 @@ def _ray_stage(cfg: RunConfig, job: Job, threads: int, *_runs: Path) -> Path:
 
 def attack_run(cfg: RunConfig, model_dir: str, lr: float, seed: int, threads: int) -> Path:
     """One run of an attack grid into the attack folder's `runs/`, where the attack stage
-    finds it and runs only what is missing (undo.attack._attack_grid)."""
-    from .artifacts import write_json
-    from .attack import attack_dir, resolve_model_dir, run_one
+    finds it and runs only what is missing (undo.attacks.grid._attack_grid)."""
+    from ..artifacts import write_json
+    from ..attacks.grid import attack_dir, resolve_model_dir, run_one
 
     _worker_init(threads)
     model_dir = str(resolve_model_dir(model_dir))
@@ -138,7 +138,7 @@ class RayExecutor:
                  "retry_exceptions": True}, max(1, int(r.cpus)))
 
     def submit(self, cfg: RunConfig, job: Job, kind: str) -> Future[Path]:
-        from .attack import attack
+        from ..attacks.grid import attack
 
         ray = self.ray
         opts, threads = self._options(cfg, kind)

@@ -1,4 +1,4 @@
-"""Text corpora as a `Benchmark`: forget one corpus, keep another (data: `undo.data.text`).
+"""Text corpora as a `Benchmark`: forget one corpus, keep another (data: `undo.benchmarks.text.corpus`).
 
 Sources are local JSONL / .txt files (or folders of them) or `datasets` ids. Documents
 are split by a hash of their text into train / eval / attack (disjoint, stable as a
@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..config import AttackConfig, ConfigError, _check
-from ..data.text import SUFFIXES, AttackBatches, Corpus, Mixture, WindowBatches, pack
-from ..tokenizers import train_bpe_tokenizer
-from .base import BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches
+from ...config import AttackConfig, ConfigError, _check
+from ...tokenizers import train_bpe_tokenizer
+from ..base import BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches
+from .corpus import SUFFIXES, AttackBatches, Corpus, Mixture, WindowBatches, pack
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Source:
     `dataset`: `datasets.load_dataset(dataset, name, split=split, streaming=streaming,
     data_files=data_files)`; a packaged builder reads local files (`dataset: json`,
     `data_files: [corpus.jsonl]`). With `streaming`, the first `max_documents` records.
-    `shipped`: real text an installed package carries (`undo.data.shipped`: python-docs,
+    `shipped`: real text an installed package carries (`undo.benchmarks.text.shipped`: python-docs,
     python-source, korean-law, korean-bills).
     """
 
@@ -68,7 +68,7 @@ class Source:
                                    ("shipped", self.shipped)) if v is not None}
         _check(len(given) == 1, p, given, "exactly one of path, dataset, shipped")
         if self.shipped is not None:
-            from ..data.shipped import SHIPPED
+            from .shipped import SHIPPED
 
             _check(self.shipped in SHIPPED, f"{p}.shipped", self.shipped, ", ".join(SHIPPED))
         if self.path is not None:
@@ -150,7 +150,7 @@ class Config:
                f"'model' with model.name_or_path={run.model.name_or_path!r} (a locally "
                f"trained BPE does not match the model's vocabulary)")
         if not has_model:
-            from ..models import model_shape
+            from ...models import model_shape
 
             positions = model_shape(run.model)["max_position_embeddings"]
             _check(self.seq_len <= positions, "data.seq_len", self.seq_len,
@@ -284,7 +284,7 @@ class Benchmark:
         if self.cfg.tokenizer == "model":
             return None
         if self._tokenizer is None and self.cfg.tokenizer != "bpe":
-            from ..models import load_tokenizer  # a ConfigError when it cannot be loaded
+            from ...models import load_tokenizer  # a ConfigError when it cannot be loaded
 
             self._tokenizer = load_tokenizer(self.cfg.tokenizer)
         if self._tokenizer is None:

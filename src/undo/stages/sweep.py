@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
-from .artifacts import config_hash, read_json, write_json, write_text
-from .config import ConfigError, RunConfig, SweepConfig, _fix_yaml_numbers, from_dict, to_dict
-from .stages import run_dir
+from ..artifacts import config_hash, read_json, write_json, write_text
+from ..config import ConfigError, RunConfig, SweepConfig, _fix_yaml_numbers, from_dict, to_dict
+from .base import run_dir
 from .unlearn import default_base, resolve_base, unlearn
 
 

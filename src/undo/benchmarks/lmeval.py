@@ -38,8 +38,8 @@ import torch
 import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .benchmarks.base import Metrics, Scores
-from .config import ConfigError, _check
+from ..config import ConfigError, _check
+from .base import Metrics, Scores
 
 INSTALL_HINT = 'pip install "undo[lm-eval]"'
 
