@@ -28,7 +28,7 @@ import torch
 
 from undo.artifacts import environment, write_json
 from undo.attacks.grid import AttackEval, attack, attack_optim
-from undo.benchmarks.arithmetic.benchmark.benchmark import Benchmark, score_items
+from undo.benchmarks.arithmetic.benchmark import Benchmark, score_items
 from undo.config import ModelConfig, load_config
 from undo.models import build_model, load_model, load_tokenizer, save_model
 from undo.objectives import OBJECTIVES

@@ -26,8 +26,8 @@ import torch
 
 from undo.artifacts import environment, read_json, write_json
 from undo.attacks.grid import attack, model_label
-from undo.benchmarks.arithmetic.benchmark.benchmark import score_items_bucketed
-from undo.benchmarks.arithmetic.benchmark.data import ArithmeticData
+from undo.benchmarks.arithmetic.benchmark import score_items_bucketed
+from undo.benchmarks.arithmetic.data import ArithmeticData
 from undo.config import load_config
 from undo.models import load_model, load_tokenizer
 

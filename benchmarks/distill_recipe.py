@@ -60,7 +60,7 @@ CANDIDATES: dict[str, tuple[str, float | None, list[str]]] = {
 
 
 def _run(job: tuple[str, list[str], str, float | None, int, str, str]) -> dict[str, Any]:
-    from undo.stages.base.distill import distill
+    from undo.stages.distill import distill
 
     torch.set_num_threads(1)
     config, overrides, init, alpha, seed, teacher, gold = job

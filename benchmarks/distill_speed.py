@@ -43,16 +43,15 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from undo.artifacts import environment, write_json
-from undo.benchmarks.arithmetic.benchmark.benchmark import Config as DataConfig
-from undo.benchmarks.arithmetic.benchmark.benchmark import ItemBatches
-from undo.benchmarks.arithmetic.benchmark.data import ArithmeticData
+from undo.artifacts import environment, model_folder, write_json
+from undo.benchmarks.arithmetic.benchmark import Config as DataConfig
+from undo.benchmarks.arithmetic.benchmark import ItemBatches
+from undo.benchmarks.arithmetic.data import ArithmeticData
 from undo.config import ModelConfig, NoiseConfig, OptimConfig
 from undo.models import build_model, load_model, reinit_like
 from undo.objectives import OBJECTIVES
-from undo.stages.base.distill import model_folder
-from undo.stages.base.noise import noised_copy
-from undo.stages.base.teacher_cache import CachedBatches, TeacherCache
+from undo.stages.noise import noised_copy
+from undo.stages.teacher_cache import CachedBatches, TeacherCache
 from undo.tokenizers import build_char_tokenizer
 from undo.train import train
 

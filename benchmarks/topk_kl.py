@@ -17,15 +17,14 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from undo.artifacts import write_json
-from undo.benchmarks.arithmetic.benchmark.benchmark import Config as DataConfig
-from undo.benchmarks.arithmetic.benchmark.benchmark import ItemBatches
-from undo.benchmarks.arithmetic.benchmark.data import ArithmeticData
+from undo.artifacts import model_folder, write_json
+from undo.benchmarks.arithmetic.benchmark import Config as DataConfig
+from undo.benchmarks.arithmetic.benchmark import ItemBatches
+from undo.benchmarks.arithmetic.data import ArithmeticData
 from undo.config import NoiseConfig
 from undo.models import load_model, load_tokenizer, reinit_like
 from undo.objectives.distill_kl import forward_kl, forward_logits, next_token_mask, topk_kl
-from undo.stages.base.distill import model_folder
-from undo.stages.base.noise import noised_copy
+from undo.stages.noise import noised_copy
 
 
 def compare(teacher: torch.nn.Module, student: torch.nn.Module, batches: ItemBatches, n: int,

@@ -5,12 +5,11 @@ import json
 import pytest
 import torch
 
-from undo.artifacts import read_json
+from undo.artifacts import model_identity, read_json
 from undo.attacks.grid import (
     attack,
     attack_dir,
     evaluate_model,
-    model_identity,
     run_one,
 )
 from undo.benchmarks.arithmetic.benchmark import Benchmark, ItemEvalSet

@@ -16,7 +16,8 @@ from lm_eval.tasks import TaskManager
 from lmeval_tasks import write_questions, write_task
 from undo.benchmarks.base import take
 from undo.benchmarks.lmeval import LmEvalConfig, LmEvalSet, LmEvalTask
-from undo.config import ConfigError, ModelConfig, from_dict
+from undo.config import ConfigError, ModelConfig
+from undo.configlib import from_dict
 from undo.models import build_model
 from undo.tokenizers import train_bpe_tokenizer
 

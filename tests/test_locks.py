@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 import undo
+from undo.artifacts import StageBusyError, is_done, stage_lock
 from undo.config import ConfigError, load_config
-from undo.stages.base import StageBusyError, is_done, reset, stage_lock, write_run_config
+from undo.stages.base import reset, write_run_config
 
 SRC = str(Path(undo.__file__).resolve().parents[1])
 
@@ -27,7 +28,7 @@ SRC = str(Path(undo.__file__).resolve().parents[1])
 HOLDER = """
 import os, sys, time
 from pathlib import Path
-from undo.stages.base import stage_lock
+from undo.artifacts import stage_lock
 d = Path(sys.argv[1])
 with stage_lock(d, wait=False):
     d.mkdir(parents=True, exist_ok=True)

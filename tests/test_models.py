@@ -252,7 +252,7 @@ def test_real_smollm2_gguf_answers():
 
 
 def test_loading_options_need_a_pretrained_model():
-    from undo.config import from_dict
+    from undo.configlib import from_dict
 
     with pytest.raises(ConfigError, match="revision': got 'v1'; valid: only with model.name_or"):
         from_dict({"revision": "v1"}, ModelConfig)

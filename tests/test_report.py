@@ -17,6 +17,7 @@ from undo.cli import main
 from undo.report import (
     SummaryError,
     compose_verdict,
+    figures,
     format_table,
     load_summary,
     plots,
@@ -48,7 +49,7 @@ def written(tmp_path_factory):
 def png_size_in(png: bytes) -> tuple[float, float]:
     assert png[:8] == PNG_MAGIC
     w, h = struct.unpack(">II", png[16:24])  # IHDR width, height in pixels
-    return w / plots.DPI, h / plots.DPI
+    return w / figures.DPI, h / figures.DPI
 
 
 # ----------------------------------------------------------------------------- schema

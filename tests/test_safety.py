@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import undo
-import undo.stages.teacher_cache as tc
+import undo.artifacts as art
 from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.checkpoint import COUNTERS_FILE
 from undo.config import OptimConfig
@@ -113,40 +113,40 @@ def _data_start(path: Path) -> int:
 
 
 def test_fingerprint_under_the_cap_reads_every_byte(model_dir, tmp_path):
-    assert sum(f.stat().st_size for f in model_dir.iterdir()) < tc.FULL_HASH_MAX_BYTES
-    before = tc.folder_fingerprint(model_dir)
+    assert sum(f.stat().st_size for f in model_dir.iterdir()) < art.FULL_HASH_MAX_BYTES
+    before = art.fingerprint(model_dir)
     weights = model_dir / "model.safetensors"
     _flip(weights, weights.stat().st_size - 3)  # a byte no sample would hit
-    assert tc.folder_fingerprint(model_dir) != before
+    assert art.fingerprint(model_dir) != before
 
 
 def test_fingerprint_over_the_cap_samples(model_dir, tmp_path, monkeypatch):
-    full = tc.folder_fingerprint(model_dir)
-    monkeypatch.setattr(tc, "FULL_HASH_MAX_BYTES", 1024)  # every model is "large" now
-    monkeypatch.setattr(tc, "SAMPLE_BLOCKS", 4)
-    monkeypatch.setattr(tc, "SAMPLE_BYTES", 256)
+    full = art.fingerprint(model_dir)
+    monkeypatch.setattr(art, "FULL_HASH_MAX_BYTES", 1024)  # every model is "large" now
+    monkeypatch.setattr(art, "SAMPLE_BLOCKS", 4)
+    monkeypatch.setattr(art, "SAMPLE_BYTES", 256)
     weights = model_dir / "model.safetensors"
     start, size = _data_start(weights), weights.stat().st_size
     assert size - start > 4 * 256 * 4  # room for bytes between the samples
 
-    fp = tc.folder_fingerprint(model_dir)
+    fp = art.fingerprint(model_dir)
     assert fp != full  # the two branches never collide
     copy = shutil.copytree(model_dir, tmp_path / "copy")
-    assert tc.folder_fingerprint(copy) == fp  # content, not place or mtime
+    assert art.fingerprint(copy) == fp  # content, not place or mtime
 
     _flip(weights, start)  # inside the first sampled block
-    assert tc.folder_fingerprint(model_dir) != fp
+    assert art.fingerprint(model_dir) != fp
     _flip(weights, start)
-    assert tc.folder_fingerprint(model_dir) == fp
+    assert art.fingerprint(model_dir) == fp
     # The trade-off: a byte between samples goes unseen (documented in teacher_cache).
     _flip(weights, start + (size - start) // 6)
-    assert tc.folder_fingerprint(model_dir) == fp
+    assert art.fingerprint(model_dir) == fp
     # The header (names, dtypes, shapes, offsets) is hashed in full.
     header = bytearray(weights.read_bytes())
     i = header.index(b'"F32"')
     header[i:i + 5] = b'"F16"'
     weights.write_bytes(bytes(header))
-    assert tc.folder_fingerprint(model_dir) != fp
+    assert art.fingerprint(model_dir) != fp
 
 
 def test_fingerprint_reads_little_of_a_large_file(tmp_path, monkeypatch):
@@ -157,7 +157,7 @@ def test_fingerprint_reads_little_of_a_large_file(tmp_path, monkeypatch):
     d.mkdir()
     save_file({"w": torch.zeros(16 << 20)}, str(d / "model.safetensors"))  # 64 MiB
     (d / "config.json").write_text("{}")
-    monkeypatch.setattr(tc, "FULL_HASH_MAX_BYTES", 1 << 20)
+    monkeypatch.setattr(art, "FULL_HASH_MAX_BYTES", 1 << 20)
     read = 0
     real_open = Path.open
 
@@ -181,5 +181,5 @@ def test_fingerprint_reads_little_of_a_large_file(tmp_path, monkeypatch):
             return self.fh.seek(*a)
 
     monkeypatch.setattr(Path, "open", lambda self, *a, **k: Counting(real_open(self, *a, **k)))
-    tc.folder_fingerprint(d)
-    assert read <= tc.SAMPLE_BLOCKS * tc.SAMPLE_BYTES + (1 << 16)
+    art.fingerprint(d)
+    assert read <= art.SAMPLE_BLOCKS * art.SAMPLE_BYTES + (1 << 16)

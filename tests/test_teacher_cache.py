@@ -4,11 +4,13 @@ import json
 import pytest
 import torch
 
+from undo.artifacts import fingerprint
 from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.config import ModelConfig, OptimConfig
+from undo.configlib import ConfigError
 from undo.models import build_model, save_model
 from undo.objectives import OBJECTIVES
-from undo.stages.teacher_cache import CachedBatches, TeacherCache, folder_fingerprint
+from undo.stages.teacher_cache import CachedBatches, TeacherCache
 from undo.train import train
 
 
@@ -97,10 +99,10 @@ def test_misaligned_cache_is_refused(teacher, batches, tmp_path, tokenizer, benc
 def test_fingerprint_follows_content(teacher, tokenizer, tmp_path):
     a = save_model(teacher, tokenizer, tmp_path / "a")
     b = save_model(copy.deepcopy(teacher), tokenizer, tmp_path / "b")
-    assert folder_fingerprint(a) == folder_fingerprint(b)
+    assert fingerprint(a) == fingerprint(b)
     with torch.no_grad():
         teacher.model.norm.weight.add_(1.0)
     c = save_model(teacher, tokenizer, tmp_path / "c")
-    assert folder_fingerprint(c) != folder_fingerprint(a)
-    with pytest.raises(FileNotFoundError):
-        folder_fingerprint(tmp_path)
+    assert fingerprint(c) != fingerprint(a)
+    with pytest.raises(ConfigError, match="holds no weights"):
+        fingerprint(tmp_path)

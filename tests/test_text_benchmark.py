@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 from undo.benchmarks import build_benchmark
 from undo.benchmarks.evaluate import evaluate
 from undo.benchmarks.text.corpus import Corpus, pack, split_of
-from undo.config import ConfigError, ModelConfig, from_dict
+from undo.config import ConfigError, ModelConfig, run_config
 from undo.models import build_model
 
 torch.set_num_threads(1)
@@ -50,7 +50,7 @@ def load(corpora: dict[str, str], **data: Any) -> Any:
     section = {"benchmark": "text", "forget": [{"path": corpora["forget"]}],
                "retain": [{"path": corpora["retain"]}], "seq_len": 16, "vocab_size": 320,
                "eval_fraction": 0.2, "attack_fraction": 0.2, **data}
-    return from_dict({"data": section, **run})
+    return run_config({"data": section, **run})
 
 
 def bench_of(corpora: dict[str, str], **data: Any) -> Any:
@@ -58,7 +58,7 @@ def bench_of(corpora: dict[str, str], **data: Any) -> Any:
 
 
 def test_config_defaults_and_sources(corpora):
-    cfg = from_dict({"data": {"benchmark": "text", "forget": [{"path": corpora["forget"]}],
+    cfg = run_config({"data": {"benchmark": "text", "forget": [{"path": corpora["forget"]}],
                               "retain": [{"path": corpora["retain"], "weight": 2}]}}).data
     assert (cfg.seq_len, cfg.eval_fraction, cfg.attack_fraction, cfg.forget_weight,
             cfg.eval_windows, cfg.tokenizer, cfg.vocab_size, cfg.seed) == (

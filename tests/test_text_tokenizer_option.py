@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from undo.benchmarks import build_benchmark
-from undo.config import ConfigError, from_dict
+from undo.config import ConfigError, run_config
 from undo.tokenizers import train_bpe_tokenizer
 
 
@@ -25,7 +25,7 @@ def data(tmp_path: Path, tokenizer: str) -> dict:
 def test_named_tokenizer_folder(tmp_path):
     saved = tmp_path / "tok"
     train_bpe_tokenizer(["a named tokenizer, trained elsewhere"] * 3, 280).save_pretrained(saved)
-    bench = build_benchmark(from_dict({"data": data(tmp_path, str(saved))}).data)
+    bench = build_benchmark(run_config({"data": data(tmp_path, str(saved))}).data)
     tok = bench.own_tokenizer()
     assert len(tok) == 280 and bench.own_tokenizer() is tok
     assert bench.eval_set("forget", tok).windows.max() < 280
@@ -33,10 +33,10 @@ def test_named_tokenizer_folder(tmp_path):
 
 def test_model_tokenizer_needs_a_model(tmp_path):
     with pytest.raises(ConfigError, match="data.tokenizer"):
-        from_dict({"data": data(tmp_path, "model")})
+        run_config({"data": data(tmp_path, "model")})
 
 
 def test_missing_tokenizer_is_one_config_error(tmp_path):
-    bench = build_benchmark(from_dict({"data": data(tmp_path, str(tmp_path / "none"))}).data)
+    bench = build_benchmark(run_config({"data": data(tmp_path, str(tmp_path / "none"))}).data)
     with pytest.raises(ConfigError, match="cannot load a tokenizer"):
         bench.own_tokenizer()

@@ -14,7 +14,7 @@ import torch
 from lmeval_tasks import write_task
 from undo.benchmarks import build_benchmark
 from undo.benchmarks.evaluate import evaluate
-from undo.config import ConfigError, ModelConfig, from_dict, load_config
+from undo.config import ConfigError, ModelConfig, load_config, run_config
 from undo.models import build_model
 
 torch.set_num_threads(1)
@@ -52,7 +52,7 @@ def section(setup: dict[str, str], **over: Any) -> dict[str, Any]:
 
 
 def test_metrics_are_lm_eval_accuracies(setup):
-    bench = build_benchmark(from_dict({"data": section(setup)}).data)
+    bench = build_benchmark(run_config({"data": section(setup)}).data)
     assert bench.forget_metric.name == "forget/acc" and bench.forget_metric.higher_is_better
     assert bench.forget_metric.chance == 0.25 and bench.retain_metric.name == "retain/acc"
     assert bench.eval_names == ("retain", "forget", "forget_final", "retain_ce", "forget_ce")
@@ -64,7 +64,7 @@ def test_metrics_are_lm_eval_accuracies(setup):
     for k in ("forget/acc", "retain/acc", "forget_final/acc"):
         assert 0 <= m[k] <= 1
     assert m["forget_ce/ce"] > 0 and m["retain_ce/ce"] > 0 and m["forget/ce"] > 0
-    a = from_dict({"data": section(setup), "attack": {"retain_fraction": 0.5}}).attack
+    a = run_config({"data": section(setup), "attack": {"retain_fraction": 0.5}}).attack
     info = bench.check_attack(a, [bench.attack_batches(a, tok, "0-0")], 2, tok)
     leaf = info["lm_eval"]["retain"]["tasks"][0]["leaf_tasks"]["general_local"]
     assert leaf["num_fewshot"] == 1 and leaf["version"] == 1.0
@@ -76,7 +76,7 @@ def test_metrics_are_lm_eval_accuracies(setup):
 def test_paper_defaults_load_without_network(setup):
     data = section(setup)
     del data["lm_eval"]
-    cfg = from_dict({"data": data}).data
+    cfg = run_config({"data": data}).data
     assert [t.task for t in cfg.lm_eval.sets["forget"]] == ["wmdp_bio", "wmdp_cyber"]
     assert cfg.lm_eval.sets["retain"][0].limit == 0.07
 
@@ -91,7 +91,7 @@ def test_bad_sets(setup, sets, match):
     data = section(setup)
     data["lm_eval"]["sets"] = sets
     with pytest.raises(ConfigError, match=match):
-        from_dict({"data": data})
+        run_config({"data": data})
 
 
 @pytest.mark.slow

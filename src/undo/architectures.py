@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import ConfigError
+from .configlib import ConfigError
 
 # Parameter groups. The output head is its own group here; noise counts it with the
 # embeddings (`noise.targets: embeddings` means "incl. the output head").

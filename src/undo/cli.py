@@ -16,7 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, load_config
+from .config import RunConfig, load_config
+from .configlib import ConfigError
 from .registry import RegistryError
 
 
@@ -102,7 +103,7 @@ def opts_run(sp: argparse.ArgumentParser) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from .config import dump_yaml
+    from .configlib import dump_yaml
 
     cfg = load_run_config(args)
     _no_paths(args, "config")
@@ -253,17 +254,17 @@ def opts_distill(sp: argparse.ArgumentParser) -> None:
 
 def _model_dirs(args: argparse.Namespace, command: str) -> list[str]:
     """Every MODEL_DIR, checked before any work starts (nothing half-done on a typo)."""
-    from .attacks.grid import resolve_model_dir
+    from .artifacts import model_folder
 
     if not args.paths:
         raise ConfigError(f"undo {command} needs at least one MODEL_DIR (a save_pretrained "
                           f"folder, or a stage folder holding model/)")
-    return [str(resolve_model_dir(p)) for p in args.paths]
+    return [str(model_folder(p, "MODEL_DIR")) for p in args.paths]
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from .artifacts import read_json
-    from .attacks.grid import attack, model_identity
+    from .artifacts import model_identity, read_json
+    from .attacks.grid import attack
     from .benchmarks import build_benchmark
 
     cfg = load_run_config(args)
@@ -318,9 +319,9 @@ def _search(cfg: RunConfig, dirs: list[str], args: argparse.Namespace, metric: s
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .artifacts import config_hash, write_json
-    from .attacks.grid import evaluate_model, model_identity, model_label
-    from .config import to_dict
+    from .artifacts import config_hash, model_identity, write_json
+    from .attacks.grid import evaluate_model, model_label
+    from .configlib import to_dict
     from .stages.base import run_dir
 
     cfg = load_run_config(args)

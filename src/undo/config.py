@@ -1,33 +1,31 @@
-"""Typed run configuration: one dataclass per stage, YAML loading, dotted overrides.
+"""The run configuration's schema: one dataclass per stage, and `load_config`.
 
-Every user-facing setting lives here. Loading is strict: an unknown key, a value of
-the wrong type or one out of range stops at load time with a single `ConfigError`
-naming the key, the bad value and what is valid. The resolved config (every default
-filled in) is what gets written beside each result.
+Every user-facing setting lives here. Loading is strict (`undo.configlib`): an unknown
+key, a value of the wrong type or one out of range stops at load time with a single
+`ConfigError` naming the key, the bad value and what is valid. The resolved config
+(every default filled in) is what gets written beside each result.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
-import yaml
+from .configlib import (
+    ConfigError,
+    check,
+    dump_yaml,
+    from_dict,
+    parse_override,
+    read_yaml,
+    set_dotted,
+    to_dict,
+)
 
-
-class ConfigError(ValueError):
-    """A user error in a config file or override: the message says what to fix."""
-
-
-def _check(cond: bool, key: str, value: Any, valid: str) -> None:
-    if not cond:
-        raise ConfigError(f"config key '{key}': got {value!r}; valid: {valid}")
-
-
-# ---------------------------------------------------------------------------- stages
+# Re-exported: the public API (`undo.load_config`, `undo.ConfigError`) and callers that
+# load or dump a RunConfig reach the machinery through this module.
+__all__ = ["ConfigError", "RunConfig", "dump_yaml", "load_config", "run_config", "to_dict"]
 
 
 def _data_config_class(raw: Any, key: str) -> type:
@@ -69,9 +67,9 @@ class ModelConfig:
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size",
                      "max_position_embeddings"):
             v = getattr(self, name)
-            _check(v is None or v > 0, f"{p}.{name}", v, "a positive integer or null")
+            check(v is None or v > 0, f"{p}.{name}", v, "a positive integer or null")
         for name in ("revision", "trust_remote_code"):
-            _check(self.name_or_path is not None or getattr(self, name) in (None, False),
+            check(self.name_or_path is not None or getattr(self, name) in (None, False),
                    f"{p}.{name}", getattr(self, name), "only with model.name_or_path set")
         if not self.is_pretrained():  # the preset exists and the shape is consistent
             from .models import model_shape
@@ -102,19 +100,19 @@ class OptimConfig:
     checkpoint_every: int = 0  # 0: no mid-run checkpoints (no resume)
 
     def validate(self, p: str) -> None:
-        _check(self.steps > 0, f"{p}.steps", self.steps, "a positive integer")
-        _check(self.batch_size > 0, f"{p}.batch_size", self.batch_size, "a positive integer")
-        _check(self.grad_accum > 0, f"{p}.grad_accum", self.grad_accum, "a positive integer")
-        _check(self.lr > 0, f"{p}.lr", self.lr, "a positive number")
-        _check(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, "an integer >= 0")
-        _check(0 <= self.min_lr_ratio <= 1, f"{p}.min_lr_ratio", self.min_lr_ratio, "[0, 1]")
-        _check(self.weight_decay >= 0, f"{p}.weight_decay", self.weight_decay, "a number >= 0")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas",
+        check(self.steps > 0, f"{p}.steps", self.steps, "a positive integer")
+        check(self.batch_size > 0, f"{p}.batch_size", self.batch_size, "a positive integer")
+        check(self.grad_accum > 0, f"{p}.grad_accum", self.grad_accum, "a positive integer")
+        check(self.lr > 0, f"{p}.lr", self.lr, "a positive number")
+        check(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, "an integer >= 0")
+        check(0 <= self.min_lr_ratio <= 1, f"{p}.min_lr_ratio", self.min_lr_ratio, "[0, 1]")
+        check(self.weight_decay >= 0, f"{p}.weight_decay", self.weight_decay, "a number >= 0")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas",
                self.betas, "two numbers in [0, 1)")
-        _check(self.grad_clip is None or self.grad_clip > 0, f"{p}.grad_clip", self.grad_clip,
+        check(self.grad_clip is None or self.grad_clip > 0, f"{p}.grad_clip", self.grad_clip,
                "a positive number or null")
         for k in ("log_every", "eval_every", "checkpoint_every"):
-            _check(getattr(self, k) >= 0, f"{p}.{k}", getattr(self, k), "an integer >= 0")
+            check(getattr(self, k) >= 0, f"{p}.{k}", getattr(self, k), "an integer >= 0")
 
 
 @dataclass
@@ -137,9 +135,9 @@ class PretrainConfig(OptimConfig):
 
     def validate(self, p: str) -> None:
         super().validate(p)
-        _check(self.gold_steps is None or self.gold_steps > 0, f"{p}.gold_steps",
+        check(self.gold_steps is None or self.gold_steps > 0, f"{p}.gold_steps",
                self.gold_steps, "a positive integer or null")
-        _check(self.gold_batch_size is None or self.gold_batch_size > 0,
+        check(self.gold_batch_size is None or self.gold_batch_size > 0,
                f"{p}.gold_batch_size", self.gold_batch_size, "a positive integer or null")
 
 
@@ -166,7 +164,7 @@ class UnlearnConfig(OptimConfig):
 
     def validate(self, p: str) -> None:
         super().validate(p)
-        _check(self.retain_weight >= 0, f"{p}.retain_weight", self.retain_weight,
+        check(self.retain_weight >= 0, f"{p}.retain_weight", self.retain_weight,
                "a number >= 0")
         # The method and its method_args, checked now rather than when the unlearning
         # stage starts (possibly after pretraining): building an objective only parses
@@ -192,11 +190,11 @@ class SweepConfig:
     forget_metric: str = "forget/acc"  # lower is better
 
     def validate(self, p: str) -> None:
-        _check(0 <= self.min_retain_ratio <= 1, f"{p}.min_retain_ratio",
+        check(0 <= self.min_retain_ratio <= 1, f"{p}.min_retain_ratio",
                self.min_retain_ratio, "a number in [0, 1]")
         for k in ("retain_metric", "forget_metric"):
             v = getattr(self, k)
-            _check(v.split("/")[0] in ("retain", "forget", "retain_heldout", "forget_heldout"),
+            check(v.split("/")[0] in ("retain", "forget", "retain_heldout", "forget_heldout"),
                    f"{p}.{k}", v, "an evaluation metric such as retain/acc or forget/acc")
 
 
@@ -227,12 +225,12 @@ class NoiseConfig:
     norms: Literal["keep", "shrink", "reset"] = "keep"
 
     def validate(self, p: str) -> None:
-        _check(0 <= self.alpha <= 1, f"{p}.alpha", self.alpha, "a number in [0, 1]")
-        _check(0 <= self.beta <= 1, f"{p}.beta", self.beta, "a number in [0, 1]")
-        _check(bool(self.targets), f"{p}.targets", self.targets, "a non-empty list")
-        _check(self.layers is None or all(i >= 0 for i in self.layers), f"{p}.layers",
+        check(0 <= self.alpha <= 1, f"{p}.alpha", self.alpha, "a number in [0, 1]")
+        check(0 <= self.beta <= 1, f"{p}.beta", self.beta, "a number in [0, 1]")
+        check(bool(self.targets), f"{p}.targets", self.targets, "a non-empty list")
+        check(self.layers is None or all(i >= 0 for i in self.layers), f"{p}.layers",
                self.layers, "null or a list of block indices >= 0")
-        _check(0 < self.mask_fraction <= 1, f"{p}.mask_fraction", self.mask_fraction,
+        check(0 < self.mask_fraction <= 1, f"{p}.mask_fraction", self.mask_fraction,
                "a number in (0, 1]")
 
 
@@ -279,14 +277,14 @@ class DistillConfig(OptimConfig):
 
     def validate(self, p: str) -> None:
         super().validate(p)
-        _check(self.temperature > 0, f"{p}.temperature", self.temperature, "a positive number")
-        _check(self.stop_within >= 0, f"{p}.stop_within", self.stop_within, "a number >= 0")
-        _check(self.stop == "budget" or self.eval_every > 0, f"{p}.eval_every",
+        check(self.temperature > 0, f"{p}.temperature", self.temperature, "a positive number")
+        check(self.stop_within >= 0, f"{p}.stop_within", self.stop_within, "a number >= 0")
+        check(self.stop == "budget" or self.eval_every > 0, f"{p}.eval_every",
                self.eval_every, f"a positive integer when {p}.stop={self.stop!r}")
-        _check(self.cache_topk > 0, f"{p}.cache_topk", self.cache_topk, "a positive integer")
-        _check(self.chunk_positions > 0, f"{p}.chunk_positions", self.chunk_positions,
+        check(self.cache_topk > 0, f"{p}.cache_topk", self.cache_topk, "a positive integer")
+        check(self.chunk_positions > 0, f"{p}.chunk_positions", self.chunk_positions,
                "a positive integer")
-        _check(self.logits in ("full", "chunked"), f"{p}.logits", self.logits,
+        check(self.logits in ("full", "chunked"), f"{p}.logits", self.logits,
                "'full' or 'chunked'")
 
 
@@ -337,32 +335,32 @@ class AttackConfig:
         return sorted(set(self.budgets) | {self.steps})
 
     def validate(self, p: str) -> None:
-        _check(self.steps > 0, f"{p}.steps", self.steps, "a positive integer")
-        _check(bool(self.lrs) and all(x > 0 for x in self.lrs), f"{p}.lrs", self.lrs,
+        check(self.steps > 0, f"{p}.steps", self.steps, "a positive integer")
+        check(bool(self.lrs) and all(x > 0 for x in self.lrs), f"{p}.lrs", self.lrs,
                "a non-empty list of positive numbers")
-        _check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), f"{p}.seeds",
+        check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), f"{p}.seeds",
                self.seeds, "a non-empty list of distinct integers")
-        _check(len(set(self.lrs)) == len(self.lrs), f"{p}.lrs", self.lrs, "distinct values")
-        _check(self.batch_size > 0, f"{p}.batch_size", self.batch_size, "a positive integer")
-        _check(self.eval_every > 0, f"{p}.eval_every", self.eval_every, "a positive integer")
-        _check(all(0 <= b <= self.steps for b in self.budgets), f"{p}.budgets", self.budgets,
+        check(len(set(self.lrs)) == len(self.lrs), f"{p}.lrs", self.lrs, "distinct values")
+        check(self.batch_size > 0, f"{p}.batch_size", self.batch_size, "a positive integer")
+        check(self.eval_every > 0, f"{p}.eval_every", self.eval_every, "a positive integer")
+        check(all(0 <= b <= self.steps for b in self.budgets), f"{p}.budgets", self.budgets,
                f"step counts in [0, steps={self.steps}]")
-        _check(0 <= self.retain_fraction <= 1, f"{p}.retain_fraction", self.retain_fraction,
+        check(0 <= self.retain_fraction <= 1, f"{p}.retain_fraction", self.retain_fraction,
                "a number in [0, 1]")
-        _check(self.word_fraction is None or 0 <= self.word_fraction <= 1,
+        check(self.word_fraction is None or 0 <= self.word_fraction <= 1,
                f"{p}.word_fraction", self.word_fraction, "null or a number in [0, 1]")
-        _check(self.lora_rank >= 0, f"{p}.lora_rank", self.lora_rank, "an integer >= 0")
-        _check(self.lora_alpha > 0, f"{p}.lora_alpha", self.lora_alpha, "a positive number")
-        _check(bool(self.lora_targets), f"{p}.lora_targets", self.lora_targets,
+        check(self.lora_rank >= 0, f"{p}.lora_rank", self.lora_rank, "an integer >= 0")
+        check(self.lora_alpha > 0, f"{p}.lora_alpha", self.lora_alpha, "a positive number")
+        check(bool(self.lora_targets), f"{p}.lora_targets", self.lora_targets,
                "module names, or ['all-linear']")
-        _check(self.weight_decay >= 0, f"{p}.weight_decay", self.weight_decay, "a number >= 0")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas",
+        check(self.weight_decay >= 0, f"{p}.weight_decay", self.weight_decay, "a number >= 0")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas",
                self.betas, "two numbers in [0, 1)")
-        _check(self.grad_clip is None or self.grad_clip > 0, f"{p}.grad_clip", self.grad_clip,
+        check(self.grad_clip is None or self.grad_clip > 0, f"{p}.grad_clip", self.grad_clip,
                "a positive number or null")
-        _check(self.curve_items_per_op >= 0, f"{p}.curve_items_per_op",
+        check(self.curve_items_per_op >= 0, f"{p}.curve_items_per_op",
                self.curve_items_per_op, "an integer >= 0 (0: the full set)")
-        _check(self.workers >= 0, f"{p}.workers", self.workers, "an integer >= 0 (0: auto)")
+        check(self.workers >= 0, f"{p}.workers", self.workers, "an integer >= 0 (0: auto)")
 
 
 # Stage kinds a user can name in `study.stages`, `study.resources` or `--force`.
@@ -413,30 +411,30 @@ class SearchConfig:
     def validate(self, p: str) -> None:
         for k in ("lr", "retain_fraction"):
             v = getattr(self, k)
-            _check(len(v) in (1, 2) and v == sorted(v), f"{p}.{k}", v,
+            check(len(v) in (1, 2) and v == sorted(v), f"{p}.{k}", v,
                    "[low, high] with low <= high, or [value]")
-        _check(self.lr[0] > 0, f"{p}.lr", self.lr, "positive learning rates")
-        _check(self.retain_fraction[0] >= 0 and self.retain_fraction[-1] <= 0.9,
+        check(self.lr[0] > 0, f"{p}.lr", self.lr, "positive learning rates")
+        check(self.retain_fraction[0] >= 0 and self.retain_fraction[-1] <= 0.9,
                f"{p}.retain_fraction", self.retain_fraction,
                "shares in [0, 0.9] (the attack must train on forget data)")
         for k in ("optimizers", "schedules", "batch_sizes", "weight_decays", "lora_ranks",
                   "lora_alphas", "lora_targets"):
             v = getattr(self, k)
-            _check(bool(v) and len(set(v)) == len(v), f"{p}.{k}", v,
+            check(bool(v) and len(set(v)) == len(v), f"{p}.{k}", v,
                    "a non-empty list of distinct choices (an empty one leaves nothing to "
                    "search)")
-        _check(all(b > 0 for b in self.batch_sizes), f"{p}.batch_sizes", self.batch_sizes,
+        check(all(b > 0 for b in self.batch_sizes), f"{p}.batch_sizes", self.batch_sizes,
                "positive integers")
-        _check(all(w >= 0 for w in self.weight_decays), f"{p}.weight_decays",
+        check(all(w >= 0 for w in self.weight_decays), f"{p}.weight_decays",
                self.weight_decays, "numbers >= 0")
-        _check(all(r >= 0 for r in self.lora_ranks), f"{p}.lora_ranks", self.lora_ranks,
+        check(all(r >= 0 for r in self.lora_ranks), f"{p}.lora_ranks", self.lora_ranks,
                "integers >= 0 (0: full finetuning)")
-        _check(all(a > 0 for a in self.lora_alphas), f"{p}.lora_alphas", self.lora_alphas,
+        check(all(a > 0 for a in self.lora_alphas), f"{p}.lora_alphas", self.lora_alphas,
                "positive numbers")
-        _check(0 <= self.utility_floor <= 1, f"{p}.utility_floor", self.utility_floor,
+        check(0 <= self.utility_floor <= 1, f"{p}.utility_floor", self.utility_floor,
                "a number in [0, 1] (the share of the retain metric a trial must keep; "
                "0: no floor)")
-        _check(self.startup_trials >= 0, f"{p}.startup_trials", self.startup_trials,
+        check(self.startup_trials >= 0, f"{p}.startup_trials", self.startup_trials,
                "an integer >= 0")
 
 
@@ -489,28 +487,28 @@ class StudyConfig:
     attack_search: int = 0
 
     def validate(self, p: str) -> None:
-        _check(self.attack_search >= 0, f"{p}.attack_search", self.attack_search,
+        check(self.attack_search >= 0, f"{p}.attack_search", self.attack_search,
                "an integer >= 0 (trials per model; 0: no search)")
-        _check(all(0 <= a <= 1 for a in self.alphas), f"{p}.alphas", self.alphas,
+        check(all(0 <= a <= 1 for a in self.alphas), f"{p}.alphas", self.alphas,
                "numbers in [0, 1]")
         # A repeated α or seed would name two models of the study alike.
-        _check(len(set(self.alphas)) == len(self.alphas), f"{p}.alphas", self.alphas,
+        check(len(set(self.alphas)) == len(self.alphas), f"{p}.alphas", self.alphas,
                "distinct values")
-        _check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), f"{p}.seeds",
+        check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), f"{p}.seeds",
                self.seeds, "a non-empty list of distinct integers")
-        _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
+        check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
         kinds = (*STAGE_KINDS, "default")
         for kind, r in self.resources.items():
-            _check(kind in kinds, f"{p}.resources", kind, "stage kinds: " + ", ".join(kinds))
-            _check(r.cpus > 0, f"{p}.resources.{kind}.cpus", r.cpus, "a number > 0")
-            _check(r.gpus >= 0, f"{p}.resources.{kind}.gpus", r.gpus, "a number >= 0")
-        _check(self.ray_address is None or self.executor == "ray", f"{p}.ray_address",
+            check(kind in kinds, f"{p}.resources", kind, "stage kinds: " + ", ".join(kinds))
+            check(r.cpus > 0, f"{p}.resources.{kind}.cpus", r.cpus, "a number > 0")
+            check(r.gpus >= 0, f"{p}.resources.{kind}.gpus", r.gpus, "a number >= 0")
+        check(self.ray_address is None or self.executor == "ray", f"{p}.ray_address",
                self.ray_address, f"null unless {p}.executor is 'ray'")
-        _check(self.min_robustness_gap >= 0, f"{p}.min_robustness_gap",
+        check(self.min_robustness_gap >= 0, f"{p}.min_robustness_gap",
                self.min_robustness_gap, "a number >= 0")
-        _check(self.oracle_steps is None or self.oracle_steps > 0, f"{p}.oracle_steps",
+        check(self.oracle_steps is None or self.oracle_steps > 0, f"{p}.oracle_steps",
                self.oracle_steps, "a positive integer or null")
-        _check(self.gold in ("pretrain", "none") or Path(self.gold).expanduser().is_dir(),
+        check(self.gold in ("pretrain", "none") or Path(self.gold).expanduser().is_dir(),
                f"{p}.gold", self.gold, "'pretrain', 'none', or an existing model or stage folder")
 
 
@@ -543,187 +541,27 @@ class RunConfig:
 
     def validate(self, p: str = "") -> None:
         # `..` would put the run beside out_dir, not in it.
-        _check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+        check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
                "name", self.name, "a non-empty folder name without '/', not '.' or '..'")
-        _check(self.threads >= 0, "threads", self.threads, "an integer >= 0")
+        check(self.threads >= 0, "threads", self.threads, "an integer >= 0")
         self.data.check_run(self)  # settings of other sections the benchmark constrains
 
 
-# ---------------------------------------------------------------------------- loading
-
-
-def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(tp))
-    if dataclasses.is_dataclass(tp):
-        return f"a mapping of {tp.__name__} fields"
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`, converting where it is lossless."""
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        valid = " or ".join(_type_name(a) for a in args)
-        raise ConfigError(f"config key '{key}': got {value!r}; valid: {valid}")
-    if origin is Literal:
-        _check(value in get_args(tp), key, value, _type_name(tp))
-        return value
-    if dataclasses.is_dataclass(tp):
-        _check(isinstance(value, dict), key, value, _type_name(tp))
-        return _build(tp, value, key)
-    if origin is list:
-        _check(isinstance(value, list), key, value, "a list")
-        (item,) = get_args(tp) or (Any,)
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _check(isinstance(value, dict), key, value, "a mapping")
-        kt, vt = get_args(tp) or (Any, Any)
-        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is bool:
-        _check(isinstance(value, bool), key, value, "true or false")
-        return value
-    if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, value, "an integer")
-        return value
-    if tp is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, value,
-               "a number")
-        return float(value)
-    if tp is str:
-        # YAML reads `+` as a string but `1e-3` as a string too in YAML 1.1: accept numbers
-        # only where a string is meant if the user quoted them.
-        _check(isinstance(value, str), key, value, "a string")
-        return value
-    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this module
-
-
-def _build(cls: type, raw: dict, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for k, v in raw.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in fields:
-            valid = ", ".join(sorted(fields)) or "none (this takes no options)"
-            raise ConfigError(f"unknown config key '{key}'; valid keys here: {valid}")
-        select = fields[k].metadata.get("select")
-        if select is not None:  # a section whose class depends on its content
-            _check(isinstance(v, dict), key, v, "a mapping")
-            kwargs[k] = _build(select(v, key), v, key)
-        else:
-            kwargs[k] = _coerce(v, hints[k], key)
-    obj = cls(**kwargs)
-    if hasattr(obj, "validate"):
-        obj.validate(prefix)
-    return obj
-
-
-def from_dict(raw: dict, cls: type = RunConfig) -> Any:
-    """Build and validate a config dataclass from a plain mapping."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"a config must be a mapping of keys, got {type(raw).__name__}")
-    return _build(cls, raw, "")
-
-
-def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = raw
-    for part in parts[:-1]:
-        nxt = node.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
-        node = nxt
-    node[parts[-1]] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`pretrain.steps=200` -> ("pretrain.steps", 200); values are parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. seed=3)")
-    key, _, val = text.partition("=")
-    try:
-        value = yaml.safe_load(val) if val != "" else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({_yaml_error(e)})"
-                          ) from None
-    if isinstance(value, str) and _looks_numeric(value):
-        value = float(value)  # YAML 1.1 reads 1e-3 as a string
-    return key.strip(), _fix_yaml_numbers(value)  # also inside lists: lrs=[1e-4, 5e-5]
-
-
-def _yaml_error(e: yaml.YAMLError) -> str:
-    """PyYAML's error on one line (its own text spans several, with a caret drawing)."""
-    mark = getattr(e, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    what = getattr(e, "problem", None) or str(e)
-    context = getattr(e, "context", None)
-    return " ".join(f"{where}{what}{f', {context}' if context else ''}".split())
-
-
-def _looks_numeric(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
-def _fix_yaml_numbers(node: Any) -> Any:
-    """PyYAML follows YAML 1.1, where `1e-3` is a string: read such scalars as floats."""
-    if isinstance(node, dict):
-        return {k: _fix_yaml_numbers(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_fix_yaml_numbers(v) for v in node]
-    if isinstance(node, str) and _looks_numeric(node) and any(c in node for c in "eE."):
-        return float(node)
-    return node
+def run_config(raw: dict) -> RunConfig:
+    """A validated RunConfig from a plain mapping (e.g. a run folder's config.yaml)."""
+    return from_dict(raw, RunConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 cls: type = RunConfig) -> Any:
     """Load a YAML file (or the defaults when `path` is None) and apply dotted overrides."""
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({_yaml_error(e)})") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of keys")
-        raw = _fix_yaml_numbers(loaded)
+    raw = read_yaml(path) if path is not None else {}
     keys = []
     for ov in overrides or []:
         key, value = parse_override(ov)
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
         keys.append(key)
     # `undo run seed=N` runs the study at that one seed, unless the seeds are named.
     if cls is RunConfig and "seed" in keys and "seeds" not in (raw.get("study") or {}):
         raw.setdefault("study", {})["seeds"] = [raw["seed"]]
     return from_dict(raw, cls)
-
-
-def dump_yaml(cfg: Any) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import (
@@ -32,7 +32,10 @@ except ImportError:
     GgufConfig = None
 
 from .architectures import family_of
-from .config import ConfigError, ModelConfig, to_dict
+from .configlib import ConfigError, to_dict
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
 # name -> (architecture, shape). The Gemma-2 shapes are the paper's reduced models.
 PRESETS: dict[str, dict[str, Any]] = {

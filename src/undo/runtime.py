@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 
-from .config import RunConfig
+if TYPE_CHECKING:
+    from .config import RunConfig
+
 
 
 def setup(cfg: RunConfig) -> None:

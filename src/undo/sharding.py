@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .config import ConfigError
+from .configlib import ConfigError
 
 if TYPE_CHECKING:  # the CLI checks every launch; it need not import torch for that
     import torch

@@ -34,6 +34,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from . import sharding as sh
+from .artifacts import stage_lock
 from .checkpoint import (
     COUNTERS_FILE,
     Counters,
@@ -43,8 +44,8 @@ from .checkpoint import (
     save_state,
 )
 from .compute import count_tokens, matmul_params, train_flops
-from .config import ConfigError, OptimConfig
-from .stages.base import stage_lock
+from .config import OptimConfig
+from .configlib import ConfigError
 
 Batch = dict[str, Any]
 Metrics = dict[str, float]

@@ -21,7 +21,6 @@ per model. Runs of the grid can go to parallel processes (`attack.workers`).
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
 import os
 import time
@@ -35,59 +34,30 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..artifacts import config_hash, read_json, write_json
+from ..artifacts import (
+    config_hash,
+    is_done,
+    model_folder,
+    model_identity,
+    read_json,
+    stage_lock,
+    write_json,
+)
 from ..benchmarks import build_benchmark
 from ..benchmarks.base import Benchmark, take
 from ..benchmarks.evaluate import evaluate
-from ..config import AttackConfig, ConfigError, OptimConfig, RunConfig
+from ..config import AttackConfig, OptimConfig, RunConfig
+from ..configlib import ConfigError
 from ..models import load_model, load_tokenizer, save_model
 from ..objectives import OBJECTIVES
-from ..stages.base import finish, is_done, reuse, run_dir, stage_lock
+from ..stages.base import finish, reuse, run_dir
 from ..train import make_accelerator, train
 from .robustness import aggregate, budget_key
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
-HASH_LIMIT = 2 * 2**30  # hash weights up to 2 GiB; above, identify by path, size, mtime
 Metrics = dict[str, float]
 
 
 # ----------------------------------------------------------------- model identity
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model folder, or a stage folder holding one in `model/` (then that one)."""
-    p = Path(path)
-    if not p.is_dir():
-        raise ConfigError(f"model folder not found: {path}")
-    if not (p / "config.json").is_file() and (p / "model" / "config.json").is_file():
-        return p / "model"
-    return p
-
-
-def model_identity(model_dir: str | Path) -> dict[str, Any]:
-    """What a model folder's attack results depend on: a hash of its weights and config.
-
-    A content hash lets a copied folder reuse its cache, and a rewritten one not; for
-    folders over 2 GiB hashing is too slow, so path, sizes and mtimes stand in.
-    """
-    d = Path(model_dir).resolve()
-    if not d.is_dir():
-        raise ConfigError(f"model folder not found: {model_dir}")
-    files = sorted(p for p in d.iterdir()
-                   if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"))
-    if not any(p.suffix in WEIGHT_SUFFIXES for p in files):
-        raise ConfigError(f"'{model_dir}' holds no weights (*.safetensors or *.bin); "
-                          f"valid: a save_pretrained model folder")
-    if sum(p.stat().st_size for p in files) > HASH_LIMIT:
-        return {"path": str(d), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
-                                          for p in files}}
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode())
-        with p.open("rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-    return {"sha256": h.hexdigest()}
 
 
 def model_label(model_dir: str | Path) -> str:
@@ -265,7 +235,7 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
     run is kept in `runs/` so an interrupted grid resumes run by run.
     """
     t0 = time.time()
-    model_dir = resolve_model_dir(model_dir)
+    model_dir = model_folder(model_dir)
     key = attack_key(cfg, model_dir)
     d = attack_dir(cfg, model_dir, key)
     if is_done(d) and not force:
@@ -341,6 +311,6 @@ def _attack_grid(cfg: RunConfig, model_dir: Path, d: Path, key: dict, ev: Attack
 def evaluate_model(cfg: RunConfig, model_dir: str | Path,
                    sets: Sequence[str] | None = None) -> Metrics:
     """Metrics of any saved model on the benchmark's eval sets (`undo eval`)."""
-    model_dir = resolve_model_dir(model_dir)
+    model_dir = model_folder(model_dir)
     bench = build_benchmark(cfg.data)
     return evaluate(load_model(model_dir), bench, load_tokenizer(model_dir), sets)

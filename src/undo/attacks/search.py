@@ -42,20 +42,19 @@ from typing import Any
 import optuna
 import torch
 
-from ..artifacts import config_hash, read_json, write_json
+from ..artifacts import config_hash, model_folder, model_identity, read_json, stage_lock, write_json
 from ..benchmarks import build_benchmark
 from ..benchmarks.base import MetricSpec
-from ..config import ConfigError, RunConfig
+from ..config import RunConfig
+from ..configlib import ConfigError
 from ..models import load_model, load_tokenizer
-from ..stages.base import run_dir, stage_lock
+from ..stages.base import run_dir
 from .grid import (
     AttackEval,
     attack,
     attack_dir,
-    model_identity,
     model_label,
     plan_workers,
-    resolve_model_dir,
 )
 from .robustness import budget_key
 from .space import (
@@ -127,7 +126,7 @@ def search_attack(cfg: RunConfig, model_dir: str | Path, n_trials: int, *,
     the search afresh (not the grid); `log=None` is silent (the study's workers)."""
     log = log or _silent
     space = check_search(cfg, n_trials)
-    model_dir = resolve_model_dir(model_dir)
+    model_dir = model_folder(model_dir)
     d = attack(cfg, model_dir)  # the grid (cached; a forced study stage has just rerun it)
     with stage_lock(d):  # one search per folder at a time: another process waits
         if force:  # a new search; the grid stays
@@ -322,7 +321,7 @@ def replay_all(cfg: RunConfig, model_dirs: Sequence[str | Path], *, force: bool 
     worst case; returns the attacks folder. `force` needs no action here: a forced
     attack stage already removed its folder, replays included."""
     log = log or _silent
-    dirs = [resolve_model_dir(m) for m in model_dirs]
+    dirs = [model_folder(m) for m in model_dirs]
     folders = [attack_dir(cfg, m) for m in dirs]
     records = [read_json(f / "search.json") for f in folders]
     for i, (m, f, rec) in enumerate(zip(dirs, folders, records, strict=True)):

@@ -20,7 +20,8 @@ import torch
 from ..architectures import classify, family
 from ..benchmarks import build_benchmark
 from ..benchmarks.base import MetricSpec
-from ..config import ConfigError, RunConfig
+from ..config import RunConfig
+from ..configlib import ConfigError
 from ..models import load_tokenizer
 from ..train import DivergedError
 from .grid import run_one

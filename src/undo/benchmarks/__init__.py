@@ -20,7 +20,7 @@ MODULES: dict[str, str] = {
 
 
 def _module(name: str, key: str) -> ModuleType:
-    from ..config import ConfigError
+    from ..configlib import ConfigError
 
     if name not in MODULES:
         raise ConfigError(f"config key '{key}': got {name!r}; valid: {', '.join(MODULES)}")

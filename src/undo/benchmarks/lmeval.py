@@ -38,7 +38,7 @@ import torch
 import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..config import ConfigError, _check
+from ..configlib import ConfigError, check
 from .base import Metrics, Scores
 
 INSTALL_HINT = 'pip install "undo[lm-eval]"'
@@ -57,14 +57,14 @@ class LmEvalTask:
     chance: float | None = 0.25  # a model that knows nothing (4-way multiple choice)
 
     def validate(self, p: str) -> None:
-        _check(bool(self.task.strip()), f"{p}.task", self.task, "an lm-eval task name")
-        _check(self.num_fewshot is None or self.num_fewshot >= 0, f"{p}.num_fewshot",
+        check(bool(self.task.strip()), f"{p}.task", self.task, "an lm-eval task name")
+        check(self.num_fewshot is None or self.num_fewshot >= 0, f"{p}.num_fewshot",
                self.num_fewshot, "an integer >= 0 or null")
         lim = self.limit
-        _check(lim is None or (isinstance(lim, int) and lim > 0)
+        check(lim is None or (isinstance(lim, int) and lim > 0)
                or (isinstance(lim, float) and 0 < lim < 1), f"{p}.limit", lim,
                "a positive integer (questions per task), a fraction in (0, 1), or null")
-        _check(self.chance is None or 0 <= self.chance <= 1, f"{p}.chance", self.chance,
+        check(self.chance is None or 0 <= self.chance <= 1, f"{p}.chance", self.chance,
                "a number in [0, 1] or null")
 
 
@@ -84,15 +84,15 @@ class LmEvalConfig:
 
     def validate(self, p: str) -> None:
         for name, tasks in self.sets.items():
-            _check(bool(tasks), f"{p}.sets.{name}", tasks, "a non-empty list of tasks")
+            check(bool(tasks), f"{p}.sets.{name}", tasks, "a non-empty list of tasks")
             names = [t.task for t in tasks]
-            _check(len(set(names)) == len(names), f"{p}.sets.{name}", names,
+            check(len(set(names)) == len(names), f"{p}.sets.{name}", names,
                    "distinct task names")
         if self.include_path is not None:
-            _check(Path(self.include_path).expanduser().is_dir(), f"{p}.include_path",
+            check(Path(self.include_path).expanduser().is_dir(), f"{p}.include_path",
                    self.include_path, "an existing folder of lm-eval task YAML files")
-        _check(self.batch_size > 0, f"{p}.batch_size", self.batch_size, "a positive integer")
-        _check(self.max_length is None or self.max_length > 1, f"{p}.max_length",
+        check(self.batch_size > 0, f"{p}.batch_size", self.batch_size, "a positive integer")
+        check(self.max_length is None or self.max_length > 1, f"{p}.max_length",
                self.max_length, "an integer > 1 or null")
 
 

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from ..config import AttackConfig, _check
+from ..configlib import check
 from .base import EvalSet, MetricSpec
 from .lmeval import LmEvalConfig, LmEvalSet, LmEvalTask, common_chance
 from .text import benchmark as text
+
+if TYPE_CHECKING:
+    from ..config import AttackConfig
 
 CE_SUFFIX = "_ce"
 
@@ -52,10 +55,10 @@ class Config(text.Config):
     def validate(self, p: str) -> None:
         super().validate(p)
         sets = self.lm_eval.sets
-        _check("forget" in sets and "retain" in sets, f"{p}.lm_eval.sets", sorted(sets),
+        check("forget" in sets and "retain" in sets, f"{p}.lm_eval.sets", sorted(sets),
                "a mapping with at least the sets 'forget' and 'retain' (lists of tasks)")
         for name in sets:
-            _check(not name.endswith(CE_SUFFIX) and "/" not in name, f"{p}.lm_eval.sets",
+            check(not name.endswith(CE_SUFFIX) and "/" not in name, f"{p}.lm_eval.sets",
                    name, f"set names without '/' that do not end in '{CE_SUFFIX}' (the "
                    f"corpora's CE sets are named so)")
 

@@ -4,8 +4,8 @@ An objective is an object with `loss(model, batch) -> (loss, metrics)`; see `und
 for the optional hooks. `OBJECTIVES.get(name)` errors list the valid names.
 """
 
-from ..registry import Registry
+from .base import OBJECTIVES
 
-OBJECTIVES: Registry = Registry("objective")
+__all__ = ["OBJECTIVES"]
 
 from . import ce, distill_kl, grad_ascent, grad_diff, maxent, npo, repnoise, rmu, sam, simnpo  # noqa: E402,F401,I001  (registers)

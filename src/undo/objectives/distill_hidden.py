@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
+from ..configlib import ConfigError
 
 Tensor = torch.Tensor
 # rows(z, sl) -> (Σ_rows T²·KL, ∂/∂z of it): z the chunk's final logits (n, V), which the

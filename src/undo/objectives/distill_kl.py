@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from ..compute import matmul_params
-from ..config import ConfigError
-from . import OBJECTIVES
+from ..configlib import ConfigError
+from .base import OBJECTIVES
 from .distill_hidden import (
     check_head,
     head_chunk_rows,

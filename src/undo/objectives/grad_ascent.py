@@ -12,12 +12,15 @@ that is GradDiff.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..config import UnlearnConfig
-from . import OBJECTIVES
+from .base import OBJECTIVES
 from .unlearning import Batch, logits_of, parse_args, token_ce
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
 
 
 def grad_ascent_loss(forget_logits: torch.Tensor, forget_labels: torch.Tensor) -> torch.Tensor:

@@ -10,12 +10,15 @@ baseline by Maini et al. 2024, TOFU, and by Lee et al. 2025, arXiv 2506.06278.)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..config import UnlearnConfig
-from . import OBJECTIVES
+from .base import OBJECTIVES
 from .unlearning import Batch, logits_of, parse_args, token_ce
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
 
 
 def grad_diff_loss(forget_logits: torch.Tensor, forget_labels: torch.Tensor,

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from ..config import UnlearnConfig
-from . import OBJECTIVES
+from .base import OBJECTIVES
 from .unlearning import (
     Batch,
     Reference,
@@ -32,6 +32,9 @@ from .unlearning import (
     parse_args,
     retain_loss,
 )
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
 
 
 def kl_uniform(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -15,12 +15,13 @@ which is what keeps NPO from GA's catastrophic collapse.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from ..config import UnlearnConfig, _check
-from . import OBJECTIVES
+from ..configlib import check
+from .base import OBJECTIVES
 from .unlearning import (
     Batch,
     Reference,
@@ -30,6 +31,9 @@ from .unlearning import (
     retain_loss,
     sequence_logprob,
 )
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
 
 
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
@@ -43,7 +47,7 @@ class NPOArgs:
     retain: RetainKind = "ce"
 
     def validate(self, p: str) -> None:
-        _check(self.beta > 0, f"{p}.beta", self.beta, "a positive number")
+        check(self.beta > 0, f"{p}.beta", self.beta, "a positive number")
 
 
 @OBJECTIVES.register("npo")

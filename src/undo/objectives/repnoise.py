@@ -15,14 +15,17 @@ would reuse. As in Lee et al. 2025 (arXiv 2506.06278) the base is MaxEnt by defa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..architectures import blocks
-from ..config import UnlearnConfig, _check
-from . import OBJECTIVES
+from ..configlib import check
+from .base import OBJECTIVES
 from .unlearning import Batch, build_base, layer_outputs, parse_args
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
 
 
 def mmd2(x: torch.Tensor, y: torch.Tensor, kernel_mul: float = 2.0,
@@ -66,9 +69,9 @@ class RepNoiseArgs:
     seed: int = 0
 
     def validate(self, p: str) -> None:
-        _check(self.noise_weight >= 0, f"{p}.noise_weight", self.noise_weight, "a number >= 0")
-        _check(self.max_points >= 2, f"{p}.max_points", self.max_points, "an integer >= 2")
-        _check(self.base not in ("repnoise", "sam"), f"{p}.base", self.base,
+        check(self.noise_weight >= 0, f"{p}.noise_weight", self.noise_weight, "a number >= 0")
+        check(self.max_points >= 2, f"{p}.max_points", self.max_points, "an integer >= 2")
+        check(self.base not in ("repnoise", "sam"), f"{p}.base", self.base,
                "a non-wrapper unlearning method (e.g. maxent, grad_diff)")
 
 

@@ -23,14 +23,17 @@ no gradient, so it is rejected with a ConfigError instead of being silently iner
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from ..architectures import blocks, family, mlp_out_names
-from ..config import UnlearnConfig, _check
-from . import OBJECTIVES
+from ..configlib import check
+from .base import OBJECTIVES
 from .unlearning import Batch, Reference, layer_output, masked_mean, parse_args
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
 
 
 def control_vector(dim: int, coef: float, dist: Literal["uniform", "gaussian"],
@@ -78,13 +81,13 @@ class RMUArgs:
     positions: Literal["all", "labelled"] = "all"  # which forget/retain positions count
 
     def validate(self, p: str) -> None:
-        _check(self.layer >= 0, f"{p}.layer", self.layer, "an integer >= 0")
-        _check(bool(self.train_layers), f"{p}.train_layers", self.train_layers,
+        check(self.layer >= 0, f"{p}.layer", self.layer, "an integer >= 0")
+        check(bool(self.train_layers), f"{p}.train_layers", self.train_layers,
                "a non-empty list of layer indices")
-        _check(all(0 <= i <= self.layer for i in self.train_layers), f"{p}.train_layers",
+        check(all(0 <= i <= self.layer for i in self.train_layers), f"{p}.train_layers",
                self.train_layers, f"layer indices in [0, layer={self.layer}] (a layer after "
                "the steered one gets no gradient)")
-        _check(self.steering_coef > 0, f"{p}.steering_coef", self.steering_coef,
+        check(self.steering_coef > 0, f"{p}.steering_coef", self.steering_coef,
                "a positive number")
 
 
@@ -102,7 +105,7 @@ class RMU:
 
     def trained_names(self, model: torch.nn.Module) -> list[str]:
         n = len(blocks(model))
-        _check(self.args.layer < n, "unlearn.method_args.layer", self.args.layer,
+        check(self.args.layer < n, "unlearn.method_args.layer", self.args.layer,
                f"a decoder layer index in [0, {n - 1}] for this model")
         if self.args.param is None:
             return mlp_out_names(model, self.args.train_layers)
@@ -110,7 +113,7 @@ class RMU:
         names = [f"{prefix}.{i}.{self.args.param}.weight" for i in self.args.train_layers]
         params = dict(model.named_parameters())
         missing = [x for x in names if x not in params]
-        _check(not missing, "unlearn.method_args.param", self.args.param,
+        check(not missing, "unlearn.method_args.param", self.args.param,
                "null (the MLP output projection) or a module name under each decoder layer "
                f"(no parameter {missing[0] if missing else ''})")
         return names

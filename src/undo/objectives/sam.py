@@ -19,14 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..compute import matmul_params
-from ..config import UnlearnConfig, _check
-from . import OBJECTIVES
+from ..configlib import check
+from .base import OBJECTIVES
 from .unlearning import Batch, build_base, parse_args
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
 
 
 def sam_perturbation(grads: list[torch.Tensor], rho: float, eps: float = 1e-12
@@ -44,8 +47,8 @@ class SAMArgs:
     rho: float = 0.01
 
     def validate(self, p: str) -> None:
-        _check(self.rho > 0, f"{p}.rho", self.rho, "a positive number")
-        _check(self.base != "sam", f"{p}.base", self.base, "an unlearning method other than sam")
+        check(self.rho > 0, f"{p}.rho", self.rho, "a positive number")
+        check(self.base != "sam", f"{p}.base", self.base, "an unlearning method other than sam")
 
 
 @OBJECTIVES.register("sam")

@@ -11,12 +11,13 @@ Optimization for LLM Unlearning"): NPO without a reference model, length-normali
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from ..config import UnlearnConfig, _check
-from . import OBJECTIVES
+from ..configlib import check
+from .base import OBJECTIVES
 from .unlearning import (
     Batch,
     Reference,
@@ -27,6 +28,9 @@ from .unlearning import (
     retain_loss,
     sequence_logprob,
 )
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
 
 
 def simnpo_loss(logp: torch.Tensor, lengths: torch.Tensor, beta: float,
@@ -42,8 +46,8 @@ class SimNPOArgs:
     retain: RetainKind = "ce"
 
     def validate(self, p: str) -> None:
-        _check(self.beta > 0, f"{p}.beta", self.beta, "a positive number")
-        _check(self.gamma >= 0, f"{p}.gamma", self.gamma, "a number >= 0")
+        check(self.beta > 0, f"{p}.beta", self.beta, "a positive number")
+        check(self.gamma >= 0, f"{p}.gamma", self.gamma, "a number >= 0")
 
 
 @OBJECTIVES.register("simnpo")

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from ..architectures import blocks
 from ..compute import forward_flops, matmul_params
-from ..config import ConfigError, UnlearnConfig, from_dict
-from . import OBJECTIVES
+from ..configlib import ConfigError, from_dict
+from .base import OBJECTIVES
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
 
 Batch = dict[str, Any]
 RetainKind = Literal["ce", "kl", "none"]

@@ -8,69 +8,16 @@ Three figures, sized for a paper (7 in wide for two columns; 200 dpi), chance le
 - `frontier`: compute (fraction of gold-standard steps) vs robustness at the largest budget,
   one point per alpha with ±1 std error bars over seeds; unlearn-only and gold marked.
 - `pareto`: one panel per budget k, x = retain metric, y = worst-case forget after k steps.
-
-Matplotlib is used through `Figure` objects only (no pyplot): nothing global changes, no
-display backend is needed, and a figure is freed when it goes out of scope.
+Shared style and helpers: `figures.py`.
 """
 
 from __future__ import annotations
 
-import io
 import math
-from typing import Any
 
 from . import views
-
-DPI = 200
-STYLE = {
-    "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
-    "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False,
-    "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25, "grid.linewidth": 0.5,
-    "lines.linewidth": 1.4, "savefig.dpi": DPI, "figure.dpi": 100,
-}
-# One colour and marker per kind everywhere; UNDO takes its colour from alpha (ALPHA_CMAP).
-KIND_STYLE: dict[str, tuple[str, str]] = {
-    "base": ("#7f7f7f", "s"),
-    "gold": ("#000000", "*"),
-    "unlearn_only": ("#d62728", "X"),
-    "unlearn_distill": ("#ff7f0e", "D"),
-    "oracle_base": ("#8c564b", "^"),
-    "oracle_random": ("#e377c2", "v"),
-}
-ALPHA_CMAP = "viridis"
-ALPHA_RANGE = (0.05, 0.85)  # the part of the colormap used: its yellow end is unreadable on white
-CHANCE = {"color": "#555555", "linestyle": "--", "linewidth": 0.9}
-
-
-def color_for(kind: str, alpha: float | None) -> str | tuple:
-    if kind == "undo" and alpha is not None:
-        from matplotlib import colormaps
-
-        lo, hi = ALPHA_RANGE
-        return colormaps[ALPHA_CMAP](lo + (hi - lo) * min(max(alpha, 0.0), 1.0))
-    return KIND_STYLE.get(kind, ("#17becf", "o"))[0]
-
-
-def marker_for(kind: str) -> str:
-    return "o" if kind == "undo" else KIND_STYLE.get(kind, ("", "P"))[1]
-
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    # No "Software"/date metadata: the same summary gives the same bytes.
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    return buf.getvalue()
-
-
-def _chance_h(ax: Any, chance: float | None, label: bool = True) -> None:
-    if chance is not None and math.isfinite(chance):
-        ax.axhline(chance, **CHANCE, zorder=1, label="chance" if label else None)
+from .figures import chance_h, color_for, figure, marker_for, png, rc
+from .search import progress_plot, searched
 
 
 def _metric_label(summary: dict) -> str:
@@ -90,8 +37,8 @@ def relearning(summary: dict) -> bytes:
     # A zoomed panel over the first budget shows how fast each model relearns; the full
     # panel shows where it ends. Only worth it when the first budget is a small fraction.
     zoom = first is not None and budget >= 4 * first
-    with _rc():
-        fig = _figure(7.0, 3.6)
+    with rc():
+        fig = figure(7.0, 3.6)
         axes = fig.subplots(1, 2, sharey=True, width_ratios=[1, 1.6]) if zoom else \
             [fig.subplots(1, 1)]
         for ax in axes:
@@ -102,7 +49,7 @@ def relearning(summary: dict) -> bytes:
                 ax.fill_between(c["steps"], lo, hi, color=color, alpha=0.15, linewidth=0)
                 ax.plot(c["steps"], c["mean"], color=color, label=g.label, zorder=3,
                         linestyle=":" if g.kind == "base" else "-")
-            _chance_h(ax, summary["metric"]["chance"], label=ax is axes[0])
+            chance_h(ax, summary["metric"]["chance"], label=ax is axes[0])
             for b in summary["budgets"]:
                 if b > 0:
                     ax.axvline(b, color="#999999", linewidth=0.6, linestyle=":", zorder=0)
@@ -123,7 +70,7 @@ def relearning(summary: dict) -> bytes:
                    frameon=False)
         fig.suptitle(f"Relearning attacks: {summary['study']} (band: ±1 std over seeds; "
                      f"LR: worst case at {budget} steps)", fontsize=9)
-        return _png(fig)
+        return png(fig)
 
 
 # ----------------------------------------------------------------------------- frontier
@@ -133,8 +80,8 @@ def frontier(summary: dict) -> bytes:
     """Compute (fraction of gold steps) vs robustness at the largest budget."""
     budget = views.largest_budget(summary)
     points = views.frontier(summary)
-    with _rc():
-        fig = _figure(5.0, 3.6)
+    with rc():
+        fig = figure(5.0, 3.6)
         ax = fig.subplots(1, 1)
         # Reference levels by definition; labelled where no point usually sits (gold is at
         # the right end of y = 1, unlearn-only at the left end of y = 0).
@@ -167,7 +114,7 @@ def frontier(summary: dict) -> bytes:
             ax.text(0.5, 0.5, "no model has both compute and robustness", ha="center",
                     transform=ax.transAxes)
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-        return _png(fig)
+        return png(fig)
 
 
 # ----------------------------------------------------------------------------- pareto
@@ -179,8 +126,8 @@ def pareto(summary: dict) -> bytes:
     retain_name = summary["retain_metric"]["name"]
     ncols = min(len(budgets), 3)
     nrows = math.ceil(len(budgets) / ncols)
-    with _rc():
-        fig = _figure(7.0, 2.5 * nrows + 0.9)
+    with rc():
+        fig = figure(7.0, 2.5 * nrows + 0.9)
         axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
         for ax, b in zip(axes, budgets, strict=False):
             for g in views.groups(summary):
@@ -198,7 +145,7 @@ def pareto(summary: dict) -> bytes:
                     ax.scatter(xs, ys, color=color_for(g.kind, g.alpha), marker=marker,
                                s=60 if marker == "*" else 26, label=g.label, zorder=3,
                                edgecolors="white", linewidths=0.4)
-            _chance_h(ax, summary["metric"]["chance"], label=ax is axes[0])
+            chance_h(ax, summary["metric"]["chance"], label=ax is axes[0])
             ax.set_title(f"after {b} attack steps" if b else "before the attack (k = 0)")
             ax.set_xlabel(retain_name + _chance_note(summary["retain_metric"]["chance"]))
             ax.margins(x=0.15)
@@ -210,17 +157,11 @@ def pareto(summary: dict) -> bytes:
         fig.legend(handles, labels, loc="outside lower center", ncol=min(4, max(len(labels), 1)),
                    frameon=False)
         fig.suptitle(f"Retain vs forget after relearning ({summary['study']})", fontsize=9)
-        return _png(fig)
+        return png(fig)
 
 
 def _chance_note(chance: float | None) -> str:
     return "" if chance is None else f"  (chance {chance:g})"
-
-
-def _rc() -> Any:
-    import matplotlib
-
-    return matplotlib.rc_context(STYLE)
 
 
 FIGURES = {"relearning": relearning, "frontier": frontier, "pareto": pareto}
@@ -229,8 +170,6 @@ FIGURES = {"relearning": relearning, "frontier": frontier, "pareto": pareto}
 def render_all(summary: dict) -> dict[str, bytes]:
     """Every figure as PNG bytes, keyed by file stem (`relearning` -> plots/relearning.png)."""
     figures = {name: fn(summary) for name, fn in FIGURES.items()}
-    from .search import progress_plot, searched
-
     if searched(summary):  # a study with the adaptive attack search
         figures["search"] = progress_plot(summary)
     return figures

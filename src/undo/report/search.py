@@ -7,6 +7,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from .figures import chance_h, color_for, figure, png, rc
 from .table import fmt
 
 
@@ -17,18 +18,17 @@ def searched(summary: dict) -> list[dict]:
 
 def progress_plot(summary: dict) -> bytes:
     """Best-so-far forget metric (counted trials only) against trials, one line per model."""
-    from .plots import _chance_h, _figure, _png, _rc, color_for
 
     metric = summary["metric"]
-    with _rc():
-        fig = _figure(7.0, 3.4)
+    with rc():
+        fig = figure(7.0, 3.4)
         ax = fig.subplots(1, 1)
         for m in searched(summary):
             best = m["search"]["best_so_far"]
             xs = [i + 1 for i, v in enumerate(best) if v is not None]
             ax.step(xs, [v for v in best if v is not None], where="post", label=m["name"],
                     color=color_for(m["kind"], m.get("alpha")))
-        _chance_h(ax, metric["chance"])
+        chance_h(ax, metric["chance"])
         ax.set_xlabel("trial")
         ax.set_ylabel(f"best {metric['name']} so far\n"
                       f"({'higher' if metric['higher_is_worse'] else 'lower'} is a stronger "
@@ -38,7 +38,7 @@ def progress_plot(summary: dict) -> bytes:
                    frameon=False)
         fig.suptitle("Adaptive attack search: the strongest counted attack after n trials",
                      fontsize=9)
-        return _png(fig)
+        return png(fig)
 
 
 def _recipe(params: dict[str, Any] | None) -> str:

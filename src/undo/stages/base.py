@@ -8,24 +8,16 @@ folder without one is unfinished and its stage resumes from `state/` if present.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 from accelerate import PartialState
 
-from ..artifacts import config_hash, environment, write_json, write_text
-from ..config import ConfigError, RunConfig, dump_yaml, from_dict, to_dict
-
-
-class StageBusyError(ConfigError):
-    """Another live process is working in the stage folder (`stage_lock(wait=False)`)."""
+from ..artifacts import config_hash, environment, is_done, stage_lock, write_json, write_text
+from ..config import RunConfig, run_config
+from ..configlib import ConfigError, dump_yaml, to_dict
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -71,7 +63,7 @@ def write_run_config(cfg: RunConfig) -> Path:
         try:
             raw = yaml.safe_load(path.read_text())
             # Through the loader, so keys newer than the file get their defaults.
-            old = to_dict(from_dict(raw))
+            old = to_dict(run_config(raw))
         except (yaml.YAMLError, ConfigError) as e:
             diffs = [f"it no longer loads ({e})"]
         else:
@@ -93,88 +85,6 @@ def stage_key(name: str, depends_on: dict[str, Any]) -> str:
 
 def stage_dir(cfg: RunConfig, name: str, depends_on: dict[str, Any]) -> Path:
     return run_dir(cfg) / "stages" / f"{name}-{stage_key(name, depends_on)}"
-
-
-def is_done(d: Path) -> bool:
-    return (d / "summary.json").is_file()
-
-
-def lock_path(d: Path) -> Path:
-    return d.with_name(f".{d.name}.lock")
-
-
-# Stage folders this process holds locked: path -> (fd, pid). A nested `stage_lock` on a
-# held folder (a stage function, then `train` or `reset` inside it) is a no-op; flock
-# would otherwise block on the process's own lock (a second open file is a second lock).
-# The pid tells a forked child that the entry is its parent's, not its own.
-_held: dict[Path, tuple[int, int]] = {}
-
-
-@contextmanager
-def stage_lock(d: str | Path, wait: bool = True) -> Iterator[None]:
-    """Hold stage folder `d` for this process: the one writer while the block runs.
-
-    If another live process holds it, wait for it (`wait=True`; the caller should then
-    check `is_done(d)` again: the other process has usually finished the stage) or raise
-    `StageBusyError` naming that process's pid. Under a multi-process launch
-    (torchrun) every rank must call it, and only the main process locks: the ranks of
-    one launch are one writer, and they enter the block together once it holds the lock
-    (so all of them see the same `is_done`).
-
-        with stage_lock(d, wait=True):
-            if force:
-                reset(d)
-            if is_done(d):
-                return d
-            ...  # train into d, then finish(d, ...)
-    """
-    d = Path(d).resolve()
-    held = _held.get(d)
-    if held is not None and held[1] == os.getpid():
-        yield
-        return
-    state = PartialState()
-    if not state.is_main_process:
-        _held[d] = (-1, os.getpid())  # nesting is then the same on every rank
-        try:
-            state.wait_for_everyone()  # in only once the main process holds the lock
-            yield
-        finally:
-            del _held[d]
-        return
-    path = lock_path(d)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(fd)
-            if not wait:
-                raise StageBusyError(
-                    f"stage folder {d} is in use by another process (pid {holder}); wait "
-                    f"for it to finish (its result is then reused) or stop it") from None
-            print(f"undo: waiting for pid {holder}, which is working in {d}",
-                  file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        # The holder's pid, for the message another process shows (informative only:
-        # the flock, not the file's content, is the lock).
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _held[d] = (fd, os.getpid())
-        try:
-            state.wait_for_everyone()
-            yield
-        finally:
-            del _held[d]
-            os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)  # closing the last descriptor releases the flock
-
-
-def _holder(fd: int) -> str:
-    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-    return text or "unknown"
 
 
 def reset(d: Path) -> None:

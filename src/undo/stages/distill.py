@@ -30,11 +30,12 @@ from typing import Any
 
 import torch
 
-from ..artifacts import read_json, write_json
+from ..artifacts import fingerprint, is_done, model_folder, read_json, stage_lock, write_json
 from ..benchmarks import build_benchmark
 from ..benchmarks.evaluate import evaluate
 from ..compute import compute_fractions, forward_flops, matmul_params, train_flops
-from ..config import ConfigError, DistillConfig, RunConfig, to_dict
+from ..config import DistillConfig, RunConfig
+from ..configlib import ConfigError, to_dict
 from ..models import (
     count_params,
     load_model,
@@ -46,22 +47,11 @@ from ..models import (
 from ..objectives.distill_kl import DistillKL
 from ..sharding import hold_frozen, resolve
 from ..train import make_accelerator, train
-from .base import finish, is_done, reset, run_dir, stage_dir, stage_lock
+from .base import finish, reset, run_dir, stage_dir
 from .noise import noised_copy
-from .teacher_cache import CachedBatches, TeacherCache, folder_fingerprint
+from .teacher_cache import CachedBatches, TeacherCache
 
 FULL_CACHE_MAX_VOCAB = 4096
-
-
-def model_folder(path: str | Path, what: str) -> Path:
-    """The HF model folder of a model folder or of a finished stage folder (its model/)."""
-    d = Path(path).expanduser()
-    if (d / "model" / "config.json").is_file():
-        return d / "model"
-    if (d / "config.json").is_file():
-        return d
-    raise ConfigError(f"{what} '{path}': no model there; valid: a Hugging Face model folder "
-                      "or a stage folder with model/")
 
 
 def recovered(metrics: dict[str, float], teacher: dict[str, float], rule: str,
@@ -111,7 +101,7 @@ def _init_identity(init: str, alpha: float) -> dict[str, Any]:
         return {"kind": "noised", "alpha": alpha}
     if init == "random":
         return {"kind": "random"}
-    return {"kind": "checkpoint", "fingerprint": folder_fingerprint(model_folder(init, "--init"))}
+    return {"kind": "checkpoint", "fingerprint": fingerprint(model_folder(init, "--init"))}
 
 
 def _label(init: dict[str, Any], seed: int) -> str:
@@ -162,8 +152,8 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
     if needs_base and base_dir is None:
         raise ConfigError(f"noise.mask={cfg.noise.mask!r} needs the base model: pass --base")
     base_path = model_folder(base_dir, "--base") if needs_base and base_dir else None
-    key = distill_key(cfg, folder_fingerprint(teacher_path), init_id, seed,
-                      folder_fingerprint(base_path) if base_path else None)
+    key = distill_key(cfg, fingerprint(teacher_path), init_id, seed,
+                      fingerprint(base_path) if base_path else None)
     d = stage_dir(cfg, _label(init_id, seed), key)
     with stage_lock(d):  # one writer per stage folder
         if force:

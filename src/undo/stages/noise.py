@@ -38,7 +38,8 @@ from typing import Any
 import torch
 
 from ..architectures import Family, classify, family
-from ..config import ConfigError, NoiseConfig
+from ..config import NoiseConfig
+from ..configlib import ConfigError
 
 GROUPS = ("attention", "mlp", "embeddings", "norms", "other")
 MASKS = ("none", "top_fraction", "magnitude")
@@ -277,10 +278,9 @@ def noise(cfg: Any, model_dir: str | Path, out_dir: str | Path, *,
     """
     import shutil
 
-    from ..artifacts import write_json
-    from ..config import to_dict
+    from ..artifacts import model_folder, write_json
+    from ..configlib import to_dict
     from ..models import load_model, load_tokenizer, save_model
-    from .distill import model_folder
 
     src = model_folder(model_dir, "model")
     ncfg: NoiseConfig = cfg.noise

@@ -14,9 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+from ..artifacts import fingerprint, is_done, stage_lock
 from ..benchmarks import build_benchmark
 from ..benchmarks.evaluate import evaluate
-from ..config import ModelConfig, RunConfig, to_dict
+from ..config import ModelConfig, RunConfig
+from ..configlib import to_dict
 from ..models import (
     count_params,
     load_pretrained,
@@ -28,7 +30,7 @@ from ..models import (
 from ..objectives import OBJECTIVES
 from ..runtime import device_name
 from ..train import make_accelerator, train
-from .base import finish, is_done, reuse, stage_dir, stage_lock
+from .base import finish, reuse, stage_dir
 
 Which = Literal["base", "gold"]
 
@@ -106,15 +108,13 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
 def _content_identity(model_cfg: ModelConfig) -> str | None:
     """What a local model's files hold (so an edited folder is imported anew); None for
     a hub id, which `model.revision` pins."""
-    from .teacher_cache import folder_fingerprint
-
     if model_cfg.gguf_file is not None:  # a quantized file: its name and size identify it
         folder = Path(model_cfg.name_or_path or ".").expanduser()
         f = folder / model_cfg.gguf_file if model_cfg.name_or_path else \
             Path(model_cfg.gguf_file).expanduser()
         return f"{f.name}:{f.stat().st_size}" if f.is_file() else None
     src = Path(model_cfg.name_or_path or "").expanduser()
-    return folder_fingerprint(src) if src.is_dir() else None
+    return fingerprint(src) if src.is_dir() else None
 
 
 def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool = False

@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from ..artifacts import config_hash, read_json, write_json, write_text
-from ..config import ConfigError, RunConfig, SweepConfig, _fix_yaml_numbers, from_dict, to_dict
+from ..config import RunConfig, SweepConfig, run_config
+from ..configlib import ConfigError, fix_yaml_numbers, to_dict
 from .base import run_dir
 from .unlearn import default_base, resolve_base, unlearn
 
@@ -38,7 +39,7 @@ def grid_points(grid: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[dict
                 walk(v, path + (k,))
             elif isinstance(v, list) and v:
                 # `sweep.grid.lr=[1e-4,3e-4]` on the command line reads as strings (YAML 1.1)
-                axes.append((path + (k,), _fix_yaml_numbers(v)))
+                axes.append((path + (k,), fix_yaml_numbers(v)))
             else:
                 key = ".".join(("sweep", "grid") + path + (k,))
                 raise ConfigError(f"config key '{key}': got {v!r}; valid: a non-empty list "
@@ -59,7 +60,7 @@ def point_config(cfg: RunConfig, point: dict[tuple[str, ...], Any]) -> RunConfig
         for part in path[:-1]:
             node = node.setdefault(part, {})
         node[path[-1]] = value
-    return from_dict(raw)
+    return run_config(raw)
 
 
 def select(rows: list[dict[str, Any]], base: dict[str, float], rule: SweepConfig) -> int | None:

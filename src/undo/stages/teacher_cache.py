@@ -19,12 +19,11 @@ data config and seed, the batch shape, the mode, k and the temperature.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -34,61 +33,6 @@ from ..compute import forward_flops, matmul_params
 from ..objectives.distill_kl import forward_logits, freeze, next_token_mask
 
 Batch = dict[str, Any]
-
-
-# Up to this many bytes of model files, a fingerprint hashes every byte (a 0.5M-param
-# model: 2 MB, milliseconds). Above it, it hashes the safetensors headers in full and
-# SAMPLE_BLOCKS evenly spaced blocks of every file: measured on a 381 MiB safetensors
-# file in the page cache, 0.21 s for every byte vs 2.6 ms sampled; a 1B-param model
-# (4 GB) would read for ~2 s warm and tens of seconds from a cold disk, on every
-# distill call. Trade-off: two files with the same names, sizes,
-# tensor layout and sampled bytes but a difference elsewhere get one fingerprint, so a
-# model edited in place in a few unsampled weights would reuse the old teacher cache
-# and distill stage. A retrained or unlearned model changes nearly every block, so
-# sampling sees it; a copy keeps its fingerprint (no mtime: copies reuse caches).
-FULL_HASH_MAX_BYTES = 256 << 20
-SAMPLE_BLOCKS = 64
-SAMPLE_BYTES = 64 << 10
-_READ_BYTES = 4 << 20
-
-
-def folder_fingerprint(path: str | Path) -> str:
-    """sha256 over a model folder's config and weight files (names and contents).
-
-    Content, not path or mtime: a copied teacher reuses the cache, a retrained one in
-    the same place does not. Folders over FULL_HASH_MAX_BYTES are sampled (see above).
-    """
-    p = Path(path)
-    files = sorted(f for f in p.iterdir() if f.is_file()
-                   and (f.suffix in (".safetensors", ".bin") or f.name == "config.json"))
-    if not files:
-        raise FileNotFoundError(f"no model files (config.json, *.safetensors) in {p}")
-    sample = sum(f.stat().st_size for f in files) > FULL_HASH_MAX_BYTES
-    h = hashlib.sha256(b"sampled" if sample else b"")
-    for f in files:
-        h.update(f.name.encode())
-        with f.open("rb") as fh:
-            if sample and f.name != "config.json":
-                _hash_sampled(fh, f.stat().st_size, f.suffix == ".safetensors", h)
-            else:
-                for block in iter(lambda: fh.read(_READ_BYTES), b""):
-                    h.update(block)
-    return h.hexdigest()[:16]
-
-
-def _hash_sampled(fh: BinaryIO, size: int, safetensors: bool, h: Any) -> None:
-    """Size, the safetensors header (every tensor's name, dtype, shape and offsets) and
-    SAMPLE_BLOCKS blocks spread evenly over the data after it."""
-    h.update(size.to_bytes(8, "little"))
-    start = 0
-    if safetensors and size >= 8:
-        head = fh.read(8)
-        start = 8 + int.from_bytes(head, "little")
-        h.update(head + fh.read(start - 8))
-    span = max(0, size - start - SAMPLE_BYTES)
-    for i in range(SAMPLE_BLOCKS):
-        fh.seek(start + span * i // (SAMPLE_BLOCKS - 1))
-        h.update(fh.read(SAMPLE_BYTES))
 
 
 @torch.inference_mode()

@@ -18,35 +18,31 @@ from typing import Any
 
 import torch
 
+from ..artifacts import is_done, model_folder, model_identity, stage_lock
 from ..benchmarks import build_benchmark
 from ..benchmarks.evaluate import evaluate
-from ..config import ConfigError, RunConfig, to_dict
+from ..config import RunConfig
+from ..configlib import to_dict
 from ..models import count_params, load_model, load_tokenizer, save_model
 from ..objectives.unlearning import build_objective
 from ..train import make_accelerator, train
-from .base import finish, is_done, reuse, stage_dir, stage_lock
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+from .base import finish, reuse, stage_dir
 
 
 def resolve_base(base_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     """(HF model folder, identity for the stage key) of a model folder or a stage folder.
 
-    A finished stage folder (e.g. `pretrain-base-<hash>`) is identified by its name,
-    which already hashes everything it depends on; any other HF folder by its resolved
-    path and its weight files' sizes and modification times.
+    A finished stage's model is identified by the stage's name, which already hashes
+    everything it depends on (no weights to read); any other folder by its content
+    (`artifacts.fingerprint`), so a copy gets the key its original has.
     """
     d = Path(base_dir).expanduser().resolve()
     if is_done(d) and (d / "model").is_dir():
         return d / "model", {"stage": d.name}
     if d.name == "model" and is_done(d.parent):  # a stage's model/ folder
         return d, {"stage": d.parent.name}
-    if not (d / "config.json").is_file():
-        raise ConfigError(f"base model folder '{base_dir}': no config.json there; valid: a "
-                          "Hugging Face model folder or a finished stage folder with model/")
-    files = {f.name: [f.stat().st_size, f.stat().st_mtime_ns]
-             for f in sorted(d.iterdir()) if f.name in WEIGHT_FILES or f.suffix == ".safetensors"}
-    return d, {"path": str(d), "files": files}
+    folder = model_folder(d, "base model folder")
+    return folder, model_identity(folder)
 
 
 def unlearn_key(cfg: RunConfig, base_identity: dict[str, Any]) -> dict[str, Any]:

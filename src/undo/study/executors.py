@@ -22,7 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config import ConfigError, Resources, RunConfig
+from ..config import Resources, RunConfig
+from ..configlib import ConfigError
 
 if TYPE_CHECKING:
     from .graph import Job
@@ -96,11 +97,11 @@ def _ray_stage(cfg: RunConfig, job: Job, threads: int, *_runs: Path) -> Path:
 def attack_run(cfg: RunConfig, model_dir: str, lr: float, seed: int, threads: int) -> Path:
     """One run of an attack grid into the attack folder's `runs/`, where the attack stage
     finds it and runs only what is missing (undo.attacks.grid._attack_grid)."""
-    from ..artifacts import write_json
-    from ..attacks.grid import attack_dir, resolve_model_dir, run_one
+    from ..artifacts import model_folder, write_json
+    from ..attacks.grid import attack_dir, run_one
 
     _worker_init(threads)
-    model_dir = str(resolve_model_dir(model_dir))
+    model_dir = str(model_folder(model_dir))
     runs = attack_dir(cfg, model_dir) / "runs"
     name = f"lr{lr:g}-seed{seed}"  # attack._attack_grid's name of this run
     out = runs / f"{name}.json"

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import read_json
-from ..config import STAGE_KINDS, ConfigError, RunConfig
+from ..config import STAGE_KINDS, RunConfig
+from ..configlib import ConfigError
 from .executors import make_executor
 
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..artifacts import environment, read_json, write_json
 from ..attacks.robustness import budget_key, compute_ratio, robustness
-from ..config import RunConfig, to_dict
+from ..config import RunConfig
+from ..configlib import to_dict
 
 if TYPE_CHECKING:
     from .graph import Model

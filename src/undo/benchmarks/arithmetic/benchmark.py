@@ -17,16 +17,19 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...config import AttackConfig, ConfigError, _check
+from ...configlib import ConfigError, check
 from ...tokenizers import build_char_tokenizer
 from ..base import Batch, BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches
 from .data import ArithmeticData, Item, ItemStream, encode, fact_key
+
+if TYPE_CHECKING:
+    from ...config import AttackConfig
 
 CHANCE_ACC = 1e-3  # a 3-digit answer guessed uniformly
 
@@ -63,24 +66,24 @@ class Config:
         ops = {"add", "sub", "mul", "div"}
         for k in ("retain_ops", "forget_ops"):
             for op in getattr(self, k):
-                _check(op in ops, f"{p}.{k}", op, "operations from add, sub, mul, div")
+                check(op in ops, f"{p}.{k}", op, "operations from add, sub, mul, div")
         overlap = set(self.retain_ops) & set(self.forget_ops)
-        _check(not overlap, f"{p}.forget_ops", self.forget_ops,
+        check(not overlap, f"{p}.forget_ops", self.forget_ops,
                "operations disjoint from retain_ops")
-        _check(bool(self.retain_ops), f"{p}.retain_ops", self.retain_ops, "at least one op")
-        _check(bool(self.forget_ops), f"{p}.forget_ops", self.forget_ops, "at least one op")
+        check(bool(self.retain_ops), f"{p}.retain_ops", self.retain_ops, "at least one op")
+        check(bool(self.forget_ops), f"{p}.forget_ops", self.forget_ops, "at least one op")
         for op, w in self.op_weights.items():
-            _check(op in ops and w >= 0, f"{p}.op_weights", {op: w},
+            check(op in ops and w >= 0, f"{p}.op_weights", {op: w},
                    "non-negative weights keyed by add, sub, mul, div")
-        _check(0 <= self.word_problem_fraction <= 1, f"{p}.word_problem_fraction",
+        check(0 <= self.word_problem_fraction <= 1, f"{p}.word_problem_fraction",
                self.word_problem_fraction, "a number in [0, 1]")
-        _check(0 < self.word_batch_scale <= 1, f"{p}.word_batch_scale",
+        check(0 < self.word_batch_scale <= 1, f"{p}.word_batch_scale",
                self.word_batch_scale, "a number in (0, 1]")
-        _check(0 < self.heldout_fraction < 0.5, f"{p}.heldout_fraction",
+        check(0 < self.heldout_fraction < 0.5, f"{p}.heldout_fraction",
                self.heldout_fraction, "a number in (0, 0.5)")
-        _check(0 < self.attack_fraction < 0.9, f"{p}.attack_fraction",
+        check(0 < self.attack_fraction < 0.9, f"{p}.attack_fraction",
                self.attack_fraction, "a number in (0, 0.9)")
-        _check(self.eval_items_per_op > 0, f"{p}.eval_items_per_op", self.eval_items_per_op,
+        check(self.eval_items_per_op > 0, f"{p}.eval_items_per_op", self.eval_items_per_op,
                "a positive integer")
 
 
@@ -88,7 +91,7 @@ class Config:
         """Settings of other sections that must fit this benchmark."""
         ops = {"add", "sub", "mul", "div"}
         a = run.attack
-        _check(a.ops is None or (bool(a.ops) and set(a.ops) <= ops), "attack.ops",
+        check(a.ops is None or (bool(a.ops) and set(a.ops) <= ops), "attack.ops",
                a.ops, "null or a non-empty list of add, sub, mul, div")
 
 

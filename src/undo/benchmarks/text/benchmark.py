@@ -19,16 +19,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...config import AttackConfig, ConfigError, _check
+from ...configlib import ConfigError, check
 from ...tokenizers import train_bpe_tokenizer
 from ..base import BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches
 from .corpus import SUFFIXES, AttackBatches, Corpus, Mixture, WindowBatches, pack
+
+if TYPE_CHECKING:
+    from ...config import AttackConfig
 
 
 @dataclass
@@ -66,27 +69,27 @@ class Source:
     def validate(self, p: str) -> None:
         given = {k: v for k, v in (("path", self.path), ("dataset", self.dataset),
                                    ("shipped", self.shipped)) if v is not None}
-        _check(len(given) == 1, p, given, "exactly one of path, dataset, shipped")
+        check(len(given) == 1, p, given, "exactly one of path, dataset, shipped")
         if self.shipped is not None:
             from .shipped import SHIPPED
 
-            _check(self.shipped in SHIPPED, f"{p}.shipped", self.shipped, ", ".join(SHIPPED))
+            check(self.shipped in SHIPPED, f"{p}.shipped", self.shipped, ", ".join(SHIPPED))
         if self.path is not None:
             path = Path(self.path)
-            _check(path.exists(), f"{p}.path", self.path, "an existing file or folder")
-            _check(path.is_dir() or path.suffix in SUFFIXES, f"{p}.path", self.path,
+            check(path.exists(), f"{p}.path", self.path, "an existing file or folder")
+            check(path.is_dir() or path.suffix in SUFFIXES, f"{p}.path", self.path,
                    "a .jsonl or .txt file, or a folder of them")
             for k in ("name", "data_files"):
-                _check(getattr(self, k) is None, f"{p}.{k}", getattr(self, k),
+                check(getattr(self, k) is None, f"{p}.{k}", getattr(self, k),
                        "null for a path source (it is a `dataset` option)")
-            _check(not self.streaming, f"{p}.streaming", self.streaming,
+            check(not self.streaming, f"{p}.streaming", self.streaming,
                    "false for a path source (it is a `dataset` option)")
-        _check(bool(self.field), f"{p}.field", self.field, "a non-empty field name")
-        _check(self.max_documents is None or self.max_documents > 0, f"{p}.max_documents",
+        check(bool(self.field), f"{p}.field", self.field, "a non-empty field name")
+        check(self.max_documents is None or self.max_documents > 0, f"{p}.max_documents",
                self.max_documents, "a positive integer or null")
-        _check(not self.streaming or self.max_documents is not None, f"{p}.max_documents",
+        check(not self.streaming or self.max_documents is not None, f"{p}.max_documents",
                self.max_documents, "a positive integer when streaming=true")
-        _check(self.weight > 0, f"{p}.weight", self.weight, "a positive number")
+        check(self.weight > 0, f"{p}.weight", self.weight, "a positive number")
 
 
 @dataclass
@@ -112,48 +115,48 @@ class Config:
 
     def validate(self, p: str) -> None:
         for k in ("forget", "retain"):
-            _check(bool(getattr(self, k)), f"{p}.{k}", getattr(self, k),
+            check(bool(getattr(self, k)), f"{p}.{k}", getattr(self, k),
                    "a non-empty list of sources ({path: ...} or {dataset: ...})")
         for k in ("distill", "attack"):
             v = getattr(self, k)
-            _check(v is None or bool(v), f"{p}.{k}", v, "null or a non-empty list of sources")
-        _check(self.seq_len > 1, f"{p}.seq_len", self.seq_len, "an integer > 1")
-        _check(0 < self.eval_fraction < 1, f"{p}.eval_fraction", self.eval_fraction,
+            check(v is None or bool(v), f"{p}.{k}", v, "null or a non-empty list of sources")
+        check(self.seq_len > 1, f"{p}.seq_len", self.seq_len, "an integer > 1")
+        check(0 < self.eval_fraction < 1, f"{p}.eval_fraction", self.eval_fraction,
                "a number in (0, 1)")
-        _check(0 <= self.attack_fraction < 1 - self.eval_fraction, f"{p}.attack_fraction",
+        check(0 <= self.attack_fraction < 1 - self.eval_fraction, f"{p}.attack_fraction",
                self.attack_fraction, f"a number in [0, 1 - eval_fraction = "
                f"{1 - self.eval_fraction:g}) (the rest is training data)")
-        _check(self.attack_fraction > 0 or self.attack is not None, f"{p}.attack_fraction",
+        check(self.attack_fraction > 0 or self.attack is not None, f"{p}.attack_fraction",
                self.attack_fraction, f"a number > 0 unless {p}.attack names an attack corpus")
-        _check(0 <= self.forget_weight <= 1, f"{p}.forget_weight", self.forget_weight,
+        check(0 <= self.forget_weight <= 1, f"{p}.forget_weight", self.forget_weight,
                "a number in [0, 1]")
-        _check(self.eval_windows > 0, f"{p}.eval_windows", self.eval_windows,
+        check(self.eval_windows > 0, f"{p}.eval_windows", self.eval_windows,
                "a positive integer")
-        _check(bool(self.tokenizer.strip()), f"{p}.tokenizer", self.tokenizer,
+        check(bool(self.tokenizer.strip()), f"{p}.tokenizer", self.tokenizer,
                "'model', 'bpe', or a tokenizer's hub id or local folder")
-        _check(self.vocab_size >= 260, f"{p}.vocab_size", self.vocab_size,
+        check(self.vocab_size >= 260, f"{p}.vocab_size", self.vocab_size,
                "an integer >= 260 (256 bytes + 4 special tokens)")
 
     def check_run(self, run: Any) -> None:
         """Settings of other sections that must fit this benchmark."""
         a = run.attack
-        _check(a.ops is None, "attack.ops", a.ops,
+        check(a.ops is None, "attack.ops", a.ops,
                "null with data.benchmark=text (operations are arithmetic-only; the attack "
                "trains on the forget corpus's attack split or data.attack)")
-        _check(a.word_fraction is None, "attack.word_fraction", a.word_fraction,
+        check(a.word_fraction is None, "attack.word_fraction", a.word_fraction,
                "null with data.benchmark=text (word problems are arithmetic-only)")
         has_model = run.model.name_or_path is not None
-        _check(has_model or self.tokenizer != "model", "data.tokenizer", self.tokenizer,
+        check(has_model or self.tokenizer != "model", "data.tokenizer", self.tokenizer,
                "'bpe' or a tokenizer's hub id or folder with a preset model (a preset has "
                "no tokenizer), or set model.name_or_path to use its tokenizer")
-        _check(not has_model or self.tokenizer == "model", "data.tokenizer", self.tokenizer,
+        check(not has_model or self.tokenizer == "model", "data.tokenizer", self.tokenizer,
                f"'model' with model.name_or_path={run.model.name_or_path!r} (a locally "
                f"trained BPE does not match the model's vocabulary)")
         if not has_model:
             from ...models import model_shape
 
             positions = model_shape(run.model)["max_position_embeddings"]
-            _check(self.seq_len <= positions, "data.seq_len", self.seq_len,
+            check(self.seq_len <= positions, "data.seq_len", self.seq_len,
                    f"at most the model's max_position_embeddings ({positions})")
 
 

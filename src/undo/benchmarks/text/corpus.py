@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ...config import ConfigError
+from ...configlib import ConfigError
 
 if TYPE_CHECKING:
     from .benchmark import Source

@@ -20,7 +20,7 @@ import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
-from ...config import ConfigError
+from ...configlib import ConfigError
 
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
 # Pure-Python standard-library packages whose source is always installed with CPython.
