@@ -12,7 +12,6 @@ from undo.attacks.robustness import (
     mean_curve,
     mean_std,
     robustness,
-    robustness_by_budget,
     safe_ratio,
     worst_case,
 )
@@ -39,8 +38,7 @@ RUNS = [
 def test_mean_std_by_hand():
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)  # sample std: sqrt(2/2)
     assert mean_std([0.25]) == (0.25, 0.0)
-    with pytest.raises(ValueError):
-        mean_std([])
+    assert all(math.isnan(x) for x in mean_std([]))  # no values: no mean (a report row)
 
 
 def test_direction_of_metrics():
@@ -111,17 +109,6 @@ def test_robustness_undefined_when_gold_and_unlearn_only_coincide():
     assert robustness(0.5, 0.6, 0.6 + 1e-9) is None  # ~0 gap: undefined, no huge ratio
     assert robustness(0.5, 0.6, 0.59, tol=0.05) is None
     assert safe_ratio(1.0, float("nan")) is None
-
-
-def test_robustness_by_budget_matches_budgets():
-    model = {"0": {"value": 0.1}, "40": {"value": 0.5}, "100": {"value": 0.6}}
-    unl = {"0": {"value": 0.1}, "40": {"value": 0.9}, "100": {"value": 0.95}}
-    gold = {"0": {"value": 0.1}, "40": {"value": 0.4}}
-    r = robustness_by_budget(model, unl, gold)
-    assert set(r) == {"0", "40"}  # 100 is missing for gold
-    assert r["0"]["robustness"] is None  # nothing to recover before the attack
-    assert r["40"]["robustness"] == pytest.approx(0.8)
-    assert r["40"]["p_gold"] == 0.4
 
 
 def test_compute_ratio_by_hand():

@@ -10,7 +10,6 @@ Each command's work lives in the library; this module only parses and prints.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -448,14 +447,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("undo: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
-
-
-def _json_default(x: object) -> object:
-    return str(x) if isinstance(x, Path) else x
-
-
-def dumps(obj: object) -> str:
-    return json.dumps(obj, indent=2, default=_json_default)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,10 +39,11 @@ def higher_is_worse(metric: str) -> bool:
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0.0 for a single value)."""
+    """Mean and sample standard deviation (ddof=1; 0.0 for a single value; NaN, NaN for
+    none: a report row whose seeds all failed a precondition has no mean). NaNs are kept."""
     n = len(values)
     if n == 0:
-        raise ValueError("mean_std of no values")
+        return math.nan, math.nan
     mean = sum(values) / n
     if n == 1:
         return mean, 0.0
@@ -152,21 +153,6 @@ def robustness(p_model: float, p_unlearn_only: float, p_gold: float,
     model as robust as the gold standard scores 1 and one as fragile as unlearning 0.
     """
     return safe_ratio(p_model - p_unlearn_only, p_gold - p_unlearn_only, tol)
-
-
-def robustness_by_budget(model: Mapping[str, Mapping], unlearn_only: Mapping[str, Mapping],
-                         gold: Mapping[str, Mapping], tol: float = 1e-6) -> dict[str, dict]:
-    """Robustness at every budget the three `worst_case` results share.
-
-    {"<k>": {"robustness": float | None, "p_model", "p_unlearn_only", "p_gold"}}.
-    """
-    out = {}
-    for k, w in model.items():
-        if k in unlearn_only and k in gold:
-            p, u, g = w["value"], unlearn_only[k]["value"], gold[k]["value"]
-            out[k] = {"robustness": robustness(p, u, g, tol), "p_model": p,
-                      "p_unlearn_only": u, "p_gold": g}
-    return out
 
 
 def compute_ratio(model: Mapping[str, float], gold: Mapping[str, float]) -> dict:

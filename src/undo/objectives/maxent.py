@@ -24,17 +24,15 @@ import torch.nn.functional as F
 from .base import OBJECTIVES
 from .unlearning import (
     Batch,
-    Reference,
+    ForgetRetain,
     RetainKind,
     label_mask,
     logits_of,
     masked_mean,
-    parse_args,
-    retain_loss,
 )
 
 if TYPE_CHECKING:
-    from ..config import UnlearnConfig
+    pass
 
 
 def kl_uniform(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -58,28 +56,10 @@ class MaxEntArgs:
 
 
 @OBJECTIVES.register("maxent")
-class MaxEnt:
-    def __init__(self, retain_weight: float = 1.0, args: MaxEntArgs | None = None) -> None:
-        self.retain_weight = retain_weight
-        self.args = args or MaxEntArgs()
-        self.reference = Reference() if self.args.retain == "kl" else None
+class MaxEnt(ForgetRetain):
+    method = "maxent"
+    Args = MaxEntArgs
 
-    @classmethod
-    def from_config(cls, cfg: UnlearnConfig) -> MaxEnt:
-        return cls(cfg.retain_weight, parse_args(cfg.method_args, MaxEntArgs, "maxent"))
-
-    def prepare(self, model: torch.nn.Module) -> None:
-        if self.reference is not None:
-            self.reference.prepare(model)
-
-    @property
-    def frozen_flops(self) -> float:
-        """FLOPs of the frozen reference model's forwards so far (for the training loop)."""
-        return self.reference.flops if self.reference is not None else 0.0
-
-    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        f = batch["forget"]
+    def forget_loss(self, model: torch.nn.Module, f: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         forget = maxent_forget_loss(logits_of(model, f), f["labels"])
-        retain, metrics = retain_loss(self.args.retain, model, batch["retain"], self.reference)
-        loss = forget + self.retain_weight * retain
-        return loss, {"forget_kl_uniform": float(forget.detach()), **metrics}
+        return forget, {"forget_kl_uniform": float(forget.detach())}

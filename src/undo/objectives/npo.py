@@ -24,16 +24,14 @@ from ..configlib import check
 from .base import OBJECTIVES
 from .unlearning import (
     Batch,
-    Reference,
+    ForgetRetain,
     RetainKind,
     logits_of,
-    parse_args,
-    retain_loss,
     sequence_logprob,
 )
 
 if TYPE_CHECKING:
-    from ..config import UnlearnConfig
+    pass
 
 
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
@@ -51,30 +49,14 @@ class NPOArgs:
 
 
 @OBJECTIVES.register("npo")
-class NPO:
-    def __init__(self, retain_weight: float = 1.0, args: NPOArgs | None = None) -> None:
-        self.retain_weight = retain_weight
-        self.args = args or NPOArgs()
-        self.reference = Reference()
+class NPO(ForgetRetain):
+    method = "npo"
+    Args = NPOArgs
+    uses_reference = True
 
-    @classmethod
-    def from_config(cls, cfg: UnlearnConfig) -> NPO:
-        return cls(cfg.retain_weight, parse_args(cfg.method_args, NPOArgs, "npo"))
-
-    def prepare(self, model: torch.nn.Module) -> None:
-        self.reference.prepare(model)
-
-    @property
-    def frozen_flops(self) -> float:
-        """FLOPs of the frozen reference model's forwards so far (for the training loop)."""
-        return self.reference.flops if self.reference is not None else 0.0
-
-    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        f = batch["forget"]
+    def forget_loss(self, model: torch.nn.Module, f: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         logp = sequence_logprob(logits_of(model, f), f["labels"])
         ref_logp = sequence_logprob(self.reference.logits(f), f["labels"])
         forget = npo_loss(logp, ref_logp, self.args.beta)
-        retain, metrics = retain_loss(self.args.retain, model, batch["retain"], self.reference)
-        loss = forget + self.retain_weight * retain
-        return loss, {"forget_npo": float(forget.detach()),
-                      "forget_logratio": float((logp - ref_logp).mean().detach()), **metrics}
+        return forget, {"forget_npo": float(forget.detach()),
+                        "forget_logratio": float((logp - ref_logp).mean().detach())}

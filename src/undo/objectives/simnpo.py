@@ -20,17 +20,15 @@ from ..configlib import check
 from .base import OBJECTIVES
 from .unlearning import (
     Batch,
-    Reference,
+    ForgetRetain,
     RetainKind,
     label_mask,
     logits_of,
-    parse_args,
-    retain_loss,
     sequence_logprob,
 )
 
 if TYPE_CHECKING:
-    from ..config import UnlearnConfig
+    pass
 
 
 def simnpo_loss(logp: torch.Tensor, lengths: torch.Tensor, beta: float,
@@ -51,30 +49,12 @@ class SimNPOArgs:
 
 
 @OBJECTIVES.register("simnpo")
-class SimNPO:
-    def __init__(self, retain_weight: float = 1.0, args: SimNPOArgs | None = None) -> None:
-        self.retain_weight = retain_weight
-        self.args = args or SimNPOArgs()
-        self.reference = Reference() if self.args.retain == "kl" else None
+class SimNPO(ForgetRetain):
+    method = "simnpo"
+    Args = SimNPOArgs
 
-    @classmethod
-    def from_config(cls, cfg: UnlearnConfig) -> SimNPO:
-        return cls(cfg.retain_weight, parse_args(cfg.method_args, SimNPOArgs, "simnpo"))
-
-    def prepare(self, model: torch.nn.Module) -> None:
-        if self.reference is not None:
-            self.reference.prepare(model)
-
-    @property
-    def frozen_flops(self) -> float:
-        """FLOPs of the frozen reference model's forwards so far (for the training loop)."""
-        return self.reference.flops if self.reference is not None else 0.0
-
-    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        f = batch["forget"]
+    def forget_loss(self, model: torch.nn.Module, f: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         logp = sequence_logprob(logits_of(model, f), f["labels"])
         lengths = label_mask(f["labels"]).sum(1).to(logp.dtype)
         forget = simnpo_loss(logp, lengths, self.args.beta, self.args.gamma)
-        retain, metrics = retain_loss(self.args.retain, model, batch["retain"], self.reference)
-        loss = forget + self.retain_weight * retain
-        return loss, {"forget_simnpo": float(forget.detach()), **metrics}
+        return forget, {"forget_simnpo": float(forget.detach())}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -197,6 +197,48 @@ def retain_loss(kind: RetainKind, model: torch.nn.Module, enc: Batch,
     return kl, {"retain_kl": float(kl.detach())}
 
 
+class ForgetRetain:
+    """Base of the methods that add a forget term to a retain term (`retain`: CE on retain
+    answers, KL to the frozen original model, or none): MaxEnt, NPO, SimNPO.
+
+    A subclass names its `method` and `Args` dataclass (with a `retain` field) and defines
+    `forget_loss`; `uses_reference` says it needs the frozen original model whatever the
+    retain term (NPO's log-ratio).
+    """
+
+    method: ClassVar[str]
+    Args: ClassVar[type]
+    uses_reference: ClassVar[bool] = False
+
+    def __init__(self, retain_weight: float = 1.0, args: Any = None) -> None:
+        self.retain_weight = retain_weight
+        self.args = args or self.Args()
+        self.reference = (Reference() if self.uses_reference or self.args.retain == "kl"
+                          else None)
+
+    @classmethod
+    def from_config(cls, cfg: UnlearnConfig) -> ForgetRetain:
+        return cls(cfg.retain_weight, parse_args(cfg.method_args, cls.Args, cls.method))
+
+    def prepare(self, model: torch.nn.Module) -> None:
+        if self.reference is not None:
+            self.reference.prepare(model)
+
+    @property
+    def frozen_flops(self) -> float:
+        """FLOPs of the frozen reference model's forwards so far (for the training loop)."""
+        return self.reference.flops if self.reference is not None else 0.0
+
+    def forget_loss(self, model: torch.nn.Module, forget: Batch
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        forget, forget_metrics = self.forget_loss(model, batch["forget"])
+        retain, metrics = retain_loss(self.args.retain, model, batch["retain"], self.reference)
+        return forget + self.retain_weight * retain, {**forget_metrics, **metrics}
+
+
 # ------------------------------------------------------------------- configuration
 
 
@@ -210,15 +252,13 @@ def parse_args(raw: dict[str, Any], cls: type, method: str) -> Any:
         raise ConfigError(f"{msg} (method '{method}')") from None
 
 
-def unlearning_methods() -> list[str]:
-    return [n for n in OBJECTIVES.names() if hasattr(OBJECTIVES.get(n), "from_config")]
-
-
 def build_objective(cfg: UnlearnConfig) -> UnlearnObjective:
     """The objective `cfg.method` with its validated `method_args`."""
-    if cfg.method not in OBJECTIVES or not hasattr(OBJECTIVES.get(cfg.method), "from_config"):
+    # Unlearning methods are the objectives built from an `unlearn:` section.
+    methods = [n for n in OBJECTIVES.names() if hasattr(OBJECTIVES.get(n), "from_config")]
+    if cfg.method not in methods:
         raise ConfigError(f"config key 'unlearn.method': got {cfg.method!r}; valid: "
-                          f"{', '.join(unlearning_methods())}")
+                          f"{', '.join(methods)}")
     return OBJECTIVES.get(cfg.method).from_config(cfg)
 
 

@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..attacks.robustness import budget_key
+
 SCHEMA_VERSION = 1
 
 # kind -> role in the study. A new kind of model (e.g. a RepNoise baseline) is one line here;
@@ -31,11 +33,6 @@ KINDS: dict[str, str] = {
 
 class SummaryError(ValueError):
     """A summary.json that does not match the schema: the message names the field."""
-
-
-def budget_key(budget: int) -> str:
-    """JSON object keys are strings: budget 40 is stored under "40"."""
-    return str(int(budget))
 
 
 def lr_matches(key: str, lr: float) -> bool:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..attacks.robustness import budget_key
 from . import views
-from .schema import budget_key
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schema import budget_key, lr_matches
+from ..attacks.robustness import budget_key, mean_std
+from .schema import lr_matches
 
 Model = dict[str, Any]
 
@@ -24,17 +25,6 @@ KIND_LABELS = {
     "oracle_base": "oracle → base",
     "oracle_random": "oracle → random init",
 }
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1; 0 for a single value). NaNs are kept."""
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan
-    mu = sum(values) / n
-    if n == 1:
-        return mu, 0.0
-    return mu, math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1))
 
 
 def largest_budget(summary: dict) -> int:

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import read_json
 from ..config import STAGE_KINDS, RunConfig
 from ..configlib import ConfigError
 from .executors import make_executor
@@ -378,7 +377,3 @@ def run_study(cfg: RunConfig, *, force: list[str] | None = None,
     write_report(root)
     log(f"== done in {(time.time() - t_start) / 60:.1f} min: {root / 'summary.json'}")
     return summary
-
-
-def load_summary(run: str | Path) -> dict[str, Any]:
-    return read_json(Path(run) / "summary.json")
