@@ -61,20 +61,22 @@ CANDIDATES: dict[str, tuple[str, float | None, list[str]]] = {
 
 def _run(job: tuple[str, list[str], str, float | None, int, str, str]) -> dict[str, Any]:
     from undo.stages.distill import distill
+    from undo.study.summary import compute_of
 
     torch.set_num_threads(1)
     config, overrides, init, alpha, seed, teacher, gold = job
     cfg = load_config(config, overrides)
-    d = distill(cfg, teacher, init=init, alpha=alpha, seed=seed, gold_dir=gold)
+    d = distill(cfg, teacher, init=init, alpha=alpha, seed=seed)
     s = read_json(d / "summary.json")
+    compute = compute_of(s, read_json(Path(gold) / "summary.json"))
     curve = [(r["step"], r["eval"]["retain/acc"])
              for r in map(eval_row, (d / "metrics.jsonl").read_text().splitlines())
              if r is not None]
     return {"seed": seed, "stage": d.name, "recovered": s["recovered"], "steps": s["steps"],
             "stopped_early": s["stopped_early"], "retain_acc": s["metrics"]["retain/acc"],
             "teacher_retain_acc": s["teacher_metrics"]["retain/acc"],
-            "steps_fraction": s["compute"]["steps_fraction"],
-            "flops_fraction": s["compute"]["flops_fraction"], "curve": curve}
+            "steps_fraction": compute["fraction_of_gold_steps"],
+            "flops_fraction": compute["fraction_of_gold_flops"], "curve": curve}
 
 
 def eval_row(line: str) -> dict | None:

@@ -10,7 +10,7 @@ Public API (each stage is also a CLI command, `undo --help`):
     evaluate_model(cfg, model_dir) -> metrics on the benchmark's eval sets
     robustness(p, p_unlearn, p_gold), compute_ratio(model, gold): the study's two ratios
     noise(cfg, model_dir, out_dir) -> NoiseReport; writes the shrink-and-perturbed model
-    distill(cfg, teacher_dir, init=noised|random|PATH, alpha, seed, gold_dir)
+    distill(cfg, teacher_dir, init=noised|random|PATH, alpha, seed, base_dir)
                                   -> stage folder with the student `model/` and `summary.json`
     write_report(run_dir)         -> plots/*.png and report.html from summary.json alone
 

@@ -224,16 +224,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
     cfg = load_run_config(args)
     teacher = _one_path(args, "distill", "TEACHER_DIR")
     d = distill(cfg, teacher, init=args.init, alpha=args.alpha, seed=args.seed,
-                gold_dir=args.gold, base_dir=args.base, force=args.force)
+                base_dir=args.base, force=args.force)
     s = read_json(d / "summary.json")
     stop = "stopped early" if s["stopped_early"] else "full budget"
     print(f"{s['init']} student: {d}  ({s['steps']}/{s['max_steps']} steps, {stop}, "
           f"{s['tokens']:,} tokens, {s['flops_incl_teacher']:.3g} FLOPs incl. teacher, "
           f"{s['wall_time_s']:.0f}s)")
-    if s.get("compute"):
-        c = s["compute"]
-        print(f"  compute vs gold: {c['steps_fraction']:.3f} (steps at equal tokens/step), "
-              f"{c['flops_fraction']:.3f} (FLOPs)")
     print(f"  {'metric':<24} {'teacher':>8} {'student':>8}")
     for k, v in s["teacher_metrics"].items():
         if k.count("/") == 1:
@@ -246,7 +242,6 @@ def opts_distill(sp: argparse.ArgumentParser) -> None:
                     help="student init: noised teacher (UNDO), random, or a model folder")
     sp.add_argument("--alpha", type=float, help="noise alpha (default: noise.alpha)")
     sp.add_argument("--seed", type=int, help="noise / init seed (default: the config's seed)")
-    sp.add_argument("--gold", metavar="GOLD_DIR", help="gold pretraining stage: compute fractions")
     sp.add_argument("--base", metavar="BASE_DIR", help="model before unlearning (localized mask)")
     sp.add_argument("--force", action="store_true", help="redo even if cached")
 

@@ -50,21 +50,3 @@ def count_tokens(batch: object) -> tuple[int, int]:
             tok, pos = tok + t, pos + p
         return tok, pos
     return 0, 0
-
-
-def compute_fractions(steps: int, tokens: int, flops: float, gold: dict) -> dict[str, float]:
-    """A run's compute as a fraction of the gold standard's pretraining (`gold` = its summary).
-
-    - `steps_fraction`: optimizer steps counted at the gold run's tokens per step, i.e.
-      tokens / gold tokens (the paper's S_UNDO / S_DataFiltering "at equal tokens per
-      step");
-    - `raw_steps_fraction`: steps / gold steps, whatever each step's size;
-    - `flops_fraction`: flops / gold flops (pass flops including any teacher forward).
-    """
-    g_steps, g_tokens, g_flops = gold["steps"], gold["tokens"], gold["flops"]
-    return {
-        "steps_fraction": tokens / g_tokens if g_tokens else float("nan"),
-        "raw_steps_fraction": steps / g_steps if g_steps else float("nan"),
-        "flops_fraction": flops / g_flops if g_flops else float("nan"),
-        "gold_steps": g_steps, "gold_tokens": g_tokens, "gold_flops": g_flops,
-    }

@@ -13,8 +13,8 @@ forget/retain labels are used). Student initialisations:
 Stopping: the full `distill.steps` budget, or as soon as the student recovers the
 teacher's retain performance (`distill.stop`, checked every `distill.eval_every` steps;
 the LR schedule always spans the full budget, as in the paper). Compute is recorded as
-optimizer steps, tokens and FLOPs, and, given the gold-standard pretraining stage, as
-fractions of it (`compute.compute_fractions`).
+optimizer steps, tokens and FLOPs (fractions of the gold standard's are taken in the
+study summary).
 
 The data order depends on the run seed and the distillation `seed` (`data_seed`): seeds
 of a study differ in noise draw / init *and* data order, while an α sweep at one seed
@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 
-from ..artifacts import fingerprint, is_done, model_folder, read_json, stage_lock, write_json
+from ..artifacts import fingerprint, model_folder, stage_lock
 from ..benchmarks import build_benchmark
 from ..benchmarks.evaluate import evaluate
-from ..compute import compute_fractions, forward_flops, matmul_params, train_flops
+from ..compute import forward_flops, matmul_params, train_flops
 from ..config import DistillConfig, RunConfig
 from ..configlib import ConfigError, to_dict
 from ..models import (
@@ -47,7 +47,7 @@ from ..models import (
 from ..objectives.distill_kl import DistillKL
 from ..sharding import hold_frozen, resolve
 from ..train import make_accelerator, train
-from .base import finish, reset, run_dir, stage_dir
+from .base import finish, reuse, run_dir, stage_dir
 from .noise import noised_copy
 from .teacher_cache import CachedBatches, TeacherCache
 
@@ -112,38 +112,22 @@ def _label(init: dict[str, Any], seed: int) -> str:
     return f"distill-from-{init['fingerprint'][:8]}-s{seed}"
 
 
-def gold_summary(gold_dir: str | Path) -> dict[str, Any]:
-    """The summary.json of a gold-standard pretraining stage: the file itself, the stage
-    folder, or the stage's model/ folder."""
-    d = Path(gold_dir).expanduser()
-    for cand in (d, d / "summary.json", d.parent / "summary.json"):
-        if cand.is_file() and cand.suffix == ".json":
-            s = read_json(cand)
-            if not all(k in s for k in ("steps", "tokens", "flops")):
-                raise ConfigError(f"--gold '{gold_dir}': {cand} has no steps/tokens/flops; "
-                                  "valid: a pretraining stage's summary.json")
-            return s
-    raise ConfigError(f"--gold '{gold_dir}': no summary.json there; valid: the gold-standard "
-                      "pretraining stage folder (runs/<name>/stages/pretrain-gold-<hash>)")
-
-
 def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
             alpha: float | None = None, seed: int | None = None,
-            gold_dir: str | Path | None = None, base_dir: str | Path | None = None,
-            force: bool = False) -> Path:
+            base_dir: str | Path | None = None, force: bool = False) -> Path:
     """Distill `teacher_dir` into a student (`init`: noised | random | a model folder).
 
     `alpha` defaults to `cfg.noise.alpha`, `seed` (noise draw / random init) to `cfg.seed`.
-    `base_dir` (the model before unlearning) is needed for localized noise. `gold_dir`
-    (gold pretraining stage) adds compute fractions to the summary. Returns the stage
-    folder; a finished one is reused (its compute fractions refreshed from `gold_dir`).
+    `base_dir` (the model before unlearning) is needed for localized noise. Returns the
+    stage folder; a finished one is reused. The summary records raw counts (steps, tokens,
+    FLOPs with the teacher's forwards); fractions of the gold standard's compute are taken
+    once, in the study summary (`study/summary.py`).
     """
     teacher_path = model_folder(teacher_dir, "teacher")
     alpha = cfg.noise.alpha if alpha is None else alpha
     if not 0 <= alpha <= 1:
         raise ConfigError(f"--alpha: got {alpha!r}; valid: a number in [0, 1]")
     seed = cfg.seed if seed is None else seed
-    gold = gold_summary(gold_dir) if gold_dir is not None else None
     init_id = _init_identity(init, alpha)
     if init_id["kind"] == "checkpoint":
         # Distillation matches distributions id by id: the tokenizers must agree.
@@ -156,16 +140,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
                       fingerprint(base_path) if base_path else None)
     d = stage_dir(cfg, _label(init_id, seed), key)
     with stage_lock(d):  # one writer per stage folder
-        if force:
-            reset(d)
-        if is_done(d):
-            if gold is not None:
-                s = read_json(d / "summary.json")
-                fractions = compute_fractions(s["steps"], s["tokens"], s["flops_incl_teacher"],
-                                              gold)
-                if s.get("compute") != fractions:  # untouched when already current
-                    s["compute"] = fractions
-                    write_json(d / "summary.json", s)
+        if reuse(d, force):
             return d
         t0 = time.time()
         bench = build_benchmark(cfg.data)
@@ -255,8 +230,6 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
                 "build_time_s": cache.build_time if cache else 0.0,
             },
             "noise": noise_report.to_dict() if noise_report is not None else None,
-            "compute": compute_fractions(result.steps, result.tokens, flops_incl, gold)
-            if gold is not None else None,
             "params": count_params(student),
             "train_time_s": result.wall_time,
             "wall_time_s": time.time() - t0,

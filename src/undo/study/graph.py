@@ -198,16 +198,14 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     tasks: list[Task] = []
     models: list[Model] = []
     made_by: dict[str, Model] = {}  # task name -> the model it makes
-    # Folders read only once their tasks are done: the gold summary (compute fractions)
-    # and the base model (localized noise).
+    # Folders read only once their tasks are done: the base model (localized noise).
     folders: dict[str, Path] = {}
 
     def common() -> dict[str, Path | None]:
         # "gold -> random init" does not wait for the base model (it needs it for nothing:
         # only noised students read base_dir, and they wait for it through the teacher).
         base = folders.get("pretrain base")
-        return {"gold_dir": folders.get("pretrain gold") if gold_mode == "pretrain" else None,
-                "base_dir": base / "model" if base is not None else None}
+        return {"base_dir": base / "model" if base is not None else None}
 
     root = run_dir(cfg)
 
@@ -242,8 +240,9 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
         lambda d: Job("teacher", unlearn, (d["pretrain base"] / "model",)),
         stage_log(f"unlearn-{cfg.unlearn.method}", cfg.unlearn.steps))
     teacher = f"unlearn {cfg.unlearn.method}"
-    # Distillations wait for the gold standard only for their compute fractions.
-    deps = (teacher, "pretrain gold") if gold_mode == "pretrain" else (teacher,)
+    # Distillations need only the teacher: the fractions of the gold standard's compute
+    # are taken in the summary, so they no longer wait for the gold pretraining.
+    deps = (teacher,)
 
     # Longest first: random init, then α from large (slow to recover) to small.
     if cfg.study.unlearn_distill:

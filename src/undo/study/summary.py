@@ -67,31 +67,23 @@ def _search_robustness(entries: list[dict[str, Any]], ref_u: dict | None, ref_g:
             e["robustness_search"][k] = robustness(p, u, g, tol=tol) if ok else None
 
 
-def _compute(stage: dict[str, Any], gold: dict[str, Any] | None) -> dict[str, Any]:
-    """What a model cost, and as a fraction of the gold standard's pretraining.
+def compute_of(stage: dict[str, Any], gold: dict[str, Any] | None) -> dict[str, Any]:
+    """What a model cost, and as a fraction of the gold standard's pretraining: the one
+    place these ratios are taken, from the raw counts each stage records.
 
-    Distillation stages report their own fractions (steps at equal tokens per step, and
-    FLOPs including the teacher's forwards, cached or not; see compute.py); for the
-    others (unlearning) the ratio is taken here from raw steps and FLOPs.
+    - steps: optimizer steps counted at the gold run's tokens per step, i.e. tokens /
+      gold tokens (the paper's S / S_DataFiltering "at equal tokens per step"), for every
+      model alike;
+    - FLOPs: including the teacher's forwards for a distilled model, cached or not (see
+      compute.py).
     """
     flops = stage.get("flops_incl_teacher", stage.get("flops"))
     out: dict[str, Any] = {"steps": stage.get("steps"), "tokens": stage.get("tokens"),
                            "flops": flops}
-    own = stage.get("compute")
-    if isinstance(own, dict) and "steps_fraction" in own:
-        out["fraction_of_gold_steps"] = _finite(own.get("steps_fraction"))
-        out["fraction_of_gold_flops"] = _finite(own.get("flops_fraction"))
-        return out
-    spent = {k: v for k, v in out.items() if v is not None}
-    ratios = compute_ratio(spent, gold or {})
-    out["fraction_of_gold_steps"] = ratios.get("steps")
+    ratios = compute_ratio({k: v for k, v in out.items() if v is not None}, gold or {})
+    out["fraction_of_gold_steps"] = ratios.get("tokens")
     out["fraction_of_gold_flops"] = ratios.get("flops")
     return out
-
-
-def _finite(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and x == x and abs(x) != float("inf") \
-        else None
 
 
 def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> dict[str, Any]:
@@ -114,7 +106,7 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
             "name": m.name, "kind": m.kind, "alpha": m.alpha, "seed": m.seed,
             "stage_dir": str(m.stage_dir),
             "metrics": metrics,
-            "compute": _compute(s, gold_stage if m.kind not in ("base", "gold") else None),
+            "compute": compute_of(s, gold_stage if m.kind not in ("base", "gold") else None),
             "wall_time_s": s.get("wall_time_s"),
             "attack": _attack_section(m.attack_dir, forget_metric.name),
             "search": _search_section(m.attack_dir) if cfg.study.attack_search else None,
