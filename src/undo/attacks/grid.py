@@ -40,7 +40,6 @@ from ..artifacts import (
     model_folder,
     model_identity,
     read_json,
-    stage_lock,
     write_json,
 )
 from ..benchmarks import build_benchmark
@@ -50,7 +49,7 @@ from ..config import AttackConfig, OptimConfig, RunConfig
 from ..configlib import ConfigError
 from ..models import load_model, load_tokenizer, save_model
 from ..objectives import OBJECTIVES
-from ..stages.base import finish, reuse, run_dir
+from ..stages.base import StageResult, run_dir, run_stage
 from ..train import make_accelerator, train
 from .robustness import aggregate, budget_key
 
@@ -247,9 +246,8 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
     data_info = bench.check_attack(
         a, [bench.attack_batches(a, tok, seed=f"{cfg.seed}-{s}") for s in a.seeds], a.steps, tok)
     ev = AttackEval(bench, tok, a.curve_items_per_op)
-    with stage_lock(d):  # one writer per stage folder
-        if reuse(d, force):
-            return d
+
+    def work() -> StageResult:
         workers, threads = plan_workers(cfg, len(a.lrs) * len(a.seeds))
         threads_before = torch.get_num_threads()
         try:
@@ -260,13 +258,14 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
             torch.set_num_threads(threads_before)
         relearn["wall_time_s"] = time.time() - t0
         write_json(d / "relearn.json", relearn)
-        finish(d, {"stage": "attack", "model": relearn["model"],
-                   "worst_case": {m: {k: {"value": w["value"], "lr": w["lr"], "std": w["std"]}
-                                      for k, w in wc.items()}
-                                  for m, wc in relearn["worst_case"].items()},
-                   "wall_time_s": relearn["wall_time_s"]}, key,
-               device="cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
-        return d
+        return StageResult(
+            {"stage": "attack", "model": relearn["model"],
+             "worst_case": {m: {k: {"value": w["value"], "lr": w["lr"], "std": w["std"]}
+                                for k, w in wc.items()}
+                            for m, wc in relearn["worst_case"].items()}},
+            device="cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
+
+    return run_stage(d, key, work, force=force)
 
 
 def _attack_grid(cfg: RunConfig, model_dir: Path, d: Path, key: dict, ev: AttackEval,

@@ -1,14 +1,21 @@
-"""Cached, resumable stage folders.
+"""Cached, resumable stage folders, and the stage protocol (`run_stage`), written once.
 
 A stage's folder is `<run_dir>/stages/<name>-<hash>`, the hash taken over everything its
 result depends on: its config sections, the seed and its inputs' keys. A folder with a
 `summary.json` is finished and reused; `summary.json` is written last (atomically), so a
 folder without one is unfinished and its stage resumes from `state/` if present.
+
+Every stage (pretrain, import, unlearn, distill, attack) is a function that computes its
+key, validates its input (before any lock or file: bad input writes nothing) and hands its
+work to `run_stage`.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +25,7 @@ from accelerate import PartialState
 from ..artifacts import config_hash, environment, is_done, stage_lock, write_json, write_text
 from ..config import RunConfig, run_config
 from ..configlib import ConfigError, dump_yaml, to_dict
+from ..models import save_model
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -107,6 +115,41 @@ def reuse(d: Path, force: bool) -> bool:
     if force:
         reset(d)
     return is_done(d)
+
+
+@dataclass
+class StageResult:
+    """What a stage's work hands back to `run_stage`: its summary (without wall time) and,
+    for a stage that makes a model, the model and tokenizer to save in `model/`.
+    `accelerator` (a training stage's): only its main process writes, every rank waits."""
+
+    summary: dict[str, Any]
+    model: Any = None
+    tokenizer: Any = None
+    accelerator: Any = None
+    device: str | None = None
+
+
+def run_stage(d: Path, key: dict[str, Any], work: Callable[[], StageResult], *,
+              force: bool = False) -> Path:
+    """The stage protocol: one writer (`stage_lock`), a finished folder reused (`force`:
+    recomputed), `work()` run, then on the main process the model saved and `finish`
+    writing config, provenance and, last, the summary; other ranks return only once the
+    stage is on disk. Returns the stage folder."""
+    with stage_lock(d):
+        if reuse(d, force):
+            return d
+        t0 = time.time()
+        out = work()
+        acc = out.accelerator
+        if acc is None or acc.is_main_process:
+            if out.model is not None:
+                save_model(out.model, out.tokenizer, d / "model")
+            device = out.device or (str(acc.device) if acc is not None else None)
+            finish(d, {**out.summary, "wall_time_s": time.time() - t0}, key, device=device)
+        if acc is not None:
+            acc.wait_for_everyone()
+    return d
 
 
 def finish(d: Path, summary: dict[str, Any], depends_on: dict[str, Any],

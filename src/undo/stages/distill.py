@@ -23,14 +23,13 @@ distills on identical batches and shares one teacher cache.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..artifacts import fingerprint, model_folder, stage_lock
+from ..artifacts import fingerprint, model_folder
 from ..benchmarks import build_benchmark
 from ..benchmarks.evaluate import evaluate
 from ..compute import forward_flops, matmul_params, train_flops
@@ -41,13 +40,12 @@ from ..models import (
     load_model,
     load_tokenizer,
     reinit_like,
-    save_model,
     vocab_check,
 )
 from ..objectives.distill_kl import DistillKL
 from ..sharding import hold_frozen, resolve
 from ..train import make_accelerator, train
-from .base import finish, reuse, run_dir, stage_dir
+from .base import StageResult, run_dir, run_stage, stage_dir
 from .noise import noised_copy
 from .teacher_cache import CachedBatches, TeacherCache
 
@@ -139,10 +137,8 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
     key = distill_key(cfg, fingerprint(teacher_path), init_id, seed,
                       fingerprint(base_path) if base_path else None)
     d = stage_dir(cfg, _label(init_id, seed), key)
-    with stage_lock(d):  # one writer per stage folder
-        if reuse(d, force):
-            return d
-        t0 = time.time()
+
+    def work() -> StageResult:
         bench = build_benchmark(cfg.data)
         tokenizer = load_tokenizer(teacher_path)
         teacher = load_model(teacher_path)
@@ -232,13 +228,10 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
             "noise": noise_report.to_dict() if noise_report is not None else None,
             "params": count_params(student),
             "train_time_s": result.wall_time,
-            "wall_time_s": time.time() - t0,
         }
-        if acc.is_main_process:
-            save_model(student, tokenizer, d / "model")
-            finish(d, summary, key, device=str(acc.device))
-        acc.wait_for_everyone()  # other ranks return only once the stage is on disk
-        return d
+        return StageResult(summary, student, tokenizer, acc)
+
+    return run_stage(d, key, work, force=force)
 
 
 def _make_student(teacher: torch.nn.Module, teacher_path: Path, init_id: dict[str, Any],

@@ -9,12 +9,11 @@ docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from ..artifacts import fingerprint, is_done, stage_lock
+from ..artifacts import fingerprint, is_done
 from ..benchmarks import build_benchmark
 from ..benchmarks.evaluate import evaluate
 from ..config import ModelConfig, RunConfig
@@ -24,13 +23,12 @@ from ..models import (
     load_pretrained,
     model_key,
     new_model,
-    save_model,
     stage_tokenizer,
 )
 from ..objectives import OBJECTIVES
 from ..runtime import device_name
 from ..train import make_accelerator, train
-from .base import finish, reuse, stage_dir
+from .base import StageResult, run_stage, stage_dir
 
 Which = Literal["base", "gold"]
 
@@ -67,9 +65,8 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
     if which == "base" and cfg.model.is_pretrained():
         return import_model(cfg, None, "base", force)
     d = pretrain_dir(cfg, which)
-    with stage_lock(d):  # one writer per stage folder
-        if reuse(d, force):
-            return d
+
+    def work() -> StageResult:
         bench = build_benchmark(cfg.data)
         tokenizer = stage_tokenizer(cfg.model, bench)
         model = new_model(cfg.model, tokenizer, seed=cfg.seed)
@@ -85,24 +82,19 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
         def evaluate_during(m):  # retain/forget only while training; all sets at the end
             return evaluate(m, bench, tokenizer, sets=("retain", "forget"))
 
-        t0 = time.time()
         result = train(model, OBJECTIVES.get("ce")(), batches, optim, d, evaluate=evaluate_during,
                        accelerator=acc, desc=f"pretrain {which}", progress=cfg.progress,
                        sharding=cfg.sharding)
         model = acc.unwrap_model(model)
-        metrics = evaluate(model, bench, tokenizer)
-        if acc.is_main_process:
-            save_model(model, tokenizer, d / "model")
-            finish(d, {
-                "stage": f"pretrain-{which}",
-                "data": bench.describe(which),
-                "metrics": metrics,
-                **result.cost(),
-                "params": count_params(model),
-                "wall_time_s": time.time() - t0,
-            }, pretrain_key(cfg, which), device=str(acc.device))
-        acc.wait_for_everyone()  # other ranks return only once the stage is on disk
-        return d
+        return StageResult({
+            "stage": f"pretrain-{which}",
+            "data": bench.describe(which),
+            "metrics": evaluate(model, bench, tokenizer),
+            **result.cost(),
+            "params": count_params(model),
+        }, model, tokenizer, acc)
+
+    return run_stage(d, pretrain_key(cfg, which), work, force=force)
 
 
 def _content_identity(model_cfg: ModelConfig) -> str | None:
@@ -134,18 +126,16 @@ def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool =
     key = {"which": f"import-{which}", "model": model_key(model_cfg), "data": cfg.data,
            "content": _content_identity(model_cfg)}
     d = stage_dir(cfg, f"import-{which}", key)
-    with stage_lock(d):  # one writer per stage folder
-        if reuse(d, force):
-            return d
-        t0 = time.time()
+
+    def work() -> StageResult:
         bench = build_benchmark(cfg.data)
         model, tokenizer = load_pretrained(model_cfg, device_name(cfg))
-        metrics = evaluate(model, bench, tokenizer)
-        save_model(model, tokenizer, d / "model")
         # Nothing was trained here: no steps, tokens or FLOPs of ours to report (None, not 0,
         # so no compute fraction is ever taken against an imported gold standard).
-        finish(d, {"stage": f"import-{which}", "source": str(src), "data": bench.describe(),
-                   "metrics": metrics, "steps": None, "tokens": None, "flops": None,
-                   "params": count_params(model), "train_time_s": 0.0,
-                   "wall_time_s": time.time() - t0}, key)
-        return d
+        return StageResult({"stage": f"import-{which}", "source": str(src),
+                            "data": bench.describe(), "metrics": evaluate(model, bench, tokenizer),
+                            "steps": None, "tokens": None, "flops": None,
+                            "params": count_params(model), "train_time_s": 0.0},
+                           model, tokenizer)
+
+    return run_stage(d, key, work, force=force)

@@ -12,21 +12,20 @@ tokens, FLOPs and wall time.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..artifacts import is_done, model_folder, model_identity, stage_lock
+from ..artifacts import is_done, model_folder, model_identity
 from ..benchmarks import build_benchmark
 from ..benchmarks.evaluate import evaluate
 from ..config import RunConfig
 from ..configlib import to_dict
-from ..models import count_params, load_model, load_tokenizer, save_model
+from ..models import count_params, load_model, load_tokenizer
 from ..objectives.unlearning import build_objective
 from ..train import make_accelerator, train
-from .base import finish, reuse, stage_dir
+from .base import StageResult, run_stage, stage_dir
 
 
 def resolve_base(base_dir: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -77,14 +76,12 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
     if hasattr(objective, "prepare"):
         # Layer indices etc. are checked against the model before anything is written.
         objective.prepare(model)
-    with stage_lock(d):  # one writer per stage folder
-        if reuse(d, force):
-            return d
+
+    def work() -> StageResult:
         acc = make_accelerator(cfg.device)
         optim = cfg.unlearn
         batches = bench.batches("unlearn", tokenizer, optim.batch_size, seed=cfg.seed,
                                 rank=acc.process_index)
-        t0 = time.time()
         before = evaluate(model, bench, tokenizer)
 
         def evaluate_during(m: torch.nn.Module) -> dict[str, float]:
@@ -94,27 +91,24 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
                        evaluate=evaluate_during if optim.eval_every
                        else None, accelerator=acc, desc=f"unlearn {optim.method}",
                        progress=cfg.progress, sharding=cfg.sharding)
-        model = acc.unwrap_model(model)
-        for p in model.parameters():  # RMU froze some; the saved model is an ordinary one
+        unlearned = acc.unwrap_model(model)
+        for p in unlearned.parameters():  # RMU froze some; the saved model is an ordinary one
             p.requires_grad_(True)
-        after = evaluate(model, bench, tokenizer)
-        if acc.is_main_process:
-            save_model(model, tokenizer, d / "model")
-            finish(d, {
-                "stage": f"unlearn-{optim.method}",
-                "method": optim.method,
-                "base": str(model_dir),
-                "before": before,
-                "after": after,
-                "retain_ratio": _ratio(after[bench.retain_metric.name],
-                                       before[bench.retain_metric.name]),
-                **result.cost(),
-                "params": count_params(model),
-                "wall_time_s": time.time() - t0,
-                "evals": result.evals,
-            }, key, device=str(acc.device))
-        acc.wait_for_everyone()  # other ranks return only once the stage is on disk
-        return d
+        after = evaluate(unlearned, bench, tokenizer)
+        return StageResult({
+            "stage": f"unlearn-{optim.method}",
+            "method": optim.method,
+            "base": str(model_dir),
+            "before": before,
+            "after": after,
+            "retain_ratio": _ratio(after[bench.retain_metric.name],
+                                   before[bench.retain_metric.name]),
+            **result.cost(),
+            "params": count_params(unlearned),
+            "evals": result.evals,
+        }, unlearned, tokenizer, acc)
+
+    return run_stage(d, key, work, force=force)
 
 
 def _ratio(a: float, b: float) -> float | None:
