@@ -57,7 +57,6 @@ class MaxEntArgs:
 
 @OBJECTIVES.register("maxent")
 class MaxEnt(ForgetRetain):
-    method = "maxent"
     Args = MaxEntArgs
 
     def forget_loss(self, model: torch.nn.Module, f: Batch) -> tuple[torch.Tensor, dict[str, float]]:

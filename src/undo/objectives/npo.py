@@ -50,7 +50,6 @@ class NPOArgs:
 
 @OBJECTIVES.register("npo")
 class NPO(ForgetRetain):
-    method = "npo"
     Args = NPOArgs
     uses_reference = True
 

@@ -22,10 +22,10 @@ import torch
 from ..architectures import blocks
 from ..configlib import check
 from .base import OBJECTIVES
-from .unlearning import Batch, build_base, layer_outputs, parse_args
+from .unlearning import Batch, Wrapper, layer_outputs
 
 if TYPE_CHECKING:
-    from ..config import UnlearnConfig
+    pass
 
 
 def mmd2(x: torch.Tensor, y: torch.Tensor, kernel_mul: float = 2.0,
@@ -76,27 +76,12 @@ class RepNoiseArgs:
 
 
 @OBJECTIVES.register("repnoise")
-class RepNoise:
-    def __init__(self, base: Any, args: RepNoiseArgs | None = None) -> None:
-        self.base = base
-        self.args = args or RepNoiseArgs()
-
-    @classmethod
-    def from_config(cls, cfg: UnlearnConfig) -> RepNoise:
-        args = parse_args(cfg.method_args, RepNoiseArgs, "repnoise")
-        return cls(build_base(cfg, args.base, args.base_args), args)
+class RepNoise(Wrapper):
+    Args = RepNoiseArgs
 
     @property
     def extra_forward_params(self) -> int:
         return int(getattr(self.base, "extra_forward_params", 0))
-
-    @property
-    def frozen_flops(self) -> float:
-        return float(getattr(self.base, "frozen_flops", 0.0))
-
-    def prepare(self, model: torch.nn.Module) -> None:
-        if hasattr(self.base, "prepare"):
-            self.base.prepare(model)
 
     def noise_term(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         f = batch["forget"]

@@ -26,10 +26,10 @@ import torch
 from ..compute import matmul_params
 from ..configlib import check
 from .base import OBJECTIVES
-from .unlearning import Batch, build_base, parse_args
+from .unlearning import Batch, Wrapper
 
 if TYPE_CHECKING:
-    from ..config import UnlearnConfig
+    pass
 
 
 def sam_perturbation(grads: list[torch.Tensor], rho: float, eps: float = 1e-12
@@ -52,16 +52,12 @@ class SAMArgs:
 
 
 @OBJECTIVES.register("sam")
-class SAM:
-    def __init__(self, base: Any, args: SAMArgs | None = None) -> None:
-        self.base = base
-        self.args = args or SAMArgs()
-        self._n_params = 0
+class SAM(Wrapper):
+    Args = SAMArgs
 
-    @classmethod
-    def from_config(cls, cfg: UnlearnConfig) -> SAM:
-        args = parse_args(cfg.method_args, SAMArgs, "sam")
-        return cls(build_base(cfg, args.base, args.base_args), args)
+    def __init__(self, base: Any, args: SAMArgs | None = None) -> None:
+        super().__init__(base, args)
+        self._n_params = 0
 
     @property
     def extra_forward_params(self) -> int:
@@ -69,13 +65,10 @@ class SAM:
         # fixed-cost frozen forward of the base objective.
         return 3 * self._n_params + 2 * int(getattr(self.base, "extra_forward_params", 0))
 
-    @property
-    def frozen_flops(self) -> float:
-        return float(getattr(self.base, "frozen_flops", 0.0))  # counts both passes
+    # frozen_flops (the wrapped objective's) already counts both passes.
 
     def prepare(self, model: torch.nn.Module) -> None:
-        if hasattr(self.base, "prepare"):
-            self.base.prepare(model)
+        super().prepare(model)
         self._n_params = matmul_params(model)
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:

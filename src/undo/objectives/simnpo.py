@@ -50,7 +50,6 @@ class SimNPOArgs:
 
 @OBJECTIVES.register("simnpo")
 class SimNPO(ForgetRetain):
-    method = "simnpo"
     Args = SimNPOArgs
 
     def forget_loss(self, model: torch.nn.Module, f: Batch) -> tuple[torch.Tensor, dict[str, float]]:

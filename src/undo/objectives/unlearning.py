@@ -201,12 +201,11 @@ class ForgetRetain:
     """Base of the methods that add a forget term to a retain term (`retain`: CE on retain
     answers, KL to the frozen original model, or none): MaxEnt, NPO, SimNPO.
 
-    A subclass names its `method` and `Args` dataclass (with a `retain` field) and defines
+    A subclass names its `Args` dataclass (with a `retain` field) and defines
     `forget_loss`; `uses_reference` says it needs the frozen original model whatever the
     retain term (NPO's log-ratio).
     """
 
-    method: ClassVar[str]
     Args: ClassVar[type]
     uses_reference: ClassVar[bool] = False
 
@@ -218,7 +217,7 @@ class ForgetRetain:
 
     @classmethod
     def from_config(cls, cfg: UnlearnConfig) -> ForgetRetain:
-        return cls(cfg.retain_weight, parse_args(cfg.method_args, cls.Args, cls.method))
+        return cls(cfg.retain_weight, parse_args(cfg.method_args, cls.Args, cfg.method))
 
     def prepare(self, model: torch.nn.Module) -> None:
         if self.reference is not None:
@@ -237,6 +236,31 @@ class ForgetRetain:
         forget, forget_metrics = self.forget_loss(model, batch["forget"])
         retain, metrics = retain_loss(self.args.retain, model, batch["retain"], self.reference)
         return forget + self.retain_weight * retain, {**forget_metrics, **metrics}
+
+
+class Wrapper:
+    """Base of the methods that wrap another unlearning objective (`method_args.base` with
+    its `base_args`): RepNoise adds a term to its loss, SAM changes how its gradients are
+    taken. The wrapped objective's hooks (prepare, frozen FLOPs) pass through."""
+
+    Args: ClassVar[type]
+
+    def __init__(self, base: Any, args: Any = None) -> None:
+        self.base = base
+        self.args = args or self.Args()
+
+    @classmethod
+    def from_config(cls, cfg: UnlearnConfig) -> Wrapper:
+        args = parse_args(cfg.method_args, cls.Args, cfg.method)
+        return cls(build_base(cfg, args.base, args.base_args), args)
+
+    @property
+    def frozen_flops(self) -> float:
+        return float(getattr(self.base, "frozen_flops", 0.0))
+
+    def prepare(self, model: torch.nn.Module) -> None:
+        if hasattr(self.base, "prepare"):
+            self.base.prepare(model)
 
 
 # ------------------------------------------------------------------- configuration

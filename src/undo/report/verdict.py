@@ -22,15 +22,24 @@ def _by_kind(summary: dict, kind: str) -> list[dict]:
     return [m for m in summary["models"] if m["kind"] == kind]
 
 
+def _first_budget_pair(summary: dict, kind_a: str, kind_b: str
+                       ) -> tuple[int, float, float] | None:
+    """(first attack budget, worst case of the first model of kind_a, of kind_b), or None
+    when either model or its attack is missing."""
+    k = views.smallest_attack_budget(summary)
+    a, b = _by_kind(summary, kind_a), _by_kind(summary, kind_b)
+    if k is None or not a or not b:
+        return None
+    wa, wb = views.worst_case(a[0], k), views.worst_case(b[0], k)
+    return None if wa is None or wb is None else (k, wa, wb)
+
+
 def _fragility(summary: dict) -> str | None:
     """Unlearn-only vs gold standard after the first attack budget (the paper's 40 steps)."""
-    k = views.smallest_attack_budget(summary)
-    golds, uos = _by_kind(summary, "gold"), _by_kind(summary, "unlearn_only")
-    if k is None or not golds or not uos:
+    pair = _first_budget_pair(summary, "gold", "unlearn_only")
+    if pair is None:
         return None
-    g, u = views.worst_case(golds[0], k), views.worst_case(uos[0], k)
-    if g is None or u is None:
-        return None
+    k, g, u = pair
     name, worse = summary["metric"]["name"], summary["metric"]["higher_is_worse"]
     text = (f"After {k} attack steps at the worst-case learning rate, the unlearn-only model "
             f"reached {name} {_f(u)} against the gold standard's {_f(g)}")
@@ -143,13 +152,10 @@ def _distill(summary: dict) -> str | None:
 
 
 def _oracles(summary: dict) -> str | None:
-    k = views.smallest_attack_budget(summary)
-    ob, orand = _by_kind(summary, "oracle_base"), _by_kind(summary, "oracle_random")
-    if k is None or not ob or not orand:
+    pair = _first_budget_pair(summary, "oracle_base", "oracle_random")
+    if pair is None:
         return None
-    b, r = views.worst_case(ob[0], k), views.worst_case(orand[0], k)
-    if b is None or r is None:
-        return None
+    k, b, r = pair
     worse = summary["metric"]["higher_is_worse"]
     diff = (b - r) if worse else (r - b)
     verb = "relearned about as fast as" if abs(diff) < SAME else \
