@@ -46,6 +46,7 @@ from .checkpoint import (
 from .compute import count_tokens, matmul_params, train_flops
 from .config import OptimConfig
 from .configlib import ConfigError
+from .runtime import device_name
 
 Batch = dict[str, Any]
 Metrics = dict[str, float]
@@ -116,7 +117,7 @@ def make_optimizer(name: str, groups: list[dict[str, Any]],
 
 
 def make_accelerator(device: str = "auto") -> Accelerator:
-    return Accelerator(cpu=(device == "cpu") or not torch.cuda.is_available())
+    return Accelerator(cpu=device_name(device) == "cpu")
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

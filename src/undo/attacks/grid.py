@@ -21,11 +21,9 @@ per model. Runs of the grid can go to parallel processes (`attack.workers`).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,7 @@ from ..config import AttackConfig, OptimConfig, RunConfig
 from ..configlib import ConfigError
 from ..models import load_model, load_tokenizer, save_model
 from ..objectives import OBJECTIVES
+from ..runtime import device_name, process_pool, torch_threads
 from ..stages.base import StageResult, run_dir, run_stage
 from ..train import make_accelerator, train
 from .robustness import aggregate, budget_key
@@ -200,14 +199,14 @@ def plan_workers(cfg: RunConfig, n_runs: int) -> tuple[int, int]:
     (benchmarks/attack_speed.py). On a GPU runs stay in this process.
     """
     budget = cfg.threads or os.cpu_count() or 1
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+    if device_name(cfg.device) == "cuda":
         return 1, 0
     workers = cfg.attack.workers or min(n_runs, budget)
     workers = max(1, min(workers, n_runs))
     return workers, max(1, budget // workers)
 
 
-def _map_runs(jobs: list[tuple], workers: int, on_done: Callable[[dict], None],
+def _map_runs(jobs: list[tuple], workers: int, threads: int, on_done: Callable[[dict], None],
               progress: bool) -> None:
     bar = tqdm(total=len(jobs), desc="attack runs", disable=not progress, leave=False)
     if workers == 1:
@@ -215,9 +214,7 @@ def _map_runs(jobs: list[tuple], workers: int, on_done: Callable[[dict], None],
             on_done(_run_task(job))
             bar.update(1)
     else:
-        # fork: workers inherit the imported modules (spawn would re-import torch, ~3 s).
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
+        with process_pool(workers, threads) as pool:
             for out in pool.map(_run_task, jobs):
                 on_done(out)
                 bar.update(1)
@@ -249,13 +246,8 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
 
     def work() -> StageResult:
         workers, threads = plan_workers(cfg, len(a.lrs) * len(a.seeds))
-        threads_before = torch.get_num_threads()
-        try:
-            if threads:
-                torch.set_num_threads(threads)
+        with torch_threads(threads):
             relearn = _attack_grid(cfg, model_dir, d, key, ev, data_info, workers, threads)
-        finally:
-            torch.set_num_threads(threads_before)
         relearn["wall_time_s"] = time.time() - t0
         write_json(d / "relearn.json", relearn)
         return StageResult(
@@ -263,9 +255,32 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
              "worst_case": {m: {k: {"value": w["value"], "lr": w["lr"], "std": w["std"]}
                                 for k, w in wc.items()}
                             for m, wc in relearn["worst_case"].items()}},
-            device="cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
+            device=device_name(cfg.device))
 
     return run_stage(d, key, work, force=force)
+
+
+def grid_runs(cfg: RunConfig) -> list[tuple[float, int]]:
+    """The grid's (lr, seed) runs, in the order relearn.json lists them."""
+    return [(lr, s) for lr in sorted(cfg.attack.lrs, reverse=True) for s in cfg.attack.seeds]
+
+
+def run_name(lr: float, seed: int) -> str:
+    """A run's file stem in the attack folder's `runs/`."""
+    return f"lr{lr:g}-seed{seed}"
+
+
+def attack_run(cfg: RunConfig, model_dir: str, lr: float, seed: int) -> Path:
+    """One run of a model's grid, computed on its own (a part of the attack job that an
+    executor may run elsewhere first); the attack stage finds it in `runs/` and runs only
+    what is missing. Its step-0 evaluation is its own (the stage shares one)."""
+    model_dir = str(model_folder(model_dir))
+    out = attack_dir(cfg, model_dir) / "runs" / f"{run_name(lr, seed)}.json"
+    if not out.exists():
+        save_to = out.with_suffix("") / "model" if cfg.attack.save_weights else None
+        rcfg = replace(cfg, progress=False)
+        write_json(out, run_one(rcfg, model_dir, lr, seed, None, cfg.threads, save_to))
+    return out
 
 
 def _attack_grid(cfg: RunConfig, model_dir: Path, d: Path, key: dict, ev: AttackEval,
@@ -275,20 +290,17 @@ def _attack_grid(cfg: RunConfig, model_dir: Path, d: Path, key: dict, ev: Attack
     start = ev.full(load_model(model_dir))  # step 0: the same for every run
 
     runs_dir = d / "runs"
-    name = {(lr, s): f"lr{lr:g}-seed{s}" for lr in a.lrs for s in a.seeds}
     jobs = []
-    for lr in sorted(a.lrs, reverse=True):
-        for s in a.seeds:
-            if not (runs_dir / f"{name[lr, s]}.json").exists():
-                save_to = runs_dir / name[lr, s] / "model" if a.save_weights else None
-                jobs.append((cfg, str(model_dir), lr, s, start, threads, save_to))
+    for lr, s in grid_runs(cfg):
+        if not (runs_dir / f"{run_name(lr, s)}.json").exists():
+            save_to = runs_dir / run_name(lr, s) / "model" if a.save_weights else None
+            jobs.append((cfg, str(model_dir), lr, s, start, threads, save_to))
 
     def on_done(run: dict) -> None:
-        write_json(runs_dir / f"{name[run['lr'], run['seed']]}.json", run)
+        write_json(runs_dir / f"{run_name(run['lr'], run['seed'])}.json", run)
 
-    _map_runs(jobs, workers, on_done, cfg.progress)
-    runs = [read_json(runs_dir / f"{name[lr, s]}.json")
-            for lr in sorted(a.lrs, reverse=True) for s in a.seeds]
+    _map_runs(jobs, workers, threads, on_done, cfg.progress)
+    runs = [read_json(runs_dir / f"{run_name(lr, s)}.json") for lr, s in grid_runs(cfg)]
     budgets = a.all_budgets()
     relearn = {
         "schema": "undo.relearn/1",

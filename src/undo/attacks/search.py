@@ -30,17 +30,14 @@ Results: `search.json` beside relearn.json (schema in docs/attacks.md).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
 from ..artifacts import config_hash, model_folder, model_identity, read_json, stage_lock, write_json
 from ..benchmarks import build_benchmark
@@ -48,6 +45,7 @@ from ..benchmarks.base import MetricSpec
 from ..config import RunConfig
 from ..configlib import ConfigError
 from ..models import load_model, load_tokenizer
+from ..runtime import process_pool, torch_threads
 from ..stages.base import run_dir
 from .grid import (
     AttackEval,
@@ -158,18 +156,14 @@ def _search(cfg: RunConfig, d: Path, model_dir: Path, space: Mapping[str, Params
             study.enqueue_trial(r, user_attrs={"source": "grid"})
     workers, threads = plan_workers(cfg, n_trials)  # as the grid's: attack.workers, threads
     tcfg = replace(cfg, threads=threads)
-    threads_before = torch.get_num_threads()
-    try:
+    with torch_threads(0):  # trials set their own threads; the caller's are restored
         if workers == 1:
             _run_trials(tcfg, study, model_dir, space, start, targets, bound, n_trials, 1,
                         map, log)
-        else:  # fork: workers inherit the imported modules (as the grid's runs do)
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
+        else:
+            with process_pool(workers, threads) as pool:
                 _run_trials(tcfg, study, model_dir, space, start, targets, bound, n_trials,
                             workers, pool.map, log)
-    finally:
-        torch.set_num_threads(threads_before)
     record = search_record(cfg, model_dir, study, n_trials, start, bound, space, forget,
                            retain, replays=[],
                            grid=grid_entries(read_json(d / "relearn.json"), forget, retain,

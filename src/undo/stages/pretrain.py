@@ -129,7 +129,7 @@ def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool =
 
     def work() -> StageResult:
         bench = build_benchmark(cfg.data)
-        model, tokenizer = load_pretrained(model_cfg, device_name(cfg))
+        model, tokenizer = load_pretrained(model_cfg, device_name(cfg.device))
         # Nothing was trained here: no steps, tokens or FLOPs of ours to report (None, not 0,
         # so no compute fraction is ever taken against an imported gold standard).
         return StageResult({"stage": f"import-{which}", "source": str(src),

@@ -7,8 +7,8 @@ stage's folder.
 - `InProcess`: one after another in this process (`study.workers: 1`), progress bars on.
 - `LocalProcesses`: `study.workers` spawned processes of one torch thread each.
 - `RayExecutor`: every stage a Ray task with the resources its kind asks for
-  (`study.resources`), and an attack's grid one Ray task per run, so a cluster's GPUs
-  take the runs of one model side by side. Tasks write into the one run folder, which
+  (`study.resources`), and each of a job's parts (an attack's runs) its own task before
+  it, so a cluster's GPUs take the runs of one model side by side. Tasks write into the one run folder, which
   must be on a filesystem every node sees; caching and resume work as locally (a stage
   skips what its folder already holds). A task that fails (an exception, or its worker or
   node dying) is retried once, then the failure is reported with the node it ran on.
@@ -16,14 +16,14 @@ stage's folder.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Resources, RunConfig
 from ..configlib import ConfigError
+from ..runtime import process_pool, worker_init
 
 if TYPE_CHECKING:
     from .graph import Job
@@ -32,15 +32,6 @@ if TYPE_CHECKING:
 def call(cfg: RunConfig, job: Job) -> Path:
     """Run one stage: `fn(cfg, *args, **kwargs)` with the job's own config if it has one."""
     return job.fn(job.cfg or cfg, *job.args, **(job.kwargs or {}))
-
-
-def _worker_init(threads: int = 1) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    from .. import runtime
-
-    runtime.quiet()
 
 
 def isolated(cfg: RunConfig, job: Job, threads: int = 1) -> Job:
@@ -72,8 +63,7 @@ class InProcess:
 class LocalProcesses:
     def __init__(self, workers: int) -> None:
         self.slots = workers
-        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                        initializer=_worker_init)
+        self.pool = process_pool(workers, threads=1, fresh=True)
 
     def submit(self, cfg: RunConfig, job: Job, kind: str) -> Future[Path]:
         return self.pool.submit(call, cfg, isolated(cfg, job))
@@ -87,29 +77,11 @@ def resources_for(cfg: RunConfig, kind: str) -> Resources:
     return r.get(kind) or r.get("default") or Resources()
 
 
-def _ray_stage(cfg: RunConfig, job: Job, threads: int, *_runs: Path) -> Path:
-    """A stage inside a Ray worker; `_runs` are the attack runs it waits for (Ray starts
-    it once they are done)."""
-    _worker_init(threads)
+def _ray_stage(cfg: RunConfig, job: Job, threads: int, *_parts: Path) -> Path:
+    """A job inside a Ray worker; `_parts` are the part tasks it waits for (Ray starts it
+    once they are done)."""
+    worker_init(threads)
     return call(cfg, isolated(cfg, job, threads))
-
-
-def attack_run(cfg: RunConfig, model_dir: str, lr: float, seed: int, threads: int) -> Path:
-    """One run of an attack grid into the attack folder's `runs/`, where the attack stage
-    finds it and runs only what is missing (undo.attacks.grid._attack_grid)."""
-    from ..artifacts import model_folder, write_json
-    from ..attacks.grid import attack_dir, run_one
-
-    _worker_init(threads)
-    model_dir = str(model_folder(model_dir))
-    runs = attack_dir(cfg, model_dir) / "runs"
-    name = f"lr{lr:g}-seed{seed}"  # attack._attack_grid's name of this run
-    out = runs / f"{name}.json"
-    if not out.exists():
-        save_to = runs / name / "model" if cfg.attack.save_weights else None
-        rcfg = replace(cfg, progress=False, threads=threads)
-        write_json(out, run_one(rcfg, model_dir, lr, seed, None, threads, save_to))
-    return out
 
 
 class RayExecutor:
@@ -139,21 +111,15 @@ class RayExecutor:
                  "retry_exceptions": True}, max(1, int(r.cpus)))
 
     def submit(self, cfg: RunConfig, job: Job, kind: str) -> Future[Path]:
-        from ..attacks.grid import attack
-
         ray = self.ray
         opts, threads = self._options(cfg, kind)
-        runs = []
-        # An attack's grid runs first, each run its own task (a forced attack deletes its
-        # folder first, so it runs its grid inside its own task).
-        if job.fn is attack and not (job.kwargs or {}).get("force"):
-            run_cfg = job.cfg or cfg
-            (model_dir,) = job.args
-            remote_run = ray.remote(attack_run).options(**opts)
-            runs = [remote_run.remote(run_cfg, str(model_dir), lr, s, threads)
-                    for lr in sorted(run_cfg.attack.lrs, reverse=True)
-                    for s in run_cfg.attack.seeds]
-        ref = ray.remote(_ray_stage).options(**opts).remote(cfg, job, threads, *runs)
+        remote = ray.remote(_ray_stage).options(**opts)
+        # A job's parts (an attack's runs) first, each its own task, side by side; the job
+        # then finds their results in the shared folder. A forced job deletes its folder
+        # first, so it runs its parts itself.
+        forced = (job.kwargs or {}).get("force")
+        parts = [] if forced else [remote.remote(cfg, p, threads) for p in job.parts]
+        ref = remote.remote(cfg, job, threads, *parts)
         out: Future[Path] = Future()
 
         def done(f: Future) -> None:

@@ -57,6 +57,10 @@ class Job:
     args: tuple = ()
     kwargs: dict | None = None
     cfg: RunConfig | None = None  # the run config unless this stage needs its own
+    # Jobs an executor may run before this one, side by side (an attack's runs): their
+    # results land in the shared run folder, where this job finds them; an executor may
+    # also leave them to the job, which then runs what is missing itself.
+    parts: list[Job] = field(default_factory=list)
 
 
 @dataclass
@@ -179,7 +183,6 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
 def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     """The study's graph, critical path first, and the models it makes (their folders
     are filled in as their tasks finish)."""
-    from ..attacks.grid import attack
     from ..stages.base import run_dir
     from ..stages.distill import distill
     from ..stages.pretrain import gold_recipe, import_model, pretrain
@@ -289,13 +292,22 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
             if m.kind == "base":
                 continue
             add(None, f"attack {m.name}", "attack", (dep,),
-                lambda d, dep=dep, m=m: Job(f"attack {dep}", attack, (d[dep] / "model",),
-                                            {}, attack_config(cfg, m.seed)),
+                lambda d, dep=dep, m=m: attack_job(cfg, dep, d[dep] / "model", m.seed),
                 runs_progress(lambda m=m: f"{m.stage_dir.name}-*", root / "attacks", n_runs))
             tasks[-1].after.append(lambda d, m=m: setattr(m, "attack_dir", d))
         if cfg.study.attack_search:
             _add_search_tasks(cfg, tasks, made_by)
     return tasks, models
+
+
+def attack_job(cfg: RunConfig, name: str, model_dir: Path, seed: int | None) -> Job:
+    """The attack of one model, with each run of its grid as a part."""
+    from ..attacks.grid import attack, attack_run, grid_runs
+
+    acfg = attack_config(cfg, seed)
+    parts = [Job(f"attack {name} lr={lr:g} seed={s}", attack_run, (str(model_dir), lr, s),
+                 cfg=acfg) for lr, s in grid_runs(acfg or cfg)]
+    return Job(f"attack {name}", attack, (model_dir,), {}, acfg, parts)
 
 
 def attack_config(cfg: RunConfig, seed: int | None) -> RunConfig | None:
