@@ -1,6 +1,6 @@
 """Where the study's stages run (`study.executor`): this machine or a Ray cluster.
 
-`pipeline.run_graph` decides *when* a stage may start (its inputs exist); an executor
+`graph.run_graph` decides *when* a stage may start (its inputs exist); an executor
 decides *where*: it takes a stage's job and returns a `concurrent.futures.Future` of the
 stage's folder.
 
