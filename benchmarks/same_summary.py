@@ -6,7 +6,9 @@ Each revision is checked out into a temporary git worktree and runs `undo run CO
 (default: configs/arithmetic/smoke.yaml, every stage in seconds) in a fresh folder with
 its own code (PYTHONPATH). The two `summary.json` files are compared value by value over
 every model (paths and timings aside): the result says how many values differ and the
-largest relative difference. Written to benchmarks/results/same_summary.json by default.
+largest relative difference. Then REV_B's code runs once more in REV_A's run folder: `reuse`
+says whether its cache keys are REV_A's (every stage and attack folder reused, none added,
+no result file rewritten). Written to benchmarks/results/same_summary.json by default.
 """
 
 from __future__ import annotations
@@ -48,13 +50,37 @@ def compare(a: dict, b: dict) -> dict[str, Any]:
             "max_relative_difference": max_rel, "first_differences": differing[:20]}
 
 
-def run_at(rev: str, config: str, work: Path) -> dict:
+RESULT_FILES = ("summary.json", "relearn.json", "model.safetensors")
+
+
+def folders(run: Path) -> dict[str, float]:
+    """Every stage and attack folder of a run, with the newest mtime of its result files."""
+    out = {}
+    for d in [*run.glob("*/stages/*"), *run.glob("*/attacks/*")]:
+        if d.is_dir():
+            files = [f for name in RESULT_FILES for f in d.rglob(name)]
+            out[f"{d.parent.name}/{d.name}"] = max((f.stat().st_mtime for f in files),
+                                                   default=0.0)
+    return out
+
+
+def reuse(rev: str, config: str, work: Path, runs: Path) -> dict:
+    """Run `rev` in the run folder `runs` another revision made: what it recomputed."""
+    before = folders(runs)
+    run_at(rev, config, work, out=runs)
+    after = folders(runs)
+    return {"folders_before": len(before), "folders_after": len(after),
+            "added": sorted(set(after) - set(before)),
+            "rewritten": sorted(k for k in before if after.get(k, 0.0) > before[k])}
+
+
+def run_at(rev: str, config: str, work: Path, out: Path | None = None) -> dict:
     tree = work / f"tree-{rev}"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), rev],
                    check=True)
     try:
         env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-        out = work / f"runs-{rev}"
+        out = out or work / f"runs-{rev}"
         t0 = time.time()
         subprocess.run([sys.executable, "-m", "undo.cli", "run", str(tree / config),
                         f"out_dir={out}"], check=True, env=env, cwd=tree,
@@ -77,10 +103,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         a = run_at(args.rev_a, args.config, Path(tmp))
         b = run_at(args.rev_b, args.config, Path(tmp))
+        reused = reuse(args.rev_b, args.config, Path(tmp), Path(tmp) / f"runs-{args.rev_a}")
     shas = {r: subprocess.run(["git", "-C", str(ROOT), "rev-parse", r], capture_output=True,
                               text=True, check=True).stdout.strip() for r in (args.rev_a, args.rev_b)}
     result = {"config": args.config, "rev_a": shas[args.rev_a], "rev_b": shas[args.rev_b],
-              **compare(a, b)}
+              **compare(a, b), "reuse": reused}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "first_differences"}, indent=2))
 
