@@ -204,3 +204,14 @@ def test_killed_parallel_study_resumes_to_same_summary(tmp_path):
     assert main(["run", *args, f"out_dir={out}"]) == 0
     resumed = json.loads((out / "arithmetic-smoke" / "summary.json").read_text())
     assert _strip(resumed)["models"] == _strip(reference)["models"]
+
+
+def test_distillations_wait_only_for_their_teacher(tmp_path):
+    """Compute fractions are the summary's: no distillation waits for the gold pretraining,
+    so the students start as soon as the teacher exists."""
+    from undo.study.graph import study_tasks
+
+    tasks, _ = study_tasks(load_config(None, [f"out_dir={tmp_path}"]))
+    distills = [t for t in tasks if t.kind == "distill"]
+    assert len(distills) == 12  # 3 alphas x 3 seeds + Unlearn-and-Distill x 3 seeds
+    assert {t.deps for t in distills} == {("unlearn maxent",)}
