@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
-from accelerate import PartialState
 
 from .configlib import ConfigError
+from .runtime import process_state
 
 PACKAGES = ("undo", "torch", "transformers", "accelerate", "tokenizers", "safetensors",
             "peft", "datasets", "lm_eval")
@@ -129,7 +129,7 @@ def stage_lock(d: str | Path, wait: bool = True) -> Iterator[None]:
     if held is not None and held[1] == os.getpid():
         yield
         return
-    state = PartialState()
+    state = process_state()
     if not state.is_main_process:
         _held[d] = (-1, os.getpid())  # nesting is then the same on every rank
         try:

@@ -298,8 +298,9 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
     """Write a `save_pretrained` folder atomically: a temp folder renamed into place.
 
     Under a multi-process launch only torch rank 0 writes: transformers writes weights on
-    rank 0 alone, so a second process taken for the main one (an accelerate launch's
-    view can differ from torch's) would rename a weightless folder over the real one.
+    rank 0 alone, so any other writer would rename a weightless folder over the real
+    one (the stages call this on the main process, which `runtime.process_state` keeps
+    equal to torch rank 0).
     """
     path = Path(path)
     if torch.distributed.is_available() and torch.distributed.is_initialized() \

@@ -12,15 +12,40 @@ from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from .config import RunConfig
+if TYPE_CHECKING:  # accelerate is imported only where a launch needs it (CLI start-up)
+    from accelerate import PartialState
 
+    from .config import RunConfig
 
 
 def setup(cfg: RunConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        process_state(cfg.device)  # the config's device decides, before any stage asks
     quiet()
+
+
+def process_state(device: str = "auto") -> PartialState:
+    """This process's place in its launch (accelerate's process-wide state), created for
+    `device` as `train.make_accelerator` creates it; the first call in a process fixes it.
+
+    Why not a bare `PartialState()`: on a machine without GPUs, under torchrun or
+    `accelerate launch`, it joins torch's process group but records one process of
+    index 0, so every rank took itself for the main one; the ranks then raced for a
+    stage's lock and the winner finished the stage alone, writing no weights when it was
+    torch rank 1 (the 'no model/' launches of issue 25).
+    """
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device_name(device) == "cpu")
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() \
+            and dist.get_world_size() != state.num_processes:
+        raise RuntimeError(f"accelerate sees {state.num_processes} process(es) but torch's "
+                           f"process group has {dist.get_world_size()}: create the "
+                           "accelerate state through undo.runtime.process_state")
+    return state
 
 
 def quiet() -> None:

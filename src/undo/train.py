@@ -46,7 +46,7 @@ from .checkpoint import (
 from .compute import count_tokens, matmul_params, train_flops
 from .config import OptimConfig
 from .configlib import ConfigError
-from .runtime import device_name
+from .runtime import device_name, process_state
 
 Batch = dict[str, Any]
 Metrics = dict[str, float]
@@ -117,6 +117,7 @@ def make_optimizer(name: str, groups: list[dict[str, Any]],
 
 
 def make_accelerator(device: str = "auto") -> Accelerator:
+    process_state(device)  # the one way a process's launch state is made (see there)
     return Accelerator(cpu=device_name(device) == "cpu")
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from accelerate import PartialState
 
 from ..artifacts import config_hash, environment, is_done, stage_lock, write_json, write_text
 from ..config import RunConfig, run_config
 from ..configlib import ConfigError, dump_yaml, to_dict
 from ..models import save_model
+from ..runtime import process_state
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -103,7 +103,7 @@ def reset(d: Path) -> None:
     the main process deletes, and every process waits for it, so none sees a
     half-deleted folder.
     """
-    state = PartialState()
+    state = process_state()
     with stage_lock(d, wait=False):
         if state.is_main_process and d.exists():
             shutil.rmtree(d)
