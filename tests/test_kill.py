@@ -40,44 +40,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tiny_study import NAME, SETTINGS, SMOKE, same_summary, train_micro
 from undo.cli import main
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "configs" / "arithmetic" / "smoke.yaml"
-NAME = "arithmetic-smoke"
 POLL_S = 0.02
-# Tiny but with many checkpoints (every 2-3 steps) and two teacher-cache chunks (20 steps
-# each), so every kill point has something to resume from.
-SETTINGS = [
-    "threads=1", "progress=false", "data.eval_items_per_op=8",
-    "pretrain.steps=20", "pretrain.batch_size=16", "pretrain.warmup_steps=2",
-    "pretrain.eval_every=10", "pretrain.checkpoint_every=2", "pretrain.log_every=1",
-    "unlearn.steps=12", "unlearn.batch_size=8", "unlearn.eval_every=2",
-    "unlearn.checkpoint_every=2", "unlearn.log_every=1",
-    "distill.steps=25", "distill.batch_size=8", "distill.stop=budget", "distill.eval_every=5",
-    "distill.checkpoint_every=3", "distill.log_every=1", "distill.teacher_cache=full",
-    "attack.steps=4", "attack.budgets=[0,4]", "attack.eval_every=2", "attack.batch_size=8",
-    "attack.curve_items_per_op=2", "attack.seeds=[0,1]",
-    "study.alphas=[0.5]", "study.seeds=[0]", "study.gold=none", "study.unlearn_distill=false",
-    "study.oracles=false", "study.workers=1",
-]
-# Fields that differ between two runs of one command: timings, paths, and what the
-# teacher cache spent building (a resumed run reuses the chunks built before the kill).
-VOLATILE = {"wall_time_s", "train_time_s", "time", "environment", "tok_per_s", "stage_dir",
-            "relearn_json", "torch_threads", "threads", "path", "base", "teacher",
-            "cache_dir", "built_chunks", "build_flops", "build_time_s", "out_dir"}
-
-
-def _strip(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _strip(v) for k, v in x.items() if k not in VOLATILE}
-    if isinstance(x, list):
-        return [_strip(v) for v in x]
-    return x
-
-
 def _read(path: Path) -> Any:
     return json.loads(path.read_text())
 
@@ -266,10 +235,6 @@ def assert_readable(out: Path) -> None:
             torch.load(state / "optimizer.bin", weights_only=True)
 
 
-def _same_summary(got: Path, want: Path) -> None:
-    assert _strip(_read(got)) == _strip(_read(want))
-
-
 # ------------------------------------------------------------------ the commands
 
 
@@ -289,7 +254,7 @@ def test_pretrain(reference: Path, tmp_path: Path) -> None:
     before, step = _metrics(d), _read(d / "state.old" / "counters.json")["step"]
     cmd.finish()
     assert_resumed(d, before, step)
-    _same_summary(d / "summary.json", _stage(reference, "pretrain-base") / "summary.json")
+    same_summary(d / "summary.json", _stage(reference, "pretrain-base") / "summary.json")
     assert not [p.name for p in d.iterdir() if p.name.startswith("state")]
 
 
@@ -312,7 +277,7 @@ def test_unlearn(reference: Path, tmp_path: Path) -> None:
     assert_resumed(d, before, step)
     cmd.finish()
     # The summary's eval curve includes the evaluations from before the kill.
-    _same_summary(d / "summary.json", _stage(reference, "unlearn") / "summary.json")
+    same_summary(d / "summary.json", _stage(reference, "unlearn") / "summary.json")
 
 
 def _distill_args(reference: Path) -> list[str]:
@@ -347,7 +312,7 @@ def test_distill_with_teacher_cache(reference: Path, tmp_path: Path) -> None:
     # last re-run built only chunk 1.
     assert chunk0.stat().st_ino == ino
     assert s["teacher_outputs"]["mode"] == "full" and s["teacher_outputs"]["built_chunks"] == 1
-    _same_summary(d / "summary.json", _stage(reference, "distill-noised") / "summary.json")
+    same_summary(d / "summary.json", _stage(reference, "distill-noised") / "summary.json")
 
 
 def test_distill_online(reference: Path, tmp_path: Path) -> None:
@@ -368,7 +333,7 @@ def test_distill_online(reference: Path, tmp_path: Path) -> None:
     cmd.finish()
     assert_resumed(d, before, step)
     assert not (cmd.run_dir / "cache").exists()
-    _same_summary(d / "summary.json", next(want.glob(f"{NAME}/stages/distill-*/summary.json")))
+    same_summary(d / "summary.json", next(want.glob(f"{NAME}/stages/distill-*/summary.json")))
 
 
 def test_attack(reference: Path, tmp_path: Path) -> None:
@@ -387,8 +352,8 @@ def test_attack(reference: Path, tmp_path: Path) -> None:
     # The runs finished before the kill were kept as they were, not run again.
     assert {p: (p.stat().st_ino, p.read_bytes()) for p in first} == first
     (want,) = reference.glob(f"attacks/{d.name}")
-    _same_summary(d / "summary.json", want / "summary.json")
-    _same_summary(d / "relearn.json", want / "relearn.json")
+    same_summary(d / "summary.json", want / "summary.json")
+    same_summary(d / "relearn.json", want / "relearn.json")
 
 
 def test_run(reference: Path, tmp_path: Path) -> None:
@@ -403,7 +368,7 @@ def test_run(reference: Path, tmp_path: Path) -> None:
     assert_resumed(d, before, step)
     cmd.kill_when("an attack run finished", lambda: list(cmd.run_dir.glob("attacks/*/runs/*")))
     cmd.finish()
-    _same_summary(cmd.run_dir / "summary.json", reference / "summary.json")
+    same_summary(cmd.run_dir / "summary.json", reference / "summary.json")
 
 
 # ------------------------------------------------ windows shorter than a poll
@@ -417,26 +382,6 @@ def test_torn_metrics_line_is_dropped_on_resume(tmp_path: Path) -> None:
     p.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
     MetricsLog(p, resume_step=2)
     assert p.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
-
-
-def _train_micro(tokenizer: Any, bench: Any, out: Path, stop_at: int | None = None,
-                 steps: int = 6) -> Any:
-    """6 steps with checkpoints every 2; `stop_at`: interrupted right after that step."""
-    from undo.benchmarks.arithmetic.benchmark import ItemBatches
-    from undo.config import ModelConfig, OptimConfig
-    from undo.models import build_model
-    from undo.objectives import OBJECTIVES
-    from undo.train import train
-
-    def on_step(step: int, _: Any) -> None:
-        if step == stop_at:
-            raise KeyboardInterrupt
-
-    cfg = OptimConfig(steps=steps, batch_size=4, lr=1e-3, checkpoint_every=2, log_every=1)
-    return train(build_model(ModelConfig(preset="micro"), tokenizer, seed=0),
-                 OBJECTIVES.get("ce")(), ItemBatches(bench.stream(bench.ops), tokenizer, 4,
-                                                     seed=0),
-                 cfg, out, progress=False, on_step=on_step)
 
 
 def test_half_removed_checkpoint_is_not_loaded(tokenizer: Any, bench: Any,
@@ -460,9 +405,9 @@ def test_half_removed_checkpoint_is_not_loaded(tokenizer: Any, bench: Any,
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("undo.checkpoint.shutil.rmtree", rmtree_killed_midway)
         with pytest.raises(KeyboardInterrupt):
-            _train_micro(tokenizer, bench, tmp_path)
+            train_micro(tokenizer, bench, tmp_path)
     assert "model.safetensors" in removed
-    assert _train_micro(tokenizer, bench, tmp_path).steps == 6
+    assert train_micro(tokenizer, bench, tmp_path).steps == 6
 
 
 def test_half_removed_old_checkpoint_is_cleared(tokenizer: Any, bench: Any,
@@ -470,10 +415,10 @@ def test_half_removed_old_checkpoint_is_cleared(tokenizer: Any, bench: Any,
     """A kill while `save_state` removes `state.old` leaves part of it beside a complete
     `state`; the next checkpoint swap must still work."""
     with pytest.raises(KeyboardInterrupt):
-        _train_micro(tokenizer, bench, tmp_path, stop_at=3)  # checkpoint at step 2
+        train_micro(tokenizer, bench, tmp_path, stop_at=3)  # checkpoint at step 2
     old = tmp_path / "state.old"
     old.mkdir()
     (old / "done").write_text("ok\n")
     (old / "optimizer.bin").write_bytes((tmp_path / "state" / "optimizer.bin").read_bytes())
-    r = _train_micro(tokenizer, bench, tmp_path)  # resumes, checkpoints at step 4
+    r = train_micro(tokenizer, bench, tmp_path)  # resumes, checkpoints at step 4
     assert r.steps == 6 and not old.exists()

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import torch
 
 from .configlib import ConfigError
+from .integrity import check_model, check_stage, write_bytes
 from .runtime import process_state
 
 PACKAGES = ("undo", "torch", "transformers", "accelerate", "tokenizers", "safetensors",
@@ -29,24 +30,16 @@ PACKAGES = ("undo", "torch", "transformers", "accelerate", "tokenizers", "safete
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write via a temp file and rename, so a reader never sees half a file.
+    """Write atomically (`integrity.write_bytes`): a reader never sees half a file."""
+    return write_bytes(path, text.encode())
 
-    A failed write (disk full, an interrupt) removes its temp file: the folder is left
-    as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n"
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    return write_text(path, json_text(obj))
 
 
 def read_json(path: str | Path) -> Any:
@@ -179,8 +172,14 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 def is_done(d: Path) -> bool:
-    """A stage folder is finished once its summary.json exists (it is written last)."""
-    return (d / "summary.json").is_file()
+    """A stage folder is finished once its summary.json exists (it is written last). A
+    finished folder is checked against its manifest first (`integrity.check_stage`): a
+    damaged one raises IntegrityError, so it is never reused (callers test `force`
+    before calling this)."""
+    if not (d / "summary.json").is_file():
+        return False
+    check_stage(d)
+    return True
 
 
 def model_folder(path: str | Path, what: str = "model") -> Path:
@@ -188,8 +187,9 @@ def model_folder(path: str | Path, what: str = "model") -> Path:
     holding one in `model/` (then that one). `what` names the argument in the error."""
     d = Path(path).expanduser()
     if (d / "model" / "config.json").is_file() and not (d / "config.json").is_file():
-        return d / "model"
+        d = d / "model"
     if (d / "config.json").is_file():
+        check_model(d)  # a stage's model/: before its bytes are fingerprinted or loaded
         return d
     raise ConfigError(f"{what} '{path}': no model there; valid: a Hugging Face model folder "
                       "(with config.json) or a stage folder with model/")

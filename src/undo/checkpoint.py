@@ -2,8 +2,9 @@
 
 A checkpoint is `out_dir/state`: accelerate's files (model, optimizer, RNG states), our
 step counters as JSON (not the pickle accelerate would load with `weights_only=False`),
-and a `done` marker written last. It is written beside (`state.tmp`) and swapped in with
-two renames, so a kill at any point leaves a complete checkpoint: `recover_swap` finds it.
+the manifest of those files (`undo.integrity`) and a `done` marker written last. It is
+written beside (`state.tmp`) and swapped in with two renames, so a kill at any point
+leaves a complete checkpoint: `recover_swap` finds it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from accelerate import Accelerator
 
+from . import integrity
 from . import sharding as sh
 from .artifacts import write_text
 
@@ -86,6 +88,24 @@ def recover_swap(state_dir: Path) -> None:
         remove_state(old)
 
 
+def resumable(state_dir: Path) -> bool:
+    """Whether `state_dir` holds a checkpoint to resume from: complete (`done`), of this
+    undo (counters as JSON, a manifest) and intact. A damaged one raises IntegrityError
+    (a clean stop, before anything is loaded); one without counters or manifest (an
+    older undo's) is not loaded: the run starts over, which gives the same result
+    (batches depend only on the step)."""
+    if not ((state_dir / "done").exists() and (state_dir / COUNTERS_FILE).exists()
+            and (state_dir / integrity.MANIFEST).exists()):
+        return False
+    v = integrity.verify(state_dir / integrity.MANIFEST)
+    if not v.ok:
+        raise integrity.IntegrityError(
+            f"checkpoint {state_dir} is damaged: {'; '.join(v.problems())}. Nothing was "
+            f"loaded or trained. Delete {state_dir} (the stage then starts from step 0), "
+            "or re-run the stage with --force")
+    return True
+
+
 def remove_state(d: Path) -> None:
     """Remove a checkpoint folder, its `done` marker first: a kill inside the removal
     then leaves a folder that is never loaded, not one marked done without its files."""
@@ -125,6 +145,7 @@ def save_state(acc: Accelerator, state_dir: Path, counters: Counters,
     acc.wait_for_everyone()
     if acc.is_main_process:
         (tmp / COUNTERS_FILE).write_text(json.dumps(counters.state_dict()))
+        integrity.write_manifest(tmp)  # every rank's files are in by now (barrier above)
         (tmp / "done").write_text("ok\n")
         old = state_dir.with_name("state.old")
         if state_dir.exists():

@@ -162,6 +162,24 @@ def opts_force(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--force", action="store_true", help="recompute even if cached")
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check every manifest in RUN_DIR; exit 0 only when everything is intact."""
+    from .integrity import scan
+
+    if len(args.items) != 1 or not Path(args.items[0]).is_dir():
+        raise ConfigError(f"undo verify takes one RUN_DIR (an existing run folder, e.g. "
+                          f"runs/arithmetic-tiny), got {args.items or 'nothing'}")
+    root = Path(args.items[0])
+    findings = scan(root)
+    counts = {s: 0 for s in ("intact", "damaged", "rebuild", "unverified")}
+    for f in findings:
+        counts[f.status] += 1
+        print(f"{f.status:<10} {f.path.relative_to(root)}  {f.detail}")
+    print(f"{root}: {counts['intact']} intact, {counts['damaged']} damaged, "
+          f"{counts['rebuild']} would be rebuilt, {counts['unverified']} unverified")
+    return 0 if findings and counts["intact"] == len(findings) else 1
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Regenerate RUN_DIR/plots/*.png and RUN_DIR/report.html from RUN_DIR/summary.json."""
     import textwrap
@@ -374,6 +392,8 @@ COMMANDS: dict[str, Command] = {
             opts_run),
     "pretrain": (cmd_pretrain, "pretrain the base and gold-standard models", opts_pretrain),
     "config": (cmd_config, "print the fully resolved config", None),
+    "verify": (cmd_verify, "check every manifest in RUN_DIR: intact, damaged, would be "
+               "rebuilt (exit 0: all intact)", None),
     "report": (cmd_report, "regenerate plots and report.html from RUN_DIR/summary.json",
                None),
     "unlearn": (cmd_unlearn, "unlearn a model (default: the study's base) into a teacher",

@@ -41,6 +41,7 @@ from .checkpoint import (
     MetricsLog,
     recover_swap,
     remove_state,
+    resumable,
     save_state,
 )
 from .compute import count_tokens, matmul_params, train_flops
@@ -243,10 +244,7 @@ def _train(
             recover_swap(state_dir)
         acc.wait_for_everyone()
     last_checkpoint: int | None = None  # the step of the checkpoint in state_dir
-    # A checkpoint of an older undo (counters pickled, no counters.json) is not loaded:
-    # the run starts over, which gives the same result (batches depend only on the step).
-    if (state_dir is not None and (state_dir / "done").exists()
-            and (state_dir / COUNTERS_FILE).exists()):
+    if state_dir is not None and resumable(state_dir):  # checked against its manifest
         acc.load_state(str(state_dir))  # tensors: safetensors, torch.load(weights_only=True)
         if shards is not None:
             shards.load(state_dir)

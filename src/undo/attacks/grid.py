@@ -21,6 +21,7 @@ per model. Runs of the grid can go to parallel processes (`attack.workers`).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,12 +33,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .. import integrity
 from ..artifacts import (
     config_hash,
     is_done,
+    json_text,
     model_folder,
     model_identity,
-    read_json,
     write_json,
 )
 from ..benchmarks import build_benchmark
@@ -187,6 +189,12 @@ def run_one(cfg: RunConfig, model_dir: str | Path, lr: float, seed: int,
             "threads": torch.get_num_threads()}
 
 
+def write_run(path: Path, run: dict[str, Any]) -> None:
+    """A finished run's file in an attack folder's `runs/`, with its manifest (a resumed
+    grid uses it only if intact)."""
+    integrity.write_file(path, json_text(run).encode())
+
+
 def _run_task(job: tuple) -> dict[str, Any]:  # top level: picklable for worker processes
     return run_one(*job)
 
@@ -234,7 +242,7 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
     model_dir = model_folder(model_dir)
     key = attack_key(cfg, model_dir)
     d = attack_dir(cfg, model_dir, key)
-    if is_done(d) and not force:
+    if not force and is_done(d):
         return d
     # The honesty checks run before anything is written.
     a = cfg.attack
@@ -279,7 +287,7 @@ def attack_run(cfg: RunConfig, model_dir: str, lr: float, seed: int) -> Path:
     if not out.exists():
         save_to = out.with_suffix("") / "model" if cfg.attack.save_weights else None
         rcfg = replace(cfg, progress=False)
-        write_json(out, run_one(rcfg, model_dir, lr, seed, None, cfg.threads, save_to))
+        write_run(out, run_one(rcfg, model_dir, lr, seed, None, cfg.threads, save_to))
     return out
 
 
@@ -290,17 +298,24 @@ def _attack_grid(cfg: RunConfig, model_dir: Path, d: Path, key: dict, ev: Attack
     start = ev.full(load_model(model_dir))  # step 0: the same for every run
 
     runs_dir = d / "runs"
-    jobs = []
+    jobs, runs_read = [], {}
     for lr, s in grid_runs(cfg):
-        if not (runs_dir / f"{run_name(lr, s)}.json").exists():
-            save_to = runs_dir / run_name(lr, s) / "model" if a.save_weights else None
-            jobs.append((cfg, str(model_dir), lr, s, start, threads, save_to))
+        f = runs_dir / f"{run_name(lr, s)}.json"
+        if f.exists():  # a run an interrupted grid finished: used only if intact
+            try:
+                runs_read[lr, s] = json.loads(integrity.read_file(f))
+                continue
+            except integrity.IntegrityError as e:
+                integrity.report_rebuild("attack run file", e, "running it again")
+        save_to = runs_dir / run_name(lr, s) / "model" if a.save_weights else None
+        jobs.append((cfg, str(model_dir), lr, s, start, threads, save_to))
 
     def on_done(run: dict) -> None:
-        write_json(runs_dir / f"{run_name(run['lr'], run['seed'])}.json", run)
+        runs_read[run["lr"], run["seed"]] = run
+        write_run(runs_dir / f"{run_name(run['lr'], run['seed'])}.json", run)
 
     _map_runs(jobs, workers, threads, on_done, cfg.progress)
-    runs = [read_json(runs_dir / f"{run_name(lr, s)}.json") for lr, s in grid_runs(cfg)]
+    runs = [runs_read[lr, s] for lr, s in grid_runs(cfg)]
     budgets = a.all_budgets()
     relearn = {
         "schema": "undo.relearn/1",

@@ -21,9 +21,18 @@ from typing import Any
 
 import yaml
 
-from ..artifacts import config_hash, environment, is_done, stage_lock, write_json, write_text
+from ..artifacts import (
+    config_hash,
+    environment,
+    is_done,
+    json_text,
+    stage_lock,
+    write_json,
+    write_text,
+)
 from ..config import RunConfig, run_config
 from ..configlib import ConfigError, dump_yaml, to_dict
+from ..integrity import write_manifest
 from ..models import save_model
 from ..runtime import process_state
 
@@ -154,10 +163,13 @@ def run_stage(d: Path, key: dict[str, Any], work: Callable[[], StageResult], *,
 
 def finish(d: Path, summary: dict[str, Any], depends_on: dict[str, Any],
            device: str | None = None) -> dict[str, Any]:
-    """Write config, provenance and, last, the summary that marks the stage finished."""
+    """Write config, provenance, the manifest of every file (the summary's bytes
+    included, undo.integrity) and, last, the summary that marks the stage finished."""
     write_text(d / "config.yaml", yaml.safe_dump(_plain(depends_on), sort_keys=False))
     write_json(d / "meta.json", environment(device))
-    write_json(d / "summary.json", summary)
+    text = json_text(summary)
+    write_manifest(d, pending={"summary.json": text.encode()})
+    write_text(d / "summary.json", text)
     return summary
 
 

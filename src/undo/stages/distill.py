@@ -222,6 +222,8 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
             "teacher_outputs": {
                 "mode": mode, "cache_dir": str(cache.dir) if cache else None,
                 "built_chunks": cache.built_chunks if cache else 0,
+                # chunks found damaged and rebuilt (undo.integrity): name -> what was wrong
+                "rebuilt_chunks": cache.rebuilt if cache else {},
                 "build_flops": cache.build_flops if cache else 0.0,
                 "build_time_s": cache.build_time if cache else 0.0,
             },

@@ -10,8 +10,9 @@ stores, for every counted next-token position of every batch (see
   mass), for large vocabularies; the KL from it is a lower bound of the exact one.
 
 Layout: `<root>/<key>/chunk-<rank>-<c>.safetensors`, one file per `chunk_steps` optimizer
-steps, written atomically (temp file + rename) the first time a run needs it. A run that
-stops early so builds only what it used, a longer budget extends a shorter one (batch s
+steps, written atomically with its manifest (`undo.integrity.write_file`) the first time a
+run needs it, and checked whole when loaded (a damaged chunk is rebuilt and reported). A
+run that stops early so builds only what it used, a longer budget extends a shorter one (batch s
 does not depend on the budget, so `steps` is not in the key), and concurrent runs at
 worst write the same file twice. The key hashes the teacher's weights (content), the
 data config and seed, the batch shape, the mode, k and the temperature.
@@ -19,15 +20,15 @@ data config and seed, the batch shape, the mode, k and the temperature.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
+from .. import integrity
 from ..artifacts import config_hash
 from ..compute import forward_flops, matmul_params
 from ..objectives.distill_kl import forward_logits, freeze, next_token_mask
@@ -72,7 +73,9 @@ class TeacherCache:
         self.dir = Path(root) / f"teacher-{config_hash(full_key)}"
         self._loaded: tuple[int, dict[str, torch.Tensor]] | None = None
         self._n_teacher = matmul_params(teacher)
-        # What this object spent building chunks (0 when every chunk was reused).
+        # What this object spent building chunks (0 when every chunk was reused), and
+        # the chunks it found damaged and rebuilt (file name -> what was wrong).
+        self.rebuilt: dict[str, str] = {}
         self.built_chunks = 0
         self.build_positions = 0
         self.build_time = 0.0
@@ -94,11 +97,7 @@ class TeacherCache:
                 for name, t in teacher_targets(self.teacher, batch, self.mode, self.k,
                                                self.temperature).items():
                     tensors[f"{step}.{micro}.{name}"] = t.contiguous()
-        path = self._path(chunk)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file(tensors, str(tmp))
-        os.replace(tmp, path)
+        integrity.write_file(self._path(chunk), save(tensors))  # with its manifest
         self.built_chunks += 1
         self.build_time += time.perf_counter() - t0
         return tensors
@@ -107,7 +106,16 @@ class TeacherCache:
         if self._loaded is not None and self._loaded[0] == chunk:
             return self._loaded[1]
         path = self._path(chunk)
-        tensors = load_file(str(path)) if path.is_file() else self._build(chunk)
+        tensors = None
+        if path.is_file():
+            try:  # every byte checked: a chunk is read whole anyway (docs/integrity.md)
+                tensors = load(integrity.read_file(path))
+            except integrity.IntegrityError as e:  # derived data: rebuilt, and reported
+                integrity.report_rebuild("teacher cache chunk", e, "rebuilding it from the "
+                                         "teacher")
+                self.rebuilt[path.name] = str(e)
+        if tensors is None:
+            tensors = self._build(chunk)
         self._loaded = (chunk, tensors)  # one chunk in memory at a time
         return tensors
 

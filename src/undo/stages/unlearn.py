@@ -68,7 +68,7 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
     model_dir, ident = resolve_base(base)
     key = unlearn_key(cfg, ident)
     d = stage_dir(cfg, f"unlearn-{cfg.unlearn.method}", key)
-    if is_done(d) and not force:
+    if not force and is_done(d):
         return d
     bench = build_benchmark(cfg.data)
     tokenizer = load_tokenizer(model_dir)
