@@ -97,6 +97,13 @@ def test_file_with_sidecar_is_read_only_when_intact(tmp_path: Path, damage: str)
         integrity.read_file(f)
 
 
+def test_force_kind_names_the_stage_kind() -> None:
+    assert integrity.force_kind(Path("run/stages/pretrain-gold-0a1b")) == "pretrain"
+    assert integrity.force_kind(Path("run/stages/unlearn-maxent-0a1b")) == "unlearn"
+    # an attack folder is named by the model it attacked
+    assert integrity.force_kind(Path("run/attacks/unlearn-maxent-0a1b-2c3d")) == "attack"
+
+
 # ------------------------------------------------------------ whole commands
 
 

@@ -16,8 +16,8 @@ has its manifest. Two forms:
   which independent runs write one by one into a shared folder.
 
 What is checked when, and what a mismatch does: docs/integrity.md. In short: every byte
-of every file at every reuse (xxh3 hashes a page-cached file at ~8.5 GiB/s here, faster
-than loading it: benchmarks/integrity.py); derived files (chunks, run files) are rebuilt,
+of every file at every reuse (xxh3 hashes a page-cached file at 9-19 GiB/s here, far
+faster than loading it: benchmarks/integrity.py); derived files (chunks, run files) are rebuilt,
 stage outputs and checkpoints stop the run (`IntegrityError`).
 """
 
@@ -38,13 +38,13 @@ from .configlib import ConfigError
 MANIFEST = "manifest.json"
 SIDECAR = ".manifest"  # `.chunk-0-00001.safetensors.manifest` beside its chunk
 SCHEMA = "undo.manifest/1"
-# Non-cryptographic (this guards against damage, not an adversary) and 15-40x faster
+# Non-cryptographic (this guards against damage, not an adversary) and 15-20x faster
 # than blake2b here (benchmarks/results/integrity.json); xxhash comes with `datasets`.
 ALGO = "xxh3_128"
 _BLOCK = 8 << 20
 # Stage-folder prefixes -> the `--force` kind that re-runs them (docs/integrity.md).
 _KINDS = {"pretrain": "pretrain", "import": "pretrain", "unlearn": "unlearn",
-          "sweep": "unlearn", "distill": "distill (or oracle)", "attack": "attack"}
+          "sweep": "unlearn", "distill": "distill (or oracle)"}
 
 
 def write_bytes(path: str | Path, data: bytes,
@@ -218,6 +218,9 @@ _unverified_noted: set[str] = set()  # folders without a manifest, noted once a 
 
 
 def force_kind(stage: Path) -> str:
+    """The `--force` kind that re-runs `stage` (an attack folder is named by its model)."""
+    if stage.parent.name == "attacks":
+        return "attack"
     return _KINDS.get(stage.name.split("-", 1)[0], "KIND")
 
 
