@@ -1,4 +1,5 @@
-"""Process-wide settings: threads, quiet libraries, THE device rule and THE process pool."""
+"""Process-wide settings: threads, quiet libraries, THE device rule, THE launch state
+(`process_state`) and THE process pool."""
 
 from __future__ import annotations
 
