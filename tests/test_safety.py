@@ -13,6 +13,7 @@ import torch
 
 import undo
 import undo.artifacts as art
+from undo import integrity
 from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.checkpoint import COUNTERS_FILE
 from undo.config import OptimConfig
@@ -91,6 +92,9 @@ def test_resume_never_unpickles_a_planted_checkpoint_file(planted, micro_model, 
     assert not list(state.glob("custom_checkpoint_*"))  # counters are JSON, not a pickle
     marker = tmp_path / "pwned"
     (state / planted).write_bytes(pickle.dumps({"x": _Planted(marker)}))
+    # The integrity manifest would refuse the changed file; an attacker who also rewrites
+    # the manifest must still not get code run: the loaders never unpickle.
+    integrity.write_manifest(state)
     # Refusing the file is fine; running it is not.
     with contextlib.suppress(RuntimeError, pickle.UnpicklingError):
         train(micro_model, OBJECTIVES.get("ce")(), batches, cfg, tmp_path, progress=False)

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import RunConfig, load_config
-from .configlib import ConfigError
-from .registry import RegistryError
+from .configlib import ConfigError, RegistryError
 
 
 def _split_config_args(items: list[str]) -> tuple[str | None, list[str], list[str]]:

@@ -20,6 +20,13 @@ class ConfigError(ValueError):
     """A user error in a config file or override: the message says what to fix."""
 
 
+class RegistryError(KeyError):
+    """An unknown name asked of a registry; the message lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
 def check(cond: bool, key: str, value: Any, valid: str) -> None:
     if not cond:
         raise ConfigError(f"config key '{key}': got {value!r}; valid: {valid}")
