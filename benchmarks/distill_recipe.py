@@ -36,7 +36,7 @@ from undo.config import load_config
 # 1 − α, lr 2e-3); the others change one thing each.
 CANDIDATES: dict[str, tuple[str, float | None, list[str]]] = {
     "a0.8 paper (norms shrink)": ("noised", 0.8, ["noise.norms=shrink"]),
-    "a0.8 norms reset": ("noised", 0.8, ["noise.norms=reset"]),
+    "a0.8 norms toward_init": ("noised", 0.8, ["noise.norms=toward_init"]),
     "a0.8 norms untouched": ("noised", 0.8,
                              ["noise.norms=shrink",
                               "noise.targets=[attention,mlp,embeddings,other]"]),

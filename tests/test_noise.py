@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -68,8 +69,9 @@ def test_same_seed_same_weights_other_seed_differs(micro_model):
 
 
 def test_one_d_params_only_shrunk(micro_model):
+    """`shrink`, the literal port: every 1-D weight times 1 − α, no noise."""
     before = _params(micro_model)
-    apply_noise(micro_model, 0.4, 1.0, _gen())
+    apply_noise(micro_model, 0.4, 1.0, _gen(), norms="shrink")
     one_d = [k for k, v in before.items() if v.dim() == 1]
     assert one_d
     for k, v in micro_model.named_parameters():
@@ -177,7 +179,7 @@ def test_localized_noise_only_where_unlearning_moved(micro_model, tokenizer):
     with torch.no_grad():  # "unlearning" changed only one MLP weight
         micro_model.model.layers[0].mlp.up_proj.weight.add_(0.1)
     before = _params(micro_model)
-    apply_noise(micro_model, 0.5, 1.0, _gen(), mask="magnitude", base=base)
+    apply_noise(micro_model, 0.5, 1.0, _gen(), mask="magnitude", base=base, norms="shrink")
     for k, v in micro_model.named_parameters():
         if k == "model.layers.0.mlp.up_proj.weight":
             assert not torch.allclose(v, 0.5 * before[k])
@@ -194,8 +196,8 @@ def test_alpha_beta_validated(micro_model, alpha, beta):
 
 
 @pytest.mark.parametrize("name", ["llama", "gemma2", "gpt2", "gpt_neox"])
-def test_norms_reset_mixes_gains_with_a_fresh_init(name):
-    """`norms="reset"`: g -> (1-α)·g + α·g_init, with g_init what the family's own norm
+def test_norms_toward_init_mixes_gains_with_a_fresh_init(name):
+    """`norms="toward_init"`: g -> (1-α)·g + α·g_init, with g_init what the family's own norm
     module starts from (1, or 0 for Gemma-2's 1 + g); at α = 1 the norms are a fresh
     init's. Norm biases (GPT-2, NeoX) start at 0, so they are only shrunk."""
     from transformers import AutoModelForCausalLM
@@ -212,7 +214,7 @@ def test_norms_reset_mixes_gains_with_a_fresh_init(name):
             for p in model.parameters():
                 p.add_(0.3)  # a "trained" model: gains and biases off their init
         before = _params(model)
-        apply_noise(model, alpha, 0.1, _gen(), norms="reset")
+        apply_noise(model, alpha, 0.1, _gen(), norms="toward_init")
         fam = FAMILIES[name]
         norms = [k for k in before if param_group(k, fam) == "norms"]
         assert any(k.endswith("weight") for k in norms)
@@ -221,6 +223,34 @@ def test_norms_reset_mixes_gains_with_a_fresh_init(name):
                 continue
             init = fresh[k] if k.endswith("weight") else torch.zeros_like(v)
             assert torch.allclose(v, (1 - alpha) * before[k] + alpha * init), k
+
+
+def test_default_noise_is_the_papers_experiment():
+    """The default treatment of norm gains is `toward_init` (config and function alike):
+    on Gemma-2 (x·(1 + g), g_init 0) it is bit-for-bit the authors' shrink, so it is the
+    paper's experiment; on Llama the effective gain moves toward 1, not toward 0."""
+    from transformers import AutoModelForCausalLM
+
+    from families import tiny_configs
+
+    assert NoiseConfig().norms == "toward_init"
+    cfgs = tiny_configs(64, {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})
+    torch.manual_seed(0)
+    gemma = AutoModelForCausalLM.from_config(cfgs["gemma2"])
+    with torch.no_grad():
+        for p in gemma.parameters():
+            p.add_(0.3)
+    paper, default = copy.deepcopy(gemma), copy.deepcopy(gemma)
+    apply_noise(paper, 0.8, 0.1, _gen(), norms="shrink")
+    apply_noise(default, 0.8, 0.1, _gen())
+    for (k, a), (_, b) in zip(paper.named_parameters(), default.named_parameters()):
+        assert torch.equal(a, b), k
+    llama = AutoModelForCausalLM.from_config(cfgs["llama"])
+    with torch.no_grad():
+        llama.model.norm.weight.fill_(2.0)
+    apply_noise(llama, 0.8, 0.1, _gen())
+    assert torch.allclose(llama.model.norm.weight, torch.full_like(llama.model.norm.weight,
+                                                                   0.2 * 2.0 + 0.8))
 
 
 def test_norms_keep_leaves_gains_and_shrinks_biases():

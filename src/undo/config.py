@@ -220,9 +220,12 @@ class NoiseConfig:
     # largest |Δθ| of each tensor; magnitude = |Δθ| / max |Δθ| per tensor.
     mask: Literal["none", "top_fraction", "magnitude"] = "none"
     mask_fraction: float = 0.1
-    # Norm gains g: keep (untouched); shrink = (1 − α)·g (the paper); reset =
-    # (1 − α)·g + α·g_init, mixed with a fresh init's gain (docs/distillation.md).
-    norms: Literal["keep", "shrink", "reset"] = "keep"
+    # Norm gains g. toward_init: (1 − α)·g + α·g_init, mixed toward the family's fresh
+    # gain: the paper's experiment (on its Gemma-2, whose norms compute x·(1 + g), the
+    # authors' "shrink every 1-D weight" does exactly this). shrink: (1 − α)·g, a literal
+    # port of that line, which outside Gemma-2 scales block outputs down instead.
+    # keep: untouched (noises less than the paper). docs/distillation.md.
+    norms: Literal["toward_init", "shrink", "keep"] = "toward_init"
 
     def validate(self, p: str) -> None:
         check(0 <= self.alpha <= 1, f"{p}.alpha", self.alpha, "a number in [0, 1]")

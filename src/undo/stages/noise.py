@@ -6,14 +6,17 @@
 "Distillation Robustifies Unlearning", arXiv 2506.06278.) N is a fresh Xavier-uniform
 draw, U(±√(6 / (fan_in + fan_out))) (Glorot & Bengio 2010), for every 2-D weight (linear
 layers, embeddings, an untied output head); 1-D weights (norm scales, biases) get N = 0
-and are only shrunk, as in the paper (`noise.norms: shrink`). Shrinking every norm gain of
-a pre-norm model by 1 − α scales each block's output and the logits down with it, and
-an α = 0.8 student then stalls for hundreds of steps (measured: docs/distillation.md).
-The default, `noise.norms: keep`, leaves the gains as they are: a shrunk gain keeps its
-pattern exactly (only its scale changes), so keeping it hides nothing that shrinking
-would, and it recovers fastest. `reset` mixes g with a fresh init's gain,
-(1 − α)·g + α·g_init, which does dilute the pattern. On Gemma-2, whose norms multiply by
-(1 + g), the paper's shrink already moves the effective gain toward its init of 1.
+and are only shrunk. Norm *gains* g follow `noise.norms`:
+
+- `toward_init` (the default, the paper's experiment): (1 − α)·g + α·g_init, g_init the
+  family's fresh-init gain. Every model of the paper is a Gemma-2, whose RMSNorm computes
+  x·(1 + g) with g initialised at 0, so the authors' code line "shrink every 1-D weight
+  by 1 − α" moves the *effective* gain 1 + g toward a fresh init's 1: exactly this rule.
+- `shrink`: (1 − α)·g, a literal port of that code line. On Gemma-2 it equals
+  `toward_init`; on families whose gain starts at 1 (Llama, Qwen2, Mistral, GPT-2, NeoX)
+  it scales every block's output down instead, which the paper never ran, and it stalls
+  high-α students (docs/distillation.md).
+- `keep`: g untouched (a measured option; it noises the network less than the paper).
 
 The Xavier bound is symmetric in the two fans, so GPT-2's `Conv1D` weights, stored
 transposed as (in, out), get the same bound as the equivalent Linear (out, in); a tied output head is the embedding's tensor and is noised once. I is an
@@ -43,7 +46,7 @@ from ..configlib import ConfigError
 
 GROUPS = ("attention", "mlp", "embeddings", "norms", "other")
 MASKS = ("none", "top_fraction", "magnitude")
-NORMS = ("keep", "shrink", "reset")
+NORMS = ("toward_init", "shrink", "keep")
 
 
 # ------------------------------------------------------------------- pure functions
@@ -82,7 +85,7 @@ def shrink_perturb(theta: torch.Tensor, alpha: float, beta: float,
 
 def toward(theta: torch.Tensor, alpha: float, target: float) -> torch.Tensor:
     """(1 − α)·θ + α·target, in float32, returned in θ's dtype: a 1-D weight mixed with a
-    fresh init's constant value (`noise.norms: reset`)."""
+    fresh init's constant value (`noise.norms: toward_init`)."""
     return (theta.float() * (1.0 - alpha) + alpha * target).to(theta.dtype)
 
 
@@ -193,13 +196,13 @@ def select_parameters(model: torch.nn.Module, targets: Sequence[str] = GROUPS,
 @torch.no_grad()
 def apply_noise(model: torch.nn.Module, alpha: float, beta: float, generator: torch.Generator,
                 *, targets: Sequence[str] = GROUPS, layers: Sequence[int] | None = None,
-                mask: str = "none", mask_fraction: float = 0.1, norms: str = "shrink",
+                mask: str = "none", mask_fraction: float = 0.1, norms: str = "toward_init",
                 base: torch.nn.Module | None = None) -> NoiseReport:
     """Shrink-and-perturb `model` in place; see the module docstring. Returns a report.
 
-    `norms` (norm gains g; norm biases are always shrunk): "keep" leaves g as it is,
-    "shrink" makes it (1 − α)·g (the paper), "reset" (1 − α)·g + α·g_init, g_init the
-    family's fresh gain (docs/distillation.md). `base` (the model before unlearning) is
+    `norms` (norm gains g; norm biases are always shrunk): "toward_init" makes g
+    (1 − α)·g + α·g_init, g_init the family's fresh gain (the paper's experiment),
+    "shrink" (1 − α)·g (a literal port of the authors' line), "keep" leaves g as it is. `base` (the model before unlearning) is
     required for the localized masks.
     """
     _check_alpha_beta(alpha, beta)
@@ -233,7 +236,7 @@ def apply_noise(model: torch.nn.Module, alpha: float, beta: float, generator: to
         gain = g == "norms" and name.endswith("weight")
         if gain and norms == "keep":
             continue
-        if gain and norms == "reset":
+        if gain and norms == "toward_init":
             p.copy_(toward(p, alpha, fam.norm_gain_init))  # norm biases start at 0: shrunk
         else:
             p.copy_(shrink_perturb(p, alpha, beta, noise, importance))
