@@ -243,7 +243,7 @@ def test_default_noise_is_the_papers_experiment():
     paper, default = copy.deepcopy(gemma), copy.deepcopy(gemma)
     apply_noise(paper, 0.8, 0.1, _gen(), norms="shrink")
     apply_noise(default, 0.8, 0.1, _gen())
-    for (k, a), (_, b) in zip(paper.named_parameters(), default.named_parameters()):
+    for (k, a), (_, b) in zip(paper.named_parameters(), default.named_parameters(), strict=True):
         assert torch.equal(a, b), k
     llama = AutoModelForCausalLM.from_config(cfgs["llama"])
     with torch.no_grad():
