@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from undo.objectives.grad_ascent import grad_ascent_loss
 from undo.objectives.grad_diff import grad_diff_loss
-from undo.objectives.maxent import kl_uniform, maxent_forget_loss
+from undo.objectives.maxent import MaxEntArgs, kl_uniform, maxent_forget_loss
 from undo.objectives.npo import npo_loss
 from undo.objectives.repnoise import mmd2, sample_positions
 from undo.objectives.rmu import control_vector, rmu_loss
@@ -65,12 +65,32 @@ def test_kl_uniform_zero_for_uniform_logits_and_hand_value():
     assert want > 0
 
 
-def test_maxent_forget_counts_only_labelled_positions():
-    logits, labels = _batch(3)
-    mask = labels[:, 1:] != -100
+def _maxent_batch(seed):
+    logits, labels = _batch(seed)
+    attention = torch.ones_like(labels)
+    attention[0, -1] = 0  # the padded position of `_batch`
+    return logits, {"labels": labels, "attention_mask": attention}
+
+
+def test_maxent_answer_variant_counts_only_labelled_positions():
+    logits, batch = _maxent_batch(3)
+    mask = batch["labels"][:, 1:] != -100
     # Make every labelled position uniform: the loss is 0 whatever the rest is.
     logits[:, :-1][mask] = 0.0
-    assert float(maxent_forget_loss(logits, labels)) == pytest.approx(0.0, abs=1e-6)
+    assert float(maxent_forget_loss(logits, batch, "answer")) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_maxent_default_covers_every_non_padding_position():
+    """The paper's forget term (their uniform_forget_loss_fn): every position whose next
+    token is not padding, the prompt included; the padded one is ignored."""
+    logits, batch = _maxent_batch(3)
+    answers = batch["labels"][:, 1:] != -100
+    logits[:, :-1][answers] = 0.0
+    assert float(maxent_forget_loss(logits, batch)) > 0.1  # the prompt still counts
+    logits[:, :-1][batch["attention_mask"][:, 1:].bool()] = 0.0
+    logits[0, -2] = torch.randn(logits.size(-1)) * 5  # predicts the pad: not counted
+    assert float(maxent_forget_loss(logits, batch)) == pytest.approx(0.0, abs=1e-6)
+    assert MaxEntArgs().positions == "all"
 
 
 def test_forward_kl_identity_and_hand_value():

@@ -1,7 +1,12 @@
-"""Maximum entropy on the forget set: push the forget answers' next-token distribution
+"""Maximum entropy on the forget set: push the forget documents' next-token distribution
 to uniform, keep the retain set.
 
-    L = KL(U ‖ p_θ) on labelled forget positions + λ·R(retain)
+    L = KL(U ‖ p_θ) on forget positions + λ·R(retain)
+
+Which positions: `positions: all` (the default, as the authors' `uniform_forget_loss_fn`
+in src/tools/unlearn_langarith/maxent.py) every position whose next token is not padding,
+prompt included; `positions: answer` only those whose next token is labelled (the answer
+and EOS), the variant this project ran before issue 21.
     KL(U ‖ p) = Σ_v (1/V)·(log(1/V) − log p_v) = −log V − (1/V)·Σ_v log p_v
 
 R is CE on the retain answers (`retain: ce`, the paper's synthetic settings) or
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +36,6 @@ from .unlearning import (
     masked_mean,
 )
 
-if TYPE_CHECKING:
-    pass
-
 
 def kl_uniform(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """KL(Uniform ‖ softmax(logits)) averaged over positions where `mask` is true.
@@ -45,14 +47,26 @@ def kl_uniform(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean(kl, mask)
 
 
-def maxent_forget_loss(forget_logits: torch.Tensor, forget_labels: torch.Tensor) -> torch.Tensor:
-    """The forget term on next-token positions whose target is labelled (answers, EOS)."""
-    return kl_uniform(forget_logits[:, :-1], label_mask(forget_labels))
+Positions = Literal["all", "answer"]
+
+
+def forget_positions(batch: Batch, positions: Positions) -> torch.Tensor:
+    """(B, T-1) bool: the next-token positions the forget term covers (see the module)."""
+    if positions == "answer":
+        return label_mask(batch["labels"])
+    return batch["attention_mask"][:, 1:].bool()
+
+
+def maxent_forget_loss(forget_logits: torch.Tensor, batch: Batch,
+                       positions: Positions = "all") -> torch.Tensor:
+    """The forget term: KL(U ‖ p) averaged over `forget_positions(batch, positions)`."""
+    return kl_uniform(forget_logits[:, :-1], forget_positions(batch, positions))
 
 
 @dataclass
 class MaxEntArgs:
     retain: RetainKind = "ce"  # ce | kl (to the frozen original model) | none
+    positions: Positions = "all"  # all non-padding forget positions (the paper) | answer
 
 
 @OBJECTIVES.register("maxent")
@@ -60,5 +74,5 @@ class MaxEnt(ForgetRetain):
     Args = MaxEntArgs
 
     def forget_loss(self, model: torch.nn.Module, f: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        forget = maxent_forget_loss(logits_of(model, f), f["labels"])
+        forget = maxent_forget_loss(logits_of(model, f), f, self.args.positions)
         return forget, {"forget_kl_uniform": float(forget.detach())}
