@@ -197,11 +197,26 @@ def test_eval_metrics_match_a_hand_computation(corpora):
     part = es.score(model, [1])
     assert part["ce_sum"].item() == pytest.approx(scores["ce_sum"][1].item(), rel=1e-5)
     assert part["index"].tolist() == [1]
-    flat = evaluate(model, b, tok)
+    flat = evaluate(model, b, tok, sets=("retain", "forget"))
     assert set(flat) == {"retain/ce", "retain/acc", "forget/ce", "forget/acc"}
     assert flat["forget/ce"] == pytest.approx(m["ce"], rel=1e-6)
     assert b.forget_metric.name == "forget/ce" and not b.forget_metric.higher_is_better
-    assert b.stop_rule == "retain_ce" and b.eval_names == ("retain", "forget")
+    assert b.stop_rule == "retain_ce" and b.stop_sets == ("retain_val", "forget_val")
+    assert b.eval_names == ("retain", "forget", "retain_val", "forget_val")
+
+
+def test_stop_rule_validation_windows_are_not_evaluated_ones(corpora):
+    """`<role>_val` holds the eval windows after the evaluated ones: never a window the
+    report quotes or an attack scores; too few left is a ConfigError naming the fix."""
+    b = bench_of(corpora, eval_windows=5)
+    tok = b.own_tokenizer()
+    for role in ("retain", "forget"):
+        ev, val = b.eval_set(role, tok).windows, b.eval_set(f"{role}_val", tok).windows
+        assert len(val) > 0
+        assert not any(torch.equal(v, e) for v in val for e in ev)
+    big = bench_of(corpora, eval_windows=10_000)
+    with pytest.raises(ConfigError, match="eval_windows"):
+        big.eval_set("retain_val", big.own_tokenizer())
 
 
 def test_attack_batches_and_check(corpora):

@@ -258,12 +258,14 @@ class DistillConfig(OptimConfig):
     eval_every: int = 20  # the early-stop check interval (paper: 20 arithmetic, 50 text)
     checkpoint_every: int = 200
     temperature: float = 1.0  # softens both distributions; the loss is scaled by T²
-    # Early stop, checked every `eval_every` steps. Relative, as in the paper (the student
-    # recovers 95% of the teacher's retain performance): `retain_acc` when retain accuracy
-    # >= (1 - stop_within) x the teacher's; `retain_ce` when retain CE <= (1 + stop_within)
-    # x the teacher's; `match` when the benchmark's retain *and* forget metrics are both
-    # within `stop_within` (absolute) of the teacher's (oracle matching); `budget` runs all
-    # `steps`; `auto` is the benchmark's rule (arithmetic: retain_acc, text: retain_ce).
+    # Early stop, checked every `eval_every` steps from step 1 on (never at step 0), on
+    # the benchmark's validation sets (disjoint from the sets the report quotes and the
+    # attacks score), as the authors' code: `retain_acc` when the mean of the per-
+    # (operation, format) retain accuracies is within `stop_within` (absolute) of the
+    # teacher's; `retain_ce` when retain CE <= (1 + stop_within) x the teacher's;
+    # `match` when the retain *and* forget metrics are both within `stop_within`
+    # (absolute) of the teacher's (oracle matching); `budget` runs all `steps`; `auto` is
+    # the benchmark's rule (arithmetic, wmdp: retain_acc; text: retain_ce).
     stop: Literal["auto", "retain_acc", "retain_ce", "match", "budget"] = "auto"
     stop_within: float = 0.05
     # Teacher outputs: `online` runs the teacher every step; `full` caches its full

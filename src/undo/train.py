@@ -269,10 +269,11 @@ def _train(
         log.write(rec)
         return m
 
+    # The step-0 evaluation is a curve point only: a stop rule is never satisfied before
+    # a step was trained (the authors check from step 1), else a student that starts
+    # within the rule (gold into base) would count as distilled without distilling.
     if eval_at_start and counters.step == 0 and evaluate is not None:
-        m = run_eval()
-        if should_stop is not None and should_stop(m):
-            result.stopped_early = True
+        run_eval()
 
     bar = tqdm(total=cfg.steps, initial=counters.step, desc=desc, disable=not progress,
                dynamic_ncols=True, leave=False)

@@ -102,6 +102,9 @@ class Benchmark(Protocol):
     forget_metric: MetricSpec
     retain_metric: MetricSpec
     stop_rule: str  # the distillation stop rule that reads the retain metric
+    # The (retain, forget) evaluation sets the stop rule reads: validation sets disjoint
+    # from "retain" and "forget", which the report quotes and the attacks score.
+    stop_sets: tuple[str, str]
     eval_names: tuple[str, ...]  # every evaluation set, first "retain" and "forget"
 
     def own_tokenizer(self) -> PreTrainedTokenizerBase | None: ...

@@ -68,6 +68,9 @@ class Benchmark(text.Benchmark):
 
     name = "wmdp"
     stop_rule = "retain_acc"
+    # The paper's WMDP distillation has no stop rule (our configs: distill.stop=budget);
+    # a rule asked for reads the lm-eval sets themselves (no validation split).
+    stop_sets = ("retain", "forget")
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)

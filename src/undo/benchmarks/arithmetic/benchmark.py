@@ -254,7 +254,8 @@ class Benchmark:
     forget_metric = MetricSpec("forget/acc", "forget accuracy", True, CHANCE_ACC)
     retain_metric = MetricSpec("retain/acc", "retain accuracy", True, CHANCE_ACC)
     stop_rule = "retain_acc"
-    eval_names = ("retain", "forget", "retain_heldout", "forget_heldout")
+    stop_sets = ("retain_val", "forget_val")
+    eval_names = ("retain", "forget", "retain_heldout", "forget_heldout", *stop_sets)
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg

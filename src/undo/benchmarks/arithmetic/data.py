@@ -285,12 +285,29 @@ class ArithmeticData:
             items += [Item(op, a, b, rng.randrange(lo, hi)) for a, b in pairs]
         return items
 
+    def validation_items(self, ops: Iterable[str]) -> list[Item]:
+        """The distillation stop rule's validation set: like the seen eval set (known pairs,
+        training templates, as many items), from known facts that no evaluated item tests,
+        so the rule never selects on the items the report and the attacks score."""
+        evaluated = {fact_key(it.op, it.a, it.b)
+                     for it in self.eval_items(self.retain_ops) + self.eval_items(self.forget_ops)}
+        items: list[Item] = []
+        for op in ops:
+            rng = random.Random(f"val-{self.cfg.seed}-{op}")
+            pool = [p for p in self.splits[op].known if fact_key(op, *p) not in evaluated]
+            pairs = rng.sample(pool, min(self.cfg.eval_items_per_op, len(pool)))
+            items += [Item(op, a, b) for a, b in pairs]
+            items += [Item(op, a, b, rng.randrange(TRAIN_TEMPLATES)) for a, b in pairs]
+        return items
+
     def eval_sets(self) -> dict[str, list[Item]]:
         return {
             "retain": self.eval_items(self.retain_ops),
             "forget": self.eval_items(self.forget_ops),
             "retain_heldout": self.eval_items(self.retain_ops, heldout=True),
             "forget_heldout": self.eval_items(self.forget_ops, heldout=True),
+            "retain_val": self.validation_items(self.retain_ops),
+            "forget_val": self.validation_items(self.forget_ops),
         }
 
 

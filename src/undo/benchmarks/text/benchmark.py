@@ -235,7 +235,8 @@ class Benchmark:
     forget_metric = MetricSpec("forget/ce", "forget CE (nats/token)", False, None)
     retain_metric = MetricSpec("retain/ce", "retain CE (nats/token)", False, None)
     stop_rule = "retain_ce"
-    eval_names = ("retain", "forget")
+    stop_sets = ("retain_val", "forget_val")
+    eval_names = ("retain", "forget", *stop_sets)
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -391,16 +392,28 @@ class Benchmark:
     # ------------------------------------------------------------ evaluation
 
     def eval_set(self, name: str, tokenizer: PreTrainedTokenizerBase) -> WindowEvalSet:
-        """The first `eval_windows` eval windows of corpus `name`, sources interleaved."""
-        corpus, cap = self.corpora[name], self.cfg.eval_windows
-        packed = self._pack(name, "eval", tokenizer)
+        """The first `eval_windows` eval windows of corpus `name`, sources interleaved;
+        `<name>_val` (the stop rule's validation set) the next `eval_windows` ones, so it
+        never holds a window the report or the attacks score."""
+        role = name.removesuffix("_val")
+        corpus, cap = self.corpora[role], self.cfg.eval_windows
+        skip = cap if name.endswith("_val") else 0
+        packed = self._pack(role, "eval", tokenizer)
         rows: list[torch.Tensor] = []
         keys: list[str] = []
+        seen = 0
         for j in range(max(len(w) for w, _ in packed)):
             for (w, _), key in zip(packed, corpus.keys, strict=True):
                 if j < len(w) and len(rows) < cap:
-                    rows.append(w[j])
-                    keys.append(key)
+                    seen += 1
+                    if seen > skip:
+                        rows.append(w[j])
+                        keys.append(key)
+        if not rows and skip:
+            raise ConfigError(
+                f"data.{role} has no eval windows left for the stop rule's validation set "
+                f"'{name}' after the {cap} evaluated ones; valid: more documents, a larger "
+                f"data.eval_fraction or a smaller data.eval_windows")
         if not rows:
             raise ConfigError(
                 f"data.{name} is too small: its eval split has {corpus.counts()['eval']} "
