@@ -116,6 +116,14 @@ def findings(summary: dict) -> dict:
         b_k, r_k = views.worst_case(ob[0], k), views.worst_case(orand[0], k)
         out["oracles"] = {"base_first_budget": b_k, "random_first_budget": r_k,
                           "recovered": [ob[0].get("recovered"), orand[0].get("recovered")]}
+    # Issue 21: every attack's worst case with the retain metric after it and the
+    # utility flag, and the 95% intervals the verdict is built on.
+    out["attacks"] = {m["name"]: {name: {k: {x: w.get(x) for x in ("value", "lr", "retain",
+                                                                  "utility_ok")}
+                                         for k, w in (a or {}).get("worst_case", {}).items()}
+                                  for name, a in (m.get("attacks") or {}).items()}
+                      for m in summary["models"]}
+    out["intervals"] = summary.get("intervals")
     out["models"] = {m["name"]: {
         "retain_acc": m["metrics"]["retain/acc"], "forget_acc": m["metrics"]["forget/acc"],
         "recovered": m.get("recovered"),

@@ -10,6 +10,7 @@ from undo.attacks.grid import (
     attack,
     attack_dir,
     evaluate_model,
+    resolved,
     run_one,
 )
 from undo.benchmarks.arithmetic.benchmark import Benchmark, ItemEvalSet
@@ -24,7 +25,8 @@ FAST = ["data.eval_items_per_op=8", "attack.steps=12", "attack.batch_size=16",
 
 
 def _cfg(tmp_path, *extra):
-    return load_config(None, [f"out_dir={tmp_path}", *FAST, *extra])
+    """The attack's config as the stage runs it (`resolved`: retain_fraction a number)."""
+    return resolved(load_config(None, [f"out_dir={tmp_path}", *FAST, *extra]))
 
 
 
@@ -38,8 +40,20 @@ def model_dir(tmp_path_factory, tokenizer):
 # ----------------------------------------------------------------------- data
 
 
+def test_papers_attack_mixes_retain_items_in_the_pretraining_proportions(tmp_path, tokenizer):
+    """The default (retain_fraction null) is the authors' arithmetic attack: the base
+    model's pretraining mix, retain ops 3/7 of it (op weights 1.5, 1.5, 2, 2)."""
+    cfg = _cfg(tmp_path, "attack.batch_size=70", "attack.word_fraction=0.0")
+    assert cfg.attack.retain_fraction == pytest.approx(3 / 7)
+    bench = Benchmark(cfg.data)
+    items = bench.attack_batches(cfg.attack, tokenizer, seed="0").items(0)
+    assert sum(it.op in bench.data.retain_ops for it in items) == 30 and len(items) == 70
+    assert bench.check_attack(cfg.attack, [bench.attack_batches(cfg.attack, tokenizer, "0")],
+                              2, tokenizer)["retain_ops"] == bench.data.retain_ops
+
+
 def test_batches_are_forget_attack_items_and_deterministic(tmp_path, tokenizer):
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, "attack.retain_fraction=0")
     bench = Benchmark(cfg.data)
     data = bench.data
     b = bench.attack_batches(cfg.attack, tokenizer, seed="0")
@@ -132,7 +146,8 @@ def test_lora_attack_trains_only_adapters(tmp_path, model_dir):
 
 
 def test_attack_stage_writes_relearn_json_and_caches(tmp_path, model_dir):
-    cfg = _cfg(tmp_path, "attack.lrs=[0.01,0.001]", "attack.seeds=[0,1]")
+    cfg = _cfg(tmp_path, "attack.lrs=[0.01,0.001]", "attack.seeds=[0,1]",
+               "attack.retain_fraction=0")
     d = attack(cfg, model_dir)
     assert d == attack_dir(cfg, model_dir)
     r = read_json(d / "relearn.json")
@@ -142,6 +157,14 @@ def test_attack_stage_writes_relearn_json_and_caches(tmp_path, model_dir):
     per_lr = {lr: [x["budgets"]["12"]["forget/ce"] for x in r["runs"] if x["lr"] == lr]
               for lr in r["lrs"]}
     assert wc["value"] == pytest.approx(min(sum(v) / 2 for v in per_lr.values()))
+    # Beside every worst case: the attacked model's retain metric at that LR and step.
+    retain = [x["budgets"]["12"]["retain/acc"] for x in r["runs"] if x["lr"] == wc["lr"]]
+    assert wc["retain"] == pytest.approx(sum(retain) / 2)
+    # Per item, the forget metric's parts (what the report's intervals resample).
+    run = r["runs"][0]
+    units = run["units"]["12"]
+    assert sum(units["num"]) / len(units["num"]) == pytest.approx(
+        run["budgets"]["12"]["forget/acc"])
     assert set(r["curves"]["forget/acc"]) == {"0.01", "0.001"}
     assert not list(d.glob("runs/*/model"))  # attack weights are not kept by default
     stamp = (d / "relearn.json").stat().st_mtime_ns

@@ -50,8 +50,8 @@ def test_recovered_rules_hand_cases():
 
 def test_validation_sets_disjoint_from_the_reported_ones():
     """The stop rule's sets share no fact with the eval sets the report and attacks score."""
-    from undo.benchmarks.arithmetic import Config
-    from undo.data.arithmetic import ArithmeticData, fact_key
+    from undo.benchmarks.arithmetic.benchmark import Config
+    from undo.benchmarks.arithmetic.data import ArithmeticData, fact_key
 
     sets = ArithmeticData(Config()).eval_sets()
     for val, ev in (("retain_val", "retain"), ("forget_val", "forget")):

@@ -45,6 +45,20 @@ def test_run_writes_artifacts_with_valid_schema(study):
         if m["kind"] != "base":
             assert set(m["attack"]["worst_case"]) == {"0", "5", "10"}
         assert (Path(m["stage_dir"]) / "model" / "model.safetensors").is_file()
+    # Both attacks, each worst case with the retain metric after it and the utility flag.
+    unlearn = next(m for m in summary["models"] if m["kind"] == "unlearn_only")
+    for m in summary["models"]:
+        if m["kind"] == "base":
+            continue
+        assert set(m["attacks"]) == {"paper", "forget_only"}
+        assert m["attacks"]["paper"]["retain_fraction"] == pytest.approx(3 / 7)
+        w = m["attacks"]["forget_only"]["worst_case"]["10"]
+        assert w["retain"] is not None and isinstance(w["utility_ok"], bool)
+        if m["kind"] in ("undo", "unlearn_distill"):  # compute including unlearning
+            c = m["compute"]
+            assert c["total_steps"] == c["steps"] + unlearn["compute"]["steps"]
+            assert c["total_flops"] == pytest.approx(c["flops"] + unlearn["compute"]["flops"])
+    assert set(summary["intervals"]["attacks"]) == {"paper", "forget_only"}
     for png in ("relearning", "frontier", "pareto"):
         assert (study / "plots" / f"{png}.png").stat().st_size > 10_000
     assert "data:image/png;base64" in (study / "report.html").read_text()
@@ -134,7 +148,8 @@ def test_graph_starts_tasks_only_after_their_inputs(workers, tmp_path):
 
 def test_seeds_differ_in_noise_data_and_attack(tmp_path):
     """Each seed's distilled models are attacked with the attack seeds shifted by it; the
-    shared models (gold, unlearn-only) and seed 0 keep the study's own."""
+    shared models (gold, unlearn-only) with every student's attack seeds, so no reference
+    is attacked with fewer seeds than a student it scales."""
     from undo.study.graph import study_tasks
 
     cfg = load_config(None, [f"out_dir={tmp_path}", "attack.seeds=[0, 10]"])
@@ -145,16 +160,35 @@ def test_seeds_differ_in_noise_data_and_attack(tmp_path):
         if m.kind == "base":
             continue
         job = by_name[f"attack {m.name}"].make(dict.fromkeys(by_name, tmp_path))
-        seeds[m.name] = (job.cfg or cfg).attack.seeds
+        seeds[m.name] = job.cfg.attack.seeds
         if m.kind in ("undo", "unlearn_distill"):  # the distillation runs at the model's seed
             maker = (f"UNDO a={m.alpha:g} s{m.seed}" if m.kind == "undo"
                      else f"Unlearn-and-Distill s{m.seed}")
             job = by_name[maker].make(dict.fromkeys(by_name, tmp_path))
             assert job.kwargs["seed"] == m.seed
-    assert seeds["gold"] == seeds["unlearn-only"] == [0, 10]
     assert seeds["undo-a0.8-s0"] == [0, 10] and seeds["undo-a0.8-s2"] == [2, 12]
     assert seeds["unlearn-distill-s1"] == [1, 11]
+    students = {s for m, ss in seeds.items() if m.startswith(("undo", "unlearn-distill"))
+                for s in ss}
+    assert set(seeds["gold"]) == set(seeds["unlearn-only"]) == students
     assert not any(tmp_path.iterdir())  # building the graph writes nothing
+
+
+def test_study_runs_the_papers_attack_and_the_forget_only_one(tmp_path):
+    """Arithmetic: the headline attack mixes retain data in the base model's pretraining
+    proportions (3/7 with op weights 1.5, 1.5, 2, 2), the second is forget-only; text's
+    paper attack is forget-only already, so it runs once."""
+    from undo.study.graph import study_attacks, study_tasks
+
+    cfg = load_config(None, [f"out_dir={tmp_path}"])
+    named = study_attacks(cfg)
+    assert list(named) == ["paper", "forget_only"]
+    assert named["paper"].attack.retain_fraction == pytest.approx(3 / 7)
+    assert named["forget_only"].attack.retain_fraction == 0.0
+    tasks, _ = study_tasks(cfg)
+    names = {t.name for t in tasks}
+    assert {"attack gold", "attack gold (forget_only)", "attack undo-a0.8-s1",
+            "attack undo-a0.8-s1 (forget_only)"} <= names
 
 
 def test_heartbeat_reads_progress_from_stage_files(tmp_path):

@@ -1,7 +1,10 @@
 """Relearning attacks: finetune a copy of a model on forget-domain data and watch it relearn.
 
 The adversary of Lee et al. 2025 ("Distillation Robustifies Unlearning", arXiv
-2506.06278, §3): plain cross-entropy finetuning on forget-domain data at a constant LR,
+2506.06278, §3): plain cross-entropy finetuning at a constant LR on the paper's attack
+data for the benchmark (`attack.retain_fraction: null`, see `resolved`: arithmetic the
+whole pretraining mix, language the forget language, WMDP forget and retain 50/50) or on
+forget data only (`retain_fraction: 0`, the study's second attack),
 forget performance evaluated every `eval_every` steps, over a grid of LRs × seeds; the
 worst case over LRs at each step budget is what a model's robustness is judged by
 (aggregation in `undo.attacks.robustness`). Each run goes through THE training loop
@@ -9,8 +12,8 @@ worst case over LRs at each step budget is what a model's robustness is judged b
 
 Honesty checks, done before any training:
   - the attack data must hold forget-domain items (`ConfigError` otherwise, unless
-    `attack.allow_no_forget`): the paper's public arithmetic attack trained on retain
-    data by mistake;
+    `attack.allow_no_forget`): an attack without them measures nothing about the
+    forget domain;
   - attack items come from the benchmark's *attack* split and must be disjoint from
     every evaluated item, so a recovered answer is revived knowledge, not memorised.
 
@@ -66,6 +69,15 @@ def model_label(model_dir: str | Path) -> str:
     return d.parent.name if d.name == "model" else d.name
 
 
+def resolved(cfg: RunConfig) -> RunConfig:
+    """`cfg` with `attack.retain_fraction` a number: null is the benchmark's paper attack
+    (`Benchmark.paper_retain_fraction`), so cache keys and records hold the share run."""
+    if cfg.attack.retain_fraction is not None:
+        return cfg
+    share = build_benchmark(cfg.data).paper_retain_fraction()
+    return replace(cfg, attack=replace(cfg.attack, retain_fraction=share))
+
+
 def attack_key(cfg: RunConfig, model_dir: str | Path) -> dict[str, Any]:
     # `workers` only decides where the grid's runs execute, not their results.
     attack = {k: v for k, v in asdict(cfg.attack).items() if k != "workers"}
@@ -88,6 +100,8 @@ class AttackEval:
                  curve_items_per_op: int) -> None:
         self.forget = bench.eval_set("forget", tokenizer)
         self.retain = bench.eval_set("retain", tokenizer)
+        self.retain_metric = bench.retain_metric.name
+        self.forget_leaf = bench.forget_metric.name.split("/")[-1]
         self.curve_idx = self.forget.subset(curve_items_per_op)
 
     def curve(self, model: PreTrainedModel) -> Metrics:
@@ -96,10 +110,36 @@ class AttackEval:
 
     def full(self, model: PreTrainedModel) -> tuple[Metrics, Metrics]:
         """(metrics on the full sets, the curve point taken from the same scores)."""
+        metrics, point, _ = self.full_with_units(model)
+        return metrics, point
+
+    def full_with_units(self, model: PreTrainedModel) -> tuple[Metrics, Metrics, dict]:
+        """`full`, plus the forget metric per evaluated item (`metric_units`): what the
+        report's intervals resample and its split-half LR choice reads."""
         f, r = self.forget.score(model), self.retain.score(model)
         point = _prefixed(self.forget.metrics(take(f, self.curve_idx), groups=False), "forget")
-        return {**_prefixed(self.forget.metrics(f), "forget"),
-                **_prefixed(self.retain.metrics(r), "retain")}, point
+        return ({**_prefixed(self.forget.metrics(f), "forget"),
+                 **_prefixed(self.retain.metrics(r), "retain")}, point,
+                metric_units(f, self.forget_leaf))
+
+
+def metric_units(scores: dict[str, torch.Tensor], leaf: str) -> dict[str, list[float]]:
+    """The metric `leaf` (acc or ce) of an eval set as a ratio of per-item sums,
+    metric = Σ num / Σ den, for any benchmark's scores: exact-match items (num correct,
+    den 1), windows (hits or CE sums over tokens), lm-eval questions (correct or CE,
+    den 1). `den` is left out where it is all ones."""
+    if leaf == "acc":
+        num = scores["correct"] if "correct" in scores else scores["hits"]
+        den = None if "correct" in scores else scores["n_tok"]
+    elif leaf == "ce":
+        num = scores["ce_sum"] if "ce_sum" in scores else scores["ce"]
+        den = scores.get("n_tok")
+    else:
+        raise ValueError(f"no per-item form of metric '{leaf}'; valid: acc, ce")
+    out = {"num": [round(float(x), 6) for x in num.float().tolist()]}
+    if den is not None:
+        out["den"] = [float(x) for x in den.float().tolist()]
+    return out
 
 
 def _prefixed(metrics: Metrics, prefix: str) -> Metrics:
@@ -150,6 +190,7 @@ def run_one(cfg: RunConfig, model_dir: str | Path, lr: float, seed: int,
     t0 = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
+    cfg = resolved(cfg)
     a = cfg.attack
     bench = build_benchmark(cfg.data)
     tok = load_tokenizer(model_dir)
@@ -163,12 +204,14 @@ def run_one(cfg: RunConfig, model_dir: str | Path, lr: float, seed: int,
     at_budget: dict[str, Metrics] = {budget_key(0): full0}
     curve: list[dict[str, float]] = []
     points: dict[int, Metrics] = {0: point0}
+    units: dict[str, dict] = {}
     now = {"step": 0}
 
     def on_step(step: int, m: torch.nn.Module) -> None:
         now["step"] = step
         if step in budgets:  # full sets here; the curve point comes from the same scores
-            at_budget[budget_key(step)], points[step] = ev.full(m)
+            at_budget[budget_key(step)], points[step], units[budget_key(step)] = \
+                ev.full_with_units(m)
 
     def evaluate(m: torch.nn.Module) -> Metrics:
         step = now["step"]
@@ -183,7 +226,7 @@ def run_one(cfg: RunConfig, model_dir: str | Path, lr: float, seed: int,
     if save_to is not None:
         final = model.merge_and_unload() if a.lora_rank else model
         save_model(final, tok, save_to)
-    return {"lr": lr, "seed": seed, "curve": curve, "budgets": at_budget,
+    return {"lr": lr, "seed": seed, "curve": curve, "budgets": at_budget, "units": units,
             "steps": res.steps, "tokens": res.tokens, "flops": res.flops,
             "train_time_s": res.wall_time, "wall_time_s": time.perf_counter() - t0,
             "threads": torch.get_num_threads()}
@@ -239,6 +282,7 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
     run is kept in `runs/` so an interrupted grid resumes run by run.
     """
     t0 = time.time()
+    cfg = resolved(cfg)
     model_dir = model_folder(model_dir)
     key = attack_key(cfg, model_dir)
     d = attack_dir(cfg, model_dir, key)
@@ -327,7 +371,7 @@ def _attack_grid(cfg: RunConfig, model_dir: Path, d: Path, key: dict, ev: Attack
                  "eval_items": {"forget": len(ev.forget), "retain": len(ev.retain),
                                 "curve": len(ev.curve_idx)}},
         "start": start[0],
-        **aggregate(runs, budgets),
+        **aggregate(runs, budgets, retain=ev.retain_metric),
         "runs": runs,
         "workers": workers, "threads_per_worker": threads,
     }

@@ -76,19 +76,43 @@ def curve_peak(run: Run, budget: int, metric: str) -> float:
     return worse(vals)
 
 
+def utility_bound(spec: Any, before: float, floor: float) -> float | None:
+    """The worst retain value a counted attack may end at (None: no floor). `spec` has
+    `higher_is_better` (a benchmark MetricSpec).
+
+    Higher-is-better (accuracy): floor x before. Lower-is-better (CE): before / floor,
+    so a floor of 0.9 allows the CE to grow by 1/0.9 (about 11%). The one utility rule:
+    the search's trials and the grid's worst cases are judged by it alike.
+    """
+    if floor <= 0:
+        return None
+    return floor * before if spec.higher_is_better else before / floor
+
+
+def utility_ok(spec: Any, value: float | None, bound: float | None) -> bool:
+    if bound is None:
+        return True
+    if value is None or not math.isfinite(value):
+        return False
+    return value >= bound if spec.higher_is_better else value <= bound
+
+
 def budget_key(budget: int) -> str:
     """JSON object keys are strings: budget 40 is stored under "40"."""
     return str(int(budget))
 
 
-def worst_case(runs: Sequence[Run], budgets: Sequence[int], metric: str) -> dict[str, dict]:
+def worst_case(runs: Sequence[Run], budgets: Sequence[int], metric: str,
+               retain: str | None = None) -> dict[str, dict]:
     """Per budget k: the learning rate whose seed-mean of `metric` at step k is worst.
 
     Returns {"<k>": {"value", "std", "lr", "min", "max", "n_seeds", "values",
-    "curve_peak"}}: `value` is the seed-mean at the worst LR, std/min/max the spread over
-    seeds there, and `curve_peak` the worst seed-mean curve value at any evaluated step
-    <= k over all LRs (an adversary that also picks its stopping step; measured on the
-    curve subset). Ties between LRs go to the larger LR.
+    "curve_peak", "retain"}}: `value` is the seed-mean at the worst LR, std/min/max the
+    spread over seeds there, `retain` the seed-mean of the `retain` metric at that LR and
+    step (None without one: what the attack left of the model's utility, shown beside
+    every worst case), and `curve_peak` the worst seed-mean curve value at any evaluated
+    step <= k over all LRs (an adversary that also picks its stopping step; measured on
+    the curve subset). Ties between LRs go to the larger LR.
     """
     if not runs:
         raise ValueError("worst_case needs at least one run")
@@ -101,8 +125,10 @@ def worst_case(runs: Sequence[Run], budgets: Sequence[int], metric: str) -> dict
             vals = [budget_value(r, k, metric) for r in rs]
             mean, std = mean_std(vals)
             if best is None or (mean > best["value"] if hiw else mean < best["value"]):
+                kept = [budget_value(r, k, retain) for r in rs] if retain else []
                 best = {"value": mean, "std": std, "lr": lr, "min": min(vals),
-                        "max": max(vals), "n_seeds": len(vals), "values": vals}
+                        "max": max(vals), "n_seeds": len(vals), "values": vals,
+                        "retain": mean_std(kept)[0] if kept else None}
         assert best is not None
         flat = [v for rs in groups.values() for v in mean_curve(rs, metric, upto=k)["mean"]]
         best["curve_peak"] = (max(flat) if hiw else min(flat)) if flat else None
@@ -126,10 +152,12 @@ def curves_by_lr(runs: Sequence[Run], metric: str) -> dict[str, dict]:
 
 
 def aggregate(runs: Sequence[Run], budgets: Sequence[int],
-              metrics: Sequence[str] = ("forget/acc", "forget/ce")) -> dict:
-    """The `worst_case` and `curves` sections of relearn.json."""
+              metrics: Sequence[str] = ("forget/acc", "forget/ce"),
+              retain: str | None = None) -> dict:
+    """The `worst_case` and `curves` sections of relearn.json (`retain`: the benchmark's
+    retain metric, reported beside every worst case)."""
     return {
-        "worst_case": {m: worst_case(runs, budgets, m) for m in metrics},
+        "worst_case": {m: worst_case(runs, budgets, m, retain) for m in metrics},
         "curves": {m: curves_by_lr(runs, m) for m in metrics},
     }
 

@@ -53,6 +53,7 @@ from .grid import (
     attack_dir,
     model_label,
     plan_workers,
+    resolved,
 )
 from .robustness import budget_key
 from .space import (
@@ -79,7 +80,7 @@ def check_search(cfg: RunConfig, n_trials: int) -> dict[str, Params]:
     if n_trials <= 0:
         raise ConfigError(f"--search / study.attack_search: got {n_trials}; valid: a "
                           "positive number of trials per model")
-    return search_space(cfg, build_benchmark(cfg.data).attack_knobs())
+    return search_space(resolved(cfg), build_benchmark(cfg.data).attack_knobs())
 
 
 def search_key(cfg: RunConfig, model_dir: Path) -> dict[str, Any]:
@@ -123,6 +124,7 @@ def search_attack(cfg: RunConfig, model_dir: str | Path, n_trials: int, *,
     writes `search.json` in the attack folder and returns the folder. `force` starts
     the search afresh (not the grid); `log=None` is silent (the study's workers)."""
     log = log or _silent
+    cfg = resolved(cfg)
     space = check_search(cfg, n_trials)
     model_dir = model_folder(model_dir)
     d = attack(cfg, model_dir)  # the grid (cached; a forced study stage has just rerun it)
@@ -315,6 +317,7 @@ def replay_all(cfg: RunConfig, model_dirs: Sequence[str | Path], *, force: bool 
     worst case; returns the attacks folder. `force` needs no action here: a forced
     attack stage already removed its folder, replays included."""
     log = log or _silent
+    cfg = resolved(cfg)
     dirs = [model_folder(m) for m in model_dirs]
     folders = [attack_dir(cfg, m) for m in dirs]
     records = [read_json(f / "search.json") for f in folders]

@@ -25,7 +25,9 @@ from ..configlib import ConfigError
 from ..models import load_tokenizer
 from ..train import DivergedError
 from .grid import run_one
+from .robustness import utility_bound, utility_ok
 
+__all__ = ["utility_bound", "utility_ok"]  # the one utility rule (undo.robustness)
 Params = dict[str, Any]
 Start = tuple[dict[str, float], dict[str, float]]
 LORA_ONLY = ("lora_alpha", "lora_targets")  # drawn only for a LoRA trial (rank > 0)
@@ -120,25 +122,6 @@ def _inside(value: Any, spec: Params) -> bool:
 
 
 # ------------------------------------------------------------------- one trial
-
-
-def utility_bound(spec: MetricSpec, before: float, floor: float) -> float | None:
-    """The worst retain value a counted attack may end at (None: no floor).
-
-    Higher-is-better (accuracy): floor x before. Lower-is-better (CE): before / floor,
-    so a floor of 0.9 allows the CE to grow by 1/0.9 (about 11%).
-    """
-    if floor <= 0:
-        return None
-    return floor * before if spec.higher_is_better else before / floor
-
-
-def utility_ok(spec: MetricSpec, value: float, bound: float | None) -> bool:
-    if bound is None:
-        return True
-    if not math.isfinite(value):
-        return False
-    return value >= bound if spec.higher_is_better else value <= bound
 
 
 def lora_modules(model: torch.nn.Module, group: str) -> list[str]:

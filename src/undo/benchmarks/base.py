@@ -118,6 +118,10 @@ class Benchmark(Protocol):
     def attack_knobs(self) -> dict[str, dict[str, Any]]:
         """AttackConfig fields the attack search may vary, as parameter specs."""
 
+    def paper_retain_fraction(self) -> float:
+        """The share of retain data in the paper's attack on this benchmark (what
+        `attack.retain_fraction: null` means)."""
+
     def check_attack(self, attack: Any, data: Sequence[AttackData], steps: int,
                      tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
         """Refuse attack data without forget-domain data or overlapping evaluation data;

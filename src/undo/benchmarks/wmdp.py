@@ -97,6 +97,10 @@ class Benchmark(text.Benchmark):
                                         tokenizer)
         return self._sets[key]
 
+    def paper_retain_fraction(self) -> float:
+        """0.5: run_relearn_wmdp.py interleaves forget and retain corpora 50/50."""
+        return 0.5
+
     def provenance(self, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
         """Per lm-eval set: tasks, versions, shots, limits, seeds, the lm-eval version."""
         return {n: self.eval_set(n, tokenizer).provenance()  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from . import views
+from .errorbars import html_intervals
 from .search import section as search_section
 from .table import fmt, fmt_count, fmt_fraction, fmt_ms, fmt_seconds, group_rows, rows
 
@@ -182,6 +183,7 @@ def render_html(summary: dict, figures: dict[str, bytes], verdict: str, composed
 <p class="note">Hover a worst-case value for its learning rate, a model name for its stage
 folder. Compute columns are fractions of the gold standard's steps and FLOPs.</p>
 {group_table(summary)}
+{html_intervals(summary, _e)}
 {search_section(summary)}
 <h2>Figures</h2>
 {figs}

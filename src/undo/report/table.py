@@ -204,8 +204,11 @@ def format_table(summary: dict) -> str:
               f"over the attack LRs after k steps (mean over attack seeds); R@k: robustness "
               f"(0 = unlearn-only, 1 = gold standard); compute: steps / gold-standard steps")
     per_model = [line(header), rule, *(line(b) for b in body), rule, *_wrap(legend, 96)]
+    from .errorbars import format_intervals  # it formats with this module's helpers
+
     groups = format_groups(summary)
-    return "\n".join(per_model + (["", groups] if groups else []))
+    ci = format_intervals(summary)
+    return "\n".join(per_model + (["", groups] if groups else []) + (["", ci] if ci else []))
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -8,6 +8,7 @@ reversed) the sentence says so instead of staying silent.
 from __future__ import annotations
 
 from . import views
+from .errorbars import has_intervals, verdict_sentences
 from .table import fmt_fraction
 
 MATCH = 0.9  # robustness at or above this counts as "matched the gold standard" (1 = gold)
@@ -216,6 +217,8 @@ def compose_verdict(summary: dict) -> str:
     if not summary.get("gold_standard", True):
         parts = [*_without_gold(summary), _retain(summary), _unrecovered(summary)]
         return " ".join(p for p in parts if p)
+    if has_intervals(summary):  # comparisons only where the 95% intervals separate
+        return " ".join([*verdict_sentences(summary), *filter(None, [_retain(summary)])])
     parts = [_fragility(summary), *_undo(summary), _distill(summary), _oracles(summary),
              _retain(summary), _unrecovered(summary)]
     return " ".join(p for p in parts if p)

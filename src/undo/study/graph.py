@@ -41,7 +41,8 @@ class Model:
     stage_dir: Path
     alpha: float | None = None
     seed: int | None = None
-    attack_dir: Path | None = None
+    attack_dir: Path | None = None  # the headline attack (the first of study.attacks)
+    attack_dirs: dict[str, Path] = field(default_factory=dict)  # every attack, by name
 
     @property
     def model_dir(self) -> Path:
@@ -285,38 +286,61 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
             stage_log(f"distill-from-*-s{seeds[0]}", steps))
 
     # Attacks: every model but the base (a reference point, not a candidate), each as
-    # soon as its model exists.
-    n_runs = len(cfg.attack.lrs) * len(cfg.attack.seeds)
+    # soon as its model exists, with every attack of `study.attacks`.
     if selected("attack"):
+        named = study_attacks(cfg)
         for dep, m in list(made_by.items()):
             if m.kind == "base":
                 continue
-            add(None, f"attack {m.name}", "attack", (dep,),
-                lambda d, dep=dep, m=m: attack_job(cfg, dep, d[dep] / "model", m.seed),
-                runs_progress(lambda m=m: f"{m.stage_dir.name}-*", root / "attacks", n_runs))
-            tasks[-1].after.append(lambda d, m=m: setattr(m, "attack_dir", d))
+            for name, acfg in named.items():
+                a_cfg = attack_config(acfg, m.seed, seeds)
+                n_runs = len(a_cfg.attack.lrs) * len(a_cfg.attack.seeds)
+                suffix = "" if name == next(iter(named)) else f" ({name})"
+                add(None, f"attack {m.name}{suffix}", "attack", (dep,),
+                    lambda d, dep=dep, a_cfg=a_cfg: attack_job(a_cfg, dep, d[dep] / "model"),
+                    runs_progress(lambda m=m: f"{m.stage_dir.name}-*", root / "attacks",
+                                  n_runs))
+                tasks[-1].after.append(lambda d, m=m, name=name: m.attack_dirs.__setitem__(
+                    name, d))
+                if not suffix:
+                    tasks[-1].after.append(lambda d, m=m: setattr(m, "attack_dir", d))
         if cfg.study.attack_search:
             _add_search_tasks(cfg, tasks, made_by)
     return tasks, models
 
 
-def attack_job(cfg: RunConfig, name: str, model_dir: Path, seed: int | None) -> Job:
-    """The attack of one model, with each run of its grid as a part."""
+def attack_job(acfg: RunConfig, name: str, model_dir: Path) -> Job:
+    """The attack of one model under `acfg` (its attack and seeds), with each run of its
+    grid as a part."""
     from ..attacks.grid import attack, attack_run, grid_runs
 
-    acfg = attack_config(cfg, seed)
     parts = [Job(f"attack {name} lr={lr:g} seed={s}", attack_run, (str(model_dir), lr, s),
-                 cfg=acfg) for lr, s in grid_runs(acfg or cfg)]
+                 cfg=acfg) for lr, s in grid_runs(acfg)]
     return Job(f"attack {name}", attack, (model_dir,), {}, acfg, parts)
 
 
-def attack_config(cfg: RunConfig, seed: int | None) -> RunConfig | None:
+def study_attacks(cfg: RunConfig) -> dict[str, RunConfig]:
+    """{attack name: its config}, the headline first (`study.attacks`). `forget_only` is
+    left out where the paper's attack is forget-only already (the same attack)."""
+    from ..attacks.grid import resolved
+
+    paper = resolved(cfg)
+    forget_only = replace(cfg, attack=replace(cfg.attack, retain_fraction=0.0))
+    out = {name: paper if name == "paper" else forget_only for name in cfg.study.attacks}
+    if len(out) > 1 and paper.attack.retain_fraction == 0.0:
+        out.pop("forget_only")
+    return out
+
+
+def attack_config(cfg: RunConfig, seed: int | None, study_seeds: list[int]) -> RunConfig:
     """The attack config of a model distilled at `seed`: the attack seeds shifted by it,
-    so seeds of a study differ in their attacks too (seed 0 and unseeded models: None,
-    the study's own config)."""
-    if not seed:
-        return None
-    return replace(cfg, attack=replace(cfg.attack, seeds=[a + seed for a in cfg.attack.seeds]))
+    so seeds of a study differ in their attacks too. A model made once for every seed
+    (gold, unlearn-only: `seed` None) is attacked with every student's attack seeds, so
+    each seed's robustness is scaled by references attacked with that seed's draws."""
+    base = cfg.attack.seeds
+    shifted = ([a + s for s in study_seeds for a in base] if seed is None
+               else [a + seed for a in base])
+    return replace(cfg, attack=replace(cfg.attack, seeds=list(dict.fromkeys(shifted))))
 
 
 def _add_search_tasks(cfg: RunConfig, tasks: list[Task], made_by: dict[str, Model]) -> None:

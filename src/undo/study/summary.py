@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..artifacts import environment, read_json, write_json
-from ..attacks.robustness import budget_key, compute_ratio, robustness
+from ..attacks.intervals import Study as IntervalStudy
+from ..attacks.intervals import attacked, intervals, seed_interval
+from ..attacks.robustness import (
+    budget_key,
+    compute_ratio,
+    robustness,
+    utility_bound,
+    utility_ok,
+)
 from ..config import RunConfig
 from ..configlib import to_dict
 
@@ -21,17 +29,28 @@ SCHEMA_VERSION = 1
 DISTILLED = ("undo", "unlearn_distill", "oracle_base", "oracle_random")
 
 
-def _attack_section(attack_dir: Path | None, metric: str) -> dict[str, Any] | None:
+def _attack_section(attack_dir: Path | None, metric: str, retain: Any,
+                    floor: float) -> dict[str, Any] | None:
+    """One attack of a model: its worst case per budget with the attacked model's retain
+    metric beside it, judged by the one utility rule (`utility_ok`: retain kept within
+    `search.utility_floor` of its pre-attack value, as the search's trials are). A worst
+    case that broke it is flagged here and in the report, neither dropped nor hidden."""
     if attack_dir is None:
         return None
     rel = read_json(attack_dir / "relearn.json")
     worst = rel["worst_case"][metric]
     curves = rel["curves"][metric]
+    before = rel["start"].get(retain.name)
+    bound = utility_bound(retain, before, floor) if before is not None else None
     return {
         "lrs": rel["lrs"],
         "seeds": rel["seeds"],
+        "retain_fraction": rel["attack"].get("retain_fraction"),
         "curves": curves,
-        "worst_case": {k: {"value": w["value"], "std": w["std"], "lr": w["lr"]}
+        "retain_before": before,
+        "worst_case": {k: {"value": w["value"], "std": w["std"], "lr": w["lr"],
+                           "retain": w.get("retain"),
+                           "utility_ok": utility_ok(retain, w.get("retain"), bound)}
                        for k, w in worst.items()},
         "relearn_json": str(attack_dir / "relearn.json"),
     }
@@ -67,6 +86,81 @@ def _search_robustness(entries: list[dict[str, Any]], ref_u: dict | None, ref_g:
             e["robustness_search"][k] = robustness(p, u, g, tol=tol) if ok else None
 
 
+def _robustness(e: dict[str, Any] | None, key: str, ref_u: dict | None, ref_g: dict | None,
+                budgets: list[int], tol: float) -> dict[str, float | None]:
+    """Robustness per budget from the attack section `key` of a model (`e[key]`) and of
+    the two references; undefined (null) for the references themselves and wherever an
+    attack is missing."""
+    out: dict[str, float | None] = {budget_key(k): None for k in budgets}
+    a, u, g = ((x or {}).get(key) for x in (e, ref_u, ref_g))
+    if (e or {}).get("kind") in ("base", "gold", "unlearn_only") or not (a and u and g):
+        return out
+    for k in map(budget_key, budgets):
+        p, pu, pg = (s["worst_case"].get(k) for s in (a, u, g))
+        out[k] = robustness(p["value"], pu["value"], pg["value"], tol) \
+            if p and pu and pg else None
+    return out
+
+
+def arm_of(e: dict[str, Any]) -> str | None:
+    """The arm a distilled student belongs to (its seeds are resampled together)."""
+    if e["kind"] == "undo":
+        return f"UNDO α={e['alpha']:g}"
+    return "Unlearn-and-Distill" if e["kind"] == "unlearn_distill" else None
+
+
+def _intervals(models: list[Model], entries: list[dict[str, Any]], budgets: list[int],
+               higher_is_worse: bool, tol: float, order: list[str]) -> dict[str, Any]:
+    """`intervals`: per attack and budget, 95% bootstrap intervals over eval items,
+    attack seeds and model seeds (undo.attacks.intervals); per arm, compute over model seeds.
+    Students that did not recover are left out of their arm (and named)."""
+    out: dict[str, Any] = {"attacks": {}, "compute": {}, "not_counted": []}
+    names = [n for n in order if any(n in m.attack_dirs for m in models)]
+    runs = {(m.name, n): read_json(d / "relearn.json")["runs"]
+            for m in models for n, d in m.attack_dirs.items()}
+    by_name = {e["name"]: e for e in entries}
+    for name in names:
+        out["attacks"][name] = {}
+        for k in (b for b in budgets if b > 0):
+            def att(m: Model, k: int = k, name: str = name) -> Any:
+                r = runs.get((m.name, name))
+                return None if r is None else attacked(r, k, higher_is_worse)
+
+            arms: dict[str, list[Any]] = {}
+            singles: dict[str, Any] = {}
+            refs: dict[str, Any] = {}
+            for m in models:
+                e, a = by_name[m.name], att(m)
+                if a is None or m.kind == "base":
+                    continue
+                if m.kind in ("gold", "unlearn_only"):
+                    refs[m.kind] = a
+                elif (arm := arm_of(e)) is None:
+                    singles[m.name] = a
+                elif e.get("recovered") is not False:
+                    arms.setdefault(arm, []).append(a)
+            any_model = next(iter([*refs.values(), *singles.values(),
+                                   *(x for v in arms.values() for x in v)]), None)
+            if any_model is None:
+                continue
+            n_items = len(next(iter(any_model.seeds.values()))[0])
+            out["attacks"][name][budget_key(k)] = intervals(
+                IntervalStudy(refs.get("gold"), refs.get("unlearn_only"), arms, singles,
+                              n_items), tol)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for e in entries:
+        if (arm := arm_of(e)) is not None:
+            if e.get("recovered") is False:
+                out["not_counted"].append(e["name"])
+            groups.setdefault(arm, []).append(e)
+    for arm, es in groups.items():
+        out["compute"][arm] = {
+            key: seed_interval([x["compute"].get(key) for x in es])
+            for key in ("fraction_of_gold_steps", "fraction_of_gold_flops",
+                        "total_fraction_of_gold_steps", "total_fraction_of_gold_flops")}
+    return out
+
+
 def compute_of(stage: dict[str, Any], gold: dict[str, Any] | None) -> dict[str, Any]:
     """What a model cost, and as a fraction of the gold standard's pretraining: the one
     place these ratios are taken, from the raw counts each stage records.
@@ -86,6 +180,24 @@ def compute_of(stage: dict[str, Any], gold: dict[str, Any] | None) -> dict[str, 
     return out
 
 
+def _total_compute(entries: list[dict[str, Any]], unlearn: dict[str, Any] | None) -> None:
+    """`compute.total_*` of UNDO and Unlearn-and-Distill students: unlearning (their
+    teacher) plus distillation, steps and FLOPs, raw and as fractions of the gold
+    standard's pretraining; the unlearn-only model's total is its own."""
+    if unlearn is None:
+        return
+    u = unlearn["compute"]
+    u.update({f"total_{k}": u.get(k) for k in ("steps", "flops", "fraction_of_gold_steps",
+                                                "fraction_of_gold_flops")})
+    for e in entries:
+        if e["kind"] not in ("undo", "unlearn_distill"):
+            continue
+        c = e["compute"]
+        for k in ("steps", "flops", "fraction_of_gold_steps", "fraction_of_gold_flops"):
+            c[f"total_{k}"] = None if c.get(k) is None or u.get(k) is None \
+                else c[k] + u[k]
+
+
 def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> dict[str, Any]:
     """Every model's metrics, attack worst cases, robustness and compute."""
     from ..benchmarks import build_benchmark
@@ -97,6 +209,7 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
     unlearn_name = next((m.name for m in models if m.kind == "unlearn_only"), None)
     gold_stage = stage[gold_name] if gold_name else None
     budgets = sorted({int(b) for b in cfg.attack.budgets} | {cfg.attack.steps})
+    floor = cfg.search.utility_floor
 
     entries = []
     for m in models:
@@ -108,7 +221,9 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
             "metrics": metrics,
             "compute": compute_of(s, gold_stage if m.kind not in ("base", "gold") else None),
             "wall_time_s": s.get("wall_time_s"),
-            "attack": _attack_section(m.attack_dir, forget_metric.name),
+            "attack": _attack_section(m.attack_dir, forget_metric.name, retain_metric, floor),
+            "attacks": {name: _attack_section(d, forget_metric.name, retain_metric, floor)
+                        for name, d in m.attack_dirs.items()},
             "search": _search_section(m.attack_dir) if cfg.study.attack_search else None,
             # Distilled models only: did the student recover its teacher's retain ability
             # within budget (null for models that are not distilled)?
@@ -117,23 +232,19 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
 
     by_name = {e["name"]: e for e in entries}
     ref_u = by_name.get(unlearn_name) if unlearn_name else None
+    _total_compute(entries, ref_u)
     ref_g = by_name[gold_name] if gold_name else None
+    tol = cfg.study.min_robustness_gap
     for e in entries:
-        # Undefined (null) for the reference models and wherever an attack is missing.
-        e["robustness"] = {budget_key(k): None for k in budgets}
-        if e["kind"] in ("base", "gold", "unlearn_only") or not e["attack"] or not ref_u \
-                or not ref_u["attack"] or not ref_g or not ref_g["attack"]:
-            continue
-        for k in budgets:
-            key = budget_key(k)
-            p = e["attack"]["worst_case"].get(key)
-            u = ref_u["attack"]["worst_case"].get(key)
-            g = ref_g["attack"]["worst_case"].get(key)
-            e["robustness"][key] = (robustness(p["value"], u["value"], g["value"],
-                                               tol=cfg.study.min_robustness_gap)
-                                    if p and u and g else None)
+        e["robustness"] = _robustness(e, "attack", ref_u, ref_g, budgets, tol)
+        e["robustness_by_attack"] = {
+            name: _robustness(e["attacks"], name, (ref_u or {}).get("attacks"),
+                              (ref_g or {}).get("attacks"), budgets, tol)
+            for name in e["attacks"]} if e["kind"] not in ("base", "gold", "unlearn_only") \
+            else {}
 
     _search_robustness(entries, ref_u, ref_g, budgets, cfg.study.min_robustness_gap)
+    hiw = forget_metric.higher_is_better
     return {
         "schema_version": SCHEMA_VERSION,
         "study": cfg.name,
@@ -152,7 +263,9 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
                           "higher_is_better": retain_metric.higher_is_better,
                           "chance": retain_metric.chance},
         "budgets": budgets,
+        "attacks": list(cfg.study.attacks),
         "models": entries,
+        "intervals": _intervals(models, entries, budgets, hiw, tol, list(cfg.study.attacks)),
         "wall_time_s": wall_time_s,
     }
 

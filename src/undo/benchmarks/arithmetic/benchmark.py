@@ -284,6 +284,11 @@ class Benchmark:
                        seed: str) -> AttackBatches:
         return AttackBatches(self.data, attack, tokenizer, seed)
 
+    def paper_retain_fraction(self) -> float:
+        """The retain ops' share of the base model's pretraining mix (`op_weights`): the
+        authors' arithmetic attack trains on the whole pretraining mix."""
+        return self.data.retain_share()
+
     def attack_knobs(self) -> dict[str, dict[str, Any]]:
         """The attack search may also choose the share of word-problem batches."""
         return {"word_fraction": {"type": "float", "low": 0.0, "high": 1.0,

@@ -351,6 +351,10 @@ class Benchmark:
         n_retain = round(attack.batch_size * attack.retain_fraction)
         return AttackBatches(forget, retain, attack.batch_size - n_retain, n_retain, seed)
 
+    def paper_retain_fraction(self) -> float:
+        """0: the authors' language attack trains on the forget language only."""
+        return 0.0
+
     def attack_knobs(self) -> dict[str, dict[str, Any]]:
         """None beyond the search's own (the forget / retain share is one of them)."""
         return {}
