@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .schema import budget_key
-from .table import fmt, fmt_fraction
+from .views import fmt, fmt_fraction
 
 ATTACK_LABELS = {"paper": "the paper's attack", "forget_only": "the forget-only attack"}
 

@@ -10,23 +10,8 @@ from dataclasses import dataclass
 
 from ..attacks.robustness import budget_key
 from . import views
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    """A metric value; `-` where undefined (null), `nan` where the run produced NaN."""
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return f"{value:.{digits}f}"
-
-
-def fmt_fraction(value: float | None) -> str:
-    """A compute fraction as a percentage; small ones keep a decimal (unlearning is ~0.3%)."""
-    if value is None:
-        return "-"
-    pct = 100 * value
-    return f"{pct:.1f}%" if abs(pct) < 10 else f"{pct:.0f}%"
+from .errorbars import format_intervals
+from .views import fmt, fmt_fraction
 
 
 def fmt_seconds(s: float) -> str:
@@ -204,8 +189,6 @@ def format_table(summary: dict) -> str:
               f"over the attack LRs after k steps (mean over attack seeds); R@k: robustness "
               f"(0 = unlearn-only, 1 = gold standard); compute: steps / gold-standard steps")
     per_model = [line(header), rule, *(line(b) for b in body), rule, *_wrap(legend, 96)]
-    from .errorbars import format_intervals  # it formats with this module's helpers
-
     groups = format_groups(summary)
     ci = format_intervals(summary)
     return "\n".join(per_model + (["", groups] if groups else []) + (["", ci] if ci else []))

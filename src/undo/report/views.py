@@ -27,6 +27,23 @@ KIND_LABELS = {
 }
 
 
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A metric value; `-` where undefined (null), `nan` where the run produced NaN."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return f"{value:.{digits}f}"
+
+
+def fmt_fraction(value: float | None) -> str:
+    """A compute fraction as a percentage; small ones keep a decimal (unlearning is ~0.3%)."""
+    if value is None:
+        return "-"
+    pct = 100 * value
+    return f"{pct:.1f}%" if abs(pct) < 10 else f"{pct:.0f}%"
+
+
 def largest_budget(summary: dict) -> int:
     return int(summary["budgets"][-1])
 
