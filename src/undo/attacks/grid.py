@@ -46,7 +46,7 @@ from ..artifacts import (
     write_json,
 )
 from ..benchmarks import build_benchmark
-from ..benchmarks.base import Benchmark, take
+from ..benchmarks.base import Benchmark, retain_share, take
 from ..benchmarks.evaluate import evaluate
 from ..config import AttackConfig, OptimConfig, RunConfig
 from ..configlib import ConfigError
@@ -74,13 +74,14 @@ def resolved(cfg: RunConfig) -> RunConfig:
     (`Benchmark.paper_retain_fraction`), so cache keys and records hold the share run."""
     if cfg.attack.retain_fraction is not None:
         return cfg
-    share = build_benchmark(cfg.data).paper_retain_fraction()
+    share = retain_share(build_benchmark(cfg.data), cfg.attack)
     return replace(cfg, attack=replace(cfg.attack, retain_fraction=share))
 
 
 def attack_key(cfg: RunConfig, model_dir: str | Path) -> dict[str, Any]:
-    # `workers` only decides where the grid's runs execute, not their results.
-    attack = {k: v for k, v in asdict(cfg.attack).items() if k != "workers"}
+    # `workers` only decides where the grid's runs execute, not their results; a null
+    # retain_fraction is keyed as the share it runs.
+    attack = {k: v for k, v in asdict(resolved(cfg).attack).items() if k != "workers"}
     return {"model": model_identity(model_dir), "attack": attack,
             "data": asdict(cfg.data), "seed": cfg.seed}
 

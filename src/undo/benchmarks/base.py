@@ -134,6 +134,13 @@ class Benchmark(Protocol):
         what that data role trains on."""
 
 
+def retain_share(bench: Any, attack: Any) -> float:
+    """The share of retain data in an attack's batches: `attack.retain_fraction`, or the
+    benchmark's paper attack (`paper_retain_fraction`) where it is null."""
+    share = attack.retain_fraction
+    return bench.paper_retain_fraction() if share is None else float(share)
+
+
 def take(scores: Scores, idx: Sequence[int]) -> Scores:
     """The scores of the units `idx` (positions into `scores`)."""
     ii = torch.as_tensor(list(idx), dtype=torch.long)

@@ -25,7 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...configlib import ConfigError, check
 from ...tokenizers import build_char_tokenizer
-from ..base import Batch, BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches
+from ..base import Batch, BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches, retain_share
 from .data import ArithmeticData, Item, ItemStream, encode, fact_key
 
 if TYPE_CHECKING:
@@ -119,12 +119,12 @@ class AttackBatches:
     """
 
     def __init__(self, data: ArithmeticData, a: AttackConfig,
-                 tokenizer: PreTrainedTokenizerBase, seed: str) -> None:
+                 tokenizer: PreTrainedTokenizerBase, seed: str, retain: float) -> None:
         self.tokenizer, self.seed = tokenizer, seed
         self.ops = list(a.ops or data.forget_ops)
         self.word_fraction = (data.cfg.word_problem_fraction if a.word_fraction is None
                               else a.word_fraction)
-        self.n_retain = round(a.batch_size * a.retain_fraction)
+        self.n_retain = round(a.batch_size * retain)
         self.n_main = a.batch_size - self.n_retain
         self.parts = [((data.stream(ops, "attack", word_fraction=0.0),
                         data.stream(ops, "attack", word_fraction=1.0)), n)
@@ -282,7 +282,7 @@ class Benchmark:
 
     def attack_batches(self, attack: AttackConfig, tokenizer: PreTrainedTokenizerBase,
                        seed: str) -> AttackBatches:
-        return AttackBatches(self.data, attack, tokenizer, seed)
+        return AttackBatches(self.data, attack, tokenizer, seed, retain_share(self, attack))
 
     def paper_retain_fraction(self) -> float:
         """The retain ops' share of the base model's pretraining mix (`op_weights`): the
@@ -308,7 +308,7 @@ class Benchmark:
         if n_forget == 0 and not attack.allow_no_forget:
             raise ConfigError(
                 f"the attack data holds no forget-domain items (attack.ops={attack.ops}, "
-                f"attack.retain_fraction={attack.retain_fraction}; forget ops are "
+                f"attack.retain_fraction={retain_share(self, attack):g}; forget ops are "
                 f"{', '.join(forget_ops)}): a relearning attack must train on forget-domain "
                 f"data. Valid: attack.ops with a forget op and retain_fraction < 1, or "
                 f"attack.allow_no_forget=true to attack without forget data on purpose")
@@ -321,7 +321,7 @@ class Benchmark:
                 if fact_key(it.op, it.a, it.b) in attack_facts:
                     raise RuntimeError(f"evaluated item {it} is a fact of the attack split")
         return {"train_ops": list(attack.ops or forget_ops),
-                "retain_ops": self.data.retain_ops if attack.retain_fraction > 0 else [],
+                "retain_ops": self.data.retain_ops if retain_share(self, attack) > 0 else [],
                 "forget_ops": forget_ops, "split": "attack",
                 "item_counts": {"forget_items": n_forget, "total_items": sum(counts.values()),
                                 **counts},

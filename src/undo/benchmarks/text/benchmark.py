@@ -27,7 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...configlib import ConfigError, check
 from ...tokenizers import train_bpe_tokenizer
-from ..base import BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches
+from ..base import BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches, retain_share
 from .corpus import SUFFIXES, AttackBatches, Corpus, Mixture, WindowBatches, pack
 
 if TYPE_CHECKING:
@@ -345,10 +345,11 @@ class Benchmark:
 
     def attack_batches(self, attack: AttackConfig, tokenizer: PreTrainedTokenizerBase,
                        seed: str) -> AttackBatches:
+        share = retain_share(self, attack)
         forget = Mixture(self._mixture(self._attack_role(), "attack", tokenizer))
         retain = (Mixture(self._mixture("retain", "attack", tokenizer))
-                  if attack.retain_fraction > 0 else None)
-        n_retain = round(attack.batch_size * attack.retain_fraction)
+                  if share > 0 else None)
+        n_retain = round(attack.batch_size * share)
         return AttackBatches(forget, retain, attack.batch_size - n_retain, n_retain, seed)
 
     def paper_retain_fraction(self) -> float:
@@ -368,11 +369,11 @@ class Benchmark:
         if n_forget == 0 and not attack.allow_no_forget:
             raise ConfigError(
                 f"the attack data holds no forget-domain windows (attack.retain_fraction="
-                f"{attack.retain_fraction}, attack.batch_size={attack.batch_size}): a "
+                f"{retain_share(self, attack):g}, attack.batch_size={attack.batch_size}): a "
                 f"relearning attack must train on forget-domain data. Valid: retain_fraction "
                 f"< 1, or attack.allow_no_forget=true to attack without forget data on purpose")
         role = self._attack_role()
-        roles = [role] + (["retain"] if attack.retain_fraction > 0 else [])
+        roles = [role] + (["retain"] if retain_share(self, attack) > 0 else [])
         evaluated = self.corpora["forget"].ids("eval") | self.corpora["retain"].ids("eval")
         overlap = sum(len(self.corpora[r].ids("attack") & evaluated) for r in roles)
         if overlap:
