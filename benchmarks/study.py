@@ -1,7 +1,7 @@
 """The default study's floors, measured by the study itself.
 
     python benchmarks/study.py --from-scratch [--out benchmarks/results/study.json]
-    python benchmarks/study.py [RUN_DIR] [--rerun] [--out ...]
+    python benchmarks/study.py [RUN_DIR] [--rerun] [--out ...] [--wall-s S --conditions TEXT]
 
 --from-scratch runs the default study (`undo run`, the README's first command) into a
 fresh folder (benchmarks/results/study-run, ignored by git), times it end to end (process
@@ -144,6 +144,10 @@ def main() -> int:
     ap.add_argument("--scratch-dir", default="benchmarks/results/study-run",
                     help="where --from-scratch runs (removed first)")
     ap.add_argument("--compare", help="another run's summary.json: equal but for timings?")
+    ap.add_argument("--wall-s", type=float,
+                    help="the study's end-to-end wall time, measured outside (process start "
+                         "to exit of a background `undo run`)")
+    ap.add_argument("--conditions", help="what else ran on the machine meanwhile")
     args = ap.parse_args()
     run = Path(args.run_dir)
     scratch_wall = None
@@ -160,8 +164,9 @@ def main() -> int:
     summary = read_json(run / "summary.json")
     result = {"run_dir": str(run), "from_scratch": args.from_scratch,
               "study_wall_time_s": scratch_wall if scratch_wall is not None
-              else summary.get("wall_time_s"),
+              else args.wall_s if args.wall_s is not None else summary.get("wall_time_s"),
               "study_wall_time_floor_s": 20 * 60, "findings": findings(summary),
+              "conditions": args.conditions,
               "environment": environment("cpu")}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
