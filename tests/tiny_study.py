@@ -23,6 +23,8 @@ SETTINGS = [
     "attack.curve_items_per_op=2", "attack.seeds=[0,1]",
     "study.alphas=[0.5]", "study.seeds=[0]", "study.gold=none", "study.unlearn_distill=false",
     "study.oracles=false", "study.workers=1",
+    # One attack per model keeps the kill points few; both attacks: tests/test_pipeline.py.
+    "study.attacks=[paper]",
 ]
 # Fields that differ between two runs of one command: timings, paths, and what the
 # teacher cache spent building (a resumed run reuses the chunks built before the kill; a
