@@ -97,9 +97,9 @@ def test_noise_on_each_family(saved, name):
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     same, _ = noised_copy(model, NoiseConfig(alpha=0.0), seed=0)
     assert all(torch.equal(v, before[k]) for k, v in same.named_parameters())
-    # β = 0: pure shrink, so every weight must be exactly halved once; a tied head
-    # noised twice would be quartered.
-    rep = apply_noise(model, 0.5, 0.0, torch.Generator().manual_seed(0))
+    # β = 0 with the literal shrink of every tensor: every weight must be exactly halved
+    # once; a tied head noised twice would be quartered.
+    rep = apply_noise(model, 0.5, 0.0, torch.Generator().manual_seed(0), norms="shrink")
     assert all(torch.allclose(v, 0.5 * before[k]) for k, v in model.named_parameters())
     head = model.get_output_embeddings().weight
     head_name = next(k for k, v in model.named_parameters() if v is head)  # tied: the embedding
