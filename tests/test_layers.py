@@ -14,7 +14,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first. A module matches the longest prefix listed.
 LAYERS: list[tuple[str, ...]] = [
-    ("undo.configlib", "undo.registry", "undo.artifacts", "undo.runtime", "undo.integrity"),
+    ("undo.configlib", "undo.provenance", "undo.registry", "undo.artifacts", "undo.runtime",
+     "undo.integrity"),
     ("undo.architectures", "undo.tokenizers", "undo.compute", "undo.sharding",
      "undo.checkpoint"),
     ("undo.models",),

@@ -52,6 +52,19 @@ def test_run_writes_artifacts_with_valid_schema(study):
 
 
 @pytest.mark.slow
+def test_every_stage_and_the_summary_record_provenance(study):
+    """undo's version and commit and the library versions beside every result."""
+    summary = json.loads((study / "summary.json").read_text())
+    metas = [json.loads(p.read_text()) for p in study.glob("*/*/meta.json")]
+    assert len(metas) == len(list(study.glob("*/*/summary.json"))) > 10  # stages, attacks
+    for env in [summary["environment"], *metas]:
+        assert env["undo"]["version"] == "0.1.0"
+        assert len(env["undo"]["git"]["commit"]) == 40  # the tests run from a checkout
+        assert env["versions"]["torch"] and env["versions"]["transformers"]
+        assert env["model_source"] is None  # a preset: built from config, no hub model
+
+
+@pytest.mark.slow
 def test_rerun_reuses_every_stage(study, capsys):
     before = {p: p.stat().st_mtime_ns for p in study.glob("stages/*/summary.json")}
     first = json.loads((study / "summary.json").read_text())

@@ -405,8 +405,23 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+class _Version(argparse.Action):
+    """`undo --version`: the version and, from a git checkout, its commit (asked of git
+    only when the option is given)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from .provenance import version_line
+
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="undo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (fn, help_, add_options) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)

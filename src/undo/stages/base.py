@@ -26,14 +26,16 @@ from ..artifacts import (
     environment,
     is_done,
     json_text,
+    read_json,
     stage_lock,
     write_json,
     write_text,
 )
-from ..config import RunConfig, run_config
+from ..config import ModelConfig, RunConfig, run_config
 from ..configlib import ConfigError, dump_yaml, to_dict
 from ..integrity import write_manifest
 from ..models import save_model
+from ..provenance import model_source
 from ..runtime import process_state
 
 
@@ -137,6 +139,8 @@ class StageResult:
     tokenizer: Any = None
     accelerator: Any = None
     device: str | None = None
+    # Where the stage's input model came from (`source_of`), for its meta.json.
+    source: dict[str, Any] | None = None
 
 
 def run_stage(d: Path, key: dict[str, Any], work: Callable[[], StageResult], *,
@@ -155,18 +159,39 @@ def run_stage(d: Path, key: dict[str, Any], work: Callable[[], StageResult], *,
             if out.model is not None:
                 save_model(out.model, out.tokenizer, d / "model")
             device = out.device or (str(acc.device) if acc is not None else None)
-            finish(d, {**out.summary, "wall_time_s": time.time() - t0}, key, device=device)
+            finish(d, {**out.summary, "wall_time_s": time.time() - t0}, key, device=device,
+                   source=out.source)
         if acc is not None:
             acc.wait_for_everyone()
     return d
 
 
+def source_of(model: str | Path | ModelConfig | None) -> dict[str, Any] | None:
+    """Where a stage's input model came from, for its meta.json: for a model config, its
+    hub id or folder (and resolved hub commit); for a stage's `model/` folder, what that
+    stage's meta.json recorded (so an UNDO student names the hub commit its base had)."""
+    if model is None:
+        return None
+    if isinstance(model, ModelConfig):
+        return model_source(model.name_or_path, model.revision, model.gguf_file)
+    d = Path(model).resolve()
+    if d.parent.name == "snapshots" and d.parent.parent.name.startswith("models--"):
+        # A hub cache snapshot (a hub id given to `undo attack`): the folder is the commit.
+        repo = d.parent.parent.name.removeprefix("models--").replace("--", "/")
+        return {"name_or_path": repo, "gguf_file": None, "revision": None,
+                "hub_commit": d.name}
+    if d.name == "model" and (d.parent / "meta.json").is_file():
+        return read_json(d.parent / "meta.json").get("model_source")
+    return model_source(str(d))
+
+
 def finish(d: Path, summary: dict[str, Any], depends_on: dict[str, Any],
-           device: str | None = None) -> dict[str, Any]:
-    """Write config, provenance, the manifest of every file (the summary's bytes
-    included, undo.integrity) and, last, the summary that marks the stage finished."""
+           device: str | None = None, source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write config, provenance (versions, undo's commit, `source`: where the stage's
+    model came from), the manifest of every file (the summary's bytes included,
+    undo.integrity) and, last, the summary that marks the stage finished."""
     write_text(d / "config.yaml", yaml.safe_dump(_plain(depends_on), sort_keys=False))
-    write_json(d / "meta.json", environment(device))
+    write_json(d / "meta.json", environment(device, model=source))
     text = json_text(summary)
     write_manifest(d, pending={"summary.json": text.encode()})
     write_text(d / "summary.json", text)

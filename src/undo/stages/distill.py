@@ -45,7 +45,7 @@ from ..models import (
 from ..objectives.distill_kl import DistillKL
 from ..sharding import hold_frozen, resolve
 from ..train import make_accelerator, train
-from .base import StageResult, run_dir, run_stage, stage_dir
+from .base import StageResult, run_dir, run_stage, source_of, stage_dir
 from .noise import noised_copy
 from .teacher_cache import CachedBatches, TeacherCache
 
@@ -231,7 +231,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
             "params": count_params(student),
             "train_time_s": result.wall_time,
         }
-        return StageResult(summary, student, tokenizer, acc)
+        return StageResult(summary, student, tokenizer, acc, source=source_of(teacher_path))
 
     return run_stage(d, key, work, force=force)
 

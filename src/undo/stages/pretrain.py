@@ -28,7 +28,7 @@ from ..models import (
 from ..objectives import OBJECTIVES
 from ..runtime import device_name
 from ..train import make_accelerator, train
-from .base import StageResult, run_stage, stage_dir
+from .base import StageResult, run_stage, source_of, stage_dir
 
 Which = Literal["base", "gold"]
 
@@ -92,7 +92,7 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
             "metrics": evaluate(model, bench, tokenizer),
             **result.cost(),
             "params": count_params(model),
-        }, model, tokenizer, acc)
+        }, model, tokenizer, acc, source=source_of(cfg.model))
 
     return run_stage(d, pretrain_key(cfg, which), work, force=force)
 
@@ -136,6 +136,6 @@ def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool =
                             "data": bench.describe(), "metrics": evaluate(model, bench, tokenizer),
                             "steps": None, "tokens": None, "flops": None,
                             "params": count_params(model), "train_time_s": 0.0},
-                           model, tokenizer)
+                           model, tokenizer, source=source_of(model_cfg))
 
     return run_stage(d, key, work, force=force)

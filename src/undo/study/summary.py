@@ -13,6 +13,7 @@ from ..artifacts import environment, read_json, write_json
 from ..attacks.robustness import budget_key, compute_ratio, robustness
 from ..config import RunConfig
 from ..configlib import to_dict
+from ..provenance import model_source
 
 if TYPE_CHECKING:
     from .graph import Model
@@ -138,7 +139,8 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
         "schema_version": SCHEMA_VERSION,
         "study": cfg.name,
         "config": to_dict(cfg),
-        "environment": environment(),
+        "environment": environment(model=model_source(
+            cfg.model.name_or_path, cfg.model.revision, cfg.model.gguf_file)),
         "benchmark": cfg.data.benchmark,
         # False when the study has no gold standard (study.gold=none): robustness
         # relative to one is then not available, and every robustness value is null.
