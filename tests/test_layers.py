@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("undo.attacks",),
     ("undo.report",),
     ("undo.study",),
+    ("undo.release",),
     ("undo.cli", "undo"),
 ]
 

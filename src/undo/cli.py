@@ -371,6 +371,43 @@ def opts_eval(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--out", help="also write every model's metrics to this JSON file")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """A finished run's model as a release folder with its model card and evidence."""
+    from .release import export_model, push_folder
+
+    if len(args.items) != 1 or "=" in args.items[0]:
+        raise ConfigError(f"undo export takes one RUN_DIR (a finished run's folder, e.g. "
+                          f"runs/arithmetic-tiny), got {args.items or 'nothing'}")
+    if args.out is None:
+        raise ConfigError("undo export needs --out DIR (the release folder to write)")
+    from . import runtime
+
+    runtime.quiet()
+    ex = export_model(args.items[0], args.out, model=args.model, dtype=args.dtype,
+                      license=args.license)
+    rec = ex.model.get("recovered")
+    state = {True: "recovered", False: "did NOT recover", None: "not distilled"}[rec]
+    print(f"exported {ex.model['name']} ({state}; {ex.dtype}) to {ex.folder}")
+    print(f"  model card: {ex.folder / 'README.md'}")
+    if args.push_to_hub:
+        print(f"pushed: {push_folder(ex.folder, args.push_to_hub, private=args.private)}")
+    return 0
+
+
+def opts_export(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--out", metavar="DIR", help="the release folder to write (required, new)")
+    sp.add_argument("--model", metavar="NAME",
+                    help="the run's model to export (a name from summary.json, e.g. "
+                         "undo-a0.8-s0 or unlearn-only); default: the best-ranked UNDO "
+                         "student that recovered")
+    sp.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                    help="weights' dtype (default: as stored)")
+    sp.add_argument("--license", help="license id for the card (default: the base model's, "
+                                      "if its card is in the hub cache)")
+    sp.add_argument("--push-to-hub", metavar="REPO", help="also upload to this hub repo")
+    sp.add_argument("--private", action="store_true", help="create the hub repo private")
+
+
 # Training stages that run data-parallel under `torchrun` / `accelerate launch`.
 MULTI_PROCESS_COMMANDS = frozenset({"pretrain", "unlearn", "distill"})
 # Why not attacks: a grid is many short independent runs, each of which should have its own
@@ -394,6 +431,8 @@ COMMANDS: dict[str, Command] = {
     "config": (cmd_config, "print the fully resolved config", None),
     "verify": (cmd_verify, "check every manifest in RUN_DIR: intact, damaged, would be "
                "rebuilt (exit 0: all intact)", None),
+    "export": (cmd_export, "a finished run's model as a release folder with a model card: "
+               "RUN_DIR --out DIR", opts_export),
     "report": (cmd_report, "regenerate plots and report.html from RUN_DIR/summary.json",
                None),
     "unlearn": (cmd_unlearn, "unlearn a model (default: the study's base) into a teacher",
