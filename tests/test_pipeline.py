@@ -75,6 +75,23 @@ def test_rerun_reuses_every_stage(study, capsys):
 
 
 @pytest.mark.slow
+def test_folder_runs_another_alpha_reusing_its_stages(study, tmp_path, capsys):
+    """Another α in the same folder is accepted: the shared stages are reused, the new
+    student is trained, the summary covers the latest run and runs.jsonl both runs."""
+    folder = tmp_path / "arithmetic-smoke"
+    shutil.copytree(study, folder)
+    shared = {p: p.stat().st_mtime_ns for p in folder.glob("stages/*/summary.json")}
+    assert main(["run", str(SMOKE), f"out_dir={tmp_path}", "study.alphas=[0.5]"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in shared.items())  # nothing retrained
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [m["alpha"] for m in summary["models"] if m["kind"] == "undo"] == [0.5]
+    assert len(list(folder.glob("stages/distill-noised-a*"))) == 3  # 0.3, 0.8 kept; 0.5 new
+    runs = (folder / "runs.jsonl").read_text().splitlines()
+    assert json.loads(runs[-1])["changed"] == ["study.alphas: [0.3, 0.8] -> [0.5]"]
+    capsys.readouterr()
+
+
+@pytest.mark.slow
 def test_interrupted_study_resumes_to_same_summary(study, tmp_path, monkeypatch):
     import sys
 

@@ -12,6 +12,7 @@ work to `run_stage`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -53,32 +54,50 @@ RESULT_NEUTRAL_KEYS = frozenset({"name", "out_dir", "device", "threads", "progre
                                  "study.resources"})
 
 
-def config_differences(old: dict[str, Any], new: dict[str, Any],
-                       prefix: str = "") -> list[str]:
-    """`key: old -> new` for every setting that differs, except RESULT_NEUTRAL_KEYS."""
+# Settings that choose which replicates and arms a study holds, not how any one model is
+# made: a folder may run the study again with other values (another run seed, more
+# distillation seeds or α, the Unlearn-and-Distill / oracle arms, other attack seeds).
+# Their stages have their own cache keys, so nothing cached is overwritten.
+REPLICATE_KEYS = frozenset({"seed", "study.seeds", "study.alphas", "study.unlearn_distill",
+                            "study.oracles", "study.attack_search", "attack.seeds"})
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "",
+                       ignore: frozenset[str] = RESULT_NEUTRAL_KEYS) -> list[str]:
+    """`key: old -> new` for every setting that differs, except those in `ignore`."""
     out = []
     for k in sorted(set(old) | set(new), key=str):
         key = f"{prefix}{k}"
-        if key in RESULT_NEUTRAL_KEYS:
+        if key in ignore:
             continue
         a, b = old.get(k, "(absent)"), new.get(k, "(absent)")
         if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, f"{key}.")
+            out += config_differences(a, b, f"{key}.", ignore)
         elif a != b:
             out.append(f"{key}: {a!r} -> {b!r}")
     return out
 
 
-def write_run_config(cfg: RunConfig) -> Path:
-    """Write `<run_dir>/config.yaml`, refusing to replace one of a different config.
+RUNS_FILE = "runs.jsonl"
 
-    A run folder's summary, report and plots describe one config; a second config
-    writing into the same folder would mix its results into them. Differences in
-    RESULT_NEUTRAL_KEYS are allowed (the file then records the latest values).
+
+def write_run_config(cfg: RunConfig) -> Path:
+    """Write `<run_dir>/config.yaml` (the latest config run in the folder) and append it
+    to `<run_dir>/runs.jsonl` (every config the folder ran, with the time).
+
+    A folder holds one study: the same data, model and recipes. Another run seed, more
+    distillation seeds or α, or other arms are the same study (REPLICATE_KEYS) and are
+    accepted; summary.json and the report then cover the latest run's config (earlier
+    runs' stages stay cached: running their config again rebuilds their summary, and a
+    config naming the union of their seeds and α summarises them together). A change
+    of recipe, data or model is refused: the folder's models of the same name would
+    mean different things from one run to the next. Differences in RESULT_NEUTRAL_KEYS
+    never matter.
     """
     path = run_dir(cfg) / "config.yaml"
+    new = to_dict(cfg)
+    added: list[str] = []
     if path.is_file():
-        new = to_dict(cfg)
         try:
             raw = yaml.safe_load(path.read_text())
             # Through the loader, so keys newer than the file get their defaults.
@@ -86,16 +105,28 @@ def write_run_config(cfg: RunConfig) -> Path:
         except (yaml.YAMLError, ConfigError) as e:
             diffs = [f"it no longer loads ({e})"]
         else:
-            diffs = config_differences(old, new)
+            diffs = config_differences(old, new, ignore=RESULT_NEUTRAL_KEYS | REPLICATE_KEYS)
+            added = config_differences(old, new)
         if diffs:
             shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5
                                              else "")
             raise ConfigError(
                 f"run folder {path.parent} holds the results of a different config "
-                f"({shown}); its summary and report would mix two configs. Give this run "
-                f"its own folder (name=NEW_NAME or out_dir=DIR), or delete {path} to "
-                f"re-use the folder (its cached stages stay valid)")
-    return write_text(path, dump_yaml(cfg))
+                f"({shown}); its summary and report would mix two studies (only "
+                f"{', '.join(sorted(REPLICATE_KEYS))} may change between runs of one "
+                f"folder). Give this run its own folder (name=NEW_NAME or out_dir=DIR), or "
+                f"delete {path} to re-use the folder (its cached stages stay valid)")
+    written = write_text(path, dump_yaml(cfg))
+    _append_line(path.parent / RUNS_FILE, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                            "config_hash": config_hash(new),
+                                            "changed": added, "config": new})
+    return written
+
+
+def _append_line(path: Path, record: dict[str, Any]) -> None:
+    """One JSON line, appended in a single write (whole lines even if two runs append)."""
+    with path.open("a") as f:
+        f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
 
 
 def stage_key(name: str, depends_on: dict[str, Any]) -> str:
