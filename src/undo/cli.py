@@ -87,6 +87,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_run_config(args)
     _no_paths(args, "run")
+    if args.dry_run:
+        from .study.plan import format_plan, plan
+
+        print(format_plan(cfg, *plan(cfg)))
+        return 0
     summary = run_study(cfg, force=args.force or [])
     print()
     print(format_table(summary))
@@ -99,6 +104,9 @@ def opts_run(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--force", action="append", metavar="KIND",
                     help="re-run stages of this kind even if cached (pretrain, unlearn, "
                          "distill, oracle, attack); repeatable")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="print every stage with its status (cached or not), steps, tokens, "
+                         "FLOPs and disk, without running anything or loading weights")
 
 
 def cmd_config(args: argparse.Namespace) -> int:

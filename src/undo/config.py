@@ -455,8 +455,11 @@ class StudyConfig:
     # a path uses an existing one (a Hugging Face model folder or a finished stage
     # folder); `none` studies without one: robustness relative to a gold standard is
     # then not available (the report says so; relearning curves are still compared
-    # with the unlearn-only model).
-    gold: str = "pretrain"
+    # with the unlearn-only model). `auto`: `pretrain` for a preset and for a pretrained
+    # model of at most a few million parameters; for a larger pretrained model the study
+    # stops before any work and asks for one of the three (pretraining it from scratch
+    # costs far more than everything else; undo.study.gold.resolve_gold).
+    gold: str = "auto"
     oracles: bool = True  # oracle matching: gold into base, gold into a random init
     # Oracle students distill until their outputs match the gold teacher's (distill.stop
     # = match: retain and forget accuracy within distill.stop_within), at most this many
@@ -508,8 +511,9 @@ class StudyConfig:
                self.min_robustness_gap, "a number >= 0")
         check(self.oracle_steps is None or self.oracle_steps > 0, f"{p}.oracle_steps",
                self.oracle_steps, "a positive integer or null")
-        check(self.gold in ("pretrain", "none") or Path(self.gold).expanduser().is_dir(),
-               f"{p}.gold", self.gold, "'pretrain', 'none', or an existing model or stage folder")
+        check(self.gold in ("auto", "pretrain", "none") or Path(self.gold).expanduser().is_dir(),
+              f"{p}.gold", self.gold,
+              "'auto', 'pretrain', 'none', or an existing model or stage folder")
 
 
 @dataclass

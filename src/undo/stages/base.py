@@ -95,13 +95,13 @@ def write_run_config(cfg: RunConfig) -> Path:
     never matter.
     """
     path = run_dir(cfg) / "config.yaml"
-    new = to_dict(cfg)
+    new = _settled(to_dict(cfg))
     added: list[str] = []
     if path.is_file():
         try:
             raw = yaml.safe_load(path.read_text())
             # Through the loader, so keys newer than the file get their defaults.
-            old = to_dict(run_config(raw))
+            old = _settled(to_dict(run_config(raw)))
         except (yaml.YAMLError, ConfigError) as e:
             diffs = [f"it no longer loads ({e})"]
         else:
@@ -121,6 +121,14 @@ def write_run_config(cfg: RunConfig) -> Path:
                                             "config_hash": config_hash(new),
                                             "changed": added, "config": new})
     return written
+
+
+def _settled(config: dict[str, Any]) -> dict[str, Any]:
+    """`study.gold: auto` as the study runs it: a study either runs it as `pretrain` or
+    stops before any work (undo.study.gold.resolve_gold), so the two name the same results."""
+    if config["study"]["gold"] == "auto":
+        config["study"]["gold"] = "pretrain"
+    return config
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
