@@ -516,6 +516,9 @@ class StudyConfig:
               "'auto', 'pretrain', 'none', or an existing model or stage folder")
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
 @dataclass
 class RunConfig:
     """A whole study. Stage sections are added as stages are built."""
@@ -531,6 +534,10 @@ class RunConfig:
     # is computed, not what (float reduction order aside).
     sharding: Literal["auto", "ddp", "fsdp"] = "auto"
     progress: bool = True
+    # Experiment trackers that get every training stage's metrics.jsonl records too,
+    # through accelerate's trackers (`tensorboard`, `wandb`, `mlflow`; each needs its
+    # package). Files go to each stage's `trackers/` folder. Not part of any result.
+    report_to: list[str] = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)
     # The benchmark's own section, selected by `data.benchmark` (undo.benchmarks).
     data: Any = field(default_factory=_default_data, metadata={"select": _data_config_class})
@@ -548,6 +555,9 @@ class RunConfig:
         check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
                "name", self.name, "a non-empty folder name without '/', not '.' or '..'")
         check(self.threads >= 0, "threads", self.threads, "an integer >= 0")
+        check(all(t in TRACKERS for t in self.report_to) and
+              len(set(self.report_to)) == len(self.report_to), "report_to", self.report_to,
+              f"a list of distinct trackers from {', '.join(TRACKERS)} ([] for none)")
         self.data.check_run(self)  # settings of other sections the benchmark constrains
 
 

@@ -48,6 +48,7 @@ def run_dir(cfg: RunConfig) -> Path:
 # holds them): a run folder's config.yaml may differ from the config in these alone.
 # `name`/`out_dir` locate the folder; `study.stages` selects which stages run.
 RESULT_NEUTRAL_KEYS = frozenset({"name", "out_dir", "device", "threads", "progress",
+                                 "report_to",
                                  "study.workers", "study.stages", "attack.workers",
                                  # where and how stages run, not what they compute
                                  "sharding", "study.executor", "study.ray_address",

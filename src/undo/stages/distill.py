@@ -153,7 +153,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
         teacher = load_model(teacher_path)
         student, noise_report = _make_student(teacher, teacher_path, init_id, init, seed, cfg,
                                               base_path)
-        acc = make_accelerator(cfg.device)
+        acc = make_accelerator(cfg.device, cfg.report_to, d)
         if cfg.distill.logits == "chunked" and resolve(cfg.sharding, acc) == "fsdp":
             # The chunked KL applies the output projections itself, outside the models'
             # forwards, where FSDP2 holds only each rank's shard of them.

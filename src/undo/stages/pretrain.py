@@ -75,7 +75,7 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
         else:
             steps, batch = gold_recipe(cfg)
             optim = replace(cfg.pretrain, steps=steps, batch_size=batch)
-        acc = make_accelerator(cfg.device)
+        acc = make_accelerator(cfg.device, cfg.report_to, d)
         batches = bench.batches(which, tokenizer, optim.batch_size, seed=cfg.seed,
                                 rank=acc.process_index)
 

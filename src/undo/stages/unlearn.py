@@ -78,7 +78,7 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
         objective.prepare(model)
 
     def work() -> StageResult:
-        acc = make_accelerator(cfg.device)
+        acc = make_accelerator(cfg.device, cfg.report_to, d)
         optim = cfg.unlearn
         batches = bench.batches("unlearn", tokenizer, optim.batch_size, seed=cfg.seed,
                                 rank=acc.process_index)

@@ -342,10 +342,13 @@ def _add_search_tasks(cfg: RunConfig, tasks: list[Task], made_by: dict[str, Mode
 def preflight(cfg: RunConfig) -> None:
     """What can be checked before any stage runs, so a study never fails half-way on it:
     the benchmark's data (read and split), and for a pretrained model that it is a
-    loadable causal LM of a known family whose tokenizer the benchmark can use."""
+    loadable causal LM of a known family whose tokenizer the benchmark can use, and that
+    the trackers of `report_to` are installed."""
     from ..benchmarks import build_benchmark
     from ..models import pretrained_config, tokenizer_of
+    from ..train import check_trackers
 
+    check_trackers(cfg.report_to)
     bench = build_benchmark(cfg.data)
     if not cfg.model.is_pretrained():
         return
