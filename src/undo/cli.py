@@ -2,7 +2,8 @@
 
     undo <command> [CONFIG.yaml] [key=value ...] [--options]
 
-CONFIG defaults to the embedded arithmetic study; `key=value` pairs are dotted overrides
+CONFIG is a YAML file or a shipped config's name (`undo configs`) and defaults to the
+embedded arithmetic study; `key=value` pairs are dotted overrides
 (`pretrain.steps=200 seed=3`). User errors print one line and exit with status 2.
 Each command's work lives in the library; this module only parses and prints.
 """
@@ -21,12 +22,16 @@ from .registry import RegistryError
 
 
 def _split_config_args(items: list[str]) -> tuple[str | None, list[str], list[str]]:
-    """Separate an optional YAML path, dotted overrides and positional paths."""
+    """Separate an optional config (a YAML path, or a shipped config's name that is not
+    also an existing path), dotted overrides and positional paths."""
+    from .configlib import shipped_config
+
     config, overrides, paths = None, [], []
     for it in items:
         if "=" in it:
             overrides.append(it)
-        elif it.endswith((".yaml", ".yml")) and config is None:
+        elif config is None and (it.endswith((".yaml", ".yml")) or (
+                not Path(it).exists() and shipped_config(it) is not None)):
             config = it
         else:
             paths.append(it)
@@ -107,6 +112,30 @@ def opts_run(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--dry-run", action="store_true",
                     help="print every stage with its status (cached or not), steps, tokens, "
                          "FLOPs and disk, without running anything or loading weights")
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    """The configs shipped with undo: their names and first description line."""
+    from .configlib import shipped_configs
+
+    if args.items:
+        raise ConfigError(f"undo configs takes no arguments, got {args.items}")
+    print("configs shipped with undo (a name works wherever a config path does, e.g. "
+          "`undo run text/tiny`):")
+    for name, path in shipped_configs().items():
+        print(f"  {name:<32} {_description(path)}")
+    return 0
+
+
+def _description(path: Path) -> str:
+    """A config's description: its first comment line that is not a command line."""
+    for line in path.read_text().splitlines():
+        text = line.lstrip("# ").strip()
+        if not line.startswith("#"):
+            break
+        if text and not text.startswith(("undo ", "accelerate ")):
+            return text[:90]
+    return ""
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -439,6 +468,7 @@ COMMANDS: dict[str, Command] = {
     "config": (cmd_config, "print the fully resolved config", None),
     "verify": (cmd_verify, "check every manifest in RUN_DIR: intact, damaged, would be "
                "rebuilt (exit 0: all intact)", None),
+    "configs": (cmd_configs, "list the configs shipped with undo (usable by name)", None),
     "export": (cmd_export, "a finished run's model as a release folder with a model card: "
                "RUN_DIR --out DIR", opts_export),
     "report": (cmd_report, "regenerate plots and report.html from RUN_DIR/summary.json",

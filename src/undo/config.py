@@ -15,6 +15,7 @@ from typing import Any, Literal
 from .configlib import (
     ConfigError,
     check,
+    config_path,
     dump_yaml,
     from_dict,
     parse_override,
@@ -568,8 +569,9 @@ def run_config(raw: dict) -> RunConfig:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 cls: type = RunConfig) -> Any:
-    """Load a YAML file (or the defaults when `path` is None) and apply dotted overrides."""
-    raw = read_yaml(path) if path is not None else {}
+    """Load a YAML file or a shipped config by name (`config_path`; the defaults when
+    `path` is None) and apply dotted overrides."""
+    raw = read_yaml(config_path(path)) if path is not None else {}
     keys = []
     for ov in overrides or []:
         key, value = parse_override(ov)
