@@ -32,24 +32,24 @@ def model_shape(cfg: RunConfig, local_only: bool = True) -> tuple[Shape | None, 
     """(shape, how it was found or why it is unknown). `local_only`: never download
     (a hub id whose config is not cached has no shape)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from huggingface_hub import try_to_load_from_cache
+    from transformers import AutoModelForCausalLM
 
     from ..compute import matmul_params
-    from ..models import _source, hf_config, resolve_dtype, stage_tokenizer
+    from ..models import hf_config, pretrained_config, resolve_dtype, stage_tokenizer
+    from ..provenance import is_hub_id
     from ..runtime import device_name
 
     m = cfg.model
     if m.is_pretrained():
-        src, kwargs = _source(m)
-        try:
-            config = AutoConfig.from_pretrained(src, local_files_only=local_only, **kwargs)
-        except (OSError, ValueError) as e:
-            if local_only:
-                return None, (f"unknown: the config of {src!r} is not in the hub cache (the "
-                              f"run fetches it; `hf download {src} config.json` to plan "
-                              f"with it)")
-            raise ConfigError(f"config key 'model.name_or_path': cannot read the model "
-                              f"config of {src!r}: {e}") from None
+        src = m.name_or_path or ""
+        if local_only and m.gguf_file is None and is_hub_id(src) and not isinstance(
+                try_to_load_from_cache(src, "config.json", revision=m.revision), str):
+            return None, (f"unknown: the config of {src!r} is not in the hub cache (the run "
+                          f"fetches it; `hf download {src} config.json` to plan with it)")
+        # Checked as the study checks it (a causal LM of a known family), weights aside:
+        # a plan needs none.
+        config = pretrained_config(m, weights=False, local_only=local_only)
         how = f"config of {m.name_or_path or m.gguf_file}"
     else:
         from ..benchmarks import build_benchmark
