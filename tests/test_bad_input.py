@@ -111,7 +111,8 @@ CASES = [
     Case("unknown-option", _run("--nope"), "unrecognized arguments: --nope", lines=2),
     Case("unknown-command", ("nope",), "invalid choice: 'nope'", lines=2),
     Case("other-config-in-run-folder", _run("seed=5", "pretrain.steps=7"),
-         "holds the results of a different config (pretrain.steps: 30 -> 7; seed: 0 -> 5)"),
+         "holds the results of a different config (pretrain.steps: 30 -> 7); its summary "
+         "and report would mix two studies"),
     Case("read-only-output", _run(), "Read-only file system", mount="ro"),
     Case("disk-full", _run(), "No space left on device", mount="full"),
 ]

@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first. A module matches the longest prefix listed.
 LAYERS: list[tuple[str, ...]] = [
-    ("undo.configlib", "undo.artifacts", "undo.runtime", "undo.integrity"),
+    ("undo.configlib", "undo.provenance", "undo.artifacts", "undo.runtime", "undo.integrity"),
     ("undo.architectures", "undo.tokenizers", "undo.compute", "undo.sharding",
      "undo.checkpoint"),
     ("undo.models",),
@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("undo.attacks",),
     ("undo.report",),
     ("undo.study",),
+    ("undo.release",),
     ("undo.cli", "undo"),
 ]
 

@@ -6,6 +6,7 @@ holds it until told to finish; this test process then contends for the same fold
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -116,9 +117,25 @@ def test_run_folder_config_is_not_replaced_by_another(tmp_path):
                                  [f"out_dir={tmp_path}", "threads=1", "study.workers=2"]))
     other = load_config("configs/arithmetic/smoke.yaml",
                         [f"out_dir={tmp_path}", "seed=3", "pretrain.steps=7"])
-    with pytest.raises(ConfigError, match=r"seed: 0 -> 3.*name=NEW_NAME") as e:
+    with pytest.raises(ConfigError, match=r"pretrain.steps: 30 -> 7\).*name=NEW_NAME") as e:
         write_run_config(other)
-    assert "pretrain.steps: 30 -> 7" in str(e.value)
+    assert "seed: 0 -> 3" not in str(e.value)  # another seed alone would be accepted
     assert "threads: 0 -> 1" not in path.read_text()
     assert path.read_text() != before  # the allowed rewrite happened
     assert "seed: 0" in path.read_text()
+
+
+def test_run_folder_takes_other_seeds_and_alphas_and_records_every_config(tmp_path):
+    smoke = "configs/arithmetic/smoke.yaml"
+    write_run_config(load_config(smoke, [f"out_dir={tmp_path}"]))
+    write_run_config(load_config(smoke, [f"out_dir={tmp_path}", "seed=1"]))
+    path = write_run_config(load_config(smoke, [f"out_dir={tmp_path}",
+                                                "study.alphas=[0.5]", "study.seeds=[2, 3]"]))
+    runs = [json.loads(line) for line in (path.parent / "runs.jsonl").read_text().splitlines()]
+    assert len(runs) == 3
+    assert runs[0]["changed"] == []
+    assert runs[1]["changed"] == ["seed: 0 -> 1"]
+    assert runs[2]["config"]["study"]["alphas"] == [0.5]
+    assert runs[2]["config"]["study"]["seeds"] == [2, 3]
+    assert len({r["config_hash"] for r in runs}) == 3
+    assert "alphas:\n  - 0.5" in path.read_text()  # config.yaml: the latest run

@@ -66,6 +66,19 @@ def test_run_writes_artifacts_with_valid_schema(study):
 
 
 @pytest.mark.slow
+def test_every_stage_and_the_summary_record_provenance(study):
+    """undo's version and commit and the library versions beside every result."""
+    summary = json.loads((study / "summary.json").read_text())
+    metas = [json.loads(p.read_text()) for p in study.glob("*/*/meta.json")]
+    assert len(metas) == len(list(study.glob("*/*/summary.json"))) > 10  # stages, attacks
+    for env in [summary["environment"], *metas]:
+        assert env["undo"]["version"] == "0.1.0"
+        assert len(env["undo"]["git"]["commit"]) == 40  # the tests run from a checkout
+        assert env["versions"]["torch"] and env["versions"]["transformers"]
+        assert env["model_source"] is None  # a preset: built from config, no hub model
+
+
+@pytest.mark.slow
 def test_rerun_reuses_every_stage(study, capsys):
     before = {p: p.stat().st_mtime_ns for p in study.glob("stages/*/summary.json")}
     first = json.loads((study / "summary.json").read_text())
@@ -73,6 +86,23 @@ def test_rerun_reuses_every_stage(study, capsys):
     after = {p: p.stat().st_mtime_ns for p in study.glob("stages/*/summary.json")}
     assert before == after  # nothing retrained
     assert _strip(json.loads((study / "summary.json").read_text())) == _strip(first)
+
+
+@pytest.mark.slow
+def test_folder_runs_another_alpha_reusing_its_stages(study, tmp_path, capsys):
+    """Another α in the same folder is accepted: the shared stages are reused, the new
+    student is trained, the summary covers the latest run and runs.jsonl both runs."""
+    folder = tmp_path / "arithmetic-smoke"
+    shutil.copytree(study, folder)
+    shared = {p: p.stat().st_mtime_ns for p in folder.glob("stages/*/summary.json")}
+    assert main(["run", str(SMOKE), f"out_dir={tmp_path}", "study.alphas=[0.5]"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in shared.items())  # nothing retrained
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [m["alpha"] for m in summary["models"] if m["kind"] == "undo"] == [0.5]
+    assert len(list(folder.glob("stages/distill-noised-a*"))) == 3  # 0.3, 0.8 kept; 0.5 new
+    runs = (folder / "runs.jsonl").read_text().splitlines()
+    assert json.loads(runs[-1])["changed"] == ["study.alphas: [0.3, 0.8] -> [0.5]"]
+    capsys.readouterr()
 
 
 @pytest.mark.slow

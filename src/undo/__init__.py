@@ -13,6 +13,7 @@ Public API (each stage is also a CLI command, `undo --help`):
     distill(cfg, teacher_dir, init=noised|random|PATH, alpha, seed, base_dir)
                                   -> stage folder with the student `model/` and `summary.json`
     write_report(run_dir)         -> plots/*.png and report.html from summary.json alone
+    export_model(run_dir, out)    -> a run's model as a release folder with its model card
 
 Names are imported on first use (PEP 562), so `import undo` and `undo --help` do not load
 torch and transformers.
@@ -30,7 +31,7 @@ _EXPORTS = {
     "robustness": "attacks.robustness", "compute_ratio": "attacks.robustness",
     "distill": "stages.distill", "noise": "stages.noise", "pretrain": "stages.pretrain",
     "sweep": "stages.sweep", "unlearn": "stages.unlearn",
-    "run_study": "study.graph", "write_report": "report",
+    "run_study": "study.graph", "write_report": "report", "export_model": "release",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

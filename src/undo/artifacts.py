@@ -23,6 +23,7 @@ import torch
 
 from .configlib import ConfigError
 from .integrity import check_model, check_stage, write_bytes
+from .provenance import git_commit, hub_snapshot, is_hub_id, undo_version
 from .runtime import process_state
 
 PACKAGES = ("undo", "torch", "transformers", "accelerate", "tokenizers", "safetensors",
@@ -72,10 +73,14 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def environment(device: str | torch.device | None = None, world_size: int = 1) -> dict[str, Any]:
-    """Versions, device and host facts that a number may depend on."""
+def environment(device: str | torch.device | None = None, world_size: int = 1,
+                model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Versions, the undo commit, device and host facts that a number may depend on;
+    `model`: where the stage's pretrained model came from (`model_source`), if known."""
     return {
         "versions": versions(),
+        "undo": {"version": undo_version(), "git": git_commit()},
+        "model_source": model,
         "device": str(device) if device is not None else "cpu",
         "world_size": world_size,
         "torch_threads": torch.get_num_threads(),
@@ -183,16 +188,19 @@ def is_done(d: Path) -> bool:
 
 
 def model_folder(path: str | Path, what: str = "model") -> Path:
-    """THE resolver of a model argument: a Hugging Face model folder, or a stage folder
-    holding one in `model/` (then that one). `what` names the argument in the error."""
+    """THE resolver of a model argument: a Hugging Face model folder, a stage folder
+    holding one in `model/` (then that one), or a hub id (its snapshot in the hub cache,
+    downloaded if missing). `what` names the argument in the error."""
     d = Path(path).expanduser()
     if (d / "model" / "config.json").is_file() and not (d / "config.json").is_file():
         d = d / "model"
     if (d / "config.json").is_file():
         check_model(d)  # a stage's model/: before its bytes are fingerprinted or loaded
         return d
+    if is_hub_id(str(path)):
+        return hub_snapshot(str(path))
     raise ConfigError(f"{what} '{path}': no model there; valid: a Hugging Face model folder "
-                      "(with config.json) or a stage folder with model/")
+                      "(with config.json), a stage folder with model/, or a hub id (org/name)")
 
 
 # Up to this many bytes of model files, a fingerprint hashes every byte (a 0.5M-param

@@ -52,8 +52,9 @@ class MetricsLog:
     during it never loses the kept lines.
     """
 
-    def __init__(self, path: Path | None, resume_step: int) -> None:
+    def __init__(self, path: Path | None, resume_step: int, trackers: Any = None) -> None:
         self.path = path
+        self.trackers = trackers  # an Accelerator whose trackers get every record too
         self.kept: list[dict[str, Any]] = []
         if path is None:
             return
@@ -72,6 +73,25 @@ class MetricsLog:
         if self.path is not None:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+        if self.trackers is not None:
+            # Trackers take flat numbers: {"eval": {"retain/acc": x}} -> "eval/retain/acc".
+            values = flat_numbers({k: v for k, v in record.items() if k != "step"})
+            self.trackers.log(values, step=record["step"])
+
+
+def flat_numbers(d: dict[str, Any], prefix: str = "", text: bool = False) -> dict[str, Any]:
+    """Nested dict -> {"a/b": number}; other values dropped, or as text when `text`
+    (a tracker's run configuration: lists, None)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_numbers(v, f"{key}/", text))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = v
+        elif text:
+            out[key] = str(v)
+    return out
 
 
 def recover_swap(state_dir: Path) -> None:

@@ -2,7 +2,8 @@
 
     undo <command> [CONFIG.yaml] [key=value ...] [--options]
 
-CONFIG defaults to the embedded arithmetic study; `key=value` pairs are dotted overrides
+CONFIG is a YAML file or a shipped config's name (`undo configs`) and defaults to the
+embedded arithmetic study; `key=value` pairs are dotted overrides
 (`pretrain.steps=200 seed=3`). User errors print one line and exit with status 2.
 Each command's work lives in the library; this module only parses and prints.
 """
@@ -20,12 +21,16 @@ from .configlib import ConfigError, RegistryError
 
 
 def _split_config_args(items: list[str]) -> tuple[str | None, list[str], list[str]]:
-    """Separate an optional YAML path, dotted overrides and positional paths."""
+    """Separate an optional config (a YAML path, or a shipped config's name that is not
+    also an existing path), dotted overrides and positional paths."""
+    from .configlib import shipped_config
+
     config, overrides, paths = None, [], []
     for it in items:
         if "=" in it:
             overrides.append(it)
-        elif it.endswith((".yaml", ".yml")) and config is None:
+        elif config is None and (it.endswith((".yaml", ".yml")) or (
+                not Path(it).exists() and shipped_config(it) is not None)):
             config = it
         else:
             paths.append(it)
@@ -86,6 +91,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_run_config(args)
     _no_paths(args, "run")
+    if args.dry_run:
+        from .study.plan import format_plan, plan
+
+        print(format_plan(cfg, *plan(cfg)))
+        return 0
     summary = run_study(cfg, force=args.force or [])
     print()
     print(format_table(summary))
@@ -98,6 +108,33 @@ def opts_run(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--force", action="append", metavar="KIND",
                     help="re-run stages of this kind even if cached (pretrain, unlearn, "
                          "distill, oracle, attack); repeatable")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="print every stage with its status (cached or not), steps, tokens, "
+                         "FLOPs and disk, without running anything or loading weights")
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    """The configs shipped with undo: their names and first description line."""
+    from .configlib import shipped_configs
+
+    if args.items:
+        raise ConfigError(f"undo configs takes no arguments, got {args.items}")
+    print("configs shipped with undo (a name works wherever a config path does, e.g. "
+          "`undo run text/tiny`):")
+    for name, path in shipped_configs().items():
+        print(f"  {name:<32} {_description(path)}")
+    return 0
+
+
+def _description(path: Path) -> str:
+    """A config's description: its first comment line that is not a command line."""
+    for line in path.read_text().splitlines():
+        text = line.lstrip("# ").strip()
+        if not line.startswith("#"):
+            break
+        if text and not text.startswith(("undo ", "accelerate ")):
+            return text[:90]
+    return ""
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -370,6 +407,43 @@ def opts_eval(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--out", help="also write every model's metrics to this JSON file")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """A finished run's model as a release folder with its model card and evidence."""
+    from .release import export_model, push_folder
+
+    if len(args.items) != 1 or "=" in args.items[0]:
+        raise ConfigError(f"undo export takes one RUN_DIR (a finished run's folder, e.g. "
+                          f"runs/arithmetic-tiny), got {args.items or 'nothing'}")
+    if args.out is None:
+        raise ConfigError("undo export needs --out DIR (the release folder to write)")
+    from . import runtime
+
+    runtime.quiet()
+    ex = export_model(args.items[0], args.out, model=args.model, dtype=args.dtype,
+                      license=args.license)
+    rec = ex.model.get("recovered")
+    state = {True: "recovered", False: "did NOT recover", None: "not distilled"}[rec]
+    print(f"exported {ex.model['name']} ({state}; {ex.dtype}) to {ex.folder}")
+    print(f"  model card: {ex.folder / 'README.md'}")
+    if args.push_to_hub:
+        print(f"pushed: {push_folder(ex.folder, args.push_to_hub, private=args.private)}")
+    return 0
+
+
+def opts_export(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--out", metavar="DIR", help="the release folder to write (required, new)")
+    sp.add_argument("--model", metavar="NAME",
+                    help="the run's model to export (a name from summary.json, e.g. "
+                         "undo-a0.8-s0 or unlearn-only); default: the best-ranked UNDO "
+                         "student that recovered")
+    sp.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                    help="weights' dtype (default: as stored)")
+    sp.add_argument("--license", help="license id for the card (default: the base model's, "
+                                      "if its card is in the hub cache)")
+    sp.add_argument("--push-to-hub", metavar="REPO", help="also upload to this hub repo")
+    sp.add_argument("--private", action="store_true", help="create the hub repo private")
+
+
 # Training stages that run data-parallel under `torchrun` / `accelerate launch`.
 MULTI_PROCESS_COMMANDS = frozenset({"pretrain", "unlearn", "distill"})
 # Why not attacks: a grid is many short independent runs, each of which should have its own
@@ -393,6 +467,9 @@ COMMANDS: dict[str, Command] = {
     "config": (cmd_config, "print the fully resolved config", None),
     "verify": (cmd_verify, "check every manifest in RUN_DIR: intact, damaged, would be "
                "rebuilt (exit 0: all intact)", None),
+    "configs": (cmd_configs, "list the configs shipped with undo (usable by name)", None),
+    "export": (cmd_export, "a finished run's model as a release folder with a model card: "
+               "RUN_DIR --out DIR", opts_export),
     "report": (cmd_report, "regenerate plots and report.html from RUN_DIR/summary.json",
                None),
     "unlearn": (cmd_unlearn, "unlearn a model (default: the study's base) into a teacher",
@@ -404,8 +481,23 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+class _Version(argparse.Action):
+    """`undo --version`: the version and, from a git checkout, its commit (asked of git
+    only when the option is given)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from .provenance import version_line
+
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="undo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (fn, help_, add_options) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)

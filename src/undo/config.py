@@ -15,6 +15,7 @@ from typing import Any, Literal
 from .configlib import (
     ConfigError,
     check,
+    config_path,
     dump_yaml,
     from_dict,
     parse_override,
@@ -464,8 +465,11 @@ class StudyConfig:
     # a path uses an existing one (a Hugging Face model folder or a finished stage
     # folder); `none` studies without one: robustness relative to a gold standard is
     # then not available (the report says so; relearning curves are still compared
-    # with the unlearn-only model).
-    gold: str = "pretrain"
+    # with the unlearn-only model). `auto`: `pretrain` for a preset and for a pretrained
+    # model of at most a few million parameters; for a larger pretrained model the study
+    # stops before any work and asks for one of the three (pretraining it from scratch
+    # costs far more than everything else; undo.study.gold.resolve_gold).
+    gold: str = "auto"
     oracles: bool = True  # oracle matching: gold into base, gold into a random init
     # Oracle students distill until their outputs match the gold teacher's (distill.stop
     # = match: retain and forget accuracy within distill.stop_within), at most this many
@@ -526,8 +530,12 @@ class StudyConfig:
                self.min_robustness_gap, "a number >= 0")
         check(self.oracle_steps is None or self.oracle_steps > 0, f"{p}.oracle_steps",
                self.oracle_steps, "a positive integer or null")
-        check(self.gold in ("pretrain", "none") or Path(self.gold).expanduser().is_dir(),
-               f"{p}.gold", self.gold, "'pretrain', 'none', or an existing model or stage folder")
+        check(self.gold in ("auto", "pretrain", "none") or Path(self.gold).expanduser().is_dir(),
+              f"{p}.gold", self.gold,
+              "'auto', 'pretrain', 'none', or an existing model or stage folder")
+
+
+TRACKERS = ("tensorboard", "wandb", "mlflow")
 
 
 @dataclass
@@ -545,6 +553,10 @@ class RunConfig:
     # is computed, not what (float reduction order aside).
     sharding: Literal["auto", "ddp", "fsdp"] = "auto"
     progress: bool = True
+    # Experiment trackers that get every training stage's metrics.jsonl records too,
+    # through accelerate's trackers (`tensorboard`, `wandb`, `mlflow`; each needs its
+    # package). Files go to each stage's `trackers/` folder. Not part of any result.
+    report_to: list[str] = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)
     # The benchmark's own section, selected by `data.benchmark` (undo.benchmarks).
     data: Any = field(default_factory=_default_data, metadata={"select": _data_config_class})
@@ -562,6 +574,9 @@ class RunConfig:
         check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
                "name", self.name, "a non-empty folder name without '/', not '.' or '..'")
         check(self.threads >= 0, "threads", self.threads, "an integer >= 0")
+        check(all(t in TRACKERS for t in self.report_to) and
+              len(set(self.report_to)) == len(self.report_to), "report_to", self.report_to,
+              f"a list of distinct trackers from {', '.join(TRACKERS)} ([] for none)")
         self.data.check_run(self)  # settings of other sections the benchmark constrains
 
 
@@ -572,8 +587,9 @@ def run_config(raw: dict) -> RunConfig:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 cls: type = RunConfig) -> Any:
-    """Load a YAML file (or the defaults when `path` is None) and apply dotted overrides."""
-    raw = read_yaml(path) if path is not None else {}
+    """Load a YAML file or a shipped config by name (`config_path`; the defaults when
+    `path` is None) and apply dotted overrides."""
+    raw = read_yaml(config_path(path)) if path is not None else {}
     keys = []
     for ov in overrides or []:
         key, value = parse_override(ov)

@@ -195,3 +195,33 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of keys")
     return fix_yaml_numbers(loaded)
+
+
+# The configs shipped inside the package (`undo configs`); a checkout's top-level
+# `configs/` links here.
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Shipped config name ("arithmetic/tiny") -> its file."""
+    return {p.relative_to(SHIPPED_CONFIGS).with_suffix("").as_posix(): p
+            for p in sorted(SHIPPED_CONFIGS.rglob("*.yaml"))}
+
+
+def shipped_config(name: str) -> Path | None:
+    """The shipped config `name` names: "text/tiny", "text/tiny.yaml" or the README's
+    "configs/text/tiny.yaml" (so those paths work outside a checkout too); None if none."""
+    key = name.removeprefix("./").removeprefix("configs/").removesuffix(".yaml")
+    return shipped_configs().get(key.removesuffix(".yml"))
+
+
+def config_path(path: str | Path) -> Path:
+    """A config file, or a shipped config by name; a ConfigError naming both otherwise."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    found = shipped_config(str(path))
+    if found is None:
+        raise ConfigError(f"config file not found: {p}; valid: a YAML file, or a shipped "
+                          f"config name (`undo configs` lists them, e.g. arithmetic/tiny)")
+    return found

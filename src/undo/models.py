@@ -205,12 +205,15 @@ def load_pretrained(cfg: ModelConfig, device: str | torch.device = "cpu"
     return model.to(device), load_tokenizer(src, **kwargs)
 
 
-def pretrained_config(cfg: ModelConfig) -> PretrainedConfig:
-    """The HF config of `cfg`'s model, checked to be a loadable causal LM of a known family."""
+def pretrained_config(cfg: ModelConfig, *, weights: bool = True,
+                      local_only: bool = False) -> PretrainedConfig:
+    """The HF config of `cfg`'s model, checked to be a loadable causal LM of a known family
+    (and, with `weights`, that a local folder holds weights). `local_only`: read the hub
+    cache only, never download."""
     src, kwargs = _source(cfg)
     shown = _shown(cfg)
     try:
-        config = AutoConfig.from_pretrained(src, **kwargs)
+        config = AutoConfig.from_pretrained(src, local_files_only=local_only, **kwargs)
     except (OSError, ValueError, KeyError, ImportError) as e:
         hint = _GGUF_HINT if cfg.gguf_file else ""
         raise ConfigError(f"config key 'model.name_or_path': cannot read the model config of "
@@ -226,7 +229,7 @@ def pretrained_config(cfg: ModelConfig) -> PretrainedConfig:
                           f"language model ({what}); valid: a model AutoModelForCausalLM "
                           "loads, e.g. a *ForCausalLM")
     family_of(model_type)
-    if cfg.gguf_file is None and Path(src).is_dir() and not any(
+    if weights and cfg.gguf_file is None and Path(src).is_dir() and not any(
             f for g in WEIGHT_GLOBS for f in Path(src).glob(g)):
         raise ConfigError(f"config key 'model.name_or_path': {shown!r} has no weights "
                           f"({' or '.join(WEIGHT_GLOBS)}); valid: a folder written by "

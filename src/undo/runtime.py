@@ -50,12 +50,18 @@ def process_state(device: str = "auto") -> PartialState:
 
 
 def quiet() -> None:
-    """Silence library chatter that is not ours (HF progress bars, shared-tensor notes)."""
+    """Silence library chatter that is not ours (transformers' weight-loading bars,
+    shared-tensor notes), but keep the hub's download bars: a multi-GB download without
+    one looks hung. HF_HUB_DISABLE_PROGRESS_BARS=1 still turns those off."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from huggingface_hub import constants
+    from huggingface_hub.utils import enable_progress_bars
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # also switches the hub's bars off, so:
+    if not constants.HF_HUB_DISABLE_PROGRESS_BARS:
+        enable_progress_bars()
     warnings.filterwarnings("ignore", message=".*Removed shared tensor.*")
     import logging
 

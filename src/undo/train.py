@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ from .checkpoint import (
     COUNTERS_FILE,
     Counters,
     MetricsLog,
+    flat_numbers,
     recover_swap,
     remove_state,
     resumable,
@@ -117,9 +118,30 @@ def make_optimizer(name: str, groups: list[dict[str, Any]],
     raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
-def make_accelerator(device: str = "auto") -> Accelerator:
+def make_accelerator(device: str = "auto", report_to: list[str] | None = None,
+                     stage_dir: str | Path | None = None) -> Accelerator:
+    """The stage's accelerator; with `report_to`, its trackers write under
+    `stage_dir/trackers` (train() starts them and mirrors metrics.jsonl into them)."""
     process_state(device)  # the one way a process's launch state is made (see there)
-    return Accelerator(cpu=device_name(device) == "cpu")
+    cpu = device_name(device) == "cpu"
+    if not report_to or stage_dir is None:
+        return Accelerator(cpu=cpu)
+    check_trackers(report_to)
+    from accelerate.utils import ProjectConfiguration
+
+    project = ProjectConfiguration(project_dir=str(stage_dir),
+                                   logging_dir=str(Path(stage_dir) / "trackers"))
+    return Accelerator(cpu=cpu, log_with=list(report_to), project_config=project)
+
+
+def check_trackers(report_to: list[str]) -> None:
+    """Each tracker's package is installed (else one ConfigError saying which to install)."""
+    from accelerate import utils
+
+    missing = [t for t in report_to if not getattr(utils, f"is_{t}_available")()]
+    if missing:
+        raise ConfigError(f"config key 'report_to': {missing} not installed; valid: "
+                          f"`pip install {' '.join(missing)}`, or leave them out of report_to")
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -253,8 +275,12 @@ def _train(
         # The schedule at the step (the optimizer's groups hold its `initial_lr` already).
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg),
                                                       last_epoch=counters.step - 1)
+    # Trackers (report_to) start only for a stage that logs metrics.jsonl: they mirror it.
+    tracking = out is not None and bool(acc.log_with)
+    if tracking:
+        acc.init_trackers(out.name, config=flat_numbers(asdict(cfg), text=True))
     log = MetricsLog(out / "metrics.jsonl" if out is not None and acc.is_main_process else None,
-                    counters.step)
+                    counters.step, acc if tracking else None)
 
     extra = int(getattr(objective, "extra_forward_params", 0))
     # A resumed run's result holds the evaluations from before the checkpoint too.
@@ -346,6 +372,10 @@ def _train(
         remove_state(state_dir)  # finished: the model itself is the result
     result.steps, result.tokens = counters.step, counters.tokens
     result.flops, result.wall_time = counters.flops, counters.wall_time
+    if tracking:
+        # Close the trackers. (A failed run needs no close: TensorBoard flushes on every
+        # write; accelerate's wandb / mlflow runs end with the process.)
+        acc.end_training()
     return result
 
 

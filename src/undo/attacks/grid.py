@@ -53,7 +53,7 @@ from ..configlib import ConfigError
 from ..models import load_model, load_tokenizer, save_model
 from ..objectives import OBJECTIVES
 from ..runtime import device_name, process_pool, torch_threads
-from ..stages.base import StageResult, run_dir, run_stage
+from ..stages.base import StageResult, run_dir, run_stage, source_of
 from ..train import make_accelerator, train
 from .robustness import aggregate, budget_key
 
@@ -66,6 +66,8 @@ Metrics = dict[str, float]
 def model_label(model_dir: str | Path) -> str:
     """A readable name: the folder, or its parent for a stage's `.../<stage>/model`."""
     d = Path(model_dir).resolve()
+    if d.parent.name == "snapshots" and d.parent.parent.name.startswith("models--"):
+        return d.parent.parent.name.removeprefix("models--")  # a hub snapshot: org--name
     return d.parent.name if d.name == "model" else d.name
 
 
@@ -308,7 +310,7 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
              "worst_case": {m: {k: {"value": w["value"], "lr": w["lr"], "std": w["std"]}
                                 for k, w in wc.items()}
                             for m, wc in relearn["worst_case"].items()}},
-            device=device_name(cfg.device))
+            device=device_name(cfg.device), source=source_of(model_dir))
 
     return run_stage(d, key, work, force=force)
 

@@ -12,6 +12,7 @@ work to `run_stage`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -26,14 +27,16 @@ from ..artifacts import (
     environment,
     is_done,
     json_text,
+    read_json,
     stage_lock,
     write_json,
     write_text,
 )
-from ..config import RunConfig, run_config
+from ..config import ModelConfig, RunConfig, run_config
 from ..configlib import ConfigError, dump_yaml, to_dict
 from ..integrity import write_manifest
 from ..models import save_model
+from ..provenance import model_source
 from ..runtime import process_state
 
 
@@ -45,55 +48,94 @@ def run_dir(cfg: RunConfig) -> Path:
 # holds them): a run folder's config.yaml may differ from the config in these alone.
 # `name`/`out_dir` locate the folder; `study.stages` selects which stages run.
 RESULT_NEUTRAL_KEYS = frozenset({"name", "out_dir", "device", "threads", "progress",
+                                 "report_to",
                                  "study.workers", "study.stages", "attack.workers",
                                  # where and how stages run, not what they compute
                                  "sharding", "study.executor", "study.ray_address",
                                  "study.resources"})
 
 
-def config_differences(old: dict[str, Any], new: dict[str, Any],
-                       prefix: str = "") -> list[str]:
-    """`key: old -> new` for every setting that differs, except RESULT_NEUTRAL_KEYS."""
+# Settings that choose which replicates and arms a study holds, not how any one model is
+# made: a folder may run the study again with other values (another run seed, more
+# distillation seeds or α, the Unlearn-and-Distill / oracle arms, other attack seeds).
+# Their stages have their own cache keys, so nothing cached is overwritten.
+REPLICATE_KEYS = frozenset({"seed", "study.seeds", "study.alphas", "study.unlearn_distill",
+                            "study.oracles", "study.attack_search", "attack.seeds"})
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "",
+                       ignore: frozenset[str] = RESULT_NEUTRAL_KEYS) -> list[str]:
+    """`key: old -> new` for every setting that differs, except those in `ignore`."""
     out = []
     for k in sorted(set(old) | set(new), key=str):
         key = f"{prefix}{k}"
-        if key in RESULT_NEUTRAL_KEYS:
+        if key in ignore:
             continue
         a, b = old.get(k, "(absent)"), new.get(k, "(absent)")
         if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, f"{key}.")
+            out += config_differences(a, b, f"{key}.", ignore)
         elif a != b:
             out.append(f"{key}: {a!r} -> {b!r}")
     return out
 
 
-def write_run_config(cfg: RunConfig) -> Path:
-    """Write `<run_dir>/config.yaml`, refusing to replace one of a different config.
+RUNS_FILE = "runs.jsonl"
 
-    A run folder's summary, report and plots describe one config; a second config
-    writing into the same folder would mix its results into them. Differences in
-    RESULT_NEUTRAL_KEYS are allowed (the file then records the latest values).
+
+def write_run_config(cfg: RunConfig) -> Path:
+    """Write `<run_dir>/config.yaml` (the latest config run in the folder) and append it
+    to `<run_dir>/runs.jsonl` (every config the folder ran, with the time).
+
+    A folder holds one study: the same data, model and recipes. Another run seed, more
+    distillation seeds or α, or other arms are the same study (REPLICATE_KEYS) and are
+    accepted; summary.json and the report then cover the latest run's config (earlier
+    runs' stages stay cached: running their config again rebuilds their summary, and a
+    config naming the union of their seeds and α summarises them together). A change
+    of recipe, data or model is refused: the folder's models of the same name would
+    mean different things from one run to the next. Differences in RESULT_NEUTRAL_KEYS
+    never matter.
     """
     path = run_dir(cfg) / "config.yaml"
+    new = _settled(to_dict(cfg))
+    added: list[str] = []
     if path.is_file():
-        new = to_dict(cfg)
         try:
             raw = yaml.safe_load(path.read_text())
             # Through the loader, so keys newer than the file get their defaults.
-            old = to_dict(run_config(raw))
+            old = _settled(to_dict(run_config(raw)))
         except (yaml.YAMLError, ConfigError) as e:
             diffs = [f"it no longer loads ({e})"]
         else:
-            diffs = config_differences(old, new)
+            diffs = config_differences(old, new, ignore=RESULT_NEUTRAL_KEYS | REPLICATE_KEYS)
+            added = config_differences(old, new)
         if diffs:
             shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5
                                              else "")
             raise ConfigError(
                 f"run folder {path.parent} holds the results of a different config "
-                f"({shown}); its summary and report would mix two configs. Give this run "
-                f"its own folder (name=NEW_NAME or out_dir=DIR), or delete {path} to "
-                f"re-use the folder (its cached stages stay valid)")
-    return write_text(path, dump_yaml(cfg))
+                f"({shown}); its summary and report would mix two studies (only "
+                f"{', '.join(sorted(REPLICATE_KEYS))} may change between runs of one "
+                f"folder). Give this run its own folder (name=NEW_NAME or out_dir=DIR), or "
+                f"delete {path} to re-use the folder (its cached stages stay valid)")
+    written = write_text(path, dump_yaml(cfg))
+    _append_line(path.parent / RUNS_FILE, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                            "config_hash": config_hash(new),
+                                            "changed": added, "config": new})
+    return written
+
+
+def _settled(config: dict[str, Any]) -> dict[str, Any]:
+    """`study.gold: auto` as the study runs it: a study either runs it as `pretrain` or
+    stops before any work (undo.study.gold.resolve_gold), so the two name the same results."""
+    if config["study"]["gold"] == "auto":
+        config["study"]["gold"] = "pretrain"
+    return config
+
+
+def _append_line(path: Path, record: dict[str, Any]) -> None:
+    """One JSON line, appended in a single write (whole lines even if two runs append)."""
+    with path.open("a") as f:
+        f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
 
 
 def stage_key(name: str, depends_on: dict[str, Any]) -> str:
@@ -137,6 +179,8 @@ class StageResult:
     tokenizer: Any = None
     accelerator: Any = None
     device: str | None = None
+    # Where the stage's input model came from (`source_of`), for its meta.json.
+    source: dict[str, Any] | None = None
 
 
 def run_stage(d: Path, key: dict[str, Any], work: Callable[[], StageResult], *,
@@ -155,18 +199,39 @@ def run_stage(d: Path, key: dict[str, Any], work: Callable[[], StageResult], *,
             if out.model is not None:
                 save_model(out.model, out.tokenizer, d / "model")
             device = out.device or (str(acc.device) if acc is not None else None)
-            finish(d, {**out.summary, "wall_time_s": time.time() - t0}, key, device=device)
+            finish(d, {**out.summary, "wall_time_s": time.time() - t0}, key, device=device,
+                   source=out.source)
         if acc is not None:
             acc.wait_for_everyone()
     return d
 
 
+def source_of(model: str | Path | ModelConfig | None) -> dict[str, Any] | None:
+    """Where a stage's input model came from, for its meta.json: for a model config, its
+    hub id or folder (and resolved hub commit); for a stage's `model/` folder, what that
+    stage's meta.json recorded (so an UNDO student names the hub commit its base had)."""
+    if model is None:
+        return None
+    if isinstance(model, ModelConfig):
+        return model_source(model.name_or_path, model.revision, model.gguf_file)
+    d = Path(model).resolve()
+    if d.parent.name == "snapshots" and d.parent.parent.name.startswith("models--"):
+        # A hub cache snapshot (a hub id given to `undo attack`): the folder is the commit.
+        repo = d.parent.parent.name.removeprefix("models--").replace("--", "/")
+        return {"name_or_path": repo, "gguf_file": None, "revision": None,
+                "hub_commit": d.name}
+    if d.name == "model" and (d.parent / "meta.json").is_file():
+        return read_json(d.parent / "meta.json").get("model_source")
+    return model_source(str(d))
+
+
 def finish(d: Path, summary: dict[str, Any], depends_on: dict[str, Any],
-           device: str | None = None) -> dict[str, Any]:
-    """Write config, provenance, the manifest of every file (the summary's bytes
-    included, undo.integrity) and, last, the summary that marks the stage finished."""
+           device: str | None = None, source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write config, provenance (versions, undo's commit, `source`: where the stage's
+    model came from), the manifest of every file (the summary's bytes included,
+    undo.integrity) and, last, the summary that marks the stage finished."""
     write_text(d / "config.yaml", yaml.safe_dump(_plain(depends_on), sort_keys=False))
-    write_json(d / "meta.json", environment(device))
+    write_json(d / "meta.json", environment(device, model=source))
     text = json_text(summary)
     write_manifest(d, pending={"summary.json": text.encode()})
     write_text(d / "summary.json", text)

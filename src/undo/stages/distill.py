@@ -45,7 +45,7 @@ from ..models import (
 from ..objectives.distill_kl import DistillKL
 from ..sharding import hold_frozen, resolve
 from ..train import make_accelerator, train
-from .base import StageResult, run_dir, run_stage, stage_dir
+from .base import StageResult, run_dir, run_stage, source_of, stage_dir
 from .noise import noised_copy
 from .teacher_cache import CachedBatches, TeacherCache
 
@@ -125,6 +125,23 @@ def _label(init: dict[str, Any], seed: int) -> str:
     return f"distill-from-{init['fingerprint'][:8]}-s{seed}"
 
 
+def distill_dir(cfg: RunConfig, teacher_dir: str | Path, *, init: str, alpha: float,
+                seed: int, base_dir: str | Path | None = None
+                ) -> tuple[Path, dict[str, Any], dict[str, Any], Path | None]:
+    """Where `distill` puts this student: (stage folder, key, init identity, base model
+    folder when the noise needs one). Reads the teacher's files (its fingerprint), not
+    its weights into a model (`undo run --dry-run` uses it too)."""
+    teacher_path = model_folder(teacher_dir, "teacher")
+    init_id = _init_identity(init, alpha)
+    needs_base = init_id["kind"] == "noised" and cfg.noise.mask != "none"
+    if needs_base and base_dir is None:
+        raise ConfigError(f"noise.mask={cfg.noise.mask!r} needs the base model: pass --base")
+    base_path = model_folder(base_dir, "--base") if needs_base and base_dir else None
+    key = distill_key(cfg, fingerprint(teacher_path), init_id, seed,
+                      fingerprint(base_path) if base_path else None)
+    return stage_dir(cfg, _label(init_id, seed), key), key, init_id, base_path
+
+
 def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
             alpha: float | None = None, seed: int | None = None,
             base_dir: str | Path | None = None, force: bool = False) -> Path:
@@ -138,20 +155,12 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
     """
     teacher_path = model_folder(teacher_dir, "teacher")
     alpha = cfg.noise.alpha if alpha is None else alpha
-    if not 0 <= alpha <= 1:
-        raise ConfigError(f"--alpha: got {alpha!r}; valid: a number in [0, 1]")
     seed = cfg.seed if seed is None else seed
-    init_id = _init_identity(init, alpha)
+    d, key, init_id, base_path = distill_dir(cfg, teacher_path, init=init, alpha=alpha,
+                                             seed=seed, base_dir=base_dir)
     if init_id["kind"] == "checkpoint":
         # Distillation matches distributions id by id: the tokenizers must agree.
         vocab_check(load_tokenizer(teacher_path), load_tokenizer(model_folder(init, "--init")))
-    needs_base = init_id["kind"] == "noised" and cfg.noise.mask != "none"
-    if needs_base and base_dir is None:
-        raise ConfigError(f"noise.mask={cfg.noise.mask!r} needs the base model: pass --base")
-    base_path = model_folder(base_dir, "--base") if needs_base and base_dir else None
-    key = distill_key(cfg, fingerprint(teacher_path), init_id, seed,
-                      fingerprint(base_path) if base_path else None)
-    d = stage_dir(cfg, _label(init_id, seed), key)
 
     def work() -> StageResult:
         bench = build_benchmark(cfg.data)
@@ -159,7 +168,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
         teacher = load_model(teacher_path)
         student, noise_report = _make_student(teacher, teacher_path, init_id, init, seed, cfg,
                                               base_path)
-        acc = make_accelerator(cfg.device)
+        acc = make_accelerator(cfg.device, cfg.report_to, d)
         if cfg.distill.logits == "chunked" and resolve(cfg.sharding, acc) == "fsdp":
             # The chunked KL applies the output projections itself, outside the models'
             # forwards, where FSDP2 holds only each rank's shard of them.
@@ -247,7 +256,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
             "params": count_params(student),
             "train_time_s": result.wall_time,
         }
-        return StageResult(summary, student, tokenizer, acc)
+        return StageResult(summary, student, tokenizer, acc, source=source_of(teacher_path))
 
     return run_stage(d, key, work, force=force)
 

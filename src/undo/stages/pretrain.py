@@ -28,7 +28,7 @@ from ..models import (
 from ..objectives import OBJECTIVES
 from ..runtime import device_name
 from ..train import make_accelerator, train
-from .base import StageResult, run_stage, stage_dir
+from .base import StageResult, run_stage, source_of, stage_dir
 
 Which = Literal["base", "gold"]
 
@@ -75,7 +75,7 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
         else:
             steps, batch = gold_recipe(cfg)
             optim = replace(cfg.pretrain, steps=steps, batch_size=batch)
-        acc = make_accelerator(cfg.device)
+        acc = make_accelerator(cfg.device, cfg.report_to, d)
         batches = bench.batches(which, tokenizer, optim.batch_size, seed=cfg.seed,
                                 rank=acc.process_index)
 
@@ -92,7 +92,7 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
             "metrics": evaluate(model, bench, tokenizer),
             **result.cost(),
             "params": count_params(model),
-        }, model, tokenizer, acc)
+        }, model, tokenizer, acc, source=source_of(cfg.model))
 
     return run_stage(d, pretrain_key(cfg, which), work, force=force)
 
@@ -109,6 +109,20 @@ def _content_identity(model_cfg: ModelConfig) -> str | None:
     return fingerprint(src) if src.is_dir() else None
 
 
+def import_dir(cfg: RunConfig, source: str | None, which: Which
+               ) -> tuple[Path, ModelConfig | None, dict]:
+    """Where `import_model` puts `source` (its stage folder, the model settings and the
+    stage key); a finished stage folder given as `source` is its own folder (no config)."""
+    src = Path(source or cfg.model.name_or_path or cfg.model.gguf_file or "").expanduser()
+    if is_done(src) and (src / "model").is_dir():
+        return src, None, {}
+    model_cfg = cfg.model if source is None else replace(cfg.model, name_or_path=source,
+                                                         gguf_file=None)
+    key = {"which": f"import-{which}", "model": model_key(model_cfg), "data": cfg.data,
+           "content": _content_identity(model_cfg)}
+    return stage_dir(cfg, f"import-{which}", key), model_cfg, key
+
+
 def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool = False
                  ) -> Path:
     """An existing model as the study's base or gold standard: a stage folder holding it
@@ -118,14 +132,10 @@ def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool =
     None: the model `cfg.model` names (name_or_path / gguf_file). The stage is keyed by
     the model settings and, for a local folder, its content.
     """
+    d, model_cfg, key = import_dir(cfg, source, which)
+    if model_cfg is None:  # a finished stage folder, used as it is
+        return d
     src = Path(source or cfg.model.name_or_path or cfg.model.gguf_file or "").expanduser()
-    if is_done(src) and (src / "model").is_dir():
-        return src
-    model_cfg = cfg.model if source is None else replace(cfg.model, name_or_path=source,
-                                                         gguf_file=None)
-    key = {"which": f"import-{which}", "model": model_key(model_cfg), "data": cfg.data,
-           "content": _content_identity(model_cfg)}
-    d = stage_dir(cfg, f"import-{which}", key)
 
     def work() -> StageResult:
         bench = build_benchmark(cfg.data)
@@ -136,6 +146,6 @@ def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool =
                             "data": bench.describe(), "metrics": evaluate(model, bench, tokenizer),
                             "steps": None, "tokens": None, "flops": None,
                             "params": count_params(model), "train_time_s": 0.0},
-                           model, tokenizer)
+                           model, tokenizer, source=source_of(model_cfg))
 
     return run_stage(d, key, work, force=force)

@@ -25,7 +25,7 @@ from ..configlib import to_dict
 from ..models import count_params, load_model, load_tokenizer
 from ..objectives.unlearning import build_objective
 from ..train import make_accelerator, train
-from .base import StageResult, run_stage, stage_dir
+from .base import StageResult, run_stage, source_of, stage_dir
 
 
 def resolve_base(base_dir: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -78,7 +78,7 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
         objective.prepare(model)
 
     def work() -> StageResult:
-        acc = make_accelerator(cfg.device)
+        acc = make_accelerator(cfg.device, cfg.report_to, d)
         optim = cfg.unlearn
         batches = bench.batches("unlearn", tokenizer, optim.batch_size, seed=cfg.seed,
                                 rank=acc.process_index)
@@ -106,7 +106,7 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
             **result.cost(),
             "params": count_params(unlearned),
             "evals": result.evals,
-        }, unlearned, tokenizer, acc)
+        }, unlearned, tokenizer, acc, source=source_of(model_dir))
 
     return run_stage(d, key, work, force=force)
 

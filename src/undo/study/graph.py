@@ -188,7 +188,9 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     from ..stages.distill import distill
     from ..stages.pretrain import gold_recipe, import_model, pretrain
     from ..stages.unlearn import unlearn
+    from .gold import with_gold
 
+    cfg = with_gold(cfg)  # `study.gold: auto` settled (or the study stops here)
     only = set(cfg.study.stages)
     def selected(kind: str) -> bool:
         return not only or kind in only or kind == "pretrain"
@@ -364,10 +366,13 @@ def _add_search_tasks(cfg: RunConfig, tasks: list[Task], made_by: dict[str, Mode
 def preflight(cfg: RunConfig) -> None:
     """What can be checked before any stage runs, so a study never fails half-way on it:
     the benchmark's data (read and split), and for a pretrained model that it is a
-    loadable causal LM of a known family whose tokenizer the benchmark can use."""
+    loadable causal LM of a known family whose tokenizer the benchmark can use, and that
+    the trackers of `report_to` are installed."""
     from ..benchmarks import build_benchmark
     from ..models import pretrained_config, tokenizer_of
+    from ..train import check_trackers
 
+    check_trackers(cfg.report_to)
     bench = build_benchmark(cfg.data)
     if not cfg.model.is_pretrained():
         return
@@ -390,11 +395,15 @@ def run_study(cfg: RunConfig, *, force: list[str] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every missing stage of the study; write summary.json, plots and report.html."""
     from ..stages.base import run_dir, write_run_config
+    from .gold import with_gold
     from .summary import build_summary, write_summary
 
     force = list(force or [])
     _check_kinds(force, "--force")
     _check_kinds(list(cfg.study.stages), "study.stages")
+    # First: a study that would pretrain a large model's gold standard stops here, before
+    # any data is read. The resolved value is what config.yaml and the summary record.
+    cfg = with_gold(cfg)
     preflight(cfg)
     tasks, models = study_tasks(cfg)
     root = run_dir(cfg)

@@ -21,6 +21,7 @@ from ..attacks.robustness import (
 )
 from ..config import RunConfig
 from ..configlib import to_dict
+from ..provenance import model_source
 
 if TYPE_CHECKING:
     from .graph import Model
@@ -249,7 +250,8 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
         "schema_version": SCHEMA_VERSION,
         "study": cfg.name,
         "config": to_dict(cfg),
-        "environment": environment(),
+        "environment": environment(model=model_source(
+            cfg.model.name_or_path, cfg.model.revision, cfg.model.gguf_file)),
         "benchmark": cfg.data.benchmark,
         # False when the study has no gold standard (study.gold=none): robustness
         # relative to one is then not available, and every robustness value is null.

@@ -17,7 +17,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,10 @@ CHANCE_ACC = 1e-3  # a 3-digit answer guessed uniformly
 @dataclass
 class Config:
     """`data:` of the embedded arithmetic benchmark (generated in code, seeded)."""
+
+    # Positions per sequence, for plans made before any data exists (`undo run --dry-run`):
+    # the smoke study's distillation processed 2,616 positions in 160 padded sequences.
+    typical_positions: ClassVar[int] = 17
 
     benchmark: Literal["arithmetic"] = "arithmetic"
     # How items are split into held-out / attack / evaluation: by fact (a*b, b*a, ab/a

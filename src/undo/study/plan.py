@@ -1,0 +1,165 @@
+"""What a study will do, before it does it: `undo run --dry-run`.
+
+Nothing here loads weights or data. The model's shape comes from its config alone (a
+preset, or `AutoConfig` from a local folder, GGUF header or the hub cache), instantiated
+on PyTorch's meta device to count parameters; tokens and FLOPs follow from the recipes
+(compute.py's 6N per trained position, 2N per teacher forward); what is cached is found
+by computing each stage's folder the way the stage itself does, as far as the stages it
+depends on are already on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig
+from ..configlib import ConfigError
+from .gold import Shape, model_shape, resolve_gold
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str
+    status: str  # cached | to run | after <stage>
+    steps: int | None = None
+    sequences: int | None = None  # sequences processed (upper bound: early stops)
+    flops: float | None = None
+    disk: int = 0  # bytes of the model the stage saves
+
+
+def _positions(cfg: RunConfig) -> int | None:
+    """Positions per sequence: the benchmark's window, or its typical item length."""
+    return getattr(cfg.data, "seq_len", None) or getattr(cfg.data, "typical_positions", None)
+
+
+def _work(cfg: RunConfig, task_name: str, kind: str) -> tuple[int, int, int] | None:
+    """(steps, sequences, FLOPs per position as a multiple of N) of a task; None when the
+    task trains nothing or is not estimated (imports, searches)."""
+    from ..stages.pretrain import gold_recipe
+
+    def seqs(o: Any, steps: int) -> int:
+        return steps * o.batch_size * getattr(o, "grad_accum", 1)
+
+    if kind == "pretrain":
+        if task_name == "pretrain base" and not cfg.model.is_pretrained():
+            return cfg.pretrain.steps, seqs(cfg.pretrain, cfg.pretrain.steps), 6
+        if task_name == "pretrain gold" and cfg.study.gold == "pretrain":
+            steps, batch = gold_recipe(cfg)
+            return steps, steps * batch * cfg.pretrain.grad_accum, 6
+        return None
+    if kind == "unlearn":
+        return cfg.unlearn.steps, seqs(cfg.unlearn, cfg.unlearn.steps), 6
+    if kind in ("distill", "oracle"):
+        steps = (cfg.study.oracle_steps or cfg.distill.steps) if kind == "oracle" \
+            else cfg.distill.steps
+        return steps, seqs(cfg.distill, steps), 8  # student 6N + teacher forward 2N
+    if kind == "attack" and task_name.startswith("attack "):
+        runs = len(cfg.attack.lrs) * len(cfg.attack.seeds)
+        return cfg.attack.steps * runs, seqs(cfg.attack, cfg.attack.steps) * runs, 6
+    return None
+
+
+def _where(cfg: RunConfig, job: Any) -> Path | None:
+    """The folder a study job writes, computed as its stage function does."""
+    from ..attacks.grid import attack_dir
+    from ..stages.distill import distill_dir
+    from ..stages.pretrain import import_dir, pretrain_dir
+    from ..stages.unlearn import unlearn_dir
+
+    c, kw, name = job.cfg or cfg, job.kwargs or {}, job.fn.__name__
+    if name == "pretrain":
+        if job.args[0] == "base" and c.model.is_pretrained():
+            return import_dir(c, None, "base")[0]
+        return pretrain_dir(c, job.args[0])
+    if name == "import_model":
+        return import_dir(c, *job.args[:2])[0]
+    if name == "unlearn":
+        return unlearn_dir(c, job.args[0])
+    if name == "distill":
+        alpha = c.noise.alpha if kw.get("alpha") is None else kw["alpha"]
+        return distill_dir(c, job.args[0], init=kw["init"], alpha=alpha, seed=kw["seed"],
+                           base_dir=kw.get("base_dir"))[0]
+    if name == "attack":
+        return attack_dir(c, job.args[0])
+    return None
+
+
+def plan(cfg: RunConfig) -> tuple[list[Row], Shape | None, str]:
+    """Every stage of the study in run order, with its status and estimated cost; the
+    model's shape (None if unknown) and how it was found."""
+    from ..artifacts import is_done
+    from .graph import study_tasks
+
+    shape, how = model_shape(cfg, local_only=True)
+    cfg = replace(cfg, study=replace(cfg.study, gold=resolve_gold(cfg, shape)))
+    tasks, _ = study_tasks(cfg)
+    positions = _positions(cfg)
+    done: dict[str, Path] = {}
+    rows = []
+    for t in tasks:
+        row = Row(t.name, t.kind, "to run")
+        missing = [d for d in t.deps if d not in done]
+        if missing:
+            row.status = f"after {missing[0]}"
+        else:
+            try:
+                d = _where(cfg, t.make({dep: done[dep] for dep in t.deps}))
+            except ConfigError:  # e.g. a stand-in folder without weights: not cached
+                d = None
+            if d is not None and is_done(d):
+                row.status = "cached"
+                done[t.name] = d
+                for hook in t.after:  # what later tasks read of it (folders, models)
+                    hook(d)
+        work = _work(cfg, t.name, t.kind)
+        if work is not None:
+            row.steps, row.sequences, per = work
+            if shape is not None and positions:
+                row.flops = float(per * shape.matmul_params * positions * row.sequences)
+        if shape is not None and t.kind in ("pretrain", "unlearn", "distill", "oracle"):
+            row.disk = shape.params * shape.bytes_per_param
+        rows.append(row)
+    return rows, shape, how
+
+
+def _si(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "?"
+    for div, p in ((1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"),
+                   (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{p}{unit}"
+    return f"{x:.3g}{unit}"
+
+
+def format_plan(cfg: RunConfig, rows: list[Row], shape: Shape | None, how: str) -> str:
+    from ..stages.base import run_dir
+
+    positions = _positions(cfg)
+    size = (f"{_si(shape.params).replace('G', 'B')} parameters "
+            f"({_si(shape.matmul_params).replace('G', 'B')} in matmuls), "
+            f"{shape.bytes_per_param} bytes each, from the {how}") if shape else f"shape {how}"
+    out = [f"plan of study {cfg.name} -> {run_dir(cfg)} (nothing run, no weights loaded)",
+           f"model: {size}",
+           f"positions per sequence: {positions if positions else 'unknown'}"
+           + ("" if getattr(cfg.data, "seq_len", None) else " (typical item length)"),
+           f"gold standard: {resolve_gold(cfg, shape)}",
+           f"  {'stage':<28}{'status':<26}{'steps':>7}{'sequences':>11}{'tokens':>9}"
+           f"{'FLOPs':>9}{'disk':>9}"]
+    for r in rows:
+        tokens = r.sequences * positions if r.sequences is not None and positions else None
+        out.append(f"  {r.name[:27]:<28}{r.status[:25]:<26}"
+                   f"{'-' if r.steps is None else r.steps:>7}"
+                   f"{'-' if r.sequences is None else _si(r.sequences):>11}"
+                   f"{_si(tokens) if tokens else '-':>9}{_si(r.flops) if r.flops else '-':>9}"
+                   f"{_si(r.disk, 'B') if r.disk else '-':>9}")
+    todo = [r for r in rows if r.status != "cached"]
+    flops = sum(r.flops or 0 for r in todo)
+    out.append(f"to run: {len(todo)} of {len(rows)} stages, ~{_si(flops)} FLOPs (training "
+               f"passes at their full budgets; early stops spend less), ~"
+               f"{_si(sum(r.disk for r in todo), 'B')} of models on disk (plus optimizer "
+               f"checkpoints while a stage runs)")
+    return "\n".join(out)
