@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from undo.cli import _split_config_args, main
+from undo.cli import main
+from undo.cli.common import split_config_args
 from undo.config import load_config
 from undo.configlib import SHIPPED_CONFIGS, ConfigError, shipped_configs, to_dict
 
@@ -40,10 +41,10 @@ def test_a_name_works_where_a_path_does(tmp_path, monkeypatch, capsys):
 
 def test_a_name_is_a_config_only_when_no_such_path_exists(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert _split_config_args(["arithmetic/smoke", "MODEL", "k=1"]) == (
+    assert split_config_args(["arithmetic/smoke", "MODEL", "k=1"]) == (
         "arithmetic/smoke", ["k=1"], ["MODEL"])
     (tmp_path / "arithmetic" / "smoke").mkdir(parents=True)  # a model folder of that name
-    assert _split_config_args(["arithmetic/smoke"]) == (None, [], ["arithmetic/smoke"])
+    assert split_config_args(["arithmetic/smoke"]) == (None, [], ["arithmetic/smoke"])
 
 
 def test_checkout_configs_folder_is_the_shipped_one():

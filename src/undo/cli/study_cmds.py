@@ -1,0 +1,153 @@
+"""The study commands: run, config(s), report, verify, export."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..configlib import ConfigError
+from .common import (
+    load_run_config,
+    no_paths,
+)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The whole study: pretrain, unlearn, distill (UNDO, U&D, oracles), attack, report."""
+    from ..report import format_table
+    from ..stages.base import run_dir
+    from ..study.graph import run_study
+
+    cfg = load_run_config(args)
+    no_paths(args, "run")
+    if args.dry_run:
+        from ..study.plan import format_plan, plan
+
+        print(format_plan(cfg, *plan(cfg)))
+        return 0
+    summary = run_study(cfg, force=args.force or [])
+    print()
+    print(format_table(summary))
+    root = run_dir(cfg)
+    print(f"\nsummary: {root / 'summary.json'}\nreport:  {root / 'report.html'}")
+    return 0
+
+
+def opts_run(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--force", action="append", metavar="KIND",
+                    help="re-run stages of this kind even if cached (pretrain, unlearn, "
+                         "distill, oracle, attack); repeatable")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="print every stage with its status (cached or not), steps, tokens, "
+                         "FLOPs and disk, without running anything or loading weights")
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    """The configs shipped with undo: their names and first description line."""
+    from ..configlib import shipped_configs
+
+    if args.items:
+        raise ConfigError(f"undo configs takes no arguments, got {args.items}")
+    print("configs shipped with undo (a name works wherever a config path does, e.g. "
+          "`undo run text/tiny`):")
+    for name, path in shipped_configs().items():
+        print(f"  {name:<32} {_description(path)}")
+    return 0
+
+
+def _description(path: Path) -> str:
+    """A config's description: its first comment line that is not a command line."""
+    for line in path.read_text().splitlines():
+        text = line.lstrip("# ").strip()
+        if not line.startswith("#"):
+            break
+        if text and not text.startswith(("undo ", "accelerate ")):
+            return text[:90]
+    return ""
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from ..configlib import dump_yaml
+
+    cfg = load_run_config(args)
+    no_paths(args, "config")
+    print(dump_yaml(cfg), end="")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check every manifest in RUN_DIR; exit 0 only when everything is intact."""
+    from ..integrity import scan
+
+    if len(args.items) != 1 or not Path(args.items[0]).is_dir():
+        raise ConfigError(f"undo verify takes one RUN_DIR (an existing run folder, e.g. "
+                          f"runs/arithmetic-tiny), got {args.items or 'nothing'}")
+    root = Path(args.items[0])
+    findings = scan(root)
+    counts = {s: 0 for s in ("intact", "damaged", "rebuild", "unverified")}
+    for f in findings:
+        counts[f.status] += 1
+        print(f"{f.status:<10} {f.path.relative_to(root)}  {f.detail}")
+    print(f"{root}: {counts['intact']} intact, {counts['damaged']} damaged, "
+          f"{counts['rebuild']} would be rebuilt, {counts['unverified']} unverified")
+    return 0 if findings and counts["intact"] == len(findings) else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Regenerate RUN_DIR/plots/*.png and RUN_DIR/report.html from RUN_DIR/summary.json."""
+    import textwrap
+
+    from ..report import SummaryError, format_table, write_report
+
+    if len(args.items) != 1 or "=" in args.items[0]:
+        raise ConfigError(f"undo report takes one RUN_DIR (a folder holding summary.json, "
+                          f"e.g. runs/arithmetic-tiny), got {args.items or 'nothing'}")
+    try:
+        rep = write_report(args.items[0])
+    except SummaryError as e:
+        raise ConfigError(str(e)) from None
+    print(format_table(rep.summary))
+    print()
+    print(textwrap.fill(("Verdict (composed from the numbers): " if rep.verdict_composed
+                         else "Verdict: ") + rep.verdict, 96))
+    print()
+    print(f"report: {rep.html}")
+    print(f"plots:  {', '.join(str(p) for p in rep.plots.values())}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """A finished run's model as a release folder with its model card and evidence."""
+    from ..release import export_model, push_folder
+
+    if len(args.items) != 1 or "=" in args.items[0]:
+        raise ConfigError(f"undo export takes one RUN_DIR (a finished run's folder, e.g. "
+                          f"runs/arithmetic-tiny), got {args.items or 'nothing'}")
+    if args.out is None:
+        raise ConfigError("undo export needs --out DIR (the release folder to write)")
+    from .. import runtime
+
+    runtime.quiet()
+    ex = export_model(args.items[0], args.out, model=args.model, dtype=args.dtype,
+                      license=args.license)
+    rec = ex.model.get("recovered")
+    state = {True: "recovered", False: "did NOT recover", None: "not distilled"}[rec]
+    print(f"exported {ex.model['name']} ({state}; {ex.dtype}) to {ex.folder}")
+    print(f"  model card: {ex.folder / 'README.md'}")
+    if args.push_to_hub:
+        print(f"pushed: {push_folder(ex.folder, args.push_to_hub, private=args.private)}")
+    return 0
+
+
+def opts_export(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--out", metavar="DIR", help="the release folder to write (required, new)")
+    sp.add_argument("--model", metavar="NAME",
+                    help="the run's model to export (a name from summary.json, e.g. "
+                         "undo-a0.8-s0 or unlearn-only); default: the best-ranked UNDO "
+                         "student that recovered")
+    sp.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                    help="weights' dtype (default: as stored)")
+    sp.add_argument("--license", help="license id for the card (default: the base model's, "
+                                      "if its card is in the hub cache)")
+    sp.add_argument("--push-to-hub", metavar="REPO", help="also upload to this hub repo")
+    sp.add_argument("--private", action="store_true", help="create the hub repo private")
