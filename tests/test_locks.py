@@ -20,7 +20,7 @@ import pytest
 import undo
 from undo.artifacts import StageBusyError, is_done, stage_lock
 from undo.config import ConfigError, load_config
-from undo.stages.base import reset, write_run_config
+from undo.stages.base import record_run, reset, write_run_config
 
 SRC = str(Path(undo.__file__).resolve().parents[1])
 
@@ -127,10 +127,12 @@ def test_run_folder_config_is_not_replaced_by_another(tmp_path):
 
 def test_run_folder_takes_other_seeds_and_alphas_and_records_every_config(tmp_path):
     smoke = "configs/arithmetic/smoke.yaml"
-    write_run_config(load_config(smoke, [f"out_dir={tmp_path}"]))
-    write_run_config(load_config(smoke, [f"out_dir={tmp_path}", "seed=1"]))
-    path = write_run_config(load_config(smoke, [f"out_dir={tmp_path}",
-                                                "study.alphas=[0.5]", "study.seeds=[2, 3]"]))
+    for overrides in ([], ["seed=1"], ["study.alphas=[0.5]", "study.seeds=[2, 3]"]):
+        cfg = load_config(smoke, [f"out_dir={tmp_path}", *overrides])
+        path = write_run_config(cfg)
+        record_run(cfg)  # as a study does once it has finished
+    # A run that was accepted but stopped before the end is not recorded.
+    write_run_config(load_config(smoke, [f"out_dir={tmp_path}", "seed=4"]))
     runs = [json.loads(line) for line in (path.parent / "runs.jsonl").read_text().splitlines()]
     assert len(runs) == 3
     assert runs[0]["changed"] == []
@@ -138,4 +140,4 @@ def test_run_folder_takes_other_seeds_and_alphas_and_records_every_config(tmp_pa
     assert runs[2]["config"]["study"]["alphas"] == [0.5]
     assert runs[2]["config"]["study"]["seeds"] == [2, 3]
     assert len({r["config_hash"] for r in runs}) == 3
-    assert "alphas:\n  - 0.5" in path.read_text()  # config.yaml: the latest run
+    assert "seed: 4" in path.read_text()  # config.yaml: the latest config run in the folder

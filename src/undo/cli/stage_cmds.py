@@ -17,7 +17,7 @@ from .common import (
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from ..artifacts import read_json
-    from ..stages.base import write_run_config
+    from ..stages.base import record_run, write_run_config
     from ..stages.pretrain import pretrain
 
     cfg = load_run_config(args)
@@ -29,6 +29,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         s = read_json(d / "summary.json")
         print_metrics(f"{which}: {d}  ({s['steps']} steps, {s['wall_time_s']:.0f}s)",
                        s["metrics"])
+    record_run(cfg)
     return 0
 
 

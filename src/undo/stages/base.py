@@ -83,8 +83,8 @@ RUNS_FILE = "runs.jsonl"
 
 
 def write_run_config(cfg: RunConfig) -> Path:
-    """Write `<run_dir>/config.yaml` (the latest config run in the folder) and append it
-    to `<run_dir>/runs.jsonl` (every config the folder ran, with the time).
+    """Write `<run_dir>/config.yaml` (the latest config run in the folder); `record_run`
+    adds it to `<run_dir>/runs.jsonl` once the run has finished.
 
     A folder holds one study: the same data, model and recipes. Another run seed, more
     distillation seeds or α, or other arms are the same study (REPLICATE_KEYS) and are
@@ -97,7 +97,6 @@ def write_run_config(cfg: RunConfig) -> Path:
     """
     path = run_dir(cfg) / "config.yaml"
     new = _settled(to_dict(cfg))
-    added: list[str] = []
     if path.is_file():
         try:
             raw = yaml.safe_load(path.read_text())
@@ -107,7 +106,6 @@ def write_run_config(cfg: RunConfig) -> Path:
             diffs = [f"it no longer loads ({e})"]
         else:
             diffs = config_differences(old, new, ignore=RESULT_NEUTRAL_KEYS | REPLICATE_KEYS)
-            added = config_differences(old, new)
         if diffs:
             shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5
                                              else "")
@@ -117,11 +115,19 @@ def write_run_config(cfg: RunConfig) -> Path:
                 f"{', '.join(sorted(REPLICATE_KEYS))} may change between runs of one "
                 f"folder). Give this run its own folder (name=NEW_NAME or out_dir=DIR), or "
                 f"delete {path} to re-use the folder (its cached stages stay valid)")
-    written = write_text(path, dump_yaml(cfg))
-    _append_line(path.parent / RUNS_FILE, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                            "config_hash": config_hash(new),
-                                            "changed": added, "config": new})
-    return written
+    return write_text(path, dump_yaml(cfg))
+
+
+def record_run(cfg: RunConfig) -> None:
+    """Append a finished run's config to `<run_dir>/runs.jsonl` (every config the folder
+    ran, with the time and what changed since the run before). Called at the end, so a
+    run that stopped (bad input, a damaged file) leaves the record as it was."""
+    path = run_dir(cfg) / RUNS_FILE
+    new = _settled(to_dict(cfg))
+    lines = path.read_text().splitlines() if path.is_file() else []
+    changed = config_differences(json.loads(lines[-1])["config"], new) if lines else []
+    _append_line(path, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "config_hash": config_hash(new), "changed": changed, "config": new})
 
 
 def _settled(config: dict[str, Any]) -> dict[str, Any]:

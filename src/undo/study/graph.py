@@ -394,7 +394,7 @@ def preflight(cfg: RunConfig) -> None:
 def run_study(cfg: RunConfig, *, force: list[str] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every missing stage of the study; write summary.json, plots and report.html."""
-    from ..stages.base import run_dir, write_run_config
+    from ..stages.base import record_run, run_dir, write_run_config
     from .gold import with_gold
     from .summary import build_summary, write_summary
 
@@ -419,5 +419,6 @@ def run_study(cfg: RunConfig, *, force: list[str] | None = None,
     from ..report import write_report
 
     write_report(root)
+    record_run(cfg)
     log(f"== done in {(time.time() - t_start) / 60:.1f} min: {root / 'summary.json'}")
     return summary
