@@ -54,7 +54,8 @@ def test_ray_study_equals_local_study(tmp_path):
     # file per run of the 2-LR grid, none twice.
     attacks = sorted(p for p in (tmp_path / "ray" / "arithmetic-smoke" / "attacks").iterdir()
                      if p.is_dir())  # not the stage locks beside them
-    assert len(attacks) == 7
+    n_attacks = len(load_config(SMOKE).study.attacks)  # the paper's and forget-only
+    assert len(attacks) == 7 * n_attacks  # every model but the base, under each attack
     for d in attacks:
         assert sorted(p.name for p in (d / "runs").glob("*.json")) == [
             "lr0.0001-seed0.json", "lr0.001-seed0.json"]

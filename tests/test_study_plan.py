@@ -66,7 +66,8 @@ def test_plan_of_a_finished_study_is_all_cached_and_its_estimates_match(tmp_path
     cfg = load_config(SMOKE, [f"out_dir={tmp_path}", "study.oracles=false",
                               "study.unlearn_distill=false"])
     rows, shape, _ = plan(cfg)
-    assert [r.status for r in rows] == ["cached"] * 9  # 5 models, 4 attacks
+    # 5 models; 4 of them attacked under each of the study's attacks
+    assert [r.status for r in rows] == ["cached"] * (5 + 4 * len(cfg.study.attacks))
     # More α: the shared stages are cached, the new student and its attack are not.
     more = load_config(SMOKE, [f"out_dir={tmp_path}", "study.oracles=false",
                                "study.unlearn_distill=false", "study.alphas=[0.3, 0.5]"])
