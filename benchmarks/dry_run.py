@@ -13,6 +13,7 @@ imports every undo command pays, for scale.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -47,6 +48,7 @@ def main() -> None:
                 num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
                 tie_word_embeddings=True).save_pretrained(tmp / "llama-3.2-1b")
     undo = [sys.executable, "-m", "undo.cli", "run", "--dry-run", f"out_dir={tmp / 'runs'}"]
+    load_before = os.getloadavg()
     result = {
         "imports_only": timed([sys.executable, "-c", "import torch, transformers, accelerate"]),
         "wmdp_gemma2_2b": timed([*undo, "configs/wmdp/gemma2-2b-rmu.yaml",
@@ -54,8 +56,10 @@ def main() -> None:
         "text_llama_1b": timed([*undo, "configs/text/tiny.yaml", "data.tokenizer=model",
                                 f"model.name_or_path={tmp / 'llama-3.2-1b'}",
                                 "study.gold=none"]),
-        "note": "new process per run on the 2-core machine, shared with other engineers' "
-                "jobs (wall time includes waiting for a core; CPU time does not)",
+        # What else ran shows in the load: wall time includes waiting for a core, CPU
+        # time does not. A new process per run, on the 2-core machine.
+        "load_average_1_5_15_min_before": load_before,
+        "load_average_1_5_15_min_after": os.getloadavg(),
     }
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
