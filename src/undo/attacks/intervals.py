@@ -4,7 +4,7 @@ Pure functions over relearn.json runs (numpy, no torch, no I/O). Three sources o
 are resampled together, percentile bootstrap, 95%:
 
 - evaluation items: every run stores its forget metric per item at each budget
-  (`units`: metric = Σ num / Σ den, undo.attack.metric_units); one resample of the
+  (`units`: metric = Σ num / Σ den, undo.attacks.grid.metric_units); one resample of the
   items is shared by every model of a replicate (they are scored on the same items);
 - attack seeds: within each model's own seeds;
 - model seeds: the arm's students (UNDO at one α, Unlearn-and-Distill). Student seed s
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .robustness import budget_key
+from .robustness import budget_key, by_lr
 
 Run = Mapping[str, Any]
 LEVEL = 0.95
@@ -80,13 +80,11 @@ class Attacked:
 def attacked(runs: Sequence[Run], budget: int, higher_is_worse: bool) -> Attacked | None:
     """The worst LR on the selection half (seed-mean; ties to the larger LR), its runs
     on the report half. None when the runs carry no per-item units (older caches)."""
-    by_lr: dict[float, list[Run]] = {}
-    for r in runs:
-        by_lr.setdefault(float(r["lr"]), []).append(r)
+    groups = by_lr(runs)  # largest LR first
     best: tuple[float, float] | None = None
-    for lr in sorted(by_lr, reverse=True):
+    for lr, group in groups.items():
         vals = []
-        for r in by_lr[lr]:
+        for r in group:
             u = _units(r, budget)
             if u is None:
                 return None
@@ -98,7 +96,7 @@ def attacked(runs: Sequence[Run], budget: int, higher_is_worse: bool) -> Attacke
     if best is None:
         return None
     out = {}
-    for r in by_lr[best[0]]:
+    for r in groups[best[0]]:
         num, den = _units(r, budget)  # type: ignore[misc]
         _, rep = halves(len(num))
         out[int(r["seed"])] = (num[rep], den[rep])
@@ -184,7 +182,7 @@ def intervals(st: Study, tol: float, seed: int = 0,
             if missing:
                 raise ValueError(f"{ref} was not attacked with attack seeds {missing} of "
                                  f"{name}: every reference must be attacked with each "
-                                 f"student's attack seeds (undo.pipeline.attack_config)")
+                                 f"student's attack seeds (undo.study.graph.attack_config)")
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {"worst_case": {}, "robustness": {}}
     refs = {"gold": st.gold, "unlearn-only": st.unlearn_only, **st.singles}

@@ -51,7 +51,8 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
-def _by_lr(runs: Sequence[Run]) -> dict[float, list[Run]]:
+def by_lr(runs: Sequence[Run]) -> dict[float, list[Run]]:
+    """Runs grouped by learning rate, largest LR first (ties in a worst case go to it)."""
     groups: dict[float, list[Run]] = {}
     for r in runs:
         groups.setdefault(float(r["lr"]), []).append(r)
@@ -117,7 +118,7 @@ def worst_case(runs: Sequence[Run], budgets: Sequence[int], metric: str,
     if not runs:
         raise ValueError("worst_case needs at least one run")
     hiw = higher_is_worse(metric)
-    groups = _by_lr(runs)  # largest LR first
+    groups = by_lr(runs)  # largest LR first
     out: dict[str, dict] = {}
     for k in budgets:
         best: dict | None = None
@@ -148,7 +149,7 @@ def mean_curve(runs: Sequence[Run], metric: str, upto: int | None = None) -> dic
 
 def curves_by_lr(runs: Sequence[Run], metric: str) -> dict[str, dict]:
     """{"<lr>": mean_curve} for every LR of the grid (keys as strings for JSON)."""
-    return {repr(lr): mean_curve(rs, metric) for lr, rs in _by_lr(runs).items()}
+    return {repr(lr): mean_curve(rs, metric) for lr, rs in by_lr(runs).items()}
 
 
 def aggregate(runs: Sequence[Run], budgets: Sequence[int],

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schema import budget_key
-from .views import fmt, fmt_fraction
+from ..attacks.robustness import budget_key
+from .views import arm_of, fmt, fmt_fraction
 
 ATTACK_LABELS = {"paper": "the paper's attack", "forget_only": "the forget-only attack"}
 
@@ -37,8 +37,7 @@ def _budgets(summary: dict, attack: str) -> list[int]:
 def _arms(summary: dict) -> list[str]:
     names: list[str] = []
     for m in summary["models"]:
-        label = (f"UNDO α={m['alpha']:g}" if m["kind"] == "undo" else
-                 "Unlearn-and-Distill" if m["kind"] == "unlearn_distill" else None)
+        label = arm_of(m)
         if label and label not in names:
             names.append(label)
     undo = sorted((n for n in names if n.startswith("UNDO")), key=lambda n: float(n.split("=")[1]))
@@ -50,9 +49,7 @@ def _members(summary: dict, row: str) -> list[dict]:
     kinds = {"gold": "gold", "unlearn-only": "unlearn_only"}
     out = []
     for m in summary["models"]:
-        arm = (f"UNDO α={m['alpha']:g}" if m["kind"] == "undo" else
-               "Unlearn-and-Distill" if m["kind"] == "unlearn_distill" else None)
-        if arm == row or m["name"] == row or m["kind"] == kinds.get(row):
+        if arm_of(m) == row or m["name"] == row or m["kind"] == kinds.get(row):
             out.append(m)
     return out
 

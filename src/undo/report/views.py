@@ -44,6 +44,14 @@ def fmt_fraction(value: float | None) -> str:
     return f"{pct:.1f}%" if abs(pct) < 10 else f"{pct:.0f}%"
 
 
+def arm_of(model: dict) -> str | None:
+    """The arm a distilled student belongs to (its seeds are resampled together; its row
+    in the interval tables), None for every other model."""
+    if model["kind"] == "undo":
+        return f"UNDO α={model['alpha']:g}"
+    return "Unlearn-and-Distill" if model["kind"] == "unlearn_distill" else None
+
+
 def largest_budget(summary: dict) -> int:
     return int(summary["budgets"][-1])
 

@@ -22,6 +22,7 @@ from ..attacks.robustness import (
 from ..config import RunConfig
 from ..configlib import to_dict
 from ..provenance import model_source
+from ..report.views import arm_of
 
 if TYPE_CHECKING:
     from .graph import Model
@@ -101,13 +102,6 @@ def _robustness(e: dict[str, Any] | None, key: str, ref_u: dict | None, ref_g: d
         out[k] = robustness(p["value"], pu["value"], pg["value"], tol) \
             if p and pu and pg else None
     return out
-
-
-def arm_of(e: dict[str, Any]) -> str | None:
-    """The arm a distilled student belongs to (its seeds are resampled together)."""
-    if e["kind"] == "undo":
-        return f"UNDO α={e['alpha']:g}"
-    return "Unlearn-and-Distill" if e["kind"] == "unlearn_distill" else None
 
 
 def _intervals(models: list[Model], entries: list[dict[str, Any]], budgets: list[int],
