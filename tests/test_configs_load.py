@@ -10,8 +10,11 @@ import pytest
 from undo.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-# Run configs; configs/accelerate/ holds accelerate's launch configs (docs/scale.md).
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "accelerate" not in p.parts)
+# Run configs; configs/accelerate/ holds accelerate's launch configs (docs/scale.md), and
+# configs/robustify/ configs that take their model and data from `undo robustify`'s
+# options (loaded through it in tests/test_robustify.py and tests/test_recipe.py).
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml")
+                 if "accelerate" not in p.parts and "robustify" not in p.parts)
 
 
 @pytest.fixture

@@ -7,28 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, GPT2Config
+from transformers import GPT2Config
 
 from undo.artifacts import read_json
-from undo.benchmarks.text.shipped import python_docs
 from undo.cli import main
-from undo.tokenizers import train_bpe_tokenizer
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "text" / "smoke.yaml")
-
-
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory) -> Path:
-    """A tiny random GPT-2 with a locally trained BPE: a stand-in for a hub model."""
-    tok = train_bpe_tokenizer(python_docs()[:200], vocab_size=300)
-    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=64,
-                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("gpt2") / "model"
-    AutoModelForCausalLM.from_config(config).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
 
 
 def _snapshot(root: Path) -> dict[str, int]:

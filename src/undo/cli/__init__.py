@@ -33,9 +33,11 @@ from .study_cmds import (
     cmd_configs,
     cmd_export,
     cmd_report,
+    cmd_robustify,
     cmd_run,
     cmd_verify,
     opts_export,
+    opts_robustify,
     opts_run,
 )
 
@@ -63,6 +65,8 @@ COMMANDS: dict[str, Command] = {
              opts_eval),
     "run": (cmd_run, "run the whole study on the config (default: embedded arithmetic)",
             opts_run),
+    "robustify": (cmd_robustify, "make a pretrained model robust to relearning and export it: "
+                  "--model M --forget F --retain R --out DIR", opts_robustify),
     "pretrain": (cmd_pretrain, "pretrain the base and gold-standard models", opts_pretrain),
     "config": (cmd_config, "print the fully resolved config", None),
     "verify": (cmd_verify, "check every manifest in RUN_DIR: intact, damaged, would be "

@@ -151,3 +151,55 @@ def opts_export(sp: argparse.ArgumentParser) -> None:
                                       "if its card is in the hub cache)")
     sp.add_argument("--push-to-hub", metavar="REPO", help="also upload to this hub repo")
     sp.add_argument("--private", action="store_true", help="create the hub repo private")
+
+
+def cmd_robustify(args: argparse.Namespace) -> int:
+    """A pretrained model made robust and released: study at one α, then export."""
+    from .. import runtime
+    from ..release.robustify import check_robustify, robustify, robustify_config
+    from .common import split_config_args
+
+    config, overrides, paths = split_config_args(args.items)
+    if paths:
+        raise ConfigError(f"undo robustify: unexpected argument {paths[0]!r}; the model, data "
+                          f"and release folder are --model, --forget, --retain and --out")
+    if args.out is None:
+        raise ConfigError("undo robustify needs --out DIR (the release folder to write)")
+    cfg, scaled = robustify_config(model=args.model, forget=args.forget or [],
+                                   retain=args.retain or [], config=config,
+                                   overrides=overrides)
+    check_robustify(cfg, args.out)
+    runtime.setup(cfg)
+    print("defaults scaled to the model and device (set any of them to override):")
+    for key, value in scaled.items():
+        print(f"  {key}={value}")
+    if args.dry_run:
+        from ..study.plan import format_plan, plan
+
+        print(format_plan(cfg, *plan(cfg)))
+        print(f"then: export the UNDO student (α={cfg.study.alphas[0]:g}) to {args.out}")
+        return 0
+    done = robustify(cfg, args.out, force=args.force or [])
+    ex = done.exported
+    rec = {True: "recovered the teacher's retain ability",
+           False: "did NOT recover the teacher's retain ability within its budget",
+           None: "not distilled"}[ex.model.get("recovered")]
+    print(f"\n{ex.model['name']} {rec}")
+    print(f"release folder: {ex.folder}\n  model card: {ex.folder / 'README.md'}")
+    print(f"run folder:     {done.run_dir} (summary.json, report.html)")
+    return 0
+
+
+def opts_robustify(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--model", metavar="MODEL",
+                    help="the model: a hub id, a save_pretrained folder or a .gguf file")
+    sp.add_argument("--forget", action="append", metavar="PATH",
+                    help="text to remove: .jsonl ({\"text\": ...} per line), .txt or a "
+                         "folder of them; repeatable")
+    sp.add_argument("--retain", action="append", metavar="PATH",
+                    help="text to keep (same formats); repeatable")
+    sp.add_argument("--out", metavar="DIR", help="the release folder to write (required, new)")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="print the scaled defaults and every stage's plan, run nothing")
+    sp.add_argument("--force", action="append", metavar="KIND",
+                    help="re-run stages of this kind even if cached; repeatable")

@@ -103,7 +103,10 @@ def _robustness_table(summary: dict, entry: dict) -> str:
     if not summary.get("gold_standard", True):
         lines.append("The run had no gold standard (`study.gold=none`), so robustness "
                      "relative to one is not available; compare with the unlearn-only "
-                     "model instead.")
+                     "model instead. Robustness needs a model of this architecture trained "
+                     "without the forget data: `study.gold=PATH` (its folder), or "
+                     "`study.gold=pretrain` (pretrain one on the retain data, at the cost "
+                     "of a full pretraining).")
     else:
         lines.append("Robustness: 1 = as hard to relearn as the gold standard that never "
                      "saw the forget data, 0 = as easy as unlearning alone (undefined "

@@ -37,7 +37,7 @@ def _positions(cfg: RunConfig) -> int | None:
 
 def _work(cfg: RunConfig, task_name: str, kind: str) -> tuple[int, int, int] | None:
     """(steps, sequences, FLOPs per position as a multiple of N) of a task; None when the
-    task trains nothing or is not estimated (imports, searches)."""
+    task trains nothing or is not estimated (imports, the searches' replays)."""
     from ..stages.pretrain import gold_recipe
 
     def seqs(o: Any, steps: int) -> int:
@@ -59,6 +59,10 @@ def _work(cfg: RunConfig, task_name: str, kind: str) -> tuple[int, int, int] | N
     if kind == "attack" and task_name.startswith("attack "):
         runs = len(cfg.attack.lrs) * len(cfg.attack.seeds)
         return cfg.attack.steps * runs, seqs(cfg.attack, cfg.attack.steps) * runs, 6
+    if kind == "attack" and task_name.startswith("search ") and task_name != "search replays":
+        # Every trial at the largest batch the search may pick: an upper bound.
+        steps = cfg.study.attack_search * cfg.attack.steps
+        return steps, steps * max(cfg.search.batch_sizes), 6
     return None
 
 
