@@ -157,15 +157,19 @@ def test_frontier_points(summary):
 
 
 def test_report_writes_pngs_and_self_contained_html(written):
-    assert set(written.plots) == {"relearning", "frontier", "pareto"}
+    assert set(written.plots) == {"relearning", "frontier", "frontier_flops", "pareto"}
     page = written.html.read_text()
     for name, path in written.plots.items():
         png = path.read_bytes()
         w, h = png_size_in(png)
         assert 3.5 <= w <= 7.2 and 2 <= h <= 7, (name, w, h)
-        # The page carries the very same image, inlined.
+        # The page carries the very same image, inlined, and links its SVG and PDF twins.
         assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page
-    assert page.count("data:image/png;base64,") == 3
+        assert f'href="plots/{name}.svg"' in page and f'href="plots/{name}.pdf"' in page
+        assert path.with_suffix(".svg").read_bytes().startswith(b"<?xml")
+        assert path.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+    assert page.count("data:image/png;base64,") == 4
+    assert 'href="table.csv"' in page and written.table.is_file()
     assert "<table>" in page and "R = (P<sub>model</sub>" in page
     assert "Compute = S<sub>model</sub> / S<sub>gold</sub>" in page
     for m in json.loads(FIXTURE.read_text())["models"]:
@@ -186,8 +190,27 @@ def test_html_escapes_all_text(summary):
     assert "1 &lt; 2 &amp; &lt;b&gt;" in page and "written by the study" in page
 
 
-def test_png_bytes_are_deterministic(summary):
-    assert plots.frontier(summary) == plots.frontier(copy.deepcopy(summary))
+def test_every_format_is_deterministic_and_paper_ready(summary, written):
+    """A second render of the summary gives the very bytes the report wrote, in PNG, SVG
+    and PDF (no dates, SVG ids from a fixed salt rather than random ones); the PDF embeds
+    TrueType, not Type 3 fonts."""
+    again = plots.render_all(copy.deepcopy(summary))
+    assert set(again) == set(written.plots)
+    for name, by_fmt in again.items():
+        assert set(by_fmt) == {"png", "svg", "pdf"}
+        for fmt, data in by_fmt.items():
+            assert data == written.plots[name].with_suffix(f".{fmt}").read_bytes(), \
+                f"{name}.{fmt} differs between two renders"
+        svg, pdf = by_fmt["svg"], by_fmt["pdf"]
+        assert b"<dc:date>" not in svg and b"/CreationDate" not in pdf
+        assert b"/Type3" not in pdf and b"/CIDFontType2" in pdf
+    # The SVG salt is what makes the SVG stable: without it the ids are random per save.
+    with figures.rc():
+        import matplotlib
+
+        matplotlib.rcParams["svg.hashsalt"] = None
+        fig = plots.frontier_figure(summary)
+        assert figures.save(fig, "svg") != figures.save(fig, "svg")
 
 
 def test_text_table(summary):
@@ -317,20 +340,27 @@ def test_own_verdict_wins(summary):
 
 
 def test_cli_report(tmp_path, capsys):
+    """One run: the table and verdict printed, every artifact written to --out (the run
+    folder when it is not given: the `written` fixture's path)."""
     shutil.copy(FIXTURE, tmp_path / "summary.json")
-    assert main(["report", str(tmp_path)]) == 0
+    out_dir = tmp_path / "elsewhere"
+    assert main(["report", str(tmp_path), "--out", str(out_dir)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("model ") and "undo-a0.8-s1" in out and "Verdict (composed" in out
-    assert (tmp_path / "report.html").is_file()
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == \
-        ["frontier.png", "pareto.png", "relearning.png"]  # no temp files left
+    assert f"table:  {out_dir / 'table.csv'}" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "summary.json"]
+    assert (out_dir / "report.html").is_file()
+    assert sorted(p.name for p in (out_dir / "plots").iterdir()) == sorted(
+        f"{name}.{fmt}" for name in ("frontier", "frontier_flops", "pareto", "relearning")
+        for fmt in ("png", "svg", "pdf"))  # no temp files left
+    assert (out_dir / "table.csv").is_file()
 
 
 def test_cli_report_errors_write_nothing(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no such run folder" in capsys.readouterr().err
     assert main(["report"]) == 2
-    assert "takes one RUN_DIR" in capsys.readouterr().err
+    assert "takes RUN_DIR" in capsys.readouterr().err
 
     s = json.loads(FIXTURE.read_text())
     del s["models"][3]["attack"]["worst_case"]["40"]

@@ -37,6 +37,7 @@ from .study_cmds import (
     cmd_run,
     cmd_verify,
     opts_export,
+    opts_report,
     opts_robustify,
     opts_run,
 )
@@ -74,8 +75,8 @@ COMMANDS: dict[str, Command] = {
     "configs": (cmd_configs, "list the configs shipped with undo (usable by name)", None),
     "export": (cmd_export, "a finished run's model as a release folder with a model card: "
                "RUN_DIR --out DIR", opts_export),
-    "report": (cmd_report, "regenerate plots and report.html from RUN_DIR/summary.json",
-               None),
+    "report": (cmd_report, "plots, table.csv and report.html from RUN_DIR/summary.json; "
+               "RUN_A RUN_B ... --out DIR compares runs on one page", opts_report),
     "unlearn": (cmd_unlearn, "unlearn a model (default: the study's base) into a teacher",
                 opts_force),
     "sweep": (cmd_sweep, "sweep unlearning settings and select the teacher", opts_force),

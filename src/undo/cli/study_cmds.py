@@ -94,16 +94,31 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Regenerate RUN_DIR/plots/*.png and RUN_DIR/report.html from RUN_DIR/summary.json."""
+    """Regenerate RUN_DIR's plots (PNG, SVG, PDF), table.csv and report.html from its
+    summary.json; with several runs, one comparison page in --out DIR."""
     import textwrap
 
-    from ..report import SummaryError, format_table, write_report
+    from ..report import SummaryError, format_table, write_comparison, write_report
 
-    if len(args.items) != 1 or "=" in args.items[0]:
-        raise ConfigError(f"undo report takes one RUN_DIR (a folder holding summary.json, "
-                          f"e.g. runs/arithmetic-tiny), got {args.items or 'nothing'}")
+    runs = args.items
+    if not runs or any("=" in r for r in runs):
+        raise ConfigError(f"undo report takes RUN_DIR (a folder holding summary.json, e.g. "
+                          f"runs/arithmetic-tiny), or several with --out DIR to compare them; "
+                          f"got {runs or 'nothing'}")
+    if len(runs) > 1 and args.out is None:
+        raise ConfigError(f"undo report with {len(runs)} runs writes one comparison page: "
+                          f"give the folder for it with --out DIR (got {', '.join(runs)})")
     try:
-        rep = write_report(args.items[0])
+        if len(runs) > 1:
+            cmp = write_comparison(runs, args.out)
+            print(f"compared {', '.join(r.label for r in cmp.runs)} at {cmp.budgets[-1]} "
+                  f"attack steps; config keys that differ: "
+                  f"{', '.join(cmp.differences) or 'none'}")
+            print(f"report: {cmp.html}")
+            print(f"table:  {cmp.table}")
+            print(f"plots:  {', '.join(str(p) for p in cmp.plots.values())} (+ .svg, .pdf)")
+            return 0
+        rep = write_report(runs[0], out_dir=args.out)
     except SummaryError as e:
         raise ConfigError(str(e)) from None
     print(format_table(rep.summary))
@@ -112,8 +127,15 @@ def cmd_report(args: argparse.Namespace) -> int:
                          else "Verdict: ") + rep.verdict, 96))
     print()
     print(f"report: {rep.html}")
-    print(f"plots:  {', '.join(str(p) for p in rep.plots.values())}")
+    print(f"table:  {rep.table}")
+    print(f"plots:  {', '.join(str(p) for p in rep.plots.values())} (+ .svg, .pdf)")
     return 0
+
+
+def opts_report(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--out", metavar="DIR",
+                    help="the folder for report.html, table.csv and plots/ (default: the "
+                         "run's own folder; required when comparing several runs)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -1,13 +1,17 @@
-"""The shared look of every figure: style, colours per model kind, PNG output.
+"""The shared look of every figure: style, colours per model kind, PNG / SVG / PDF output.
 
 Matplotlib through `Figure` objects only (no pyplot): nothing global changes, no display
-backend is needed, and a figure is freed when it goes out of scope.
+backend is needed, and a figure is freed when it goes out of scope. Every figure is saved in
+`FORMATS`: the PNG the HTML page inlines, SVG and PDF for a paper. The same summary gives
+the same bytes in every format (no dates, a fixed SVG id salt), so a re-run of `undo report`
+changes no file unless a number did.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from typing import Any
 
 DPI = 200
@@ -16,6 +20,15 @@ STYLE = {
     "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False,
     "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25, "grid.linewidth": 0.5,
     "lines.linewidth": 1.4, "savefig.dpi": DPI, "figure.dpi": 100,
+    # SVG ids (clip paths, glyphs) are hashes salted with this, not random: stable bytes.
+    "svg.hashsalt": "undo-report",
+    # TrueType fonts in the PDF, not Type 3 (which several publishers' checks reject).
+    "pdf.fonttype": 42,
+}
+FORMATS = ("png", "svg", "pdf")
+# Metadata that would differ between two runs (dates, the PNG writer) left out.
+_METADATA: dict[str, dict[str, None]] = {
+    "png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None},
 }
 # One colour and marker per kind everywhere; UNDO takes its colour from alpha (ALPHA_CMAP).
 KIND_STYLE: dict[str, tuple[str, str]] = {
@@ -50,11 +63,19 @@ def figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def png(fig: Any) -> bytes:
+def save(fig: Any, fmt: str) -> bytes:
+    """One figure as `fmt` bytes (call inside `rc()`: the SVG salt and PDF fonts are read
+    when saving)."""
     buf = io.BytesIO()
-    # No "Software"/date metadata: the same summary gives the same bytes.
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(buf, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
     return buf.getvalue()
+
+
+def render(draw: Callable[[], Any], formats: tuple[str, ...] = FORMATS) -> dict[str, bytes]:
+    """Draw a figure in the report's style and save it in each format: format -> bytes."""
+    with rc():
+        fig = draw()
+        return {fmt: save(fig, fmt) for fmt in formats}
 
 
 def chance_h(ax: Any, chance: float | None, label: bool = True) -> None:

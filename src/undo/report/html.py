@@ -13,6 +13,7 @@ import yaml
 
 from . import views
 from .errorbars import html_intervals
+from .figures import FORMATS
 from .search import section as search_section
 from .table import fmt, fmt_count, fmt_fraction, fmt_ms, fmt_seconds, group_rows, rows
 
@@ -43,6 +44,10 @@ CAPTIONS = {
                 "robustness after the largest attack budget. One point per α (mean over seeds, "
                 "error bars ±1 std, faint dots: single seeds); unlearn-only sits at robustness 0 "
                 "and the gold standard at (1, 1) by definition.",
+    "frontier_flops": "The same against FLOPs (forward and backward passes, a distillation "
+                      "teacher's forward included) as a fraction of the gold standard's "
+                      "pretraining FLOPs; the axis says whether the unlearning run is counted "
+                      "(it is wherever the summary records total FLOPs).",
     "search": "Adaptive attack search: the strongest counted attack (forget metric at the "
               "search budget) after each trial, per model. Trials below the utility floor "
               "do not count.",
@@ -55,11 +60,15 @@ def _e(x: Any) -> str:
     return escape(str(x), quote=True)
 
 
-def _img(name: str, png: bytes) -> str:
+def figure_html(name: str, png: bytes, caption: str | None = None) -> str:
+    """A figure inlined as PNG, with links to its SVG and PDF files beside the page."""
     data = base64.b64encode(png).decode("ascii")
+    links = " ".join(f'<a href="plots/{_e(name)}.{ext}">{ext.upper()}</a>'
+                     for ext in FORMATS if ext != "png")
+    text = CAPTIONS.get(name, "") if caption is None else caption
     return (f'<figure id="fig-{_e(name)}"><img alt="{_e(name)} plot" '
-            f'src="data:image/png;base64,{data}"><figcaption>{_e(CAPTIONS.get(name, ""))}'
-            f"</figcaption></figure>")
+            f'src="data:image/png;base64,{data}"><figcaption>{_e(text)} '
+            f'<span class="std">({links})</span></figcaption></figure>')
 
 
 def model_table(summary: dict) -> str:
@@ -167,7 +176,7 @@ def render_html(summary: dict, figures: dict[str, bytes], verdict: str, composed
     source = ("composed by <code>undo report</code> from the numbers below" if composed
               else "written by the study")
     config = yaml.safe_dump(summary["config"], sort_keys=False, allow_unicode=True)
-    figs = "\n".join(_img(name, png) for name, png in figures.items())
+    figs = "\n".join(figure_html(name, png) for name, png in figures.items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -184,6 +193,9 @@ def render_html(summary: dict, figures: dict[str, bytes], verdict: str, composed
 folder. Compute columns are fractions of the gold standard's steps and FLOPs.</p>
 {group_table(summary)}
 {html_intervals(summary, _e)}
+<p class="note">Every arm's numbers with their interval bounds, per attack and budget:
+<a href="table.csv">table.csv</a>. Each figure is also in <code>plots/</code> as SVG and
+PDF.</p>
 {search_section(summary)}
 <h2>Figures</h2>
 {figs}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from .figures import chance_h, color_for, figure, png, rc
+from .figures import chance_h, color_for, figure
 from .table import fmt
 
 
@@ -16,29 +16,27 @@ def searched(summary: dict) -> list[dict]:
     return [m for m in summary["models"] if m.get("search")]
 
 
-def progress_plot(summary: dict) -> bytes:
+def progress_figure(summary: dict) -> Any:
     """Best-so-far forget metric (counted trials only) against trials, one line per model."""
-
     metric = summary["metric"]
-    with rc():
-        fig = figure(7.0, 3.4)
-        ax = fig.subplots(1, 1)
-        for m in searched(summary):
-            best = m["search"]["best_so_far"]
-            xs = [i + 1 for i, v in enumerate(best) if v is not None]
-            ax.step(xs, [v for v in best if v is not None], where="post", label=m["name"],
-                    color=color_for(m["kind"], m.get("alpha")))
-        chance_h(ax, metric["chance"])
-        ax.set_xlabel("trial")
-        ax.set_ylabel(f"best {metric['name']} so far\n"
-                      f"({'higher' if metric['higher_is_worse'] else 'lower'} is a stronger "
-                      "attack)")
-        handles, labels = ax.get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, max(len(labels), 1)),
-                   frameon=False)
-        fig.suptitle("Adaptive attack search: the strongest counted attack after n trials",
-                     fontsize=9)
-        return png(fig)
+    fig = figure(7.0, 3.4)
+    ax = fig.subplots(1, 1)
+    for m in searched(summary):
+        best = m["search"]["best_so_far"]
+        xs = [i + 1 for i, v in enumerate(best) if v is not None]
+        ax.step(xs, [v for v in best if v is not None], where="post", label=m["name"],
+                color=color_for(m["kind"], m.get("alpha")))
+    chance_h(ax, metric["chance"])
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"best {metric['name']} so far\n"
+                  f"({'higher' if metric['higher_is_worse'] else 'lower'} is a stronger "
+                  "attack)")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, max(len(labels), 1)),
+               frameon=False)
+    fig.suptitle("Adaptive attack search: the strongest counted attack after n trials",
+                 fontsize=9)
+    return fig
 
 
 def _recipe(params: dict[str, Any] | None) -> str:

@@ -171,8 +171,32 @@ class FrontierPoint:
     seeds: list[tuple[float, float]]  # per-model (compute, robustness)
 
 
-def frontier(summary: dict) -> list[FrontierPoint]:
-    """Compute (fraction of gold steps) vs robustness at the largest budget.
+COMPUTE_AXES = ("steps", "flops")
+
+
+def compute_axis(summaries: Sequence[dict], compute: str) -> tuple[str, str]:
+    """The compute key frontiers of these summaries plot on (one axis for all), and its label.
+
+    "steps": distillation steps over the gold standard's (the paper's axis). "flops": all
+    FLOPs over the gold standard's, unlearning included (`total_fraction_of_gold_flops`);
+    where a summary was written before those totals existed, every panel falls back to the
+    distillation FLOPs and the label says so.
+    """
+    if compute == "steps":
+        return "fraction_of_gold_steps", "compute: steps / gold-standard steps"
+    if compute != "flops":
+        raise ValueError(f"compute axis {compute!r}: valid are {', '.join(COMPUTE_AXES)}")
+    if all(any("total_fraction_of_gold_flops" in m["compute"] for m in s["models"])
+           for s in summaries):
+        return "total_fraction_of_gold_flops", \
+            "compute: FLOPs incl. unlearning / gold-standard FLOPs"
+    return "fraction_of_gold_flops", "compute: distillation FLOPs / gold-standard FLOPs"
+
+
+def frontier(summary: dict, key: str = "fraction_of_gold_steps",
+             budget: int | None = None) -> list[FrontierPoint]:
+    """Compute (`key` of each model's compute: `compute_axis`) vs robustness at the
+    largest budget (or `budget`).
 
     UNDO groups and Unlearn-and-Distill carry their measured robustness; the references sit at
     their definitional values where the file leaves them null: unlearn-only 0, gold 1.
@@ -180,7 +204,7 @@ def frontier(summary: dict) -> list[FrontierPoint]:
     them; NaN counts as undefined), and so are students that did not recover their
     teacher's retain ability (`recovered: false`): their robustness is no success. Oracles and the base model are not on this trade-off and are left out too.
     """
-    budget = largest_budget(summary)
+    budget = largest_budget(summary) if budget is None else budget
     defaults = {"unlearn_only": 0.0, "gold": 1.0}
     default_compute = {"gold": 1.0}  # S_gold / S_gold, by definition
     points = []
@@ -191,7 +215,7 @@ def frontier(summary: dict) -> list[FrontierPoint]:
         for m in g.models:
             if m.get("recovered") is False:
                 continue
-            x = m["compute"]["fraction_of_gold_steps"]
+            x = m["compute"].get(key)
             if x is None:
                 x = default_compute.get(g.kind)
             y = robustness(m, budget)
