@@ -4,7 +4,8 @@
 
 Stand-ins: config.json folders (no weights) of the Gemma-2-2B shape (transformers'
 Gemma2Config defaults) for configs/wmdp/gemma2-2b-rmu.yaml, and of the Llama-3.2-1B shape
-(hidden 2048, 16 layers, 32/8 heads, MLP 8192, vocab 128256, tied) for the text study.
+(hidden 2048, 16 layers, 32/8 heads, MLP 8192, vocab 128256, tied) for the text study
+and for `undo robustify --dry-run`.
 Each command is a new process, as a user runs it (wall and CPU seconds, best and median
 of 3), beside `python -c "import torch, transformers, accelerate"` in the same run: the
 imports every undo command pays, for scale.
@@ -47,6 +48,8 @@ def main() -> None:
     LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
                 num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
                 tie_word_embeddings=True).save_pretrained(tmp / "llama-3.2-1b")
+    data = tmp / "text.jsonl"
+    data.write_text('{"text": "a document"}\n')
     undo = [sys.executable, "-m", "undo.cli", "run", "--dry-run", f"out_dir={tmp / 'runs'}"]
     load_before = os.getloadavg()
     result = {
@@ -56,6 +59,12 @@ def main() -> None:
         "text_llama_1b": timed([*undo, "configs/text/tiny.yaml", "data.tokenizer=model",
                                 f"model.name_or_path={tmp / 'llama-3.2-1b'}",
                                 "study.gold=none"]),
+        # `undo robustify --dry-run` on the same stand-in, with local JSONL data.
+        "robustify_llama_1b": timed([sys.executable, "-m", "undo.cli", "robustify",
+                                     "--dry-run", f"out_dir={tmp / 'runs'}",
+                                     "--model", str(tmp / "llama-3.2-1b"),
+                                     "--forget", str(data), "--retain", str(data),
+                                     "--out", str(tmp / "release")]),
         # What else ran shows in the load: wall time includes waiting for a core, CPU
         # time does not. A new process per run, on the 2-core machine.
         "load_average_1_5_15_min_before": load_before,

@@ -110,8 +110,9 @@ def test_shipped_recipes_are_the_rule_written_out(name, stand_ins, tmp_path):
     rule = scaled_defaults(params, "cuda")
     data = tmp_path / "text.jsonl"
     data.write_text('{"text": "some text"}\n')
-    cfg, scaled = robustify_config(model=str(folder), forget=[str(data)], retain=[str(data)],
-                                   config=f"robustify/{name}", device="cuda")
+    r = robustify_config(model=str(folder), forget=[str(data)], retain=[str(data)],
+                         config=f"robustify/{name}", device="cuda")
+    cfg, scaled = r.cfg, r.scaled
     assert scaled == {}  # every scaled key is written in the recipe
     study = load_config(shipped_config(f"text/{name}"), [f"model.name_or_path={folder}"])
     for loaded in (cfg, study):

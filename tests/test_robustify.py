@@ -36,9 +36,12 @@ def _files(root: Path) -> set[str]:
 
 def test_scaled_defaults_fill_only_what_the_user_left_unset(gpt2_dir, data, tmp_path):
     forget, retain = data
-    cfg, scaled = robustify_config(model=str(gpt2_dir), forget=[forget], retain=[retain],
-                                   overrides=["distill.lr=0.01", f"out_dir={tmp_path}"],
-                                   device="cpu")
+    r = robustify_config(model=str(gpt2_dir), forget=[forget], retain=[retain],
+                         overrides=["distill.lr=0.01", f"out_dir={tmp_path}"], device="cpu")
+    cfg, scaled = r.cfg, r.scaled
+    from transformers import AutoModelForCausalLM
+
+    assert r.shape[0].params == AutoModelForCausalLM.from_pretrained(gpt2_dir).num_parameters()
     assert cfg.distill.lr == 0.01 and "distill.lr" not in scaled  # the user's key wins
     rule = scaled_defaults(1, "cpu")  # (a tiny model: the clamped end of the LR lines)
     assert cfg.attack.lrs == rule["attack.lrs"] == scaled["attack.lrs"]
@@ -54,8 +57,9 @@ def test_a_config_file_wins_over_the_scaled_defaults(gpt2_dir, data, tmp_path):
     own = tmp_path / "mine.yaml"
     own.write_text("name: mine\ndata:\n  benchmark: text\n  tokenizer: model\n"
                    "  seq_len: 32\nstudy:\n  alphas: [0.7]\n  seeds: [3]\n  gold: none\n")
-    cfg, scaled = robustify_config(model=str(gpt2_dir), forget=[data[0]], retain=[data[1]],
-                                   config=str(own), device="cpu")
+    r = robustify_config(model=str(gpt2_dir), forget=[data[0]], retain=[data[1]],
+                         config=str(own), device="cpu")
+    cfg, scaled = r.cfg, r.scaled
     assert cfg.name == "mine" and cfg.data.seq_len == 32 and cfg.study.alphas == [0.7]
     assert "data.seq_len" not in scaled and "study.alphas" not in scaled
     assert student_name(cfg) == "undo-a0.7-s3"

@@ -187,18 +187,18 @@ def cmd_robustify(args: argparse.Namespace) -> int:
                           f"and release folder are --model, --forget, --retain and --out")
     if args.out is None:
         raise ConfigError("undo robustify needs --out DIR (the release folder to write)")
-    cfg, scaled = robustify_config(model=args.model, forget=args.forget or [],
-                                   retain=args.retain or [], config=config,
-                                   overrides=overrides)
+    resolved = robustify_config(model=args.model, forget=args.forget or [],
+                                retain=args.retain or [], config=config, overrides=overrides)
+    cfg = resolved.cfg
     check_robustify(cfg, args.out)
     runtime.setup(cfg)
     print("defaults scaled to the model and device (set any of them to override):")
-    for key, value in scaled.items():
+    for key, value in resolved.scaled.items():
         print(f"  {key}={value}")
     if args.dry_run:
         from ..study.plan import format_plan, plan
 
-        print(format_plan(cfg, *plan(cfg)))
+        print(format_plan(cfg, *plan(cfg, resolved.shape)))
         print(f"then: export the UNDO student (α={cfg.study.alphas[0]:g}) to {args.out}")
         return 0
     done = robustify(cfg, args.out, force=args.force or [])

@@ -22,9 +22,20 @@ from typing import Any
 
 from ..config import RunConfig, load_config
 from ..configlib import ConfigError, config_path, read_yaml
+from ..study.gold import Shape
 from .export import Exported, export_model
 
 DEFAULT = "robustify/default"
+
+
+@dataclass
+class Resolved:
+    """robustify's run config, the scaled defaults it took (key -> value), and the model's
+    shape (for the plan, which would otherwise find it again)."""
+
+    cfg: RunConfig
+    scaled: dict[str, object]
+    shape: tuple[Shape, str]
 
 
 @dataclass
@@ -71,8 +82,8 @@ def _name_of(model: str) -> str:
 
 def robustify_config(*, model: str | None, forget: list[str], retain: list[str],
                      config: str | None = None, overrides: list[str] | None = None,
-                     device: str | None = None) -> tuple[RunConfig, dict[str, object]]:
-    """The validated run config, and the scaled defaults it took (key -> value).
+                     device: str | None = None) -> Resolved:
+    """The validated run config, the scaled defaults it took, the model's shape.
 
     `device`: the device the budgets are sized for (None: CUDA if available, else CPU).
     """
@@ -111,8 +122,9 @@ def robustify_config(*, model: str | None, forget: list[str], retain: list[str],
     scaled = {k: v for k, v in scaled_defaults(shape.params, device).items()
               if not _has(raw, k) and k not in given}
     scaled_keys = [f"{k}={_yaml(v)}" for k, v in scaled.items()]
-    return load_config(config or DEFAULT, [*model_keys, *data_keys, *name, *scaled_keys,
-                                            *overrides]), scaled
+    cfg = load_config(config or DEFAULT, [*model_keys, *data_keys, *name, *scaled_keys,
+                                          *overrides])
+    return Resolved(cfg, scaled, (shape, how))
 
 
 def _yaml(v: object) -> str:

@@ -91,13 +91,14 @@ def _where(cfg: RunConfig, job: Any) -> Path | None:
     return None
 
 
-def plan(cfg: RunConfig) -> tuple[list[Row], Shape | None, str]:
+def plan(cfg: RunConfig, known: tuple[Shape | None, str] | None = None
+         ) -> tuple[list[Row], Shape | None, str]:
     """Every stage of the study in run order, with its status and estimated cost; the
-    model's shape (None if unknown) and how it was found."""
+    model's shape (None if unknown) and how it was found (`known`: found already)."""
     from ..artifacts import is_done
     from .graph import study_tasks
 
-    shape, how = model_shape(cfg, local_only=True)
+    shape, how = known or model_shape(cfg, local_only=True)
     cfg = replace(cfg, study=replace(cfg.study, gold=resolve_gold(cfg, shape)))
     tasks, _ = study_tasks(cfg)
     positions = _positions(cfg)
