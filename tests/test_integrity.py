@@ -97,6 +97,48 @@ def test_file_with_sidecar_is_read_only_when_intact(tmp_path: Path, damage: str)
         integrity.read_file(f)
 
 
+def test_sidecar_covers_only_its_file(tmp_path: Path) -> None:
+    """A sidecar names its one file, not the folder's others (chunks share a folder: the
+    n-th chunk's manifest would otherwise hash every earlier one)."""
+    a = integrity.write_file(tmp_path / "a.json", b"1")
+    b = integrity.write_file(tmp_path / "b.json", b"2")
+    assert integrity.verify(integrity.sidecar(b)).intact == ["b.json"]
+    _zero(a)
+    assert integrity.verify(integrity.sidecar(b)).ok
+    assert [(f.status, f.path.name) for f in integrity.scan(tmp_path)] == [
+        ("rebuild", "a.json"), ("intact", "b.json")]
+
+
+def test_search_db_without_manifest_is_unverified(tmp_path: Path) -> None:
+    (tmp_path / "search.db").write_bytes(b"SQLite format 3\0")
+    assert [(f.status, f.path.name) for f in integrity.scan(tmp_path)] == [
+        ("unverified", "search.db")]
+    integrity.write_manifest(tmp_path, [tmp_path / "search.db"],
+                             path=integrity.sidecar(tmp_path / "search.db"))
+    _flip(tmp_path / "search.db")
+    (f,) = integrity.scan(tmp_path)
+    assert f.status == "damaged" and "the search stops" in f.detail
+    with pytest.raises(integrity.IntegrityError, match="search.db is damaged.*REMEDY"):
+        integrity.check_file(tmp_path / "search.db", "REMEDY")
+
+
+def test_work_is_counted_and_can_be_switched_off(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    integrity.take_spent()
+    f = integrity.write_file(tmp_path / "on.json", b"x" * 100_000)
+    integrity.read_file(f)
+    assert integrity.take_spent() > 0 and integrity.take_spent() == 0
+    # UNDO_INTEGRITY=off (benchmarks/integrity_overhead.py only): nothing written or checked
+    monkeypatch.setenv(integrity.SWITCH, "off")
+    g = integrity.write_file(tmp_path / "off.json", b"y")
+    assert not integrity.sidecar(g).exists() and integrity.read_file(g) == b"y"
+    _zero(f)
+    assert integrity.read_file(f) == bytes(100_000)  # not checked
+    assert integrity.take_spent() == 0
+    # `undo verify` checks whatever the switch says.
+    assert not integrity.verify(integrity.sidecar(f)).ok
+
+
 def test_force_kind_names_the_stage_kind() -> None:
     assert integrity.force_kind(Path("run/stages/pretrain-gold-0a1b")) == "pretrain"
     assert integrity.force_kind(Path("run/stages/unlearn-maxent-0a1b")) == "unlearn"

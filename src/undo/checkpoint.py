@@ -114,8 +114,11 @@ def resumable(state_dir: Path) -> bool:
     (a clean stop, before anything is loaded); one without counters or manifest (an
     older undo's) is not loaded: the run starts over, which gives the same result
     (batches depend only on the step)."""
-    if not ((state_dir / "done").exists() and (state_dir / COUNTERS_FILE).exists()
-            and (state_dir / integrity.MANIFEST).exists()):
+    if not ((state_dir / "done").exists() and (state_dir / COUNTERS_FILE).exists()):
+        return False
+    if not integrity.enabled():  # UNDO_INTEGRITY=off, benchmarks only
+        return True
+    if not (state_dir / integrity.MANIFEST).exists():
         return False
     v = integrity.verify(state_dir / integrity.MANIFEST)
     if not v.ok:

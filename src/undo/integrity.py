@@ -19,6 +19,11 @@ What is checked when, and what a mismatch does: docs/integrity.md. In short: eve
 of every file at every reuse (xxh3 hashes a page-cached file at 9-22 GiB/s here, far
 faster than loading it: benchmarks/integrity.py); derived files (chunks, run files) are rebuilt,
 stage outputs and checkpoints stop the run (`IntegrityError`).
+
+Every manifest write and every check adds its seconds to a per-process count
+(`take_spent`); each stage records its share in meta.json (`integrity_seconds`), which
+benchmarks/integrity_overhead.py sums over a run folder. `UNDO_INTEGRITY=off` turns the
+implicit writes and checks off, for that benchmark only (`undo verify` always checks).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,34 @@ _BLOCK = 8 << 20
 # Stage-folder prefixes -> the `--force` kind that re-runs them (docs/integrity.md).
 _KINDS = {"pretrain": "pretrain", "import": "pretrain", "unlearn": "unlearn",
           "sweep": "unlearn", "distill": "distill (or oracle)"}
+# For benchmarks/integrity_overhead.py only: `off` writes no manifest and checks nothing
+# implicitly, to time a run without integrity work. Never for real runs: damage then
+# goes unnoticed, and folders written so are later used unverified (docs/integrity.md).
+SWITCH = "UNDO_INTEGRITY"
+
+
+def enabled() -> bool:
+    """Whether manifests are written and checked (always, unless UNDO_INTEGRITY=off)."""
+    return os.environ.get(SWITCH, "on") != "off"
+
+
+_spent = [0.0]  # seconds this process spent writing manifests and checking files
+
+
+@contextmanager
+def _timed() -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        _spent[0] += time.perf_counter() - t0
+
+
+def take_spent() -> float:
+    """Seconds this process spent on integrity work (manifests and checks) since the last
+    call; a stage's share, recorded in its meta.json."""
+    s, _spent[0] = _spent[0], 0.0
+    return s
 
 
 def write_bytes(path: str | Path, data: bytes,
@@ -131,19 +166,27 @@ def write_manifest(root: str | Path, files: Iterable[Path] | None = None, *,
     """Record `files` (default: `folder_files(root)`) and `pending` (name -> the bytes
     about to be written under that name) in `path` (default `root/manifest.json`)."""
     root = Path(root)
-    entries: dict[str, dict[str, Any]] = {}
-    for f in folder_files(root) if files is None else files:
-        entries[f.relative_to(root).as_posix()] = {"size": f.stat().st_size,
-                                                   ALGO: hash_file(f)}
-    for name, data in (pending or {}).items():
-        entries[name] = {"size": len(data), ALGO: hash_bytes(data)}
-    body = {"schema": SCHEMA, "algo": ALGO, "files": entries}
-    return write_bytes(path or root / MANIFEST, (json.dumps(body, indent=1) + "\n").encode())
+    path = path or root / MANIFEST
+    if not enabled():
+        return path
+    with _timed():
+        entries: dict[str, dict[str, Any]] = {}
+        for f in folder_files(root) if files is None else files:
+            entries[f.relative_to(root).as_posix()] = {"size": f.stat().st_size,
+                                                       ALGO: hash_file(f)}
+        for name, data in (pending or {}).items():
+            entries[name] = {"size": len(data), ALGO: hash_bytes(data)}
+        body = {"schema": SCHEMA, "algo": ALGO, "files": entries}
+        return write_bytes(path, (json.dumps(body, indent=1) + "\n").encode())
 
 
 def verify(manifest: str | Path) -> Verdict:
     """Check every file `manifest` lists: present, its size, its hash."""
-    manifest = Path(manifest)
+    with _timed():
+        return _verify(Path(manifest))
+
+
+def _verify(manifest: Path) -> Verdict:
     v = Verdict(manifest)
     try:
         body = json.loads(manifest.read_text())
@@ -186,16 +229,23 @@ def write_file(path: Path, data: bytes) -> Path:
     manifest, then the rename that makes the file exist (a kill leaves no file, or a file
     with its manifest)."""
     return write_bytes(path, data, lambda: write_manifest(
-        path.parent, pending={path.name: data}, path=sidecar(path)))
+        path.parent, [], pending={path.name: data}, path=sidecar(path)))
 
 
 def read_file(path: Path) -> bytes:
     """`path`'s bytes, checked against its sidecar; `IntegrityError` saying what is wrong
     if they differ or there is no sidecar (a file of an older undo: not verifiable)."""
+    data = path.read_bytes()
+    if enabled():
+        with _timed():
+            _check_bytes(path, data)
+    return data
+
+
+def _check_bytes(path: Path, data: bytes) -> None:
     m = sidecar(path)
     if not m.is_file():
         raise IntegrityError(f"{path}: no manifest ({m.name}), so it cannot be verified")
-    data = path.read_bytes()
     try:
         want = json.loads(m.read_text())["files"][path.name]
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -204,7 +254,6 @@ def read_file(path: Path) -> bytes:
         raise IntegrityError(f"{path}: {_size_problem(len(data), want['size'])}")
     if hash_bytes(data) != want[ALGO]:
         raise IntegrityError(f"{path}: content differs from its recorded hash")
-    return data
 
 
 def report_rebuild(what: str, err: IntegrityError, action: str) -> None:
@@ -230,6 +279,8 @@ def check_stage(stage: str | Path) -> None:
     undo, or not a stage folder) is used unverified, with a note once per process."""
     stage = Path(stage).resolve()
     m = stage / MANIFEST
+    if not enabled():
+        return
     if not m.is_file():
         if (stage / "summary.json").is_file() and str(stage) not in _unverified_noted:
             _unverified_noted.add(str(stage))
@@ -241,15 +292,52 @@ def check_stage(stage: str | Path) -> None:
         return
     raise IntegrityError(
         f"stage folder {stage} is damaged: {'; '.join(v.problems())}. Nothing that depends "
-        f"on it was computed. Re-run that stage with `--force {force_kind(stage)}` (or "
-        f"delete {stage}); `undo verify` checks the whole run folder")
+        f"on it was computed. {remake(stage)}; `undo verify` checks the whole run folder")
 
 
 def check_model(model_dir: str | Path) -> None:
-    """`check_stage` for a model folder that is a stage's `model/` (other folders: none)."""
+    """Before a model folder is loaded or fingerprinted: a stage's `model/` is checked
+    with its stage (`check_stage`); a folder with its own manifest (`undo noise`,
+    `undo export`) against it; others (a hub snapshot, a user's folder) are not."""
     d = Path(model_dir).resolve()
     if d.name == "model" and (d.parent / "summary.json").is_file():
         check_stage(d.parent)
+    elif enabled() and (d / MANIFEST).is_file():
+        v = verify(d / MANIFEST)
+        if not v.ok:
+            raise IntegrityError(f"model folder {d} is damaged: {'; '.join(v.problems())}. "
+                                 f"Nothing was loaded. {remake(d)}")
+
+
+def remake(folder: Path) -> str:
+    """What to do about a damaged folder with a manifest, by what wrote it."""
+    if folder.name.startswith("state"):
+        return f"Delete {folder} (the stage then starts from step 0)"
+    if (folder / "noise.json").is_file():
+        return f"Write it again with `undo noise MODEL --out {folder}`"
+    if (folder / "evidence").is_dir():
+        return f"Delete it and export again with `undo export RUN_DIR --out {folder}`"
+    return f"Re-run that stage with `--force {force_kind(folder)}` (or delete {folder})"
+
+
+def check_file(path: Path, remedy: str) -> None:
+    """Before a result file with a sidecar is used in place (the search's SQLite): raise
+    `IntegrityError` naming what is wrong and `remedy`. Without a sidecar (a search
+    killed while it ran, or an older undo) it is used unverified, with a note."""
+    if not enabled():
+        return
+    m = sidecar(path)
+    if not m.is_file():
+        if path.is_file() and str(path) not in _unverified_noted:
+            _unverified_noted.add(str(path))
+            print(f"undo: note: {path} has no manifest (written by an interrupted run or "
+                  "before integrity checks); it is used unverified", file=sys.stderr,
+                  flush=True)
+        return
+    v = verify(m)
+    if not v.ok:
+        raise IntegrityError(f"{path} is damaged: {'; '.join(v.problems())}. Nothing was "
+                             f"run. {remedy}")
 
 
 # ------------------------------------------------------------------ undo verify
@@ -264,14 +352,24 @@ class Finding:
     detail: str
 
 
+# Files a run rebuilds when damaged or without a manifest (computed again exactly from what
+# the run has): cache chunks, attack run files, search replays, search.json (from
+# search.db), the sweep's table (from its cached unlearn stages).
+_DERIVED_NAMES = ("search.json", "sweep.json", "selected.yaml")
+# Result files with a sidecar that stop a run when damaged, and what to do instead.
+_RESULTS = {"search.db": "the search stops; delete it (the search starts over) or run the "
+                         "search with --force"}
+
+
 def _derived(f: Path) -> bool:
-    """A file the run rebuilds when it is damaged: a cache chunk or an attack run file."""
     return ((f.name.startswith("chunk-") and f.suffix == ".safetensors")
-            or (f.parent.name == "runs" and f.suffix == ".json"))
+            or (f.parent.name in ("runs", "replays") and f.suffix == ".json")
+            or f.name in _DERIVED_NAMES)
 
 
 def scan(run_dir: str | Path) -> list[Finding]:
-    """Check every manifest under `run_dir`, every byte, and find what has none."""
+    """Check every manifest under `run_dir` (a run folder, or a folder `undo noise` or
+    `undo export` wrote), every byte, and find what has none."""
     root = Path(run_dir)
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -282,24 +380,28 @@ def scan(run_dir: str | Path) -> list[Finding]:
             f = here / name
             if name == MANIFEST:
                 v = verify(f)
-                checkpoint = here.name.startswith("state")
                 if v.ok:
                     out.append(Finding("intact", here, f"{len(v.intact)} files"))
                 for problem in v.problems():
-                    todo = (f"resuming stops; delete {here} to start the stage over"
-                            if checkpoint else
-                            f"reusing it stops; re-run it with --force {force_kind(here)}")
-                    out.append(Finding("damaged", here, f"{problem} -> {todo}"))
+                    out.append(Finding("damaged", here, f"{problem} -> using it stops. "
+                                                        f"{remake(here)}"))
             elif (data := _sidecar_target(name)) is not None:
                 v = verify(f)
                 target = here / data
                 if v.ok:
                     out.append(Finding("intact", target, "1 file"))
                 for problem in v.problems():
-                    out.append(Finding("rebuild", target,
-                                       f"{problem} -> rebuilt when next needed"))
-            elif _derived(f) and sidecar(f).name not in names:
+                    out.append(Finding("damaged", target, f"{problem} -> {_RESULTS[data]}")
+                               if data in _RESULTS else
+                               Finding("rebuild", target, f"{problem} -> rebuilt when next "
+                                                          "needed"))
+            elif sidecar(f).name in names:
+                continue
+            elif _derived(f):
                 out.append(Finding("rebuild", f, "no manifest -> rebuilt when next needed"))
+            elif name in _RESULTS:
+                out.append(Finding("unverified", f, "no manifest (an interrupted search or "
+                                                    "an older undo): used unverified"))
         if "summary.json" in names and MANIFEST not in names and here.parent.name in (
                 "stages", "attacks"):
             out.append(Finding("unverified", here, "finished stage without a manifest "

@@ -13,7 +13,10 @@ Storage: `<attack folder>/search.db` (SQLite, beside the grid's relearn.json). T
 records the model identity and the search settings in its user attrs; a db made for
 anything else is refused. Finished trials (COMPLETE or PRUNED) are kept; a trial left
 RUNNING by a killed process is marked FAIL and not counted; the search runs until `n`
-trials have finished. The TPE sampler is re-seeded from (search.seed, finished trials)
+trials have finished. Integrity (docs/integrity.md): search.db gets a sidecar manifest
+whenever the search is at rest (removed while it runs), checked before the db is opened
+(damaged: the search stops); search.json and replay files are written with theirs and
+rebuilt when damaged. The TPE sampler is re-seeded from (search.seed, finished trials)
 before each draw and TPE reads only finished trials, so a resumed search draws what an
 uninterrupted one would (tests/test_search.py; with several workers, up to the batch a
 kill cut). Trials run `attack.workers` at a time, as the grid's runs (`plan_workers`:
@@ -30,6 +33,7 @@ Results: `search.json` beside relearn.json (schema in docs/attacks.md).
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +43,15 @@ from typing import Any
 
 import optuna
 
-from ..artifacts import config_hash, model_folder, model_identity, read_json, stage_lock, write_json
+from .. import integrity
+from ..artifacts import (
+    config_hash,
+    json_text,
+    model_folder,
+    model_identity,
+    read_json,
+    stage_lock,
+)
 from ..benchmarks import build_benchmark
 from ..benchmarks.base import MetricSpec
 from ..config import RunConfig
@@ -132,6 +144,7 @@ def search_attack(cfg: RunConfig, model_dir: str | Path, n_trials: int, *,
         if force:  # a new search; the grid stays
             for p in (d / "search.db", d / "search.json"):
                 p.unlink(missing_ok=True)
+                integrity.sidecar(p).unlink(missing_ok=True)
             shutil.rmtree(d / "replays", ignore_errors=True)
         _search(cfg, d, model_dir, space, n_trials, log)
     return d
@@ -149,7 +162,11 @@ def _search(cfg: RunConfig, d: Path, model_dir: Path, space: Mapping[str, Params
                        ).full(model)
     targets = {g: lora_modules(model, g) for g in cfg.search.lora_targets}
     bound = utility_bound(retain, start[0][retain.name], cfg.search.utility_floor)
-    study = open_study(d / "search.db", search_key(cfg, model_dir), forget.higher_is_better)
+    db = d / "search.db"
+    integrity.check_file(db, "Delete it (the search starts over), or start it over with "
+                             "`undo attack MODEL --search N --force` (a study: --force attack)")
+    integrity.sidecar(db).unlink(missing_ok=True)  # the db changes from here on
+    study = open_study(db, search_key(cfg, model_dir), forget.higher_is_better)
     if recover(study):
         log("   search: a killed trial was marked failed (not counted)")
     if not study.get_trials(deepcopy=False):
@@ -170,7 +187,23 @@ def _search(cfg: RunConfig, d: Path, model_dir: Path, space: Mapping[str, Params
                            retain, replays=[],
                            grid=grid_entries(read_json(d / "relearn.json"), forget, retain,
                                              bound))
-    write_json(d / "search.json", {**record, "workers": workers, "threads_per_worker": threads})
+    integrity.write_manifest(d, [db], path=integrity.sidecar(db))  # at rest again
+    write_search(d, {**record, "workers": workers, "threads_per_worker": threads})
+
+
+def write_search(d: Path, record: dict[str, Any]) -> None:
+    """search.json with its manifest (derived from search.db: rebuilt by the next search)."""
+    integrity.write_file(d / "search.json", json_text(record).encode())
+
+
+def read_search(d: Path) -> dict[str, Any]:
+    """Attack folder `d`'s search.json, checked (`IntegrityError` saying how to rebuild it)."""
+    try:
+        return json.loads(integrity.read_file(d / "search.json"))
+    except integrity.IntegrityError as e:
+        raise integrity.IntegrityError(f"{e}; run the search again (`undo attack MODEL "
+                                       "--search N`, or `undo run`) to rebuild it from "
+                                       "search.db") from None
 
 
 def _run_trials(cfg: RunConfig, study: optuna.Study, model_dir: Path,
@@ -320,7 +353,7 @@ def replay_all(cfg: RunConfig, model_dirs: Sequence[str | Path], *, force: bool 
     cfg = resolved(cfg)
     dirs = [model_folder(m) for m in model_dirs]
     folders = [attack_dir(cfg, m) for m in dirs]
-    records = [read_json(f / "search.json") for f in folders]
+    records = [read_search(f) for f in folders]
     for i, (m, f, rec) in enumerate(zip(dirs, folders, records, strict=True)):
         with stage_lock(f):  # the folder's one writer while its replays run
             _replay_into(cfg, i, m, f, rec, records, log)
@@ -340,26 +373,34 @@ def _replay_into(cfg: RunConfig, i: int, m: Path, f: Path, rec: dict[str, Any],
             continue
         recipe = src["best"]["params"]
         out = f / "replays" / f"{src['model']['label']}-{config_hash(recipe)}.json"
-        if not out.exists():
-            if start is None:
-                model = load_model(m)
-                start = AttackEval(bench, load_tokenizer(m), cfg.attack.curve_items_per_op
-                                   ).full(model)
-                targets = {g: lora_modules(model, g) for g in cfg.search.lora_targets}
-            run = recipe_task((cfg, m, recipe, start, targets))
-            diverged = "diverged" in run  # then no budget counts
-            write_json(out, {"source": f"replay:{src['model']['label']}", "params": recipe,
-                             "budgets": {} if diverged else
-                             score(run, forget, retain, rec["utility"]["bound"]),
-                             "flops": 0.0 if diverged else run["flops"],
-                             "wall_time_s": 0.0 if diverged else run["wall_time_s"]})
-            log(f"   replay {src['model']['label']} -> {rec['model']['label']}")
-        replays.append(read_json(out))
+        try:  # a replay done before, used only if intact (derived: replayed again)
+            replays.append(json.loads(integrity.read_file(out)))
+            continue
+        except FileNotFoundError:
+            pass
+        except integrity.IntegrityError as e:
+            integrity.report_rebuild("search replay file", e, "replaying it again")
+        if start is None:
+            model = load_model(m)
+            start = AttackEval(bench, load_tokenizer(m), cfg.attack.curve_items_per_op
+                               ).full(model)
+            targets = {g: lora_modules(model, g) for g in cfg.search.lora_targets}
+        run = recipe_task((cfg, m, recipe, start, targets))
+        diverged = "diverged" in run  # then no budget counts
+        replay = {"source": f"replay:{src['model']['label']}", "params": recipe,
+                  "budgets": {} if diverged else score(run, forget, retain,
+                                                       rec["utility"]["bound"]),
+                  "flops": 0.0 if diverged else run["flops"],
+                  "wall_time_s": 0.0 if diverged else run["wall_time_s"]}
+        text = json_text(replay)
+        integrity.write_file(out, text.encode())
+        log(f"   replay {src['model']['label']} -> {rec['model']['label']}")
+        replays.append(json.loads(text))  # as a later run reads it back
     rec["replays"] = replays
     rec["worst_case"] = worst_case(rec["trials"] + replays, rec["budgets"],
                                    forget.higher_is_better)
     rec["cost"]["replay_flops"] = sum(r["flops"] for r in replays)
-    write_json(f / "search.json", rec)
+    write_search(f, rec)
 
 
 def search_models(cfg: RunConfig, model_dirs: Sequence[str | Path], n_trials: int, *,

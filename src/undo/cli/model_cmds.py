@@ -50,8 +50,7 @@ def _search(cfg: RunConfig, dirs: list[str], args: argparse.Namespace, metric: s
             budgets: list[int]) -> None:
     """`--search N`: the adaptive attacker on every model (after its grid), then the
     shared replays; prints the worst case under the search."""
-    from ..artifacts import read_json
-    from ..attacks.search import search_models
+    from ..attacks.search import read_search, search_models
 
     folders = search_models(cfg, dirs, args.search, force=False)
     print(f"worst-case {metric} under the search ({args.search} trials x "
@@ -60,7 +59,7 @@ def _search(cfg: RunConfig, dirs: list[str], args: argparse.Namespace, metric: s
     print(f"  {'model':<28}" + "".join(f"{'@' + str(k):>10}" for k in budgets)
           + "  best recipe")
     for d in folders:
-        r = read_json(d / "search.json")
+        r = read_search(d)
         cells = "".join(f"{'null' if w is None else format(w['value'], '.3f'):>10}"
                         for w in (r["worst_case"][str(k)] for k in budgets))
         best = r["best"]["params"] if r["best"] else None

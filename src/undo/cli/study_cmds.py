@@ -76,12 +76,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Check every manifest in RUN_DIR; exit 0 only when everything is intact."""
+    """Check every manifest in RUN_DIR (or in a folder `undo noise` or `undo export`
+    wrote); exit 0 only when everything is intact."""
     from ..integrity import scan
 
     if len(args.items) != 1 or not Path(args.items[0]).is_dir():
-        raise ConfigError(f"undo verify takes one RUN_DIR (an existing run folder, e.g. "
-                          f"runs/arithmetic-tiny), got {args.items or 'nothing'}")
+        raise ConfigError(f"undo verify takes one folder: a run folder (e.g. "
+                          f"runs/arithmetic-tiny) or one written by undo noise or undo "
+                          f"export, got {args.items or 'nothing'}")
     root = Path(args.items[0])
     findings = scan(root)
     counts = {s: 0 for s in ("intact", "damaged", "rebuild", "unverified")}

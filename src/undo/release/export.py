@@ -4,6 +4,7 @@
           README.md       model card: YAML metadata + the run's measured facts (card.py)
           relearning.png  the run's relearning-curve figure
           evidence/summary.json, evidence/relearn.json   the numbers the card quotes
+          manifest.json   sizes and hashes of every file (undo.integrity): `undo verify DIR`
 
 The model is by default the UNDO student the run's verdict ranks best among those that
 recovered their teacher's retain ability (`choose_model`); any model of the run can be
@@ -19,6 +20,7 @@ from typing import Any
 
 from ..artifacts import model_folder, read_json
 from ..configlib import ConfigError
+from ..integrity import MANIFEST, check_stage, remake, verify, write_manifest
 from ..report import views
 from ..report.build import summary_path
 from ..report.schema import SummaryError, load
@@ -136,6 +138,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, model: str | None = No
         card = model_card(summary, entry, stage=read_json(model_dir.parent / "summary.json"),
                           dtype=stored, figure=figure, evidence=evidence, license=license)
         (tmp / "README.md").write_text(card)
+        write_manifest(tmp)  # `undo verify DIR` checks the release, as a push does first
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -153,6 +156,7 @@ def _copy_evidence(run: Path, src_summary: Path, entry: dict, dest: Path) -> lis
         if not rel.is_file():
             raise ExportError(f"the attack evidence of {entry['name']!r} is missing: no "
                               f"{rel}; re-run the study to rebuild it")
+        check_stage(rel.parent)  # the attack folder's manifest
         shutil.copy2(rel, dest / EVIDENCE / "relearn.json")
         names.append(f"{EVIDENCE}/relearn.json")
     return names
@@ -178,6 +182,11 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False,
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    m = Path(folder) / MANIFEST
+    v = verify(m) if m.is_file() else None
+    if v is not None and not v.ok:  # never publish a damaged release
+        raise ExportError(f"{folder} is damaged ({'; '.join(v.problems())}); nothing was "
+                          f"pushed. {remake(Path(folder))}")
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)

@@ -34,7 +34,7 @@ from ..artifacts import (
 )
 from ..config import ModelConfig, RunConfig, run_config
 from ..configlib import ConfigError, dump_yaml, to_dict
-from ..integrity import write_manifest
+from ..integrity import take_spent, write_manifest
 from ..models import save_model
 from ..provenance import model_source
 from ..runtime import process_state
@@ -237,9 +237,15 @@ def finish(d: Path, summary: dict[str, Any], depends_on: dict[str, Any],
     model came from), the manifest of every file (the summary's bytes included,
     undo.integrity) and, last, the summary that marks the stage finished."""
     write_text(d / "config.yaml", yaml.safe_dump(_plain(depends_on), sort_keys=False))
-    write_json(d / "meta.json", environment(device, model=source))
+    # The integrity work this process did since its last stage finished: this stage's
+    # input checks, cache chunks, checkpoints (benchmarks/integrity_overhead.py sums it).
+    write_json(d / "meta.json", {**environment(device, model=source),
+                                 "integrity_seconds": take_spent()})
     text = json_text(summary)
     write_manifest(d, pending={"summary.json": text.encode()})
+    # The manifest's own cost cannot be in the files it covers; the benchmark times it
+    # on the finished folder, so it is not carried into the next stage's count either.
+    take_spent()
     write_text(d / "summary.json", text)
     return summary
 

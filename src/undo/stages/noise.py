@@ -276,13 +276,15 @@ def noise(cfg: Any, model_dir: str | Path, out_dir: str | Path, *,
     """Noise the model in `model_dir` with `cfg.noise` and write it to `out_dir`.
 
     `out_dir` becomes a Hugging Face folder (weights, config, tokenizer) plus
-    `noise.json` (the report and settings). It appears whole or not at all: everything
-    is written beside it and renamed into place. `seed` defaults to `cfg.seed`.
+    `noise.json` (the report and settings) and `manifest.json` (undo.integrity: checked
+    when the folder is loaded). It appears whole or not at all: everything is written
+    beside it and renamed into place. `seed` defaults to `cfg.seed`.
     """
     import shutil
 
     from ..artifacts import model_folder, write_json
     from ..configlib import to_dict
+    from ..integrity import write_manifest
     from ..models import load_model, load_tokenizer, save_model
 
     src = model_folder(model_dir, "model")
@@ -301,6 +303,7 @@ def noise(cfg: Any, model_dir: str | Path, out_dir: str | Path, *,
     save_model(model, load_tokenizer(src), staging)
     write_json(staging / "noise.json", {"source": str(src), "seed": seed,
                                         "noise": to_dict(ncfg), "report": report.to_dict()})
+    write_manifest(staging)  # checked whenever the folder is loaded (docs/integrity.md)
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)

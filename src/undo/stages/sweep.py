@@ -1,6 +1,7 @@
 """Choosing the teacher: a small grid over unlearning settings and a selection rule.
 
-    sweep(cfg, base_dir) -> folder with sweep.json (one row per grid point) and selected.yaml
+    sweep(cfg, base_dir) -> folder with sweep.json (one row per grid point) and selected.yaml,
+                            each with its manifest (undo.integrity)
 
 `cfg.sweep.grid` maps `unlearn` keys to lists of values (a nested mapping reaches into
 `method_args`), e.g. `{lr: [1e-4, 3e-4], retain_weight: [1, 3]}`; every combination is
@@ -22,9 +23,10 @@ from typing import Any
 
 import yaml
 
-from ..artifacts import config_hash, read_json, write_json, write_text
+from ..artifacts import config_hash, json_text, read_json
 from ..config import RunConfig, SweepConfig, run_config
 from ..configlib import ConfigError, fix_yaml_numbers, to_dict
+from ..integrity import write_file
 from .base import run_dir
 from .unlearn import default_base, resolve_base, unlearn
 
@@ -109,8 +111,10 @@ def sweep(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fals
         "selected_stage": rows[chosen]["stage"] if chosen is not None else None,
         "rows": rows,
     }
+    # With their manifests (docs/integrity.md): derived from the cached unlearn stages
+    # (checked as they are reused), so `undo sweep` writes them again every time.
     if chosen is not None:
-        write_text(out / "selected.yaml", yaml.safe_dump(
-            {"unlearn": to_dict(configs[chosen].unlearn)}, sort_keys=False))
-    write_json(out / "sweep.json", table)
+        write_file(out / "selected.yaml", yaml.safe_dump(
+            {"unlearn": to_dict(configs[chosen].unlearn)}, sort_keys=False).encode())
+    write_file(out / "sweep.json", json_text(table).encode())
     return out

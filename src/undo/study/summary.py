@@ -6,9 +6,11 @@ ratios come from `robustness.py`, where they are defined once.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import integrity
 from ..artifacts import environment, read_json, write_json
 from ..attacks.intervals import Study as IntervalStudy
 from ..attacks.intervals import attacked, intervals, seed_interval
@@ -64,7 +66,7 @@ def _search_section(attack_dir: Path | None) -> dict[str, Any] | None:
     path = attack_dir / "search.json" if attack_dir is not None else None
     if path is None or not path.is_file():
         return None
-    s = read_json(path)
+    s = json.loads(integrity.read_file(path))  # checked against its manifest
     return {"trials": s["cost"]["trials"], "steps": s["steps"], "utility": s["utility"],
             "worst_case": s["worst_case"], "grid_under_floor": s.get("grid_under_floor"),
             "best": s["best"], "best_so_far": s["best_so_far"],
