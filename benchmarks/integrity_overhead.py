@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,70 @@ def instrumented(run: Path) -> dict[str, Any]:
             "integrity_s": total, "fraction_of_stage_wall": total / wall}
 
 
+def _seconds(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
+    t0 = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - t0
+
+
+def replayed(run: Path, verifies_per_stage: int = 3) -> dict[str, Any]:
+    """For a finished run folder written before the count (no `integrity_seconds`): the
+    integrity work its study did, done again on its own files and counted from its
+    summaries: every stage folder's manifest written once and verified
+    `verifies_per_stage` times (an assumption: its reuse check and the stages and attack
+    that load its model); every cache chunk hashed when written and at every read
+    (distillation steps / steps per chunk); every checkpoint (steps / checkpoint_every
+    of the run's config) hashed at save, at 3x the model's bytes (weights + AdamW's two
+    moments); every attack run file's sidecar written. Stage folders are hashed from
+    the page cache as a reuse check reads them; chunks in memory, as they are used."""
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    stages = stage_folders(run)
+    cost: dict[str, float] = {"stage_manifests": 0.0, "chunks": 0.0, "checkpoints": 0.0,
+                              "run_files": 0.0}
+    wall = 0.0
+    distill_steps, built = 0, []
+    model_bytes = 0
+    n_ckpt = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        m = Path(tmp) / integrity.MANIFEST
+        for d in stages:
+            s = json.loads((d / "summary.json").read_text())
+            wall += s["wall_time_s"]
+            cost["stage_manifests"] += _seconds(integrity.write_manifest, d, path=m)
+            cost["stage_manifests"] += verifies_per_stage * _seconds(integrity.verify, m)
+            for f in sorted(d.glob("runs/*.json")):  # attack folders: the sidecar only
+                cost["run_files"] += _seconds(
+                    integrity.write_manifest, Path(tmp), [], pending={f.name: f.read_bytes()},
+                    path=integrity.sidecar(Path(tmp) / f.name))
+            kind = d.name.split("-", 1)[0]
+            if d.parent.name != "stages" or kind not in ("pretrain", "unlearn", "distill"):
+                continue
+            every = cfg[kind].get("checkpoint_every") or 0
+            n_ckpt += s["steps"] // every if every else 0
+            model_bytes = (d / "model" / "model.safetensors").stat().st_size
+            if kind == "distill":
+                distill_steps += s["steps"]
+                if s["teacher_outputs"].get("built_chunks"):
+                    built.append((s["steps"], s["teacher_outputs"]["built_chunks"]))
+        chunks = sorted(run.glob("cache/*/chunk-*.safetensors"))
+        # The bytes are in memory when a chunk is written or loaded: hashing is the cost.
+        per_chunk = [_seconds(integrity.hash_bytes, c.read_bytes()) for c in chunks]
+        steps_per_chunk = max(st / n for st, n in built) if built else 1.0
+        reads = distill_steps / steps_per_chunk
+        mean_chunk = statistics.mean(per_chunk) if per_chunk else 0.0
+        cost["chunks"] = sum(per_chunk) + reads * mean_chunk
+        state = Path(tmp) / "state.bin"
+        state.write_bytes(os.urandom(3 * model_bytes))
+        cost["checkpoints"] = n_ckpt * _seconds(integrity.hash_file, state)
+    total = sum(cost.values())
+    return {"run_dir": str(run), "stages": len(stages), "stage_wall_s": wall,
+            "verifies_per_stage_assumed": verifies_per_stage, "chunks": len(chunks),
+            "chunk_reads": reads, "checkpoints": n_ckpt, "seconds": cost,
+            "integrity_s": total, "fraction_of_stage_wall": total / wall}
+
+
 def one_run(config: str, out: Path, on: bool) -> dict[str, Any]:
     env = {**os.environ, integrity.SWITCH: "on" if on else "off"}
     load0 = os.getloadavg()
@@ -97,6 +162,9 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--folder", action="append", default=[], type=Path,
                     help="a finished run folder to measure the instrumented fraction of")
+    ap.add_argument("--replay", action="append", default=[], type=Path,
+                    help="a finished run folder written before the count: its integrity "
+                         "work done again on its files (see `replayed`)")
     ap.add_argument("--out", type=Path,
                     default=ROOT / "benchmarks" / "results" / "integrity_overhead.json")
     args = ap.parse_args()
@@ -105,6 +173,7 @@ def main() -> None:
         result = {
             "side_by_side": sbs,
             "instrumented": [instrumented(f) for f in [*folders, *args.folder]],
+            "replayed": [replayed(f) for f in args.replay],
             "load_average_end": os.getloadavg(),
             "note": "measured on the shared 2-core machine with other engineers' jobs "
                     "running; see load averages",

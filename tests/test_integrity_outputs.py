@@ -166,6 +166,18 @@ def test_export_folder_has_a_manifest(tmp_path: Path, capsys: Any) -> None:
         model_folder(release)
     with pytest.raises(ExportError, match="nothing was pushed"):
         push_folder(release, "someone/undo-test")  # refused before any hub call
+    # The run's summary.json (the card's numbers): checked; `undo run` rebuilds it.
+    summary = run / "summary.json"
+    want = summary.read_bytes()
+    DAMAGES["zeroed"](summary)
+    rc, said = _verify(run, capsys)
+    assert rc == 1 and "rebuild    summary.json" in said
+    assert main([*export, str(tmp_path / "again")]) == 2
+    (err,) = _errors(capsys)
+    assert str(summary) in err and SAYS["zeroed"] in err and "undo run" in err
+    assert main(["run", str(SMOKE), *SETTINGS, f"out_dir={out}"]) == 0
+    assert strip(json.loads(summary.read_text())) == strip(json.loads(want))
+    assert _verify(run, capsys)[0] == 0
     # The evidence the card quotes is checked before it is copied.
     (entry,) = [m for m in json.loads((run / "summary.json").read_text())["models"]
                 if m["name"] == "undo-a0.5-s0"]

@@ -321,9 +321,10 @@ def remake(folder: Path) -> str:
 
 
 def check_file(path: Path, remedy: str) -> None:
-    """Before a result file with a sidecar is used in place (the search's SQLite): raise
-    `IntegrityError` naming what is wrong and `remedy`. Without a sidecar (a search
-    killed while it ran, or an older undo) it is used unverified, with a note."""
+    """Before a file with a sidecar is used where it lies (the search's SQLite, a run's
+    summary.json read by `undo export`): raise `IntegrityError` naming what is wrong and
+    `remedy`. Without a sidecar (a search killed while it ran, or an older undo) it is
+    used unverified, with a note."""
     if not enabled():
         return
     m = sidecar(path)
@@ -336,8 +337,8 @@ def check_file(path: Path, remedy: str) -> None:
         return
     v = verify(m)
     if not v.ok:
-        raise IntegrityError(f"{path} is damaged: {'; '.join(v.problems())}. Nothing was "
-                             f"run. {remedy}")
+        raise IntegrityError(f"{path} is damaged: {'; '.join(v.problems())}. It was not "
+                             f"used. {remedy}")
 
 
 # ------------------------------------------------------------------ undo verify
@@ -354,7 +355,8 @@ class Finding:
 
 # Files a run rebuilds when damaged or without a manifest (computed again exactly from what
 # the run has): cache chunks, attack run files, search replays, search.json (from
-# search.db), the sweep's table (from its cached unlearn stages).
+# search.db), the sweep's table (from its cached unlearn stages); a run's summary.json
+# (from its stages, by `undo run`) has a sidecar too, so it is listed as rebuilt.
 _DERIVED_NAMES = ("search.json", "sweep.json", "selected.yaml")
 # Result files with a sidecar that stop a run when damaged, and what to do instead.
 _RESULTS = {"search.db": "the search stops; delete it (the search starts over) or run the "

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..artifacts import model_folder, read_json
 from ..configlib import ConfigError
-from ..integrity import MANIFEST, check_stage, remake, verify, write_manifest
+from ..integrity import MANIFEST, check_file, check_stage, remake, verify, write_manifest
 from ..report import views
 from ..report.build import summary_path
 from ..report.schema import SummaryError, load
@@ -102,6 +102,8 @@ def export_model(run_dir: str | Path, out: str | Path, *, model: str | None = No
         raise ExportError(f"--dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     try:
         src_summary = summary_path(run_dir)
+        check_file(src_summary, "Run the study again (`undo run CONFIG`): it rebuilds "
+                                "summary.json from its stages")
         summary = load(src_summary)
     except SummaryError as e:
         raise ExportError(str(e)) from None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import integrity
-from ..artifacts import environment, read_json, write_json
+from ..artifacts import environment, json_text, read_json
 from ..attacks.intervals import Study as IntervalStudy
 from ..attacks.intervals import attacked, intervals, seed_interval
 from ..attacks.robustness import (
@@ -269,4 +269,5 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
-    return write_json(run_dir / "summary.json", summary)
+    """With its sidecar manifest (`undo export` checks it; every `undo run` rebuilds it)."""
+    return integrity.write_file(run_dir / "summary.json", json_text(summary).encode())
