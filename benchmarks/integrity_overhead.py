@@ -2,13 +2,16 @@
 at most 3% apart), measured two ways:
 
     python benchmarks/integrity_overhead.py [--config configs/arithmetic/smoke.yaml]
-        [--pairs 3] [--folder RUN_DIR ...] [--out benchmarks/results/integrity_overhead.json]
+        [--pairs 3] [--folder RUN_DIR ...] [--replay RUN_DIR ...]
+        [--out benchmarks/results/integrity_overhead.json]
 
 - `side_by_side`: the study of `--config` run `--pairs` times with integrity on and off
   (`UNDO_INTEGRITY=off`, for this benchmark only), alternated on/off/on/off in one
   session, each `undo run` a fresh process in a fresh run folder; wall times and the
   ratio of the medians. On a shared machine one run's wall time varies by more than 3%,
   so this resolves large overheads only.
+- `replayed` (`--replay`, for a folder written before the count, e.g. a default study):
+  its integrity work done again on its own files, counted from its summaries (`replayed`).
 - `instrumented`: in each finished run folder (the "on" runs, and every `--folder`), the
   seconds every stage spent on manifests and checks (meta.json's `integrity_seconds`,
   counted by undo.integrity) plus each stage's final manifest (timed here on the finished
@@ -16,6 +19,8 @@ at most 3% apart), measured two ways:
   written before the count existed has no `integrity_seconds` and is refused.
 
 Load averages are recorded around every run: other jobs on the machine slow both arms.
+Each invocation replaces in `--out` only the parts it measured (`--pairs 0`: none of the
+side-by-side runs).
 """
 
 from __future__ import annotations
@@ -168,19 +173,26 @@ def main() -> None:
     ap.add_argument("--out", type=Path,
                     default=ROOT / "benchmarks" / "results" / "integrity_overhead.json")
     args = ap.parse_args()
+    result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="undo-integrity-") as tmp:
-        sbs, folders = side_by_side(args.config, args.pairs, Path(tmp))
-        result = {
-            "side_by_side": sbs,
-            "instrumented": [instrumented(f) for f in [*folders, *args.folder]],
-            "replayed": [replayed(f) for f in args.replay],
-            "load_average_end": os.getloadavg(),
-            "note": "measured on the shared 2-core machine with other engineers' jobs "
-                    "running; see load averages",
-            "environment": environment(),
-        }
-    write_json(args.out, result)
-    print(json.dumps({k: result[k] for k in ("side_by_side", "instrumented")}, indent=1))
+        folders = list(args.folder)
+        if args.pairs > 0:
+            result["side_by_side"], on_runs = side_by_side(args.config, args.pairs, Path(tmp))
+            folders = on_runs + folders
+        if folders:
+            result["instrumented"] = [instrumented(f) for f in folders]
+        if args.replay:
+            result["replayed"] = [replayed(f) for f in args.replay]
+    print(json.dumps(result, indent=1))
+    # Each invocation replaces the parts it measured and keeps the others in --out.
+    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    stamp = {"load_average_end": os.getloadavg(), "environment": environment()}
+    for part, value in result.items():
+        old[part] = value
+        old.setdefault("measured", {})[part] = stamp
+    old["note"] = ("measured on the shared 2-core machine with other engineers' jobs "
+                   "running; see the load averages")
+    write_json(args.out, old)
 
 
 if __name__ == "__main__":
