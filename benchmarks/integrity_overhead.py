@@ -2,13 +2,13 @@
 at most 3% apart), measured two ways:
 
     python benchmarks/integrity_overhead.py [--config configs/arithmetic/smoke.yaml]
-        [--pairs 3] [--folder RUN_DIR ...] [--replay RUN_DIR ...]
+        [--set KEY=VALUE ...] [--pairs 3] [--folder RUN_DIR ...] [--replay RUN_DIR ...]
         [--out benchmarks/results/integrity_overhead.json]
 
 - `side_by_side`: the study of `--config` run `--pairs` times with integrity on and off
   (`UNDO_INTEGRITY=off`, for this benchmark only), alternated on/off/on/off in one
-  session, each `undo run` a fresh process in a fresh run folder; wall times and the
-  ratio of the medians. On a shared machine one run's wall time varies by more than 3%,
+  session, each `undo run` a fresh process in a fresh run folder; wall times, CPU times
+  of the run's process tree, and the ratios of the medians. On a shared machine one run's wall time varies by more than 3%,
   so this resolves large overheads only.
 - `replayed` (`--replay`, for a folder written before the count, e.g. a default study):
   its integrity work done again on its own files, counted from its summaries (`replayed`).
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -135,35 +136,48 @@ def replayed(run: Path, verifies_per_stage: int = 3) -> dict[str, Any]:
             "integrity_s": total, "fraction_of_stage_wall": total / wall}
 
 
-def one_run(config: str, out: Path, on: bool) -> dict[str, Any]:
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def one_run(config: str, overrides: list[str], out: Path, on: bool) -> dict[str, Any]:
+    """One `undo run`; wall seconds and the CPU seconds of its process tree (less
+    sensitive than wall time to other jobs taking the cores)."""
     env = {**os.environ, integrity.SWITCH: "on" if on else "off"}
     load0 = os.getloadavg()
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "undo.cli", "run", config, f"out_dir={out}",
-                    "progress=false"], env=env, check=True, stdout=subprocess.DEVNULL)
+    cpu0, t0 = _cpu_children(), time.perf_counter()
+    subprocess.run([sys.executable, "-m", "undo.cli", "run", config, *overrides,
+                    f"out_dir={out}", "progress=false"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
     return {"integrity": "on" if on else "off", "wall_s": time.perf_counter() - t0,
-            "load_before": load0, "load_after": os.getloadavg()}
+            "cpu_s": _cpu_children() - cpu0, "load_before": load0,
+            "load_after": os.getloadavg()}
 
 
-def side_by_side(config: str, pairs: int, keep: Path) -> tuple[dict[str, Any], list[Path]]:
+def side_by_side(config: str, overrides: list[str], pairs: int,
+                 keep: Path) -> tuple[dict[str, Any], list[Path]]:
     runs, folders = [], []
     for i in range(pairs):
         for on in (True, False):
             out = keep / f"{i}-{'on' if on else 'off'}"
-            runs.append(one_run(config, out, on))
+            runs.append(one_run(config, overrides, out, on))
             print(json.dumps(runs[-1]), flush=True)
             if on:
                 (folder,) = [p.parent for p in out.glob("*/summary.json")]
                 folders.append(folder)
-    med = {arm: statistics.median(r["wall_s"] for r in runs if r["integrity"] == arm)
-           for arm in ("on", "off")}
-    return {"config": config, "pairs": pairs, "runs": runs, "median_wall_s": med,
-            "on_over_off": med["on"] / med["off"]}, folders
+    med = {k: {arm: statistics.median(r[k] for r in runs if r["integrity"] == arm)
+               for arm in ("on", "off")} for k in ("wall_s", "cpu_s")}
+    return {"config": config, "overrides": overrides, "pairs": pairs, "runs": runs,
+            "median": med, "on_over_off": {k: m["on"] / m["off"] for k, m in med.items()}
+            }, folders
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="configs/arithmetic/smoke.yaml")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every run (e.g. a smaller study)")
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--folder", action="append", default=[], type=Path,
                     help="a finished run folder to measure the instrumented fraction of")
@@ -177,7 +191,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="undo-integrity-") as tmp:
         folders = list(args.folder)
         if args.pairs > 0:
-            result["side_by_side"], on_runs = side_by_side(args.config, args.pairs, Path(tmp))
+            result["side_by_side"], on_runs = side_by_side(args.config, args.set, args.pairs,
+                                                           Path(tmp))
             folders = on_runs + folders
         if folders:
             result["instrumented"] = [instrumented(f) for f in folders]
