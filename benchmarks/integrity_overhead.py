@@ -6,7 +6,7 @@ at most 3% apart), measured two ways:
         [--out benchmarks/results/integrity_overhead.json]
 
 - `side_by_side`: the study of `--config` run `--pairs` times with integrity on and off
-  (`UNDO_INTEGRITY=off`, for this benchmark only), alternated on/off/on/off in one
+  (`UNDO_INTEGRITY=off`, for this benchmark only), alternated on/off/off/on/... in one
   session, each `undo run` a fresh process in a fresh run folder; wall times, CPU times
   of the run's process tree, and the ratios of the medians. On a shared machine one run's wall time varies by more than 3%,
   so this resolves large overheads only.
@@ -159,7 +159,7 @@ def side_by_side(config: str, overrides: list[str], pairs: int,
                  keep: Path) -> tuple[dict[str, Any], list[Path]]:
     runs, folders = [], []
     for i in range(pairs):
-        for on in (True, False):
+        for on in ((True, False) if i % 2 == 0 else (False, True)):  # ABBA: no arm always first
             out = keep / f"{i}-{'on' if on else 'off'}"
             runs.append(one_run(config, overrides, out, on))
             print(json.dumps(runs[-1]), flush=True)
