@@ -9,16 +9,20 @@ so a manifest never vouches for data that is not there yet, and data that counts
 has its manifest. Two forms:
 
 - a folder's manifest: a finished stage folder (`stages.base.finish`), a checkpoint
-  (`checkpoint.save_state`); checked by `artifacts.is_done` and `artifacts.model_folder`
-  (`check_stage`, `check_model`) and by `checkpoint.resumable`;
+  (`checkpoint.save_state`), an `undo noise` or `undo export` folder; checked by
+  `artifacts.is_done` and `artifacts.model_folder` (`check_stage`, `check_model`) and by
+  `checkpoint.resumable`;
 - one file's sidecar `.NAME.manifest` (hidden, so no reader's glob for the data, e.g.
-  `chunk-*` or `runs/*.json`, meets it): a teacher-cache chunk, an attack run file,
-  which independent runs write one by one into a shared folder.
+  `chunk-*` or `runs/*.json`, meets it), naming that file only: a teacher-cache chunk,
+  an attack run file, a search replay (which independent runs write one by one into a
+  shared folder), search.json, the sweep's table, a run's summary.json; and the
+  search's SQLite, written whenever the search is at rest (`check_file`).
 
 What is checked when, and what a mismatch does: docs/integrity.md. In short: every byte
 of every file at every reuse (xxh3 hashes a page-cached file at 9-22 GiB/s here, far
-faster than loading it: benchmarks/integrity.py); derived files (chunks, run files) are rebuilt,
-stage outputs and checkpoints stop the run (`IntegrityError`).
+faster than loading it: benchmarks/integrity.py); derived files (chunks, run files,
+replays, tables) are rebuilt; stage outputs, checkpoints, the search's SQLite and noised
+or exported folders stop the run (`IntegrityError`).
 
 Every manifest write and every check adds its seconds to a per-process count
 (`take_spent`); each stage records its share in meta.json (`integrity_seconds`), which
