@@ -45,7 +45,8 @@ class Source:
     data_files=data_files)`; a packaged builder reads local files (`dataset: json`,
     `data_files: [corpus.jsonl]`). With `streaming`, the first `max_documents` records.
     `shipped`: real text an installed package carries (`undo.benchmarks.text.shipped`: python-docs,
-    python-source, korean-law, korean-bills).
+    python-source, korean-law, korean-bills; linux-doc and korean-help once
+    `scripts/corpora.sh` has built them from Debian's documentation packages).
     """
 
     path: str | None = None

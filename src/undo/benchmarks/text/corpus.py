@@ -57,7 +57,7 @@ def _read_txt(path: Path) -> list[str]:
     return [p.strip() for p in paragraphs if p.strip()]
 
 
-def _read_jsonl(path: Path, field: str, key: str) -> list[str]:
+def read_jsonl(path: Path, field: str, key: str) -> list[str]:
     docs = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -92,7 +92,7 @@ def _read_path(src: Source, key: str) -> list[str]:
                           f".txt file; valid: a folder with at least one")
     docs: list[str] = []
     for f in files:
-        docs += _read_jsonl(f, src.field, key) if f.suffix == ".jsonl" else _read_txt(f)
+        docs += read_jsonl(f, src.field, key) if f.suffix == ".jsonl" else _read_txt(f)
         if src.max_documents is not None and len(docs) >= src.max_documents:
             break
     return docs

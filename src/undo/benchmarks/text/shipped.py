@@ -10,6 +10,11 @@ A text source `shipped: NAME` reads one of these (`undo.benchmarks.text.benchmar
   National Assembly bills that the `konlpy` wheel carries (`konlpy/data/corpus/kolaw`,
   `.../kobill`), one document per paragraph. `pip install "undo[language]"` brings them;
   konlpy itself (which needs Java) is never imported, only its data files are read.
+- `linux-doc`, `korean-help`: English prose from the Linux kernel's documentation and
+  Korean from LibreOffice's help, which Debian packages ship; `scripts/corpora.sh`
+  apt-installs the packages and builds them into JSONL files (`undo.benchmarks.text.debian`,
+  sizes in docs/benchmarks.md). Without them a config that names one fails with an error
+  naming that command.
 """
 
 from __future__ import annotations
@@ -62,11 +67,28 @@ def _konlpy(folder: str) -> Callable[[], list[str]]:
     return read
 
 
+def _built(name: str) -> Callable[[], list[str]]:
+    def read() -> list[str]:
+        from .corpus import read_jsonl
+        from .debian import SETUP_COMMAND, corpora_dir
+
+        path = corpora_dir() / f"{name}.jsonl"
+        if not path.is_file():
+            raise ConfigError(f"the corpus '{name}' is not built ({path} not found); build it "
+                              f"with: {SETUP_COMMAND} (apt-installs the Debian packages that "
+                              f"ship its text; $UNDO_CORPORA picks another folder)")
+        return read_jsonl(path, "text", f"shipped:{name}")
+
+    return read
+
+
 SHIPPED: dict[str, Callable[[], list[str]]] = {
     "python-docs": python_docs,
     "python-source": python_source,
     "korean-law": _konlpy("kolaw"),
     "korean-bills": _konlpy("kobill"),
+    "linux-doc": _built("linux-doc"),
+    "korean-help": _built("korean-help"),
 }
 
 
