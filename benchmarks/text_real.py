@@ -106,7 +106,9 @@ def gold_soundness(summary: dict) -> dict:
                if m["kind"].startswith("oracle")}
     return {"gold_retain_ce": gold, "base_retain_ce": base, "oracle_retain_ce": oracles,
             "gold_not_worse_than_base": gold <= base,
-            "gold_not_worse_than_oracles": all(gold <= v for v in oracles.values())}
+            # None when the study trained no oracle (language tiny: `study.oracles: false`)
+            "gold_not_worse_than_oracles": (all(gold <= v for v in oracles.values())
+                                            if oracles else None)}
 
 
 def finding(summary: dict) -> dict:
