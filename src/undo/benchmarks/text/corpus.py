@@ -14,7 +14,6 @@ and cut into windows of `seq_len` tokens (the tail that fills no window is dropp
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ...configlib import ConfigError
+from .jsonl import read_jsonl
 
 if TYPE_CHECKING:
     from .benchmark import Source
@@ -55,29 +55,6 @@ def split_of(text: str, seed: int, eval_fraction: float, attack_fraction: float)
 def _read_txt(path: Path) -> list[str]:
     paragraphs = _PARAGRAPH.split(path.read_text(encoding="utf-8"))
     return [p.strip() for p in paragraphs if p.strip()]
-
-
-def read_jsonl(path: Path, field: str, key: str) -> list[str]:
-    docs = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}, line {lineno}: not valid JSON ({e.msg}); valid: "
-                                  f"one JSON object per line") from None
-            if not isinstance(record, dict) or field not in record:
-                raise ConfigError(f"{path}, line {lineno}: no field '{field}' (config key "
-                                  f"'{key}.field'); valid: a JSON object with a string "
-                                  f"'{field}' on every line")
-            if not isinstance(record[field], str):
-                raise ConfigError(f"{path}, line {lineno}: field '{field}' is "
-                                  f"{type(record[field]).__name__}; valid: a string")
-            if record[field].strip():
-                docs.append(record[field])
-    return docs
 
 
 def _read_path(src: Source, key: str) -> list[str]:

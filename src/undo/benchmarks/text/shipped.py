@@ -69,8 +69,8 @@ def _konlpy(folder: str) -> Callable[[], list[str]]:
 
 def _built(name: str) -> Callable[[], list[str]]:
     def read() -> list[str]:
-        from .corpus import read_jsonl
         from .debian import SETUP_COMMAND, corpora_dir
+        from .jsonl import read_jsonl
 
         path = corpora_dir() / f"{name}.jsonl"
         if not path.is_file():
