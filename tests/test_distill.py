@@ -74,16 +74,24 @@ def test_undo_stage_writes_model_summary_and_is_reused(cfg, teacher_dir, tmp_pat
     # Reused as it is: nothing retrained, nothing rewritten.
     assert distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0) == d
     assert (d / "summary.json").stat().st_mtime_ns == mtime
-    # Another alpha at the same seed is another stage on the same batches: the teacher
-    # cache is shared. Another seed distills on another data order: its own cache.
-    d3 = distill(cfg, teacher_dir, init="noised", alpha=0.7, seed=0)
-    s3 = read_json(d3 / "summary.json")
-    assert d3 != d and s3["teacher_outputs"]["built_chunks"] == 0
-    assert s3["teacher_outputs"]["cache_dir"] == s["teacher_outputs"]["cache_dir"]
-    d4 = distill(cfg, teacher_dir, init="noised", alpha=0.7, seed=1)
-    s4 = read_json(d4 / "summary.json")
+    # Another alpha, or another seed (`distill.data_order: shared`, the default), is
+    # another stage on the same batches: the teacher cache is shared, nothing rebuilt.
+    for alpha, seed in ((0.7, 0), (0.7, 1)):
+        d3 = distill(cfg, teacher_dir, init="noised", alpha=alpha, seed=seed)
+        s3 = read_json(d3 / "summary.json")
+        assert d3 != d and s3["teacher_outputs"]["built_chunks"] == 0
+        assert s3["teacher_outputs"]["cache_dir"] == s["teacher_outputs"]["cache_dir"]
+    # `per_seed`: seed 1 distills on another data order, with its own cache; seed 0
+    # keeps the run seed's order (the same cache), but is its own stage (the key holds
+    # the data order setting).
+    cfg.distill.data_order = "per_seed"
+    s4 = read_json(distill(cfg, teacher_dir, init="noised", alpha=0.7, seed=1) / "summary.json")
     assert s4["teacher_outputs"]["built_chunks"] > 0
     assert s4["teacher_outputs"]["cache_dir"] != s["teacher_outputs"]["cache_dir"]
+    d5 = distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0)
+    s5 = read_json(d5 / "summary.json")
+    assert d5 != d and s5["teacher_outputs"]["cache_dir"] == s["teacher_outputs"]["cache_dir"]
+    assert s5["metrics"] == s["metrics"]  # same init, same batches: the same student
 
 
 def test_a_student_that_meets_the_rule_at_step_0_still_trains(cfg, teacher_dir):

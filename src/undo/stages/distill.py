@@ -16,9 +16,11 @@ the LR schedule always spans the full budget, as in the paper). Compute is recor
 optimizer steps, tokens and FLOPs (fractions of the gold standard's are taken in the
 study summary).
 
-The data order depends on the run seed and the distillation `seed` (`data_seed`): seeds
-of a study differ in noise draw / init *and* data order, while an α sweep at one seed
-distills on identical batches and shares one teacher cache.
+The data order depends on the run seed only (`distill.data_order: shared`, `data_seed`):
+every student of a study, every α and seed, distills on identical batches, so one teacher
+cache serves them all and its disk does not grow with seeds; seeds differ in noise draw /
+init and attack seeds. `per_seed` shifts the order by the distillation `seed` too (as the
+authors' seeds do), at one cache per seed.
 """
 
 from __future__ import annotations
@@ -94,9 +96,10 @@ def cache_mode(dcfg: DistillConfig, vocab_size: int) -> str:
 
 
 def data_seed(cfg: RunConfig, seed: int) -> int:
-    """The distillation data order's seed: the run seed shifted by the distillation seed
-    (seed 0 keeps the run seed's order)."""
-    return cfg.seed + seed
+    """The distillation data order's seed: the run seed (`distill.data_order: shared`), or
+    the run seed shifted by the distillation seed (`per_seed`; seed 0 keeps the run
+    seed's order)."""
+    return cfg.seed + seed if cfg.distill.data_order == "per_seed" else cfg.seed
 
 
 def distill_key(cfg: RunConfig, teacher_fp: str, init: dict[str, Any], seed: int,

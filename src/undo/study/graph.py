@@ -114,12 +114,15 @@ def _check_kinds(names: list[str], key: str) -> None:
 
 
 def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
-              force: set[str] | None = None, heartbeat_s: float = 60.0) -> dict[str, Path]:
+              force: set[str] | None = None, heartbeat_s: float = 60.0,
+              schedule: list[dict[str, Any]] | None = None) -> dict[str, Path]:
     """Run every task once its dependencies are done; returns task name -> stage folder.
 
     Ready tasks start in list order, on the executor `study.executor` names: with
     `local`, `study.workers > 1` runs them in that many single-threaded processes,
     otherwise one after another in this process; with `ray`, as Ray tasks.
+    `schedule`, if given, receives one entry per task as it finishes: its name, kind and
+    start/end in seconds since the graph started (benchmarks/study_profile.py reads them).
     """
     force = force or set()
     names = {t.name for t in tasks}
@@ -141,6 +144,9 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
         done[t.name] = out
         for hook in t.after:
             hook(out)
+        if schedule is not None:
+            schedule.append({"task": t.name, "kind": t.kind, "start_s": round(t0 - t_start, 2),
+                             "end_s": round(time.time() - t_start, 2)})
         log(f"   {t.name}: done in {time.time() - t0:.0f}s "
             f"(+{(time.time() - t_start) / 60:.1f} min, {len(done)}/{len(tasks)})")
 
@@ -412,13 +418,17 @@ def run_study(cfg: RunConfig, *, force: list[str] | None = None,
     log(f"== study {cfg.name}: {len(tasks)} stages, {cfg.study.workers} worker(s)")
     for t in tasks:
         log(f"   - {t.name}" + (f"  (after {', '.join(t.deps)})" if t.deps else ""))
-    run_graph(cfg, tasks, log, set(force))
+    schedule: list[dict[str, Any]] = []
+    run_graph(cfg, tasks, log, set(force), schedule=schedule)
+    graph_s = time.time() - t_start
 
     summary = build_summary(cfg, models, wall_time_s=time.time() - t_start)
     write_summary(root, summary)
     from ..report import write_report
 
     write_report(root)
-    record_run(cfg)
+    record_run(cfg, {"wall_time_s": round(time.time() - t_start, 2),
+                     "graph_s": round(graph_s, 2), "workers": cfg.study.workers,
+                     "schedule": schedule})
     log(f"== done in {(time.time() - t_start) / 60:.1f} min: {root / 'summary.json'}")
     return summary
