@@ -74,18 +74,19 @@ class Task:
     deps: tuple[str, ...]
     make: Callable[[dict[str, Path]], Job]
     after: list[Callable[[Path], None]] = field(default_factory=list)
-    # How far a running task is, read from the files it writes (for the heartbeat).
-    progress: Callable[[float], str] | None = None
+    # How far a running task is, read from the files it writes in its folder since it
+    # started (for the heartbeat): (folder, start time) -> text.
+    progress: Callable[[Path, float], str] | None = None
 
 
-def steps_progress(folder: Path, pattern: str, total: int) -> Callable[[float], str]:
-    """Progress of a training stage: the step in the newest `folder/pattern` metrics.jsonl
-    written since the task started at `t0`."""
+def steps_progress(total: int) -> Callable[[Path, float], str]:
+    """Progress of a training stage in stage folder `folder`: the step in its
+    metrics.jsonl, if written since the task started at `t0`."""
 
-    def show(t0: float) -> str:
-        logs = [p for p in folder.glob(pattern) if p.stat().st_mtime >= t0]
-        lines = max(logs, key=lambda p: p.stat().st_mtime).read_text().splitlines() \
-            if logs else []
+    def show(folder: Path, t0: float) -> str:
+        log = folder / "metrics.jsonl"
+        lines = log.read_text().splitlines() \
+            if log.is_file() and log.stat().st_mtime >= t0 else []
         step = json.loads(lines[-1]).get("step", 0) if lines else 0
         if not step:
             return "starting"
@@ -95,16 +96,25 @@ def steps_progress(folder: Path, pattern: str, total: int) -> Callable[[float], 
     return show
 
 
-def runs_progress(attack_dirs: Callable[[], str], folder: Path,
-                  total: int) -> Callable[[float], str]:
-    """Progress of an attack: the finished runs of its grid (`runs/*.json`)."""
+def runs_progress(total: int) -> Callable[[Path, float], str]:
+    """Progress of an attack in attack folder `folder`: the finished runs of its grid
+    (`runs/*.json`)."""
 
-    def show(t0: float) -> str:
-        done = [p for p in folder.glob(f"{attack_dirs()}/runs/*.json")
-                if p.stat().st_mtime >= t0]
+    def show(folder: Path, t0: float) -> str:
+        done = [p for p in folder.glob("runs/*.json") if p.stat().st_mtime >= t0]
         return f"{len(done)}/{total} runs"
 
     return show
+
+
+def _folder_of(cfg: RunConfig, job: Job) -> Path | None:
+    """The folder a job writes (for its progress), or None where it cannot be told."""
+    from .plan import job_folder
+
+    try:
+        return job_folder(cfg, job)
+    except ConfigError:  # the stage itself reports what is wrong
+        return None
 
 
 def _check_kinds(names: list[str], key: str) -> None:
@@ -156,8 +166,13 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
     if not tasks:
         return done
     executor = make_executor(cfg, len(tasks))
-    running: dict[Future, tuple[Task, float]] = {}
+    # future -> (task, start time, the folder it writes: where its progress is read)
+    running: dict[Future, tuple[Task, float, Path | None]] = {}
     last_beat = time.time()
+
+    def progress(t: Task, t0: float, where: Path | None) -> str:
+        return t.progress(where, t0) if t.progress and where is not None else "running"
+
     try:
         while pending or running:
             for t in ready():
@@ -165,23 +180,25 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
                     break
                 pending.remove(t)
                 if executor.slots > 1:
-                    log(f"   {t.name}: started")
+                    log(f"   {t.name}: started ({len(done)}/{len(tasks)} done)")
                 t0 = time.time()
-                running[executor.submit(cfg, job_of(t), t.kind)] = (t, t0)
+                job = job_of(t)
+                where = _folder_of(cfg, job) if t.progress and executor.slots > 1 else None
+                running[executor.submit(cfg, job, t.kind)] = (t, t0, where)
             if not running:
                 raise RuntimeError(f"study graph is stuck at {[t.name for t in pending]}")
             finished_futs, _ = wait(running, timeout=heartbeat_s, return_when=FIRST_COMPLETED)
             for fut in finished_futs:
-                t, t0 = running.pop(fut)
+                t, t0, _ = running.pop(fut)
                 if fut.exception() is not None:
                     log(f"   {t.name}: failed: {fut.exception()}")
                 finished(t, fut.result(), t0)
             if not finished_futs and time.time() - last_beat >= heartbeat_s:
                 # Workers draw no progress bars; say where each running stage is.
                 last_beat = time.time()
-                log(f"   +{(last_beat - t_start) / 60:.1f} min: " + "; ".join(
-                    f"{t.name} {t.progress(t0) if t.progress else 'running'}"
-                    for t, t0 in running.values()))
+                log(f"   +{(last_beat - t_start) / 60:.1f} min, {len(done)}/{len(tasks)} "
+                    "done, running: " + "; ".join(f"{t.name} {progress(t, t0, w)}"
+                                                  for t, t0, w in running.values()))
     finally:
         executor.close()
     return done
@@ -190,7 +207,6 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
 def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     """The study's graph, critical path first, and the models it makes (their folders
     are filled in as their tasks finish)."""
-    from ..stages.base import run_dir
     from ..stages.distill import distill
     from ..stages.pretrain import gold_recipe, import_model, pretrain
     from ..stages.unlearn import unlearn
@@ -219,11 +235,9 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
         base = folders.get("pretrain base")
         return {"base_dir": base / "model" if base is not None else None}
 
-    root = run_dir(cfg)
-
     def add(model: Model | None, name: str, kind: str, deps: tuple[str, ...],
             make: Callable[[dict[str, Path]], Job],
-            progress: Callable[[float], str] | None = None) -> None:
+            progress: Callable[[Path, float], str] | None = None) -> None:
         if not selected(kind):
             return
         task = Task(name, kind, deps, make, progress=progress)
@@ -234,23 +248,20 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
             task.after.append(lambda d, m=model: setattr(m, "stage_dir", d))
         tasks.append(task)
 
-    def stage_log(prefix: str, total: int) -> Callable[[float], str]:
-        return steps_progress(root / "stages", f"{prefix}-*/metrics.jsonl", total)
-
     add(Model("base", "base", Path()), "pretrain base", "pretrain", (),
         lambda _: Job("base (retain + forget)", pretrain, ("base",)),
-        stage_log("pretrain-base", cfg.pretrain.steps))
+        steps_progress(cfg.pretrain.steps))
     if gold_mode == "pretrain":
         add(Model("gold", "gold", Path()), "pretrain gold", "pretrain", (),
             lambda _: Job("gold standard (retain only)", pretrain, ("gold",)),
-            stage_log("pretrain-gold", gold_recipe(cfg)[0]))
+            steps_progress(gold_recipe(cfg)[0]))
     elif has_gold:
         add(Model("gold", "gold", Path()), "pretrain gold", "pretrain", (),
             lambda _: Job("gold standard (given)", import_model, (gold_mode, "gold")))
     add(Model("unlearn-only", "unlearn_only", Path()), f"unlearn {cfg.unlearn.method}",
         "unlearn", ("pretrain base",),
         lambda d: Job("teacher", unlearn, (d["pretrain base"] / "model",)),
-        stage_log(f"unlearn-{cfg.unlearn.method}", cfg.unlearn.steps))
+        steps_progress(cfg.unlearn.steps))
     teacher = f"unlearn {cfg.unlearn.method}"
     # Distillations need only the teacher: the fractions of the gold standard's compute
     # are taken in the summary, so they no longer wait for the gold pretraining.
@@ -265,7 +276,7 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
                 lambda d, s=s: Job(f"Unlearn-and-Distill, seed {s}", distill,
                                    (d[teacher] / "model",),
                                    {"init": "random", "alpha": None, "seed": s, **common()}),
-                stage_log(f"distill-random-s{s}", cfg.distill.steps))
+                steps_progress(cfg.distill.steps))
     for a in sorted(cfg.study.alphas, reverse=True):
         for s in seeds:
             add(Model(f"undo-a{a:g}-s{s}", "undo", Path(), alpha=a, seed=s),
@@ -273,7 +284,7 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
                 lambda d, a=a, s=s: Job(f"UNDO α={a:g}, seed {s}", distill,
                                         (d[teacher] / "model",),
                                         {"init": "noised", "alpha": a, "seed": s, **common()}),
-                stage_log(f"distill-noised-a{a:g}-s{s}", cfg.distill.steps))
+                steps_progress(cfg.distill.steps))
     if cfg.study.oracles and has_gold:
         # Oracle matching distills until the student's outputs match the gold teacher's
         # (retain and forget accuracy): the retain-only rule would end "gold into base"
@@ -285,13 +296,13 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
             lambda d: Job("gold -> random init", distill, (d["pretrain gold"] / "model",),
                           {"init": "random", "alpha": None, "seed": seeds[0], **common()},
                           ocfg),
-            stage_log(f"distill-random-s{seeds[0]}", steps))
+            steps_progress(steps))
         add(Model("oracle-base", "oracle_base", Path(), seed=seeds[0]),
             "oracle gold->base", "oracle", ("pretrain gold", "pretrain base"),
             lambda d: Job("gold -> base", distill, (d["pretrain gold"] / "model",),
                           {"init": str(d["pretrain base"] / "model"), "alpha": None,
                            "seed": seeds[0], **common()}, ocfg),
-            stage_log(f"distill-from-*-s{seeds[0]}", steps))
+            steps_progress(steps))
 
     # Attacks: every model but the base (a reference point, not a candidate), each as
     # soon as its model exists, with every attack of `study.attacks`.
@@ -306,8 +317,7 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
                 suffix = "" if name == next(iter(named)) else f" ({name})"
                 add(None, f"attack {m.name}{suffix}", "attack", (dep,),
                     lambda d, dep=dep, a_cfg=a_cfg: attack_job(a_cfg, dep, d[dep] / "model"),
-                    runs_progress(lambda m=m: f"{m.stage_dir.name}-*", root / "attacks",
-                                  n_runs))
+                    runs_progress(n_runs))
                 tasks[-1].after.append(lambda d, m=m, name=name: m.attack_dirs.__setitem__(
                     name, d))
                 if not suffix:
@@ -354,19 +364,26 @@ def attack_config(cfg: RunConfig, seed: int | None, study_seeds: list[int]) -> R
 def _add_search_tasks(cfg: RunConfig, tasks: list[Task], made_by: dict[str, Model]) -> None:
     """The adaptive attack search on every attacked model, the same trials x steps each
     (after its grid: the grid's recipes start the search), then one task replaying each
-    model's best recipe against every other (undo.attacks.search)."""
+    model's best recipe against every other (undo.attacks.search). Each model is searched
+    under its headline attack's config, seeds shifted as its grid's (`attack_config`), so
+    the search starts from that grid and writes search.json into its folder, where the
+    summary reads it."""
     from ..attacks.search import check_search, replay_all, search_attack
 
     check_search(cfg, cfg.study.attack_search)  # before any stage runs
     n = cfg.study.attack_search
-    attacked = [(dep, m) for dep, m in made_by.items() if m.kind != "base"]
-    for dep, m in attacked:
+    headline = next(iter(study_attacks(cfg).values()))
+    attacked = [(dep, m, attack_config(headline, m.seed, cfg.study.seeds))
+                for dep, m in made_by.items() if m.kind != "base"]
+    for dep, m, a_cfg in attacked:
         tasks.append(Task(f"search {m.name}", "attack", (dep, f"attack {m.name}"),
-                          lambda d, dep=dep: Job(f"search {dep}", search_attack,
-                                                 (d[dep] / "model", n), {"log": None})))
-    tasks.append(Task("search replays", "attack", tuple(f"search {m.name}" for _, m in attacked),
+                          lambda d, dep=dep, a_cfg=a_cfg: Job(
+                              f"search {dep}", search_attack, (d[dep] / "model", n),
+                              {"log": None}, a_cfg)))
+    tasks.append(Task("search replays", "attack", tuple(f"search {m.name}" for _, m, _ in attacked),
                       lambda _: Job("replays", replay_all,
-                                    ([m.model_dir for _, m in attacked],), {"log": None})))
+                                    ([m.model_dir for _, m, _ in attacked],),
+                                    {"log": None, "model_cfgs": [c for _, _, c in attacked]})))
 
 
 def preflight(cfg: RunConfig) -> None:

@@ -66,7 +66,7 @@ def _work(cfg: RunConfig, task_name: str, kind: str) -> tuple[int, int, int] | N
     return None
 
 
-def _where(cfg: RunConfig, job: Any) -> Path | None:
+def job_folder(cfg: RunConfig, job: Any) -> Path | None:
     """The folder a study job writes, computed as its stage function does."""
     from ..attacks.grid import attack_dir
     from ..stages.distill import distill_dir
@@ -111,7 +111,7 @@ def plan(cfg: RunConfig, known: tuple[Shape | None, str] | None = None
             row.status = f"after {missing[0]}"
         else:
             try:
-                d = _where(cfg, t.make({dep: done[dep] for dep in t.deps}))
+                d = job_folder(cfg, t.make({dep: done[dep] for dep in t.deps}))
             except ConfigError:  # e.g. a stand-in folder without weights: not cached
                 d = None
             if d is not None and is_done(d):
