@@ -20,6 +20,7 @@ attack while the base model is still training. Where tasks run is the executor's
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -131,8 +132,9 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
     Ready tasks start in list order, on the executor `study.executor` names: with
     `local`, `study.workers > 1` runs them in that many single-threaded processes,
     otherwise one after another in this process; with `ray`, as Ray tasks.
-    `schedule`, if given, receives one entry per task as it finishes: its name, kind and
-    start/end in seconds since the graph started (benchmarks/study_profile.py reads them).
+    `schedule`, if given, receives one entry per task as it finishes: its name, kind,
+    start/end in seconds since the graph started, its folder and the load average then
+    (benchmarks/study_profile.py reads them).
     """
     force = force or set()
     names = {t.name for t in tasks}
@@ -155,8 +157,11 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
         for hook in t.after:
             hook(out)
         if schedule is not None:
+            # The machine's load when it ended: timings on a shared machine need it.
             schedule.append({"task": t.name, "kind": t.kind, "start_s": round(t0 - t_start, 2),
-                             "end_s": round(time.time() - t_start, 2)})
+                             "end_s": round(time.time() - t_start, 2),
+                             "folder": f"{out.parent.name}/{out.name}",
+                             "load_1min": round(os.getloadavg()[0], 2)})
         log(f"   {t.name}: done in {time.time() - t0:.0f}s "
             f"(+{(time.time() - t_start) / 60:.1f} min, {len(done)}/{len(tasks)})")
 
@@ -166,12 +171,19 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
     if not tasks:
         return done
     executor = make_executor(cfg, len(tasks))
-    # future -> (task, start time, the folder it writes: where its progress is read)
-    running: dict[Future, tuple[Task, float, Path | None]] = {}
+    running: dict[Future, tuple[Task, float, Job]] = {}  # future -> (task, start, job)
     last_beat = time.time()
+    folders: dict[Future, Path | None] = {}  # a running job's folder, once looked up
 
-    def progress(t: Task, t0: float, where: Path | None) -> str:
-        return t.progress(where, t0) if t.progress and where is not None else "running"
+    def progress(fut: Future) -> str:
+        t, t0, job = running[fut]
+        if t.progress is None:
+            return "running"
+        # Found at the first heartbeat, not at submission: a cached re-run pays nothing.
+        if fut not in folders:
+            folders[fut] = _folder_of(cfg, job)
+        where = folders[fut]
+        return "running" if where is None else t.progress(where, t0)
 
     try:
         while pending or running:
@@ -183,13 +195,13 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
                     log(f"   {t.name}: started ({len(done)}/{len(tasks)} done)")
                 t0 = time.time()
                 job = job_of(t)
-                where = _folder_of(cfg, job) if t.progress and executor.slots > 1 else None
-                running[executor.submit(cfg, job, t.kind)] = (t, t0, where)
+                running[executor.submit(cfg, job, t.kind)] = (t, t0, job)
             if not running:
                 raise RuntimeError(f"study graph is stuck at {[t.name for t in pending]}")
             finished_futs, _ = wait(running, timeout=heartbeat_s, return_when=FIRST_COMPLETED)
             for fut in finished_futs:
                 t, t0, _ = running.pop(fut)
+                folders.pop(fut, None)
                 if fut.exception() is not None:
                     log(f"   {t.name}: failed: {fut.exception()}")
                 finished(t, fut.result(), t0)
@@ -197,8 +209,8 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
                 # Workers draw no progress bars; say where each running stage is.
                 last_beat = time.time()
                 log(f"   +{(last_beat - t_start) / 60:.1f} min, {len(done)}/{len(tasks)} "
-                    "done, running: " + "; ".join(f"{t.name} {progress(t, t0, w)}"
-                                                  for t, t0, w in running.values()))
+                    "done, running: " + "; ".join(f"{running[f][0].name} {progress(f)}"
+                                                  for f in running))
     finally:
         executor.close()
     return done
