@@ -90,6 +90,21 @@ def test_rerun_reuses_every_stage(study, capsys):
 
 
 @pytest.mark.slow
+def test_parallel_cached_rerun_starts_no_worker(study, monkeypatch, capsys):
+    """With study.workers=2 every finished stage is taken as done in the main process:
+    no job reaches a worker (their start-up was most of a cached re-run's time)."""
+    from undo.study import executors
+
+    def refuse(self, cfg, job, kind):
+        raise AssertionError(f"{job.label} was sent to a worker")
+
+    monkeypatch.setattr(executors.LocalProcesses, "submit", refuse)
+    first = json.loads((study / "summary.json").read_text())
+    assert main(["run", str(SMOKE), f"out_dir={study.parent}", "study.workers=2"]) == 0
+    assert _strip(json.loads((study / "summary.json").read_text())) == _strip(first)
+
+
+@pytest.mark.slow
 def test_folder_runs_another_alpha_reusing_its_stages(study, tmp_path, capsys):
     """Another α in the same folder is accepted: the shared stages are reused, the new
     student is trained, the summary covers the latest run and runs.jsonl both runs."""

@@ -107,9 +107,16 @@ def distill_key(cfg: RunConfig, teacher_fp: str, init: dict[str, Any], seed: int
     # noise settings matter only for a noised init; keeping them out of the other keys
     # lets a random-init run be reused across noise sweeps.
     noise = to_dict(cfg.noise) if init["kind"] == "noised" else None
-    return {"teacher": teacher_fp, "init": init, "seed": seed, "run_seed": cfg.seed,
-            "base": base_fp, "noise": noise, "distill": to_dict(cfg.distill),
-            "data": to_dict(cfg.data)}
+    dcfg = to_dict(cfg.distill)
+    del dcfg["data_order"]  # keyed by the order it gives (below), not by the setting
+    key = {"teacher": teacher_fp, "init": init, "seed": seed, "run_seed": cfg.seed,
+           "base": base_fp, "noise": noise, "distill": dcfg, "data": to_dict(cfg.data)}
+    # Every key before `distill.data_order` implied the order run seed + seed; it is named
+    # only where it differs, so a stage whose batches did not change (seed 0, or any seed
+    # under `per_seed`) keeps its folder and is reused as it is.
+    if data_seed(cfg, seed) != cfg.seed + seed:
+        key["data_seed"] = data_seed(cfg, seed)
+    return key
 
 
 def _init_identity(init: str, alpha: float) -> dict[str, Any]:

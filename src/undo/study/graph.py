@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import is_done
 from ..config import STAGE_KINDS, RunConfig
 from ..configlib import ConfigError
 from .executors import make_executor
@@ -108,10 +109,33 @@ def runs_progress(total: int) -> Callable[[Path, float], str]:
     return show
 
 
-def _folder_of(cfg: RunConfig, job: Job) -> Path | None:
-    """The folder a job writes (for its progress), or None where it cannot be told."""
-    from .plan import job_folder
+def job_folder(cfg: RunConfig, job: Job) -> Path | None:
+    """The folder a study job writes, computed as its stage function does."""
+    from ..attacks.grid import attack_dir
+    from ..stages.distill import distill_dir
+    from ..stages.pretrain import import_dir, pretrain_dir
+    from ..stages.unlearn import unlearn_dir
 
+    c, kw, name = job.cfg or cfg, job.kwargs or {}, job.fn.__name__
+    if name == "pretrain":
+        if job.args[0] == "base" and c.model.is_pretrained():
+            return import_dir(c, None, "base")[0]
+        return pretrain_dir(c, job.args[0])
+    if name == "import_model":
+        return import_dir(c, *job.args[:2])[0]
+    if name == "unlearn":
+        return unlearn_dir(c, job.args[0])
+    if name == "distill":
+        alpha = c.noise.alpha if kw.get("alpha") is None else kw["alpha"]
+        return distill_dir(c, job.args[0], init=kw["init"], alpha=alpha, seed=kw["seed"],
+                           base_dir=kw.get("base_dir"))[0]
+    if name == "attack":
+        return attack_dir(c, job.args[0])
+    return None
+
+
+def _folder_of(cfg: RunConfig, job: Job) -> Path | None:
+    """The folder a job writes, or None where it cannot be told."""
     try:
         return job_folder(cfg, job)
     except ConfigError:  # the stage itself reports what is wrong
@@ -185,19 +209,41 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
         where = folders[fut]
         return "running" if where is None else t.progress(where, t0)
 
-    try:
-        while pending or running:
+    def finished_already(t: Task, job: Job) -> Path | None:
+        """The task's folder if it is finished on disk (and not forced): taken as done
+        here, as the stage itself would return it, so a cached re-run starts no worker
+        processes (their start-up was most of its time)."""
+        if executor.slots == 1 or t.kind in force:
+            return None
+        where = _folder_of(cfg, job)
+        return where if where is not None and is_done(where) else None
+
+    def launch() -> None:
+        """Start ready tasks while slots are free; finished ones complete at once."""
+        more = True
+        while more:
+            more = False
             for t in ready():
                 if len(running) >= executor.slots:
-                    break
+                    return
                 pending.remove(t)
-                if executor.slots > 1:
-                    log(f"   {t.name}: started ({len(done)}/{len(tasks)} done)")
                 t0 = time.time()
                 job = job_of(t)
+                if (d := finished_already(t, job)) is not None:
+                    finished(t, d, t0)
+                    more = True  # its dependents may be ready now
+                    continue
+                if executor.slots > 1:
+                    log(f"   {t.name}: started ({len(done)}/{len(tasks)} done)")
                 running[executor.submit(cfg, job, t.kind)] = (t, t0, job)
+
+    try:
+        while pending or running:
+            launch()
             if not running:
-                raise RuntimeError(f"study graph is stuck at {[t.name for t in pending]}")
+                if pending:
+                    raise RuntimeError(f"study graph is stuck at {[t.name for t in pending]}")
+                break
             finished_futs, _ = wait(running, timeout=heartbeat_s, return_when=FIRST_COMPLETED)
             for fut in finished_futs:
                 t, t0, _ = running.pop(fut)
