@@ -74,16 +74,23 @@ def test_undo_stage_writes_model_summary_and_is_reused(cfg, teacher_dir, tmp_pat
     # Reused as it is: nothing retrained, nothing rewritten.
     assert distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0) == d
     assert (d / "summary.json").stat().st_mtime_ns == mtime
-    # Another alpha at the same seed is another stage on the same batches: the teacher
-    # cache is shared. Another seed distills on another data order: its own cache.
-    d3 = distill(cfg, teacher_dir, init="noised", alpha=0.7, seed=0)
-    s3 = read_json(d3 / "summary.json")
-    assert d3 != d and s3["teacher_outputs"]["built_chunks"] == 0
-    assert s3["teacher_outputs"]["cache_dir"] == s["teacher_outputs"]["cache_dir"]
+    # Another alpha, or another seed (`distill.data_order: shared`, the default), is
+    # another stage on the same batches: the teacher cache is shared, nothing rebuilt.
+    for alpha, seed in ((0.7, 0), (0.7, 1)):
+        d3 = distill(cfg, teacher_dir, init="noised", alpha=alpha, seed=seed)
+        s3 = read_json(d3 / "summary.json")
+        assert d3 != d and s3["teacher_outputs"]["built_chunks"] == 0
+        assert s3["teacher_outputs"]["cache_dir"] == s["teacher_outputs"]["cache_dir"]
+    # `per_seed`: seed 1 distills on another data order, with its own cache and its own
+    # stage; seed 0 keeps the run seed's order, so its stage is the same and reused.
+    d_shared = distill(cfg, teacher_dir, init="noised", alpha=0.7, seed=1)
+    cfg.distill.data_order = "per_seed"
     d4 = distill(cfg, teacher_dir, init="noised", alpha=0.7, seed=1)
     s4 = read_json(d4 / "summary.json")
-    assert s4["teacher_outputs"]["built_chunks"] > 0
+    assert d4 != d_shared and s4["teacher_outputs"]["built_chunks"] > 0
     assert s4["teacher_outputs"]["cache_dir"] != s["teacher_outputs"]["cache_dir"]
+    assert distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0) == d
+    assert (d / "summary.json").stat().st_mtime_ns == mtime
 
 
 def test_a_student_that_meets_the_rule_at_step_0_still_trains(cfg, teacher_dir):

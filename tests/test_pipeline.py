@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,24 @@ def test_rerun_reuses_every_stage(study, capsys):
 
 
 @pytest.mark.slow
+def test_parallel_cached_rerun_starts_no_worker(study, monkeypatch, capsys):
+    """With study.workers=2 every finished stage is taken as done in the main process:
+    no job reaches a worker (their start-up was most of a cached re-run's time)."""
+    from undo.study import executors
+
+    def refuse(self, cfg, job, kind):
+        raise AssertionError(f"{job.label} was sent to a worker")
+
+    monkeypatch.setattr(executors.LocalProcesses, "submit", refuse)
+    first = _strip(json.loads((study / "summary.json").read_text()))
+    assert main(["run", str(SMOKE), f"out_dir={study.parent}", "study.workers=2"]) == 0
+    again = _strip(json.loads((study / "summary.json").read_text()))
+    assert again.pop("config")["study"]["workers"] == 2  # the one setting that differs
+    first.pop("config")
+    assert again == first
+
+
+@pytest.mark.slow
 def test_folder_runs_another_alpha_reusing_its_stages(study, tmp_path, capsys):
     """Another α in the same folder is accepted: the shared stages are reused, the new
     student is trained, the summary covers the latest run and runs.jsonl both runs."""
@@ -169,11 +188,19 @@ def test_graph_starts_tasks_only_after_their_inputs(workers, tmp_path):
 
     cfg = load_config(None, [f"out_dir={tmp_path}", f"study.workers={workers}"])
     order: list[str] = []
-    done = run_graph(cfg, _graph(order), log=lambda s: None)
+    schedule: list[dict] = []
+    done = run_graph(cfg, _graph(order), log=lambda s: None, schedule=schedule)
     assert set(done) == {"a", "b", "c", "d"}
     assert all(p == tmp_path / cfg.name for p in done.values())
     assert order.index("b after ['a']") > order.index("a after []")
     assert order[-1] == "d after ['b', 'c']"
+    # The schedule (what benchmarks/study_profile.py reads): every task once, each
+    # starting after its inputs ended.
+    spans = {e["task"]: e for e in schedule}
+    assert set(spans) == set(done) and len(schedule) == 4
+    assert spans["b"]["start_s"] >= spans["a"]["end_s"] - 0.01
+    assert spans["d"]["start_s"] >= max(spans["b"]["end_s"], spans["c"]["end_s"]) - 0.01
+    assert all(0 <= e["start_s"] <= e["end_s"] for e in schedule)
 
 
 def test_seeds_differ_in_noise_data_and_attack(tmp_path):
@@ -227,16 +254,58 @@ def test_heartbeat_reads_progress_from_stage_files(tmp_path):
     from undo.study.graph import runs_progress, steps_progress
 
     t0 = time.time() - 10
-    show = steps_progress(tmp_path, "pretrain-base-*/metrics.jsonl", total=100)
-    assert show(t0) == "starting"
-    log = tmp_path / "pretrain-base-abc" / "metrics.jsonl"
-    log.parent.mkdir()
-    log.write_text('{"step": 10}\n{"step": 25}\n')
-    assert show(t0).startswith("step 25/100")
+    folder = tmp_path / "pretrain-base-abc"
+    show = steps_progress(total=100)
+    assert show(folder, t0) == "starting"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text('{"step": 10}\n{"step": 25}\n')
+    assert show(folder, t0).startswith("step 25/100")
     runs = tmp_path / "distill-x-1-h" / "runs"
     runs.mkdir(parents=True)
     (runs / "lr1.json").write_text("{}")
-    assert runs_progress(lambda: "distill-x-1-*", tmp_path, 4)(t0) == "1/4 runs"
+    assert runs_progress(4)(runs.parent, t0) == "1/4 runs"
+
+
+def test_progress_reads_each_running_stage_in_its_own_folder(tmp_path, tokenizer):
+    """Unlearn-and-Distill s0 and the oracle gold -> random init are both
+    `distill-random-s0-<hash>`, and a model's two attacks are both `<model>-<hash>`:
+    each task's progress is read from the folder its job writes, not a name pattern."""
+    from undo.study.graph import _folder_of, study_tasks
+
+    cfg = load_config(None, [f"out_dir={tmp_path}", "study.seeds=[0]"])
+    tasks, _ = study_tasks(cfg)
+    by = {t.name: t for t in tasks}
+    teacher, gold, base = (_fake_model(tmp_path / n, tokenizer, seed=i)
+                           for i, n in enumerate(("teacher", "gold", "base")))
+    folders = {"unlearn maxent": teacher, "pretrain gold": gold, "pretrain base": base}
+
+    def where(name: str, dep: str) -> Path:
+        return _folder_of(cfg, by[name].make({**folders, dep: folders[dep]}))
+
+    ud, oracle = where("Unlearn-and-Distill s0", "unlearn maxent"), where(
+        "oracle gold->random", "pretrain gold")
+    assert ud.name.startswith("distill-random-s0-") and oracle.name.startswith(
+        "distill-random-s0-") and ud != oracle
+    paper, fo = (where(n, "unlearn maxent") for n in ("attack unlearn-only",
+                                                         "attack unlearn-only (forget_only)"))
+    assert paper.parent.name == "attacks" and paper != fo
+    # Each shows its own folder's progress, not the other's.
+    for d, step in ((ud, 40), (oracle, 300)):
+        d.mkdir(parents=True)
+        (d / "metrics.jsonl").write_text(f'{{"step": {step}}}\n')
+    t0 = time.time() - 5
+    assert by["Unlearn-and-Distill s0"].progress(ud, t0).startswith("step 40/")
+    assert by["oracle gold->random"].progress(oracle, t0).startswith("step 300/")
+
+
+def _fake_model(d: Path, tokenizer, seed: int) -> Path:
+    """A saved micro model (its folder is all a stage key reads: the fingerprint)."""
+    from undo.config import ModelConfig
+    from undo.models import build_model, save_model
+
+    save_model(build_model(ModelConfig(preset="micro"), tokenizer, seed=seed), tokenizer,
+               d / "model")
+    return d
 
 
 @pytest.mark.slow
@@ -279,3 +348,31 @@ def test_distillations_wait_only_for_their_teacher(tmp_path):
     distills = [t for t in tasks if t.kind == "distill"]
     assert len(distills) == 12  # 3 alphas x 3 seeds + Unlearn-and-Distill x 3 seeds
     assert {t.deps for t in distills} == {("unlearn maxent",)}
+
+
+def test_search_attacks_each_model_with_its_grids_seed_shifted_config(tmp_path, tokenizer):
+    """The adaptive search starts from a model's grid and writes search.json into that
+    grid's folder (where the summary reads it): its config is the grid's, attack seeds
+    shifted by the model's seed; the replays find every model's search there too."""
+    from undo.attacks.grid import attack_dir
+    from undo.study.graph import study_tasks
+
+    cfg = load_config(None, [f"out_dir={tmp_path}", "study.attack_search=2",
+                             "attack.seeds=[0, 10]"])
+    tasks, models = study_tasks(cfg)
+    by = {t.name: t for t in tasks}
+    model = _fake_model(tmp_path / "m", tokenizer, seed=0)
+    every = dict.fromkeys(by, model)
+    for m in models:
+        if m.kind == "base":
+            continue
+        grid = by[f"attack {m.name}"].make(every)
+        search = by[f"search {m.name}"].make(every)
+        assert search.cfg is not None
+        assert search.cfg.attack.seeds == grid.cfg.attack.seeds
+        assert attack_dir(search.cfg, model / "model") == attack_dir(grid.cfg, model / "model")
+    assert by["search undo-a0.8-s2"].make(every).cfg.attack.seeds == [2, 12]
+    replays = by["search replays"].make(every)
+    shifted = [c.attack.seeds for c in replays.kwargs["model_cfgs"]]
+    assert len(shifted) == len(replays.args[0]) and [2, 12] in shifted
+    assert [0, 10, 1, 11, 2, 12] in shifted  # the references: every seed's draws

@@ -1,9 +1,11 @@
 import copy
 import json
+import time
 
 import pytest
 import torch
 
+from undo import integrity
 from undo.artifacts import fingerprint
 from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.config import ModelConfig, OptimConfig
@@ -106,3 +108,34 @@ def test_fingerprint_follows_content(teacher, tokenizer, tmp_path):
     assert fingerprint(c) != fingerprint(a)
     with pytest.raises(ConfigError, match="holds no weights"):
         fingerprint(tmp_path)
+
+
+def test_a_chunk_another_process_is_building_is_waited_for_not_built_again(
+        teacher, batches, tmp_path):
+    """Two distillations sharing a cache (seeds of a study, 2 workers): a run that needs a
+    chunk another process is building waits for its lock and reads that chunk."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    locked, built = ctx.Event(), ctx.Queue()
+
+    def other_run() -> None:
+        c = _cache(tmp_path, teacher, batches)
+        with c._lock(0):
+            locked.set()
+            time.sleep(1.0)  # still building when the parent asks for the chunk
+            c._build(0)
+        built.put(c.built_chunks)
+
+    child = ctx.Process(target=other_run)
+    child.start()
+    assert locked.wait(30)
+    mine = _cache(tmp_path, teacher, batches)
+    t = mine.targets(1, 0)  # chunk 0: being built by the child
+    child.join(30)
+    assert child.exitcode == 0 and built.get(timeout=5) == 1
+    assert mine.built_chunks == 0 and mine.rebuilt == {}  # read the child's, intact
+    assert torch.equal(t["teacher_logprobs"],
+                       _cache(tmp_path / "fresh", teacher, batches).targets(1, 0)["teacher_logprobs"])
+    # Its manifest is the child's and holds: the file verifies.
+    assert integrity.read_file(mine._path(0))

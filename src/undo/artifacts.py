@@ -105,12 +105,13 @@ _held: dict[Path, tuple[int, int]] = {}
 
 
 @contextmanager
-def stage_lock(d: str | Path, wait: bool = True) -> Iterator[None]:
+def stage_lock(d: str | Path, wait: bool = True, quiet: bool = False) -> Iterator[None]:
     """Hold stage folder `d` for this process: the one writer while the block runs.
 
     If another live process holds it, wait for it (`wait=True`; the caller should then
     check `is_done(d)` again: the other process has usually finished the stage) or raise
-    `StageBusyError` naming that process's pid. Under a multi-process launch
+    `StageBusyError` naming that process's pid; `quiet`: wait without saying so (short
+    waits that are part of sharing, such as a teacher cache's chunks). Under a multi-process launch
     (torchrun) every rank must call it, and only the main process locks: the ranks of
     one launch are one writer, and they enter the block together once it holds the lock
     (so all of them see the same `is_done`).
@@ -148,8 +149,9 @@ def stage_lock(d: str | Path, wait: bool = True) -> Iterator[None]:
                 raise StageBusyError(
                     f"stage folder {d} is in use by another process (pid {holder}); wait "
                     f"for it to finish (its result is then reused) or stop it") from None
-            print(f"undo: waiting for pid {holder}, which is working in {d}",
-                  file=sys.stderr, flush=True)
+            if not quiet:
+                print(f"undo: waiting for pid {holder}, which is working in {d}",
+                      file=sys.stderr, flush=True)
             fcntl.flock(fd, fcntl.LOCK_EX)
         # The holder's pid, for the message another process shows (informative only:
         # the flock, not the file's content, is the lock).

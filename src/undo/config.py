@@ -280,9 +280,16 @@ class DistillConfig(OptimConfig):
     # from the last hidden states, the output head applied per chunk of positions, so no
     # (B, T, V) logits exist (for large vocabularies; same loss, see docs/undo-core.md).
     logits: Literal["full", "chunked"] = "full"
+    # The data order of a study's seeds: `shared` (every seed distills on the run seed's
+    # batches, so one teacher cache serves them all; seeds differ in noise draw / init
+    # and attack seeds) or `per_seed` (each seed its own order and its own cache, as the
+    # authors' seeds; disk grows with seeds). docs/distillation.md has the trade-off.
+    data_order: Literal["shared", "per_seed"] = "shared"
 
     def validate(self, p: str) -> None:
         super().validate(p)
+        check(self.data_order in ("shared", "per_seed"), f"{p}.data_order", self.data_order,
+              "'shared' or 'per_seed'")
         check(self.temperature > 0, f"{p}.temperature", self.temperature, "a positive number")
         check(self.stop_within >= 0, f"{p}.stop_within", self.stop_within, "a number >= 0")
         check(self.stop == "budget" or self.eval_every > 0, f"{p}.eval_every",
@@ -454,8 +461,8 @@ class StudyConfig:
 
     # Three α and the random init (α = 1 in spirit) fit the 2-core CPU budget.
     alphas: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.8])
-    # Seeds of every distilled arm (noise draw or init, distillation data order, attack
-    # seeds shifted by it); the shared stages (pretraining, unlearning) run once. The
+    # Seeds of every distilled arm (noise draw or init, attack seeds shifted by it, and
+    # the distillation data order if `distill.data_order: per_seed`); the shared stages (pretraining, unlearning) run once. The
     # report gives mean ± spread and states only what holds in every seed. A `seed=N`
     # on the command line without `study.seeds` runs that one seed (`load_config`).
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])

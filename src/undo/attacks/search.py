@@ -344,19 +344,24 @@ def search_record(cfg: RunConfig, model_dir: Path, study: optuna.Study, n_trials
 
 
 def replay_all(cfg: RunConfig, model_dirs: Sequence[str | Path], *, force: bool = False,
-               log: Callable[[str], None] | None = print) -> Path:
+               log: Callable[[str], None] | None = print,
+               model_cfgs: Sequence[RunConfig] | None = None) -> Path:
     """Replay every model's best recipe against every other model (cached per recipe in
     `replays/` of the attack folder) and fold the results into each model's search.json
-    worst case; returns the attacks folder. `force` needs no action here: a forced
-    attack stage already removed its folder, replays included."""
+    worst case; returns the attacks folder. `model_cfgs`: each model's own attack config
+    (a study's, seeds shifted per model), where its search ran; `cfg` for all if None.
+    `force` needs no action here: a forced attack stage already removed its folder,
+    replays included."""
     log = log or _silent
-    cfg = resolved(cfg)
+    cfgs = [resolved(c) for c in (model_cfgs or [cfg] * len(model_dirs))]
+    if len(cfgs) != len(model_dirs):
+        raise ValueError(f"replay_all: {len(cfgs)} configs for {len(model_dirs)} models")
     dirs = [model_folder(m) for m in model_dirs]
-    folders = [attack_dir(cfg, m) for m in dirs]
+    folders = [attack_dir(c, m) for c, m in zip(cfgs, dirs, strict=True)]
     records = [read_search(f) for f in folders]
-    for i, (m, f, rec) in enumerate(zip(dirs, folders, records, strict=True)):
+    for i, (c, m, f, rec) in enumerate(zip(cfgs, dirs, folders, records, strict=True)):
         with stage_lock(f):  # the folder's one writer while its replays run
-            _replay_into(cfg, i, m, f, rec, records, log)
+            _replay_into(c, i, m, f, rec, records, log)
     return run_dir(cfg) / "attacks"
 
 

@@ -99,7 +99,7 @@ def write_run_config(cfg: RunConfig) -> Path:
     new = _settled(to_dict(cfg))
     if path.is_file():
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = _as_run(yaml.safe_load(path.read_text()))
             # Through the loader, so keys newer than the file get their defaults.
             old = _settled(to_dict(run_config(raw)))
         except (yaml.YAMLError, ConfigError) as e:
@@ -118,16 +118,27 @@ def write_run_config(cfg: RunConfig) -> Path:
     return write_text(path, dump_yaml(cfg))
 
 
-def record_run(cfg: RunConfig) -> None:
+def record_run(cfg: RunConfig, timing: dict[str, Any] | None = None) -> None:
     """Append a finished run's config to `<run_dir>/runs.jsonl` (every config the folder
-    ran, with the time and what changed since the run before). Called at the end, so a
-    run that stopped (bad input, a damaged file) leaves the record as it was."""
+    ran, with the time and what changed since the run before, and `timing`: a study's
+    wall time and stage schedule). Called at the end, so a run that stopped (bad input,
+    a damaged file) leaves the record as it was."""
     path = run_dir(cfg) / RUNS_FILE
     new = _settled(to_dict(cfg))
     lines = path.read_text().splitlines() if path.is_file() else []
     changed = config_differences(json.loads(lines[-1])["config"], new) if lines else []
     _append_line(path, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        "config_hash": config_hash(new), "changed": changed, "config": new})
+                        "config_hash": config_hash(new), "changed": changed, "config": new,
+                        **({"timing": timing} if timing else {})})
+
+
+def _as_run(raw: Any) -> Any:
+    """A folder's config.yaml as its run ran it where a newer default differs: one
+    written before `distill.data_order` existed distilled each seed on its own data order
+    (`per_seed`), so a run with the new default (`shared`) is a different study there."""
+    if isinstance(raw, dict) and isinstance(raw.get("distill"), dict):
+        raw["distill"].setdefault("data_order", "per_seed")
+    return raw
 
 
 def _settled(config: dict[str, Any]) -> dict[str, Any]:

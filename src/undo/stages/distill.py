@@ -16,9 +16,11 @@ the LR schedule always spans the full budget, as in the paper). Compute is recor
 optimizer steps, tokens and FLOPs (fractions of the gold standard's are taken in the
 study summary).
 
-The data order depends on the run seed and the distillation `seed` (`data_seed`): seeds
-of a study differ in noise draw / init *and* data order, while an α sweep at one seed
-distills on identical batches and shares one teacher cache.
+The data order depends on the run seed only (`distill.data_order: shared`, `data_seed`):
+every student of a study, every α and seed, distills on identical batches, so one teacher
+cache serves them all and its disk does not grow with seeds; seeds differ in noise draw /
+init and attack seeds. `per_seed` shifts the order by the distillation `seed` too (as the
+authors' seeds do), at one cache per seed.
 """
 
 from __future__ import annotations
@@ -94,9 +96,10 @@ def cache_mode(dcfg: DistillConfig, vocab_size: int) -> str:
 
 
 def data_seed(cfg: RunConfig, seed: int) -> int:
-    """The distillation data order's seed: the run seed shifted by the distillation seed
-    (seed 0 keeps the run seed's order)."""
-    return cfg.seed + seed
+    """The distillation data order's seed: the run seed (`distill.data_order: shared`), or
+    the run seed shifted by the distillation seed (`per_seed`; seed 0 keeps the run
+    seed's order)."""
+    return cfg.seed + seed if cfg.distill.data_order == "per_seed" else cfg.seed
 
 
 def distill_key(cfg: RunConfig, teacher_fp: str, init: dict[str, Any], seed: int,
@@ -104,9 +107,16 @@ def distill_key(cfg: RunConfig, teacher_fp: str, init: dict[str, Any], seed: int
     # noise settings matter only for a noised init; keeping them out of the other keys
     # lets a random-init run be reused across noise sweeps.
     noise = to_dict(cfg.noise) if init["kind"] == "noised" else None
-    return {"teacher": teacher_fp, "init": init, "seed": seed, "run_seed": cfg.seed,
-            "base": base_fp, "noise": noise, "distill": to_dict(cfg.distill),
-            "data": to_dict(cfg.data)}
+    dcfg = to_dict(cfg.distill)
+    del dcfg["data_order"]  # keyed by the order it gives (below), not by the setting
+    key = {"teacher": teacher_fp, "init": init, "seed": seed, "run_seed": cfg.seed,
+           "base": base_fp, "noise": noise, "distill": dcfg, "data": to_dict(cfg.data)}
+    # Every key before `distill.data_order` implied the order run seed + seed; it is named
+    # only where it differs, so a stage whose batches did not change (seed 0, or any seed
+    # under `per_seed`) keeps its folder and is reused as it is.
+    if data_seed(cfg, seed) != cfg.seed + seed:
+        key["data_seed"] = data_seed(cfg, seed)
+    return key
 
 
 def _init_identity(init: str, alpha: float) -> dict[str, Any]:

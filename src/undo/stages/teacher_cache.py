@@ -12,16 +12,23 @@ stores, for every counted next-token position of every batch (see
 Layout: `<root>/<key>/chunk-<rank>-<c>.safetensors`, one file per `chunk_steps` optimizer
 steps, written atomically with its manifest (`undo.integrity.write_file`) the first time a
 run needs it, and checked whole when loaded (a damaged chunk is rebuilt and reported). A
-run that stops early so builds only what it used, a longer budget extends a shorter one (batch s
-does not depend on the budget, so `steps` is not in the key), and concurrent runs at
-worst write the same file twice. The key hashes the teacher's weights (content), the
-data config and seed, the batch shape, the mode, k and the temperature.
+run that stops early so builds only what it used, and a longer budget extends a shorter
+one (batch s does not depend on the budget, so `steps` is not in the key). The key hashes
+the teacher's weights (content), the data config and seed, the batch shape, the mode, k
+and the temperature: not the student, its init or its seed, so every student of a study
+distilling one teacher on one data order (`distill.data_order: shared`) reads one cache.
+
+Concurrent runs (two workers of a study distilling from one teacher at once) share it
+chunk by chunk: a missing chunk is built under that chunk's lock (`stage_lock`), and a
+run that finds the lock held waits and then reads the other's chunk, so each chunk is
+built once and no reader sees a chunk whose manifest another writer is replacing.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +36,7 @@ import torch
 from safetensors.torch import load, save
 
 from .. import integrity
-from ..artifacts import config_hash
+from ..artifacts import config_hash, stage_lock
 from ..compute import forward_flops, matmul_params
 from ..objectives.distill_kl import forward_logits, freeze, next_token_mask
 
@@ -102,28 +109,43 @@ class TeacherCache:
         self.build_time += time.perf_counter() - t0
         return tensors
 
+    def _read(self, chunk: int) -> dict[str, torch.Tensor] | None:
+        """The chunk from disk, or None if it is missing or damaged (reported)."""
+        path = self._path(chunk)
+        if not path.is_file():
+            return None
+        try:  # every byte checked: a chunk is read whole anyway (docs/integrity.md)
+            return load(integrity.read_file(path))
+        except integrity.IntegrityError as e:  # derived data: rebuilt, and reported
+            integrity.report_rebuild("teacher cache chunk", e, "rebuilding it from the "
+                                     "teacher")
+            self.rebuilt[path.name] = str(e)
+            return None
+
     def _chunk(self, chunk: int) -> dict[str, torch.Tensor]:
         if self._loaded is not None and self._loaded[0] == chunk:
             return self._loaded[1]
-        path = self._path(chunk)
-        tensors = None
-        if path.is_file():
-            try:  # every byte checked: a chunk is read whole anyway (docs/integrity.md)
-                tensors = load(integrity.read_file(path))
-            except integrity.IntegrityError as e:  # derived data: rebuilt, and reported
-                integrity.report_rebuild("teacher cache chunk", e, "rebuilding it from the "
-                                         "teacher")
-                self.rebuilt[path.name] = str(e)
+        tensors = self._read(chunk)  # a finished chunk is never rewritten: no lock
         if tensors is None:
-            tensors = self._build(chunk)
+            with self._lock(chunk):
+                tensors = self._read(chunk)  # another run may have built it meanwhile
+                if tensors is None:
+                    tensors = self._build(chunk)
         self._loaded = (chunk, tensors)  # one chunk in memory at a time
         return tensors
+
+    def _lock(self, chunk: int) -> AbstractContextManager[None]:
+        # One lock per chunk index, the same path on every rank (only the main process
+        # locks; the ranks of a launch build their own files together).
+        return stage_lock(self.dir / f"chunk-{chunk:05d}", quiet=True)
 
     def fill(self, steps: int) -> None:
         """Build (or find) every chunk covering steps 0..steps−1 now."""
         for c in range((steps + self.chunk_steps - 1) // self.chunk_steps):
             if not self._path(c).is_file():
-                self._build(c)
+                with self._lock(c):
+                    if not self._path(c).is_file():
+                        self._build(c)
 
     def targets(self, step: int, micro: int = 0) -> dict[str, torch.Tensor]:
         tensors = self._chunk(step // self.chunk_steps)

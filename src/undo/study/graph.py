@@ -20,6 +20,7 @@ attack while the base model is still training. Where tasks run is the executor's
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import is_done
 from ..config import STAGE_KINDS, RunConfig
 from ..configlib import ConfigError
 from .executors import make_executor
@@ -74,18 +76,19 @@ class Task:
     deps: tuple[str, ...]
     make: Callable[[dict[str, Path]], Job]
     after: list[Callable[[Path], None]] = field(default_factory=list)
-    # How far a running task is, read from the files it writes (for the heartbeat).
-    progress: Callable[[float], str] | None = None
+    # How far a running task is, read from the files it writes in its folder since it
+    # started (for the heartbeat): (folder, start time) -> text.
+    progress: Callable[[Path, float], str] | None = None
 
 
-def steps_progress(folder: Path, pattern: str, total: int) -> Callable[[float], str]:
-    """Progress of a training stage: the step in the newest `folder/pattern` metrics.jsonl
-    written since the task started at `t0`."""
+def steps_progress(total: int) -> Callable[[Path, float], str]:
+    """Progress of a training stage in stage folder `folder`: the step in its
+    metrics.jsonl, if written since the task started at `t0`."""
 
-    def show(t0: float) -> str:
-        logs = [p for p in folder.glob(pattern) if p.stat().st_mtime >= t0]
-        lines = max(logs, key=lambda p: p.stat().st_mtime).read_text().splitlines() \
-            if logs else []
+    def show(folder: Path, t0: float) -> str:
+        log = folder / "metrics.jsonl"
+        lines = log.read_text().splitlines() \
+            if log.is_file() and log.stat().st_mtime >= t0 else []
         step = json.loads(lines[-1]).get("step", 0) if lines else 0
         if not step:
             return "starting"
@@ -95,16 +98,48 @@ def steps_progress(folder: Path, pattern: str, total: int) -> Callable[[float], 
     return show
 
 
-def runs_progress(attack_dirs: Callable[[], str], folder: Path,
-                  total: int) -> Callable[[float], str]:
-    """Progress of an attack: the finished runs of its grid (`runs/*.json`)."""
+def runs_progress(total: int) -> Callable[[Path, float], str]:
+    """Progress of an attack in attack folder `folder`: the finished runs of its grid
+    (`runs/*.json`)."""
 
-    def show(t0: float) -> str:
-        done = [p for p in folder.glob(f"{attack_dirs()}/runs/*.json")
-                if p.stat().st_mtime >= t0]
+    def show(folder: Path, t0: float) -> str:
+        done = [p for p in folder.glob("runs/*.json") if p.stat().st_mtime >= t0]
         return f"{len(done)}/{total} runs"
 
     return show
+
+
+def job_folder(cfg: RunConfig, job: Job) -> Path | None:
+    """The folder a study job writes, computed as its stage function does."""
+    from ..attacks.grid import attack_dir
+    from ..stages.distill import distill_dir
+    from ..stages.pretrain import import_dir, pretrain_dir
+    from ..stages.unlearn import unlearn_dir
+
+    c, kw, name = job.cfg or cfg, job.kwargs or {}, job.fn.__name__
+    if name == "pretrain":
+        if job.args[0] == "base" and c.model.is_pretrained():
+            return import_dir(c, None, "base")[0]
+        return pretrain_dir(c, job.args[0])
+    if name == "import_model":
+        return import_dir(c, *job.args[:2])[0]
+    if name == "unlearn":
+        return unlearn_dir(c, job.args[0])
+    if name == "distill":
+        alpha = c.noise.alpha if kw.get("alpha") is None else kw["alpha"]
+        return distill_dir(c, job.args[0], init=kw["init"], alpha=alpha, seed=kw["seed"],
+                           base_dir=kw.get("base_dir"))[0]
+    if name == "attack":
+        return attack_dir(c, job.args[0])
+    return None
+
+
+def _folder_of(cfg: RunConfig, job: Job) -> Path | None:
+    """The folder a job writes, or None where it cannot be told."""
+    try:
+        return job_folder(cfg, job)
+    except ConfigError:  # the stage itself reports what is wrong
+        return None
 
 
 def _check_kinds(names: list[str], key: str) -> None:
@@ -114,12 +149,16 @@ def _check_kinds(names: list[str], key: str) -> None:
 
 
 def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
-              force: set[str] | None = None, heartbeat_s: float = 60.0) -> dict[str, Path]:
+              force: set[str] | None = None, heartbeat_s: float = 60.0,
+              schedule: list[dict[str, Any]] | None = None) -> dict[str, Path]:
     """Run every task once its dependencies are done; returns task name -> stage folder.
 
     Ready tasks start in list order, on the executor `study.executor` names: with
     `local`, `study.workers > 1` runs them in that many single-threaded processes,
     otherwise one after another in this process; with `ray`, as Ray tasks.
+    `schedule`, if given, receives one entry per task as it finishes: its name, kind,
+    start/end in seconds since the graph started, its folder and the load average then
+    (benchmarks/study_profile.py reads them).
     """
     force = force or set()
     names = {t.name for t in tasks}
@@ -141,6 +180,12 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
         done[t.name] = out
         for hook in t.after:
             hook(out)
+        if schedule is not None:
+            # The machine's load when it ended: timings on a shared machine need it.
+            schedule.append({"task": t.name, "kind": t.kind, "start_s": round(t0 - t_start, 2),
+                             "end_s": round(time.time() - t_start, 2),
+                             "folder": f"{out.parent.name}/{out.name}",
+                             "load_1min": round(os.getloadavg()[0], 2)})
         log(f"   {t.name}: done in {time.time() - t0:.0f}s "
             f"(+{(time.time() - t_start) / 60:.1f} min, {len(done)}/{len(tasks)})")
 
@@ -150,32 +195,68 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
     if not tasks:
         return done
     executor = make_executor(cfg, len(tasks))
-    running: dict[Future, tuple[Task, float]] = {}
+    running: dict[Future, tuple[Task, float, Job]] = {}  # future -> (task, start, job)
     last_beat = time.time()
-    try:
-        while pending or running:
+    folders: dict[Future, Path | None] = {}  # a running job's folder, once looked up
+
+    def progress(fut: Future) -> str:
+        t, t0, job = running[fut]
+        if t.progress is None:
+            return "running"
+        # Found at the first heartbeat, not at submission: a cached re-run pays nothing.
+        if fut not in folders:
+            folders[fut] = _folder_of(cfg, job)
+        where = folders[fut]
+        return "running" if where is None else t.progress(where, t0)
+
+    def finished_already(t: Task, job: Job) -> Path | None:
+        """The task's folder if it is finished on disk (and not forced): taken as done
+        here, as the stage itself would return it, so a cached re-run starts no worker
+        processes (their start-up was most of its time)."""
+        if executor.slots == 1 or t.kind in force:
+            return None
+        where = _folder_of(cfg, job)
+        return where if where is not None and is_done(where) else None
+
+    def launch() -> None:
+        """Start ready tasks while slots are free; finished ones complete at once."""
+        more = True
+        while more:
+            more = False
             for t in ready():
                 if len(running) >= executor.slots:
-                    break
+                    return
                 pending.remove(t)
-                if executor.slots > 1:
-                    log(f"   {t.name}: started")
                 t0 = time.time()
-                running[executor.submit(cfg, job_of(t), t.kind)] = (t, t0)
+                job = job_of(t)
+                if (d := finished_already(t, job)) is not None:
+                    finished(t, d, t0)
+                    more = True  # its dependents may be ready now
+                    continue
+                if executor.slots > 1:
+                    log(f"   {t.name}: started ({len(done)}/{len(tasks)} done)")
+                running[executor.submit(cfg, job, t.kind)] = (t, t0, job)
+
+    try:
+        while pending or running:
+            launch()
             if not running:
-                raise RuntimeError(f"study graph is stuck at {[t.name for t in pending]}")
+                if pending:
+                    raise RuntimeError(f"study graph is stuck at {[t.name for t in pending]}")
+                break
             finished_futs, _ = wait(running, timeout=heartbeat_s, return_when=FIRST_COMPLETED)
             for fut in finished_futs:
-                t, t0 = running.pop(fut)
+                t, t0, _ = running.pop(fut)
+                folders.pop(fut, None)
                 if fut.exception() is not None:
                     log(f"   {t.name}: failed: {fut.exception()}")
                 finished(t, fut.result(), t0)
             if not finished_futs and time.time() - last_beat >= heartbeat_s:
                 # Workers draw no progress bars; say where each running stage is.
                 last_beat = time.time()
-                log(f"   +{(last_beat - t_start) / 60:.1f} min: " + "; ".join(
-                    f"{t.name} {t.progress(t0) if t.progress else 'running'}"
-                    for t, t0 in running.values()))
+                log(f"   +{(last_beat - t_start) / 60:.1f} min, {len(done)}/{len(tasks)} "
+                    "done, running: " + "; ".join(f"{running[f][0].name} {progress(f)}"
+                                                  for f in running))
     finally:
         executor.close()
     return done
@@ -184,7 +265,6 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
 def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
     """The study's graph, critical path first, and the models it makes (their folders
     are filled in as their tasks finish)."""
-    from ..stages.base import run_dir
     from ..stages.distill import distill
     from ..stages.pretrain import gold_recipe, import_model, pretrain
     from ..stages.unlearn import unlearn
@@ -213,11 +293,9 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
         base = folders.get("pretrain base")
         return {"base_dir": base / "model" if base is not None else None}
 
-    root = run_dir(cfg)
-
     def add(model: Model | None, name: str, kind: str, deps: tuple[str, ...],
             make: Callable[[dict[str, Path]], Job],
-            progress: Callable[[float], str] | None = None) -> None:
+            progress: Callable[[Path, float], str] | None = None) -> None:
         if not selected(kind):
             return
         task = Task(name, kind, deps, make, progress=progress)
@@ -228,23 +306,20 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
             task.after.append(lambda d, m=model: setattr(m, "stage_dir", d))
         tasks.append(task)
 
-    def stage_log(prefix: str, total: int) -> Callable[[float], str]:
-        return steps_progress(root / "stages", f"{prefix}-*/metrics.jsonl", total)
-
     add(Model("base", "base", Path()), "pretrain base", "pretrain", (),
         lambda _: Job("base (retain + forget)", pretrain, ("base",)),
-        stage_log("pretrain-base", cfg.pretrain.steps))
+        steps_progress(cfg.pretrain.steps))
     if gold_mode == "pretrain":
         add(Model("gold", "gold", Path()), "pretrain gold", "pretrain", (),
             lambda _: Job("gold standard (retain only)", pretrain, ("gold",)),
-            stage_log("pretrain-gold", gold_recipe(cfg)[0]))
+            steps_progress(gold_recipe(cfg)[0]))
     elif has_gold:
         add(Model("gold", "gold", Path()), "pretrain gold", "pretrain", (),
             lambda _: Job("gold standard (given)", import_model, (gold_mode, "gold")))
     add(Model("unlearn-only", "unlearn_only", Path()), f"unlearn {cfg.unlearn.method}",
         "unlearn", ("pretrain base",),
         lambda d: Job("teacher", unlearn, (d["pretrain base"] / "model",)),
-        stage_log(f"unlearn-{cfg.unlearn.method}", cfg.unlearn.steps))
+        steps_progress(cfg.unlearn.steps))
     teacher = f"unlearn {cfg.unlearn.method}"
     # Distillations need only the teacher: the fractions of the gold standard's compute
     # are taken in the summary, so they no longer wait for the gold pretraining.
@@ -259,7 +334,7 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
                 lambda d, s=s: Job(f"Unlearn-and-Distill, seed {s}", distill,
                                    (d[teacher] / "model",),
                                    {"init": "random", "alpha": None, "seed": s, **common()}),
-                stage_log(f"distill-random-s{s}", cfg.distill.steps))
+                steps_progress(cfg.distill.steps))
     for a in sorted(cfg.study.alphas, reverse=True):
         for s in seeds:
             add(Model(f"undo-a{a:g}-s{s}", "undo", Path(), alpha=a, seed=s),
@@ -267,7 +342,7 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
                 lambda d, a=a, s=s: Job(f"UNDO α={a:g}, seed {s}", distill,
                                         (d[teacher] / "model",),
                                         {"init": "noised", "alpha": a, "seed": s, **common()}),
-                stage_log(f"distill-noised-a{a:g}-s{s}", cfg.distill.steps))
+                steps_progress(cfg.distill.steps))
     if cfg.study.oracles and has_gold:
         # Oracle matching distills until the student's outputs match the gold teacher's
         # (retain and forget accuracy): the retain-only rule would end "gold into base"
@@ -279,13 +354,13 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
             lambda d: Job("gold -> random init", distill, (d["pretrain gold"] / "model",),
                           {"init": "random", "alpha": None, "seed": seeds[0], **common()},
                           ocfg),
-            stage_log(f"distill-random-s{seeds[0]}", steps))
+            steps_progress(steps))
         add(Model("oracle-base", "oracle_base", Path(), seed=seeds[0]),
             "oracle gold->base", "oracle", ("pretrain gold", "pretrain base"),
             lambda d: Job("gold -> base", distill, (d["pretrain gold"] / "model",),
                           {"init": str(d["pretrain base"] / "model"), "alpha": None,
                            "seed": seeds[0], **common()}, ocfg),
-            stage_log(f"distill-from-*-s{seeds[0]}", steps))
+            steps_progress(steps))
 
     # Attacks: every model but the base (a reference point, not a candidate), each as
     # soon as its model exists, with every attack of `study.attacks`.
@@ -300,8 +375,7 @@ def study_tasks(cfg: RunConfig) -> tuple[list[Task], list[Model]]:
                 suffix = "" if name == next(iter(named)) else f" ({name})"
                 add(None, f"attack {m.name}{suffix}", "attack", (dep,),
                     lambda d, dep=dep, a_cfg=a_cfg: attack_job(a_cfg, dep, d[dep] / "model"),
-                    runs_progress(lambda m=m: f"{m.stage_dir.name}-*", root / "attacks",
-                                  n_runs))
+                    runs_progress(n_runs))
                 tasks[-1].after.append(lambda d, m=m, name=name: m.attack_dirs.__setitem__(
                     name, d))
                 if not suffix:
@@ -348,19 +422,26 @@ def attack_config(cfg: RunConfig, seed: int | None, study_seeds: list[int]) -> R
 def _add_search_tasks(cfg: RunConfig, tasks: list[Task], made_by: dict[str, Model]) -> None:
     """The adaptive attack search on every attacked model, the same trials x steps each
     (after its grid: the grid's recipes start the search), then one task replaying each
-    model's best recipe against every other (undo.attacks.search)."""
+    model's best recipe against every other (undo.attacks.search). Each model is searched
+    under its headline attack's config, seeds shifted as its grid's (`attack_config`), so
+    the search starts from that grid and writes search.json into its folder, where the
+    summary reads it."""
     from ..attacks.search import check_search, replay_all, search_attack
 
     check_search(cfg, cfg.study.attack_search)  # before any stage runs
     n = cfg.study.attack_search
-    attacked = [(dep, m) for dep, m in made_by.items() if m.kind != "base"]
-    for dep, m in attacked:
+    headline = next(iter(study_attacks(cfg).values()))
+    attacked = [(dep, m, attack_config(headline, m.seed, cfg.study.seeds))
+                for dep, m in made_by.items() if m.kind != "base"]
+    for dep, m, a_cfg in attacked:
         tasks.append(Task(f"search {m.name}", "attack", (dep, f"attack {m.name}"),
-                          lambda d, dep=dep: Job(f"search {dep}", search_attack,
-                                                 (d[dep] / "model", n), {"log": None})))
-    tasks.append(Task("search replays", "attack", tuple(f"search {m.name}" for _, m in attacked),
+                          lambda d, dep=dep, a_cfg=a_cfg: Job(
+                              f"search {dep}", search_attack, (d[dep] / "model", n),
+                              {"log": None}, a_cfg)))
+    tasks.append(Task("search replays", "attack", tuple(f"search {m.name}" for _, m, _ in attacked),
                       lambda _: Job("replays", replay_all,
-                                    ([m.model_dir for _, m in attacked],), {"log": None})))
+                                    ([m.model_dir for _, m, _ in attacked],),
+                                    {"log": None, "model_cfgs": [c for _, _, c in attacked]})))
 
 
 def preflight(cfg: RunConfig) -> None:
@@ -412,13 +493,17 @@ def run_study(cfg: RunConfig, *, force: list[str] | None = None,
     log(f"== study {cfg.name}: {len(tasks)} stages, {cfg.study.workers} worker(s)")
     for t in tasks:
         log(f"   - {t.name}" + (f"  (after {', '.join(t.deps)})" if t.deps else ""))
-    run_graph(cfg, tasks, log, set(force))
+    schedule: list[dict[str, Any]] = []
+    run_graph(cfg, tasks, log, set(force), schedule=schedule)
+    graph_s = time.time() - t_start
 
     summary = build_summary(cfg, models, wall_time_s=time.time() - t_start)
     write_summary(root, summary)
     from ..report import write_report
 
     write_report(root)
-    record_run(cfg)
+    record_run(cfg, {"wall_time_s": round(time.time() - t_start, 2),
+                     "graph_s": round(graph_s, 2), "workers": cfg.study.workers,
+                     "schedule": schedule})
     log(f"== done in {(time.time() - t_start) / 60:.1f} min: {root / 'summary.json'}")
     return summary

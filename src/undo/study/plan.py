@@ -66,37 +66,12 @@ def _work(cfg: RunConfig, task_name: str, kind: str) -> tuple[int, int, int] | N
     return None
 
 
-def _where(cfg: RunConfig, job: Any) -> Path | None:
-    """The folder a study job writes, computed as its stage function does."""
-    from ..attacks.grid import attack_dir
-    from ..stages.distill import distill_dir
-    from ..stages.pretrain import import_dir, pretrain_dir
-    from ..stages.unlearn import unlearn_dir
-
-    c, kw, name = job.cfg or cfg, job.kwargs or {}, job.fn.__name__
-    if name == "pretrain":
-        if job.args[0] == "base" and c.model.is_pretrained():
-            return import_dir(c, None, "base")[0]
-        return pretrain_dir(c, job.args[0])
-    if name == "import_model":
-        return import_dir(c, *job.args[:2])[0]
-    if name == "unlearn":
-        return unlearn_dir(c, job.args[0])
-    if name == "distill":
-        alpha = c.noise.alpha if kw.get("alpha") is None else kw["alpha"]
-        return distill_dir(c, job.args[0], init=kw["init"], alpha=alpha, seed=kw["seed"],
-                           base_dir=kw.get("base_dir"))[0]
-    if name == "attack":
-        return attack_dir(c, job.args[0])
-    return None
-
-
 def plan(cfg: RunConfig, known: tuple[Shape | None, str] | None = None
          ) -> tuple[list[Row], Shape | None, str]:
     """Every stage of the study in run order, with its status and estimated cost; the
     model's shape (None if unknown) and how it was found (`known`: found already)."""
     from ..artifacts import is_done
-    from .graph import study_tasks
+    from .graph import job_folder, study_tasks
 
     shape, how = known or model_shape(cfg, local_only=True)
     cfg = replace(cfg, study=replace(cfg.study, gold=resolve_gold(cfg, shape)))
@@ -111,7 +86,7 @@ def plan(cfg: RunConfig, known: tuple[Shape | None, str] | None = None
             row.status = f"after {missing[0]}"
         else:
             try:
-                d = _where(cfg, t.make({dep: done[dep] for dep in t.deps}))
+                d = job_folder(cfg, t.make({dep: done[dep] for dep in t.deps}))
             except ConfigError:  # e.g. a stand-in folder without weights: not cached
                 d = None
             if d is not None and is_done(d):
