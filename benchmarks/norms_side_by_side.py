@@ -3,7 +3,7 @@
 
     python benchmarks/norms_side_by_side.py [--run toward_init=runs/norms-toward_init]
         [--run keep=runs/norms-keep] [--out benchmarks/results/norms_side_by_side.json]
-        [--conditions TEXT]
+        [--conditions TEXT] [--seeds 0 1]
 
 Each RUN is a finished `undo run` of the embedded default study at one α
 (`study.alphas=[0.8] study.unlearn_distill=false study.oracles=false`) that differs from
@@ -25,6 +25,12 @@ run's summary.json (nothing is recomputed):
 - compute: distillation steps per seed and the four fractions of the gold standard's
   pretraining with intervals over seeds (`intervals.compute[arm]`).
 
+`--seeds S ...` builds each treatment's summary over those student seeds only, with the
+study's own summary code (undo.study.summary.build_summary) on the run's finished stage and
+attack folders, for a run whose `undo run` has not finished every seed (its summary.json is
+then not needed). The references keep every attack seed they were attacked with (each
+student's attack seeds among them), as in the full study.
+
 Then, per attack and for total FLOPs, the treatments are compared with the report's own
 rule (undo.report.errorbars.compare): a difference only when the intervals separate,
 "within noise" otherwise.
@@ -39,8 +45,11 @@ from typing import Any
 
 from undo.artifacts import environment, read_json, write_json
 from undo.attacks.robustness import budget_key
+from undo.config import load_config
 from undo.report.errorbars import compare
 from undo.report.views import arm_of, largest_budget
+from undo.study.graph import Model
+from undo.study.summary import build_summary
 
 COMPUTE_KEYS = ("fraction_of_gold_steps", "fraction_of_gold_flops",
                 "total_fraction_of_gold_steps", "total_fraction_of_gold_flops")
@@ -79,8 +88,43 @@ def per_attack(summary: dict, arm: str, attack: str, budget: int) -> dict[str, A
     }
 
 
-def treatment(run: Path) -> dict[str, Any]:
-    summary = read_json(run / "summary.json")
+def _attack_dirs(run: Path, stage: Path) -> dict[str, Path]:
+    """A model's attack folders by attack: the forget-only one trains on no retain data."""
+    out = {}
+    for d in sorted((run / "attacks").glob(f"{stage.name}-*")):
+        if (d / "relearn.json").exists():
+            rf = read_json(d / "relearn.json")["attack"].get("retain_fraction")
+            out["forget_only" if rf == 0 else "paper"] = d
+    return out
+
+
+def summary_over(run: Path, seeds: list[int]) -> dict[str, Any]:
+    """The run's summary over students of `seeds` only, from its finished folders."""
+    cfg = load_config(run / "config.yaml", [f"out_dir={run.parent}", "progress=false"])
+    stages = run / "stages"
+
+    def model(name: str, kind: str, pattern: str, **kw: Any) -> Model:
+        found = [d for d in stages.glob(pattern) if (d / "summary.json").exists()]
+        if len(found) != 1:
+            raise SystemExit(f"{run}: expected one finished {pattern}, found {found}")
+        m = Model(name, kind, found[0], **kw)
+        m.attack_dirs = _attack_dirs(run, found[0])
+        if set(m.attack_dirs) != set(cfg.study.attacks):
+            raise SystemExit(f"{found[0].name}: attacks {sorted(m.attack_dirs)} finished, "
+                             f"the study runs {cfg.study.attacks}")
+        m.attack_dir = m.attack_dirs[cfg.study.attacks[0]]
+        return m
+
+    (alpha,) = cfg.study.alphas
+    models = [model("gold", "gold", "pretrain-gold-*"),
+              model("unlearn-only", "unlearn_only", f"unlearn-{cfg.unlearn.method}-*"),
+              *(model(f"undo-a{alpha:g}-s{s}", "undo", f"distill-noised-a{alpha:g}-s{s}-*",
+                      alpha=alpha, seed=s) for s in seeds)]
+    return build_summary(cfg, models, wall_time_s=0.0)
+
+
+def treatment(run: Path, seeds: list[int] | None) -> dict[str, Any]:
+    summary = read_json(run / "summary.json") if seeds is None else summary_over(run, seeds)
     if not (summary.get("intervals") or {}).get("attacks"):
         raise SystemExit(f"{run}/summary.json has no intervals (a study before issue 21)")
     arm = the_arm(summary)
@@ -138,17 +182,21 @@ def main() -> None:
     ap.add_argument("--out", type=Path,
                     default=Path("benchmarks/results/norms_side_by_side.json"))
     ap.add_argument("--conditions", help="wall times and what else ran, measured outside")
+    ap.add_argument("--seeds", type=int, nargs="+",
+                    help="only these student seeds, from the finished folders (see above)")
     a = ap.parse_args()
     pairs = a.run or ["toward_init=runs/norms-toward_init", "keep=runs/norms-keep"]
     runs = {}
     for p in pairs:
         name, sep, path = p.partition("=")
-        if not sep or not (Path(path) / "summary.json").exists():
-            raise SystemExit(f"--run {p!r}: expected NAME=RUN_DIR of a finished study "
-                             f"(RUN_DIR/summary.json)")
+        need = "config.yaml" if a.seeds else "summary.json"
+        if not sep or not (Path(path) / need).exists():
+            raise SystemExit(f"--run {p!r}: expected NAME=RUN_DIR of a study run "
+                             f"(RUN_DIR/{need})")
         runs[name] = Path(path).resolve()
-    t = {name: treatment(run) for name, run in runs.items()}
+    t = {name: treatment(run, a.seeds) for name, run in runs.items()}
     result = {"treatments": t, "comparison": side_by_side(t),
+              "student_seeds": a.seeds or "all of each study's",
               "conditions": a.conditions, "load_average_at_write": os.getloadavg(),
               "environment": environment()}
     write_json(a.out, result)
