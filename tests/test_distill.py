@@ -74,8 +74,9 @@ def test_undo_stage_writes_model_summary_and_is_reused(cfg, teacher_dir, tmp_pat
     # Reused as it is: nothing retrained, nothing rewritten.
     assert distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0) == d
     assert (d / "summary.json").stat().st_mtime_ns == mtime
-    # Another alpha, or another seed (`distill.data_order: shared`, the default), is
-    # another stage on the same batches: the teacher cache is shared, nothing rebuilt.
+    # Another alpha, or under `distill.data_order: shared` another seed, is another
+    # stage on the same batches: the teacher cache is shared, nothing rebuilt.
+    cfg.distill.data_order = "shared"
     for alpha, seed in ((0.7, 0), (0.7, 1)):
         d3 = distill(cfg, teacher_dir, init="noised", alpha=alpha, seed=seed)
         s3 = read_json(d3 / "summary.json")

@@ -127,8 +127,8 @@ def test_run_folder_config_is_not_replaced_by_another(tmp_path):
 
 def test_a_folder_from_before_data_order_is_per_seed(tmp_path):
     """A config.yaml written before `distill.data_order` existed ran each seed on its own
-    data order: that folder takes `per_seed` and refuses the new default, whose seeds
-    1 and 2 are other students."""
+    data order: that folder takes `per_seed` (the default, so it re-runs as it was) and
+    refuses `shared`, whose seeds 1 and 2 are other students."""
     import yaml
 
     smoke = "configs/arithmetic/smoke.yaml"
@@ -136,10 +136,10 @@ def test_a_folder_from_before_data_order_is_per_seed(tmp_path):
     raw = yaml.safe_load(path.read_text())
     del raw["distill"]["data_order"]
     path.write_text(yaml.safe_dump(raw))
-    write_run_config(load_config(smoke, [f"out_dir={tmp_path}", "distill.data_order=per_seed"]))
+    write_run_config(load_config(smoke, [f"out_dir={tmp_path}"]))
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"distill.data_order: 'per_seed' -> 'shared'"):
-        write_run_config(load_config(smoke, [f"out_dir={tmp_path}"]))
+        write_run_config(load_config(smoke, [f"out_dir={tmp_path}", "distill.data_order=shared"]))
 
 
 def test_run_folder_takes_other_seeds_and_alphas_and_records_every_config(tmp_path):

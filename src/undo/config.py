@@ -280,11 +280,12 @@ class DistillConfig(OptimConfig):
     # from the last hidden states, the output head applied per chunk of positions, so no
     # (B, T, V) logits exist (for large vocabularies; same loss, see docs/undo-core.md).
     logits: Literal["full", "chunked"] = "full"
-    # The data order of a study's seeds: `shared` (every seed distills on the run seed's
-    # batches, so one teacher cache serves them all; seeds differ in noise draw / init
-    # and attack seeds) or `per_seed` (each seed its own order and its own cache, as the
-    # authors' seeds; disk grows with seeds). docs/distillation.md has the trade-off.
-    data_order: Literal["shared", "per_seed"] = "shared"
+    # The data order of a study's seeds: `per_seed` (each seed its own order and its own
+    # teacher cache, as the authors' seeds: the paper's experiment, so the default) or
+    # `shared` (ours: every seed distills on the run seed's batches, so one teacher cache
+    # serves them all and disk stops growing with seeds; seeds then differ in noise draw
+    # / init and attack seeds only). docs/distillation.md has the trade-off.
+    data_order: Literal["shared", "per_seed"] = "per_seed"
 
     def validate(self, p: str) -> None:
         super().validate(p)
