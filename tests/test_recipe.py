@@ -64,9 +64,11 @@ def test_larger_models_get_smaller_rates_and_float32_below_the_bf16_limit():
     assert large["model.gradient_checkpointing"] and not small["model.gradient_checkpointing"]
 
 
-def test_the_device_sets_the_budgets_not_the_rates():
+def test_the_device_sets_the_budgets_and_the_cpu_demo_scales_its_distillation_lr():
     gpu, cpu = scaled_defaults(135_000_000, "cuda"), scaled_defaults(135_000_000, "cpu")
-    assert gpu["distill.lr"] == cpu["distill.lr"] and gpu["unlearn.lr"] == cpu["unlearn.lr"]
+    assert cpu["distill.lr"] == pytest.approx(0.3 * gpu["distill.lr"], rel=0.02)
+    assert gpu["unlearn.lr"] == cpu["unlearn.lr"] and gpu["attack.lrs"][2] == \
+        pytest.approx(cpu["attack.lrs"][0] / 3 ** 0.5, rel=0.05)
     assert gpu["attack.steps"] == 500 and gpu["attack.budgets"] == [0, 40, 500]  # the paper's
     assert cpu["attack.steps"] < gpu["attack.steps"]
     assert cpu["distill.steps"] * cpu["distill.batch_size"] * cpu["data.seq_len"] < \
