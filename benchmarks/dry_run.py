@@ -48,8 +48,10 @@ def main() -> None:
     LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
                 num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
                 tie_word_embeddings=True).save_pretrained(tmp / "llama-3.2-1b")
-    data = tmp / "text.jsonl"
-    data.write_text('{"text": "a document"}\n')
+    forget, retain = tmp / "forget.jsonl", tmp / "retain.jsonl"
+    # Enough documents for the benchmark's train / eval / attack splits (checked).
+    forget.write_text("".join(f'{{"text": "document {i} to forget"}}\n' for i in range(200)))
+    retain.write_text("".join(f'{{"text": "document {i} to keep"}}\n' for i in range(200)))
     undo = [sys.executable, "-m", "undo.cli", "run", "--dry-run", f"out_dir={tmp / 'runs'}"]
     load_before = os.getloadavg()
     result = {
@@ -63,7 +65,7 @@ def main() -> None:
         "robustify_llama_1b": timed([sys.executable, "-m", "undo.cli", "robustify",
                                      "--dry-run", f"out_dir={tmp / 'runs'}",
                                      "--model", str(tmp / "llama-3.2-1b"),
-                                     "--forget", str(data), "--retain", str(data),
+                                     "--forget", str(forget), "--retain", str(retain),
                                      "--out", str(tmp / "release")]),
         # What else ran shows in the load: wall time includes waiting for a core, CPU
         # time does not. A new process per run, on the 2-core machine.
