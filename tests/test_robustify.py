@@ -111,7 +111,8 @@ def test_dry_run_plans_a_1b_model_without_weights(tmp_path, data, capsys):
     assert main(["robustify", "--model", str(llama), "--forget", data[0], "--retain", data[1],
                  "--out", str(tmp_path / "release"), f"out_dir={runs}", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "1.24B parameters" in out and "distill.lr=4.8e-05" in out
+    lr = scaled_defaults(1_235_814_400, "cpu")["distill.lr"]  # the stand-in's size
+    assert "1.24B parameters" in out and f"distill.lr={lr}" in out
     assert "model.dtype=float32" in out  # below the bf16 limit (study.recipe)
     for stage in ("unlearn maxent", "UNDO a=", "attack unlearn-only", "search replays"):
         assert stage in out
