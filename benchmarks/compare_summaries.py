@@ -1,0 +1,64 @@
+"""Do two study summaries hold the same numbers? (A second run of the same config.)
+
+    python benchmarks/compare_summaries.py A/summary.json B/summary.json [--wall-s S]
+        [--note TEXT] [--out benchmarks/results/NAME.json]
+
+Compares every value under `models` and `intervals`, leaving out what a run may change
+without changing a result: wall and train times, folder paths, the environment and the
+config's record of where it ran. Writes the counts and the first differing keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# Keys whose values depend on where and how fast a run went, not on what it computed.
+SKIP = ("wall_time", "train_time", "time_s", "stage_dir", "relearn_json", "_dir", "path",
+        "environment", "commit")
+
+
+def flat(x: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield from flat(v, f"{prefix}.{k}")
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            yield from flat(v, f"{prefix}[{i}]")
+    else:
+        yield prefix, x
+
+
+def compare(a: dict, b: dict, section: str) -> dict[str, Any]:
+    fa = {k: v for k, v in flat(a.get(section, {})) if not any(s in k for s in SKIP)}
+    fb = {k: v for k, v in flat(b.get(section, {})) if not any(s in k for s in SKIP)}
+    both = sorted(set(fa) & set(fb))
+    differ = [k for k in both if fa[k] != fb[k]]
+    return {"compared": len(both), "differ": len(differ), "first_differing": differ[:20],
+            "only_in_one": sorted(set(fa) ^ set(fb))[:20]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("a", type=Path)
+    ap.add_argument("b", type=Path)
+    ap.add_argument("--wall-s", type=float, help="the second run's wall time, to record")
+    ap.add_argument("--note", default="", help="how the second run was made")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    a, b = json.loads(args.a.read_text()), json.loads(args.b.read_text())
+    result = {"a": str(args.a), "b": str(args.b), "note": args.note, "wall_s_b": args.wall_s,
+              "load_average_at_write": os.getloadavg(),
+              **{s: compare(a, b, s) for s in ("models", "intervals")}}
+    text = json.dumps(result, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
