@@ -594,10 +594,13 @@ def run_config(raw: dict) -> RunConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                cls: type = RunConfig) -> Any:
+                cls: type = RunConfig, values: dict[str, Any] | None = None) -> Any:
     """Load a YAML file or a shipped config by name (`config_path`; the defaults when
-    `path` is None) and apply dotted overrides."""
+    `path` is None) and apply dotted overrides. `values`: dotted keys -> typed values,
+    set before the overrides (so an override wins), e.g. defaults computed by code."""
     raw = read_yaml(config_path(path)) if path is not None else {}
+    for key, value in (values or {}).items():
+        set_dotted(raw, key, value)
     keys = []
     for ov in overrides or []:
         key, value = parse_override(ov)

@@ -121,18 +121,8 @@ def robustify_config(*, model: str | None, forget: list[str], retain: list[str],
         raise ConfigError(f"the size of {cfg.model.name_or_path!r} is unknown: {how}")
     scaled = {k: v for k, v in scaled_defaults(shape.params, device).items()
               if not _has(raw, k) and k not in given}
-    scaled_keys = [f"{k}={_yaml(v)}" for k, v in scaled.items()]
-    cfg = load_config(config or DEFAULT, [*model_keys, *data_keys, *name, *scaled_keys,
-                                          *overrides])
+    cfg = load_config(config or DEFAULT, first, values=scaled)
     return Resolved(cfg, scaled, (shape, how))
-
-
-def _yaml(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list):
-        return "[" + ", ".join(_yaml(x) for x in v) + "]"
-    return str(v)
 
 
 def student_name(cfg: RunConfig) -> str:
