@@ -1,4 +1,10 @@
-"""Process-wide settings: library chatter off, hub download bars on."""
+"""Process-wide settings: library chatter off, hub download bars on, pool workers that
+end with their parent."""
+
+import os
+import subprocess
+import sys
+import time
 
 from huggingface_hub.utils import are_progress_bars_disabled
 from transformers.utils import logging as hf_logging
@@ -10,3 +16,32 @@ def test_quiet_keeps_hub_download_bars_and_hides_weight_loading_bars():
     runtime.quiet()
     assert not are_progress_bars_disabled()  # a multi-GB download shows its progress
     assert not hf_logging.is_progress_bar_enabled()  # transformers' own bars stay off
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_pool_workers_end_when_their_parent_is_killed(tmp_path):
+    # A parent that starts a pool, reports its worker's pid, then is SIGKILLed: the
+    # worker must not linger (it used to wait on its queue forever, reparented to init).
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from undo.runtime import process_pool\n"
+        "pool = process_pool(1)\n"
+        "print(pool.submit(os.getpid).result(), flush=True)\n"
+        "time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    assert _alive(worker)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(worker), f"pool worker {worker} outlived its killed parent"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -82,14 +84,35 @@ def worker_init(threads: int = 1) -> None:
     quiet()
 
 
+def exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """End this process when `parent` stops being its parent. A pool worker whose parent
+    was killed (SIGKILL, OOM) otherwise waits on its task queue forever: such orphans
+    lingered idle for over an hour on the shared machine. A daemon thread polls getppid
+    (reparenting is the only signal a SIGKILLed parent leaves); os._exit because the
+    main thread may be blocked inside torch; a stage cut short this way is one the kill
+    harness already covers (its flock goes with the process, its folder stays unfinished)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="undo-exit-with-parent", daemon=True).start()
+
+
+def pool_worker_init(threads: int, parent: int) -> None:
+    worker_init(threads)
+    exit_with_parent(parent)
+
+
 def process_pool(workers: int, threads: int = 1, fresh: bool = False) -> ProcessPoolExecutor:
     """THE process pool (study stages, attack runs, search trials): `workers` processes of
-    `threads` torch threads each. `fresh` spawns new interpreters (a study's stages: no
-    state inherited, safe beside threads of the parent); otherwise fork, where the
-    platform has it, so workers inherit the imported torch (spawn re-imports it, ~3 s)."""
+    `threads` torch threads each, that end when this process dies. `fresh` spawns new
+    interpreters (a study's stages: no state inherited, safe beside threads of the
+    parent); otherwise fork, where the platform has it, so workers inherit the imported
+    torch (spawn re-imports it, ~3 s)."""
     method = "fork" if not fresh and "fork" in mp.get_all_start_methods() else "spawn"
     return ProcessPoolExecutor(workers, mp_context=mp.get_context(method),
-                               initializer=worker_init, initargs=(threads,))
+                               initializer=pool_worker_init, initargs=(threads, os.getpid()))
 
 
 @contextmanager
