@@ -175,6 +175,16 @@ def test_export_folder_has_a_manifest(tmp_path: Path, capsys: Any) -> None:
     assert main([*export, str(tmp_path / "again")]) == 2
     (err,) = _errors(capsys)
     assert str(summary) in err and SAYS["zeroed"] in err and "undo run" in err
+    # Nor drawn, even when the damage still reads as a valid summary (a number changed):
+    # `undo report` refuses it and leaves the report as it was.
+    tampered = json.loads(want)
+    tampered["models"][0]["metrics"] = {k: 0.0 for k in tampered["models"][0]["metrics"]}
+    summary.write_text(json.dumps(tampered))
+    page = (run / "report.html").read_bytes()
+    assert main(["report", str(run)]) == 2
+    (err,) = _errors(capsys)
+    assert str(summary) in err and "undo run" in err
+    assert (run / "report.html").read_bytes() == page
     assert main(["run", str(SMOKE), *SETTINGS, f"out_dir={out}"]) == 0
     assert strip(json.loads(summary.read_text())) == strip(json.loads(want))
     assert _verify(run, capsys)[0] == 0

@@ -110,7 +110,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if len(runs) > 1 and args.out is None:
         raise ConfigError(f"undo report with {len(runs)} runs writes one comparison page: "
                           f"give the folder for it with --out DIR (got {', '.join(runs)})")
+    from ..integrity import check_file
+    from ..report.build import summary_path
+
     try:
+        for run in runs:  # a damaged summary.json must not become a figure
+            check_file(summary_path(run), f"Run the study again (`undo run CONFIG` in "
+                                          f"{run}'s config): it rebuilds summary.json")
         if len(runs) > 1:
             cmp = write_comparison(runs, args.out)
             print(f"compared {', '.join(r.label for r in cmp.runs)} at {cmp.budgets[-1]} "
