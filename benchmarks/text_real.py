@@ -136,6 +136,38 @@ def finding(summary: dict) -> dict:
     return out
 
 
+def students(summary: dict) -> list[dict]:
+    """Every distilled student (UNDO and Unlearn-and-Distill): its budget use, whether it
+    recovered the teacher's retain ability, and its total compute against the gold's."""
+    cfg = summary["config"]["distill"]
+    return [{"name": m["name"], "alpha": m["alpha"], "seed": m["seed"],
+             "steps": m["compute"]["steps"], "max_steps": cfg["steps"],
+             "recovered": m["recovered"],
+             "total_fraction_of_gold_flops": m["compute"]["total_fraction_of_gold_flops"]}
+            for m in summary["models"] if m["kind"] in ("undo", "unlearn-distill")]
+
+
+def why(runs: list[str]) -> dict:
+    """The side-by-side runs that ask why UNDO does or does not stay near the gold
+    standard (NAME=RUN_DIR each, sharing the study's base, gold, teacher and reference
+    attacks): per run, what it changed (stop rule, budget, α) and its students' robustness
+    with intervals, budget use and compute. Students that did not recover are listed but
+    the summary does not count their robustness (intervals.not_counted)."""
+    out: dict = {}
+    for item in runs:
+        name, _, run_dir = item.partition("=")
+        summary = read_json(Path(run_dir) / "summary.json")
+        d = summary["config"]["distill"]
+        out[name] = {"run_dir": run_dir,
+                     "distill": {k: d[k] for k in ("stop", "steps", "lr", "batch_size")},
+                     "alphas": summary["config"]["study"]["alphas"],
+                     "students": students(summary),
+                     "robustness": {a: {b: iv.get("robustness", {}) for b, iv in per.items()}
+                                    for a, per in summary["intervals"]["attacks"].items()},
+                     "not_counted": summary["intervals"].get("not_counted")}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("setting", choices=["text", "language"])
@@ -144,6 +176,8 @@ def main() -> None:
     ap.add_argument("--wall-s", type=float)
     ap.add_argument("--load-file", type=Path)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--why", nargs="+", default=[], metavar="NAME=RUN_DIR",
+                    help="side-by-side runs of the same study with one change each")
     a = ap.parse_args()
     config = str(ROOT / "configs" / a.setting / "tiny.yaml")
     out = a.out or ROOT / "benchmarks" / "results" / f"{a.setting}_real.json"
@@ -165,6 +199,8 @@ def main() -> None:
         "corpora_before": corpus_sizes(config, BEFORE[a.setting]),
         "gold_sound": gold_soundness(summary),
         "finding": finding(summary),
+        "students": students(summary),
+        "why": why(a.why),
         "environment": environment(),
     })
     print(out)
