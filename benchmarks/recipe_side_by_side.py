@@ -1,0 +1,183 @@
+"""UNDO distillation recipes side by side against one teacher (issue 24 item 2, "Push it").
+
+    python benchmarks/recipe_side_by_side.py --run NAME=RUN_DIR [--run NAME=RUN_DIR ...]
+        [--conditions NAME=TEXT ...] [--seeds S ...]
+        [--out benchmarks/results/recipe_side_by_side.json]
+
+Each RUN_DIR is a finished `undo run` of the embedded default study at one α
+(`study.alphas=[A] study.unlearn_distill=false study.oracles=false`) that shares the
+base, the gold standard, the unlearned teacher, its teacher cache and the references'
+attacks with the others (the same stage keys) and differs from the first run (the
+baseline) by one change of recipe. What each run changed is read from its summary's
+config (`changed`: every setting that differs from the baseline's), not from its name.
+
+Per run the numbers are norms_side_by_side.py's (`treatment`: robustness at the largest
+attack budget of each attack with its 95% interval, steps to recover per seed, total
+FLOPs of the gold standard's with its interval, whether every student recovered), each
+run is compared with the baseline by the report's own rule (`side_by_side`:
+undo.report.errorbars.compare, a difference only when intervals separate), and each is
+checked against the issue's floor: mean robustness >= 0.95 under every attack and total
+FLOPs (unlearning included) <= 50% of the gold standard's, every student recovered.
+
+`--unfinished NAME=STAGE_DIR` records a candidate's student stopped before it finished
+(a candidate that cannot meet the floor, whose run would outlast the session): its
+retain_val accuracy every 100 steps, the stop rule's target (the teacher's retain_val
+accuracy − the rule's margin, read from a baseline student's stage summary) and its
+compute so far as a fraction of the gold standard's, teacher forwards and unlearning
+included as in the baseline (the baseline's measured teacher-forward share of a step).
+
+`--conditions NAME=TEXT` records, per run, wall time and what else ran on the machine
+(measured outside: the study's own wall time is in its summary, the load beside it is not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# The sibling script (this folder is on sys.path when a script here runs): one reading of
+# a run folder for both side-by-side benchmarks.
+from norms_side_by_side import side_by_side, treatment
+from undo.artifacts import environment, read_json, write_json
+
+HERE = Path(__file__).resolve().parent
+FLOOR = {"robustness": 0.95, "total_fraction_of_gold_flops": 0.50}
+
+
+def named(pairs: list[str], what: str) -> dict[str, str]:
+    """`NAME=VALUE` arguments as a dict, in order; one clear error for a malformed one."""
+    out: dict[str, str] = {}
+    for p in pairs:
+        name, sep, value = p.partition("=")
+        if not sep or not name or not value:
+            raise SystemExit(f"{p!r}: expected NAME={what}")
+        if name in out:
+            raise SystemExit(f"{name!r} given twice")
+        out[name] = value
+    return out
+
+
+def flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def changed(base: dict[str, Any], other: dict[str, Any]) -> dict[str, list]:
+    """Settings that differ between two runs' configs: [baseline's, this run's]. The run's
+    name and folder tell runs apart without being a change of recipe."""
+    a, b = flat(base), flat(other)
+    return {k: [a.get(k), b.get(k)] for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k) and k not in ("name", "out_dir")}
+
+
+def floor(t: dict[str, Any]) -> dict[str, Any]:
+    rob = {att: (r["robustness"] or {}).get("point") for att, r in t["attacks"].items()}
+    flops = t["compute"]["total_fraction_of_gold_flops"]["point"]
+    return {
+        "robustness_by_attack": rob,
+        "total_fraction_of_gold_flops": flops,
+        "met": (all(v is not None and v >= FLOOR["robustness"] for v in rob.values())
+                and flops <= FLOOR["total_fraction_of_gold_flops"] and t["all_recovered"]),
+    }
+
+
+def unfinished(stage: Path, baseline: dict[str, Any]) -> dict[str, Any]:
+    """An unfinished student's progress and compute so far, priced like the baseline's."""
+    summary = read_json(Path(baseline["run"]) / "summary.json")
+    by_kind = {m["kind"]: m for m in summary["models"]}
+    first = next(m for m in summary["models"] if m["name"] in baseline["recovered"])
+    ref = read_json(Path(first["stage_dir"]) / "summary.json")
+    rule = ref["stop"]
+    teacher = ref["teacher_metrics"]["retain_val/acc"]
+    evals = [r for r in map(json.loads, (stage / "metrics.jsonl").read_text().splitlines())
+             if "eval" in r]
+    if not evals:
+        raise SystemExit(f"--unfinished {stage}: no evaluation in its metrics.jsonl yet")
+    last = evals[-1]
+    total = (last["flops"] * ref["flops_incl_teacher"] / ref["flops"]
+             + by_kind["unlearn_only"]["compute"]["flops"])
+    return {
+        "stage": str(stage),
+        "stop_rule": rule, "retain_val_target": teacher - rule["within"],
+        "retain_val_acc_every_100": {r["step"]: r["eval"]["retain_val/acc"]
+                                     for r in evals if r["step"] % 100 == 0},
+        "last_step": last["step"], "retain_val_acc_last": last["eval"]["retain_val/acc"],
+        "recovered_by_last_step": any(teacher - r["eval"]["retain_val/acc"] <= rule["within"]
+                                      for r in evals),
+        "total_fraction_of_gold_flops_so_far": total / by_kind["gold"]["compute"]["flops"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", action="append", required=True, metavar="NAME=RUN_DIR",
+                    help="a recipe and its finished run folder (repeat; the first is the "
+                         "baseline the others are compared with)")
+    ap.add_argument("--unfinished", action="append", default=[], metavar="NAME=STAGE_DIR",
+                    help="a candidate's student stopped before it finished (see above)")
+    ap.add_argument("--conditions", action="append", default=[], metavar="NAME=TEXT",
+                    help="wall time and what else ran, per run, measured outside")
+    ap.add_argument("--seeds", type=int, nargs="+",
+                    help="only these student seeds, from the finished folders "
+                         "(norms_side_by_side.py)")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "recipe_side_by_side.json")
+    a = ap.parse_args()
+    need = "config.yaml" if a.seeds else "summary.json"
+    runs = {}
+    for name, path in named(a.run, "RUN_DIR").items():
+        if not (Path(path) / need).exists():
+            raise SystemExit(f"--run {name}={path}: not a finished study run (no {need})")
+        runs[name] = Path(path).resolve()
+    conditions = named(a.conditions, "TEXT")
+    names = [*runs, *named(a.unfinished, "STAGE_DIR")]
+    if unknown := sorted(set(conditions) - set(names)):
+        raise SystemExit(f"--conditions for {unknown}: no such --run or --unfinished "
+                         f"({names})")
+    t = {name: treatment(run, a.seeds) for name, run in runs.items()}
+    configs = {name: yaml.safe_load((run / "config.yaml").read_text())
+               for name, run in runs.items()}
+    first = next(iter(runs))
+    for name, x in t.items():
+        x["changed_from_baseline"] = changed(configs[first], configs[name])
+        x["floor"] = floor(x)
+        x["conditions"] = conditions.get(name)
+    stopped = {name: unfinished(Path(d).resolve(), t[first])
+                for name, d in named(a.unfinished, "STAGE_DIR").items()}
+    for name, u in stopped.items():
+        u["conditions"] = conditions.get(name)
+    result = {"baseline": first, "floor": FLOOR, "recipes": t, "unfinished": stopped,
+              "comparison": side_by_side(t),
+              "student_seeds": a.seeds or "all of each study's",
+              "load_average_at_write": os.getloadavg(), "environment": environment()}
+    write_json(a.out, result)
+    for name, x in t.items():
+        print(f"{name}: {x['arm']}  changed {x['changed_from_baseline']}")
+        for att, r in x["attacks"].items():
+            rob = r["robustness"] or {}
+            print(f"  {att:12s} R@{x['budget']} {rob.get('point'):.3f} "
+                  f"[{rob.get('lo'):.3f}, {rob.get('hi'):.3f}]")
+        c = x["compute"]["total_fraction_of_gold_flops"]
+        print(f"  steps {list(x['compute']['distill_steps'].values())}  recovered "
+              f"{x['all_recovered']}  total FLOPs/gold {c['point']:.3f} "
+              f"[{c['lo']:.3f}, {c['hi']:.3f}]  floor met {x['floor']['met']}")
+    for name, u in stopped.items():
+        print(f"{name}: unfinished at step {u['last_step']}, retain_val acc "
+              f"{u['retain_val_acc_last']:.3f} (target {u['retain_val_target']:.3f}), "
+              f"{u['total_fraction_of_gold_flops_so_far']:.3f} of gold's FLOPs so far")
+    for pair, cmp in result["comparison"].items():
+        print(pair, cmp)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
