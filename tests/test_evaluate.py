@@ -14,7 +14,7 @@ class Oracle(torch.nn.Module):
         self.vocab = vocab
         self.w = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids, attention_mask=None, use_cache=None):
         nxt = torch.roll(input_ids, -1, dims=1)
         logits = torch.full((*input_ids.shape, self.vocab), -30.0)
         logits.scatter_(2, nxt.unsqueeze(-1), 30.0)

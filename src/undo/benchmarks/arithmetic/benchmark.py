@@ -147,19 +147,22 @@ class AttackBatches:
 # ------------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def score_items(model: PreTrainedModel, items: Sequence[Item],
                 tokenizer: PreTrainedTokenizerBase, batch_size: int = 512
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per item: exact match (bool), summed answer CE (nats) and answer-token count."""
+    """Per item: exact match (bool), summed answer CE (nats) and answer-token count.
+
+    `use_cache=False`: a key/value cache would be built and never read (the same numbers,
+    bit for bit, in less time: benchmarks/forward_speed.py)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     correct, ce_sum, n_tok = [], [], []
     for i in range(0, len(items), batch_size):
         batch = {k: v.to(device) for k, v in encode(items[i : i + batch_size], tokenizer).items()}
-        logits = model(input_ids=batch["input_ids"],
-                       attention_mask=batch["attention_mask"]).logits[:, :-1]  # (B, T-1, V)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       use_cache=False).logits[:, :-1]  # (B, T-1, V)
         target = batch["labels"][:, 1:]  # (B, T-1)
         mask = target != -100
         ce = F.cross_entropy(logits.float().transpose(1, 2), target.clamp(min=0),
