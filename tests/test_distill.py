@@ -141,3 +141,35 @@ def test_cli_noise_and_distill(teacher_dir, tmp_path, capsys):
                  "--init", "random"]) == 0
     assert "random student" in capsys.readouterr().out
     assert main(["distill", f"out_dir={tmp_path / 'r'}", str(tmp_path / "nope")]) == 2
+
+
+def test_teacher_evaluated_once_per_process(micro_model, tokenizer, monkeypatch):
+    """Students of one teacher share its metrics within a process (the study's workers run
+    many distillations); another teacher, data section or dtype, or a multi-process
+    launch, evaluates anew. The shared metrics are those a fresh evaluation gives."""
+    from undo.benchmarks.arithmetic.benchmark import Benchmark, Config
+    from undo.benchmarks.evaluate import evaluate
+    from undo.stages import distill as stage
+
+    monkeypatch.setattr(stage, "_TEACHER_METRICS", {})
+    calls = []
+
+    def counted(*a, **k):
+        calls.append(1)
+        return evaluate(*a, **k)
+
+    monkeypatch.setattr(stage, "evaluate", counted)
+    bench = Benchmark(Config(eval_items_per_op=4))
+    key = {"teacher": "fp-a", "data": {"eval_items_per_op": 4}}
+    first = stage.evaluate_teacher(micro_model, bench, tokenizer, key)
+    first["retain/acc"] = -1.0  # a caller's edit must not reach the next caller
+    again = stage.evaluate_teacher(micro_model, bench, tokenizer, key)
+    assert len(calls) == 1 and again == evaluate(micro_model, bench, tokenizer)
+    stage.evaluate_teacher(micro_model, bench, tokenizer, {**key, "teacher": "fp-b"})
+    stage.evaluate_teacher(micro_model, bench, tokenizer,
+                           {**key, "data": {"eval_items_per_op": 5}})
+    assert len(calls) == 3
+    stage.evaluate_teacher(micro_model.double(), bench, tokenizer, key)
+    assert len(calls) == 4
+    stage.evaluate_teacher(micro_model, bench, tokenizer, key, single=False)
+    assert len(calls) == 5

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..artifacts import fingerprint, model_folder
+from ..artifacts import config_hash, fingerprint, model_folder
 from ..benchmarks import build_benchmark
 from ..benchmarks.evaluate import evaluate
 from ..compute import forward_flops, matmul_params, train_flops
@@ -52,6 +52,12 @@ from .noise import noised_copy
 from .teacher_cache import CachedBatches, TeacherCache
 
 FULL_CACHE_MAX_VOCAB = 4096
+
+# The teacher's metrics, kept for the life of the process (a study's stage worker runs
+# many distillations): every student of one teacher evaluates it on the same sets (14
+# times in the default study). The key names the computation: the teacher's content
+# fingerprint, the data section (which fixes the sets) and where and in what dtype it ran.
+_TEACHER_METRICS: dict[tuple[str, ...], dict[str, float]] = {}
 
 
 def group_mean(metrics: dict[str, float], key: str) -> float:
@@ -187,7 +193,8 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
                               "sharding=ddp")
         # Sharded under FSDP2, bfloat16 per rank under DDP on GPUs (undo.sharding).
         teacher = hold_frozen(teacher, acc, cfg.sharding)
-        teacher_metrics = evaluate(teacher, bench, tokenizer)
+        teacher_metrics = evaluate_teacher(teacher, bench, tokenizer, key, single=
+                                           acc.num_processes == 1)
 
         dcfg = cfg.distill
         stop = bench.stop_rule if dcfg.stop == "auto" else dcfg.stop
@@ -269,6 +276,19 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
         return StageResult(summary, student, tokenizer, acc, source=source_of(teacher_path))
 
     return run_stage(d, key, work, force=force)
+
+
+def evaluate_teacher(teacher: torch.nn.Module, bench: Any, tokenizer: Any,
+                     key: dict[str, Any], single: bool = True) -> dict[str, float]:
+    """`evaluate(teacher)`, computed once per process and teacher (`_TEACHER_METRICS`);
+    a multi-process launch (a sharded or bf16-held teacher) always evaluates."""
+    if not single:
+        return evaluate(teacher, bench, tokenizer)
+    p = next(teacher.parameters())
+    memo = (key["teacher"], config_hash(key["data"]), str(p.device), str(p.dtype))
+    if memo not in _TEACHER_METRICS:
+        _TEACHER_METRICS[memo] = evaluate(teacher, bench, tokenizer)
+    return dict(_TEACHER_METRICS[memo])
 
 
 def _make_student(teacher: torch.nn.Module, teacher_path: Path, init_id: dict[str, Any],
