@@ -147,7 +147,7 @@ class AttackBatches:
 # ------------------------------------------------------------------- evaluation
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def score_items(model: PreTrainedModel, items: Sequence[Item],
                 tokenizer: PreTrainedTokenizerBase, batch_size: int = 512
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
