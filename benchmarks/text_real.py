@@ -5,6 +5,7 @@ that scripts/corpora.sh builds from Debian's documentation packages.
     python benchmarks/text_real.py text [--seeds 0 1 2]  # -> benchmarks/results/text_real.json
     python benchmarks/text_real.py language              # -> .../language_real.json
     python benchmarks/text_real.py text --run-dir DIR --wall-s S [--load-file F]
+        [--conditions TEXT] [--why NAME=RUN_DIR ...]
 
 Without --run-dir it runs `nice -n 5 undo run configs/<setting>/tiny.yaml` with those
 seeds into a scratch folder (scratch/<setting>-real, ignored by git), timing it end to end
@@ -176,6 +177,8 @@ def main() -> None:
     ap.add_argument("--wall-s", type=float)
     ap.add_argument("--load-file", type=Path)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--conditions", default="nice -n 5 on the 2-core machine shared with "
+                    "other engineers' jobs", help="how the run was made and what else ran")
     ap.add_argument("--why", nargs="+", default=[], metavar="NAME=RUN_DIR",
                     help="side-by-side runs of the same study with one change each")
     a = ap.parse_args()
@@ -194,7 +197,7 @@ def main() -> None:
         "config": f"configs/{a.setting}/tiny.yaml",
         "seeds": sorted({m["seed"] for m in summary["models"] if m["seed"] is not None}),
         "wall_time_s": wall, "load_average": load_stats(load_file),
-        "conditions": "nice -n 5 on the 2-core machine shared with other engineers' jobs",
+        "conditions": a.conditions,
         "corpora": corpus_sizes(config, []),
         "corpora_before": corpus_sizes(config, BEFORE[a.setting]),
         "gold_sound": gold_soundness(summary),
