@@ -176,6 +176,7 @@ def why(runs: list[str]) -> dict:
                      "distill": {k: d[k] for k in ("stop", "steps", "lr", "batch_size")},
                      "alphas": summary["config"]["study"]["alphas"],
                      "students": students(summary),
+                     "gold_sound": gold_soundness(summary),  # with its oracles, if it ran them
                      "robustness": {a: {b: iv.get("robustness", {}) for b, iv in per.items()}
                                     for a, per in summary["intervals"]["attacks"].items()},
                      "not_counted": summary["intervals"].get("not_counted")}
