@@ -39,6 +39,7 @@ from undo.artifacts import environment, read_json, write_json
 from undo.benchmarks import build_benchmark
 from undo.benchmarks.text.corpus import SPLITS, pack
 from undo.config import load_config
+from undo.stages.base import config_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 # The corpora each config read before scripts/corpora.sh existed.
@@ -161,20 +162,19 @@ def students(summary: dict) -> list[dict]:
             for m in summary["models"] if m["kind"] in ("undo", "unlearn_distill")]
 
 
-def why(runs: list[str]) -> dict:
+def why(runs: list[str], study: dict) -> dict:
     """The side-by-side runs that ask why UNDO does or does not stay near the gold
     standard (NAME=RUN_DIR each, sharing the study's base, gold, teacher and reference
-    attacks): per run, what it changed (stop rule, budget, α) and its students' robustness
-    with intervals, budget use and compute. Students that did not recover are listed but
-    the summary does not count their robustness (intervals.not_counted)."""
+    attacks): per run, every setting it changed against `study`'s config (stop rule,
+    budget, α, distillation data, ...) and its students' robustness with intervals, budget
+    use and compute. Students that did not recover are listed but the summary does not
+    count their robustness (intervals.not_counted)."""
     out: dict = {}
     for item in runs:
         name, _, run_dir = item.partition("=")
         summary = read_json(Path(run_dir) / "summary.json")
-        d = summary["config"]["distill"]
         out[name] = {"run_dir": run_dir,
-                     "distill": {k: d[k] for k in ("stop", "steps", "lr", "batch_size")},
-                     "alphas": summary["config"]["study"]["alphas"],
+                     "changed": config_differences(study["config"], summary["config"]),
                      "students": students(summary),
                      "gold_sound": gold_soundness(summary),  # with its oracles, if it ran them
                      "robustness": {a: {b: iv.get("robustness", {}) for b, iv in per.items()}
@@ -224,7 +224,7 @@ def main() -> None:
         "gold_sound": gold_soundness(summary),
         "finding": finding(summary),
         "students": students(summary),
-        "why": why(a.why),
+        "why": why(a.why, summary),
         "environment": environment(),
     })
     print(out)
