@@ -86,6 +86,8 @@ CASES = [
          "config key 'distill.lr': got -0.001; valid: a positive number"),
     Case("bad-data-order", _run("distill.data_order=random"),
          "distill.data_order"),
+    Case("bad-distill-inputs", _run("distill.inputs=retain"),
+         "'distill.inputs': got 'retain'; valid: one of 'mix', 'filtered'"),
     Case("zero-attack-lr", _run("attack.lrs=[1e-3, 0]"),
          "config key 'attack.lrs': got [0.001, 0.0]; valid: a non-empty list of positive"),
     Case("unknown-method", _run("unlearn.method=maxnet"),

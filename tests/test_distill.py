@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -173,3 +175,32 @@ def test_teacher_evaluated_once_per_process(micro_model, tokenizer, monkeypatch)
     assert len(calls) == 4
     stage.evaluate_teacher(micro_model, bench, tokenizer, key, single=False)
     assert len(calls) == 5
+
+
+def test_filtered_inputs_distil_on_the_gold_standards_data(cfg, teacher_dir, tokenizer):
+    """`distill.inputs: filtered` (ours): the student distils on the gold standard's
+    forget-free data, with its own stage and cache; the mix (the paper's) keeps its keys."""
+    from safetensors.torch import load
+
+    from undo import integrity
+    from undo.benchmarks import build_benchmark
+    from undo.stages.teacher_cache import teacher_targets
+
+    cfg.distill.stop = "budget"
+    d_mix = distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0)
+    cfg.distill.inputs = "filtered"
+    d_f = distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0)
+    s_mix, s_f = read_json(d_mix / "summary.json"), read_json(d_f / "summary.json")
+    assert d_f != d_mix and (s_mix["inputs"], s_f["inputs"]) == ("mix", "filtered")
+    assert s_f["teacher_outputs"]["built_chunks"] > 0
+    # The cached targets of step 0 are the teacher's on the gold role's first batch,
+    # not on the mix's: the setting reached the data, not only the key.
+    bench = build_benchmark(cfg.data)
+    gold_batch = bench.batches("gold", tokenizer, cfg.distill.batch_size, seed=cfg.seed)(0, 0)
+    want = teacher_targets(load_model(teacher_dir), gold_batch, "full", 64, 1.0)
+    for s, same in ((s_f, True), (s_mix, False)):
+        chunk = load(integrity.read_file(
+            Path(s["teacher_outputs"]["cache_dir"]) / "chunk-0-00000.safetensors"))
+        got = {k[len("0.0."):]: v for k, v in chunk.items() if k.startswith("0.0.")}
+        matches = all(got[k].shape == v.shape and torch.equal(got[k], v) for k, v in want.items())
+        assert matches == same

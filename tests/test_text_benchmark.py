@@ -336,6 +336,14 @@ def test_check_run_rejects_settings_that_do_not_fit(run, message, corpora):
         load(corpora, run=run, **data)
 
 
+def test_filtered_distill_inputs_and_a_distill_corpus_conflict(corpora):
+    """Both choose what the student distils on: one clear error, naming both."""
+    load(corpora, run={"distill": {"inputs": "filtered"}})  # alone: fine
+    with pytest.raises(ConfigError, match="'distill.inputs': got 'filtered'.*data.distill"):
+        load(corpora, run={"distill": {"inputs": "filtered"}},
+             distill=[{"path": corpora["retain"]}])
+
+
 def test_check_attack_re_verifies_disjointness(corpora):
     cfg = load(corpora)
     b = build_benchmark(cfg.data)

@@ -286,6 +286,11 @@ class DistillConfig(OptimConfig):
     # serves them all and disk stops growing with seeds; seeds then differ in noise draw
     # / init and attack seeds only). docs/distillation.md has the trade-off.
     data_order: Literal["shared", "per_seed"] = "per_seed"
+    # What the student sees: `mix`, the base model's pretraining mix, forget data included
+    # (the paper's: the authors distil on their whole pretraining mix), or `filtered`,
+    # the gold standard's forget-free pretraining data (the benchmark's `gold` role; ours,
+    # measured side by side in docs/distillation.md).
+    inputs: Literal["mix", "filtered"] = "mix"
 
     def validate(self, p: str) -> None:
         super().validate(p)

@@ -4,7 +4,8 @@
 
 The student imitates a frozen teacher (forward KL on every non-pad next-token position,
 `objectives.distill_kl`) on the *unlabeled* pretraining mix (all operations; no
-forget/retain labels are used). Student initialisations:
+forget/retain labels are used), or with `distill.inputs: filtered` (ours) on the gold
+standard's forget-free data only. Student initialisations:
 
 - `noised`: a shrink-and-perturbed copy of the teacher, θ = (1−α)θ_T + αβN (UNDO);
 - `random`: a fresh random init of the teacher's architecture (Unlearn-and-Distill);
@@ -115,14 +116,24 @@ def distill_key(cfg: RunConfig, teacher_fp: str, init: dict[str, Any], seed: int
     noise = to_dict(cfg.noise) if init["kind"] == "noised" else None
     dcfg = to_dict(cfg.distill)
     del dcfg["data_order"]  # keyed by the order it gives (below), not by the setting
+    del dcfg["inputs"]
     key = {"teacher": teacher_fp, "init": init, "seed": seed, "run_seed": cfg.seed,
            "base": base_fp, "noise": noise, "distill": dcfg, "data": to_dict(cfg.data)}
-    # Every key before `distill.data_order` implied the order run seed + seed; it is named
-    # only where it differs, so a stage whose batches did not change (seed 0, or any seed
-    # under `per_seed`) keeps its folder and is reused as it is.
+    # Every key before `distill.data_order` and `distill.inputs` implied the order run
+    # seed + seed on the pretraining mix; each is named only where it differs, so a stage
+    # whose batches did not change (seed 0, or any seed under `per_seed`, on the mix)
+    # keeps its folder and is reused as it is.
     if data_seed(cfg, seed) != cfg.seed + seed:
         key["data_seed"] = data_seed(cfg, seed)
+    if cfg.distill.inputs != "mix":
+        key["inputs"] = cfg.distill.inputs
     return key
+
+
+def inputs_role(dcfg: DistillConfig) -> str:
+    """The benchmark data role the student distils on (`distill.inputs`): the pretraining
+    mix's `distill` role, or the gold standard's forget-free `gold` role."""
+    return "distill" if dcfg.inputs == "mix" else "gold"
 
 
 def _init_identity(init: str, alpha: float) -> dict[str, Any]:
@@ -199,7 +210,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
         dcfg = cfg.distill
         stop = bench.stop_rule if dcfg.stop == "auto" else dcfg.stop
         batches: Callable[[int, int], dict] = bench.batches(
-            "distill", tokenizer, dcfg.batch_size, seed=data_seed(cfg, seed),
+            inputs_role(dcfg), tokenizer, dcfg.batch_size, seed=data_seed(cfg, seed),
             rank=acc.process_index)
         mode = cache_mode(dcfg, teacher.get_output_embeddings().weight.size(0))
         cache = None
@@ -211,7 +222,8 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
                 temperature=dcfg.temperature, grad_accum=dcfg.grad_accum, rank=acc.process_index,
                 key={"teacher": key["teacher"], "data": key["data"],
                      "seed": data_seed(cfg, seed),
-                     "batch_size": dcfg.batch_size})
+                     "batch_size": dcfg.batch_size,
+                     **({"inputs": key["inputs"]} if "inputs" in key else {})})
             objective = DistillKL(None, dcfg.temperature, dcfg.chunk_positions, dcfg.logits)
             batches = CachedBatches(batches, cache)
 
@@ -247,6 +259,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
             "alpha": alpha if init_id["kind"] == "noised" else None,
             "beta": cfg.noise.beta if init_id["kind"] == "noised" else None,
             "seed": seed, "teacher": str(teacher_path), "teacher_fingerprint": key["teacher"],
+            "inputs": dcfg.inputs,
             "metrics": metrics, "teacher_metrics": teacher_metrics,
             "stop": {"rule": stop, "within": dcfg.stop_within, "every": dcfg.eval_every,
                      "sets": list(bench.stop_sets)},

@@ -146,6 +146,9 @@ class Config:
                "trains on the forget corpus's attack split or data.attack)")
         check(a.word_fraction is None, "attack.word_fraction", a.word_fraction,
                "null with data.benchmark=text (word problems are arithmetic-only)")
+        check(self.distill is None or run.distill.inputs == "mix", "distill.inputs",
+              run.distill.inputs, "'mix' when data.distill names a distillation corpus "
+              "(both choose what the student distils on; drop one)")
         has_model = run.model.name_or_path is not None
         check(has_model or self.tokenizer != "model", "data.tokenizer", self.tokenizer,
                "'bpe' or a tokenizer's hub id or folder with a preset model (a preset has "
