@@ -59,9 +59,14 @@ def students(summary: dict, arm: str) -> list[dict]:
     return [m for m in summary["models"] if arm_of(m) == arm]
 
 
-def the_arm(summary: dict) -> str:
-    """The run's one distilled arm (the side-by-side runs study a single α)."""
+def the_arm(summary: dict, arm: str | None = None) -> str:
+    """The run's one distilled arm (the side-by-side runs study a single α), or `arm`
+    picked from a run that holds several."""
     arms = sorted({a for m in summary["models"] if (a := arm_of(m))})
+    if arm is not None:
+        if arm not in arms:
+            raise SystemExit(f"no arm {arm!r} in this run; its arms: {arms}")
+        return arm
     if len(arms) != 1:
         raise SystemExit(f"expected one distilled arm per run, found {arms}")
     return arms[0]
@@ -123,11 +128,11 @@ def summary_over(run: Path, seeds: list[int]) -> dict[str, Any]:
     return build_summary(cfg, models, wall_time_s=0.0)
 
 
-def treatment(run: Path, seeds: list[int] | None) -> dict[str, Any]:
+def treatment(run: Path, seeds: list[int] | None, arm: str | None = None) -> dict[str, Any]:
     summary = read_json(run / "summary.json") if seeds is None else summary_over(run, seeds)
     if not (summary.get("intervals") or {}).get("attacks"):
         raise SystemExit(f"{run}/summary.json has no intervals (a study before issue 21)")
-    arm = the_arm(summary)
+    arm = the_arm(summary, arm)
     budget = largest_budget(summary)
     studs = students(summary, arm)
     refs = {m["kind"]: Path(m["stage_dir"]).name for m in summary["models"]

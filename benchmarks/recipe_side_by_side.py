@@ -1,15 +1,17 @@
 """UNDO distillation recipes side by side against one teacher (issue 24 item 2, "Push it").
 
     python benchmarks/recipe_side_by_side.py --run NAME=RUN_DIR [--run NAME=RUN_DIR ...]
-        [--conditions NAME=TEXT ...] [--seeds S ...]
+        [--alpha NAME=A ...] [--conditions NAME=TEXT ...] [--seeds S ...]
         [--out benchmarks/results/recipe_side_by_side.json]
 
 Each RUN_DIR is a finished `undo run` of the embedded default study at one α
 (`study.alphas=[A] study.unlearn_distill=false study.oracles=false`) that shares the
 base, the gold standard, the unlearned teacher, its teacher cache and the references'
 attacks with the others (the same stage keys) and differs from the first run (the
-baseline) by one change of recipe. What each run changed is read from its summary's
-config (`changed`: every setting that differs from the baseline's), not from its name.
+baseline) by one change of recipe. What each run changed is read from its config.yaml
+(every setting that differs from the baseline's but where and how fast it ran, by
+undo.stages.base.config_differences), not from its name. A run that holds several α
+(`study.alphas=[...]`) gives one row per `--alpha NAME=A`, each with its own --run name.
 
 Per run the numbers are norms_side_by_side.py's (`treatment`: robustness at the largest
 attack budget of each attack with its 95% interval, steps to recover per seed, total
@@ -38,12 +40,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 # The sibling script (this folder is on sys.path when a script here runs): one reading of
 # a run folder for both side-by-side benchmarks.
 from norms_side_by_side import side_by_side, treatment
 from undo.artifacts import environment, read_json, write_json
+from undo.config import load_config
+from undo.configlib import to_dict
+from undo.stages.base import RESULT_NEUTRAL_KEYS, config_differences
 
 HERE = Path(__file__).resolve().parent
 FLOOR = {"robustness": 0.95, "total_fraction_of_gold_flops": 0.50}
@@ -60,24 +63,6 @@ def named(pairs: list[str], what: str) -> dict[str, str]:
             raise SystemExit(f"{name!r} given twice")
         out[name] = value
     return out
-
-
-def flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update(flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def changed(base: dict[str, Any], other: dict[str, Any]) -> dict[str, list]:
-    """Settings that differ between two runs' configs: [baseline's, this run's]. The run's
-    name and folder tell runs apart without being a change of recipe."""
-    a, b = flat(base), flat(other)
-    return {k: [a.get(k), b.get(k)] for k in sorted(a.keys() | b.keys())
-            if a.get(k) != b.get(k) and k not in ("name", "out_dir")}
 
 
 def floor(t: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +110,8 @@ def main() -> None:
                          "baseline the others are compared with)")
     ap.add_argument("--unfinished", action="append", default=[], metavar="NAME=STAGE_DIR",
                     help="a candidate's student stopped before it finished (see above)")
+    ap.add_argument("--alpha", action="append", default=[], metavar="NAME=ALPHA",
+                    help="the UNDO α arm to read from run NAME when it holds several")
     ap.add_argument("--conditions", action="append", default=[], metavar="NAME=TEXT",
                     help="wall time and what else ran, per run, measured outside")
     ap.add_argument("--seeds", type=int, nargs="+",
@@ -143,12 +130,20 @@ def main() -> None:
     if unknown := sorted(set(conditions) - set(names)):
         raise SystemExit(f"--conditions for {unknown}: no such --run or --unfinished "
                          f"({names})")
-    t = {name: treatment(run, a.seeds) for name, run in runs.items()}
-    configs = {name: yaml.safe_load((run / "config.yaml").read_text())
-               for name, run in runs.items()}
+    alphas = named(a.alpha, "ALPHA")
+    if unknown := sorted(set(alphas) - set(runs)):
+        raise SystemExit(f"--alpha for {unknown}: no such --run ({list(runs)})")
+    t = {name: treatment(run, a.seeds, f"UNDO α={alphas[name]}" if name in alphas else None)
+         for name, run in runs.items()}
+    # Through the loader, so a setting newer than a run's config.yaml reads as its default.
+    configs = {name: to_dict(load_config(run / "config.yaml")) for name, run in runs.items()}
     first = next(iter(runs))
     for name, x in t.items():
-        x["changed_from_baseline"] = changed(configs[first], configs[name])
+        # Which α a run holds is its arm (above); the run's name and folder tell runs
+        # apart without being a change of recipe.
+        x["changed_from_baseline"] = config_differences(
+            configs[first], configs[name],
+            ignore=RESULT_NEUTRAL_KEYS | {"study.alphas"})
         x["floor"] = floor(x)
         x["conditions"] = conditions.get(name)
     stopped = {name: unfinished(Path(d).resolve(), t[first])
