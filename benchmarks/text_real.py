@@ -6,7 +6,6 @@ that scripts/corpora.sh builds from Debian's documentation packages.
     python benchmarks/text_real.py language              # -> .../language_real.json
     python benchmarks/text_real.py text --run-dir DIR --wall-s S [--load-file F]
         [--conditions TEXT] [--why NAME=RUN_DIR ...]
-    python benchmarks/text_real.py language --retain-train-jsonl PATH  # for data.distill
 
 Without --run-dir it runs `nice -n 5 undo run configs/<setting>/tiny.yaml` with those
 seeds into a scratch folder (scratch/<setting>-real, ignored by git), timing it end to end
@@ -28,7 +27,6 @@ Every figure is read from the run's summary.json or measured here; nothing is ty
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import threading
@@ -38,7 +36,8 @@ from pathlib import Path
 from undo.artifacts import environment, read_json, write_json
 from undo.benchmarks import build_benchmark
 from undo.benchmarks.text.corpus import SPLITS, pack
-from undo.config import load_config
+from undo.config import load_config, run_config
+from undo.configlib import to_dict
 from undo.stages.base import config_differences
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,17 +65,6 @@ def corpus_sizes(config: str, overrides: list[str]) -> dict:
     seen = pre.steps * pre.batch_size * getattr(pre, "grad_accum", 1)
     out["gold_epochs_over_retain_train"] = round(seen / out["retain"]["train"]["windows"], 2)
     return out
-
-
-def write_retain_train(config: str, path: Path) -> int:
-    """The retain corpus's training documents as JSONL ({"text": ...} per line): with
-    `data.distill=[{path: PATH}]` a study distils on retain data only (no forget-domain
-    inputs; ours, not the paper's mix), leaving its evaluation documents out, which
-    `data.distill` requires. Returns the number of documents."""
-    bench = build_benchmark(load_config(config).data)
-    docs = [d for per in bench.corpora["retain"].docs for d in per["train"]]
-    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    return len(docs)
 
 
 def _sample_load(path: Path, stop: threading.Event) -> None:
@@ -174,7 +162,9 @@ def why(runs: list[str], study: dict) -> dict:
         name, _, run_dir = item.partition("=")
         summary = read_json(Path(run_dir) / "summary.json")
         out[name] = {"run_dir": run_dir,
-                     "changed": config_differences(study["config"], summary["config"]),
+                     # through the loader: a setting newer than a run reads as its default
+                     "changed": config_differences(to_dict(run_config(study["config"])),
+                                                   to_dict(run_config(summary["config"]))),
                      "students": students(summary),
                      "gold_sound": gold_soundness(summary),  # with its oracles, if it ran them
                      "robustness": {a: {b: iv.get("robustness", {}) for b, iv in per.items()}
@@ -193,17 +183,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--conditions", default="nice -n 5 on the 2-core machine shared with "
                     "other engineers' jobs", help="how the run was made and what else ran")
-    ap.add_argument("--retain-train-jsonl", type=Path, metavar="PATH",
-                    help="only write the retain corpus's training documents to PATH (for "
-                         "data.distill) and exit")
     ap.add_argument("--why", nargs="+", default=[], metavar="NAME=RUN_DIR",
                     help="side-by-side runs of the same study with one change each")
     a = ap.parse_args()
     config = str(ROOT / "configs" / a.setting / "tiny.yaml")
-    if a.retain_train_jsonl:
-        print(f"{write_retain_train(config, a.retain_train_jsonl)} documents -> "
-              f"{a.retain_train_jsonl}")
-        return
     out = a.out or ROOT / "benchmarks" / "results" / f"{a.setting}_real.json"
     wall, load_file = a.wall_s, a.load_file
     if a.run_dir is None:
