@@ -18,7 +18,7 @@ attack budget of each attack with its 95% interval, steps to recover per seed, t
 FLOPs of the gold standard's with its interval, whether every student recovered), each
 run is compared with the baseline by the report's own rule (`side_by_side`:
 undo.report.errorbars.compare, a difference only when intervals separate), and each is
-checked against the issue's floor: mean robustness >= 0.95 under every attack and total
+checked against the issue's floor (UNDO arms only; a random-init row has `floor: null`): mean robustness >= 0.95 under every attack and total
 FLOPs (unlearning included) <= 50% of the gold standard's, every student recovered.
 
 `--unfinished NAME=STAGE_DIR` records a candidate's student stopped before it finished
@@ -144,7 +144,9 @@ def main() -> None:
         x["changed_from_baseline"] = config_differences(
             configs[first], configs[name],
             ignore=RESULT_NEUTRAL_KEYS | {"study.alphas"})
-        x["floor"] = floor(x)
+        # The floor asks for an UNDO arm; a random-init row is measured beside it, not
+        # judged by it.
+        x["floor"] = floor(x) if x["arm"].startswith("UNDO") else None
         x["conditions"] = conditions.get(name)
     stopped = {name: unfinished(Path(d).resolve(), t[first])
                 for name, d in named(a.unfinished, "STAGE_DIR").items()}
@@ -164,7 +166,7 @@ def main() -> None:
         c = x["compute"]["total_fraction_of_gold_flops"]
         print(f"  steps {list(x['compute']['distill_steps'].values())}  recovered "
               f"{x['all_recovered']}  total FLOPs/gold {c['point']:.3f} "
-              f"[{c['lo']:.3f}, {c['hi']:.3f}]  floor met {x['floor']['met']}")
+              f"[{c['lo']:.3f}, {c['hi']:.3f}]  floor met {(x['floor'] or {}).get('met', '-')}")
     for name, u in stopped.items():
         print(f"{name}: unfinished at step {u['last_step']}, retain_val acc "
               f"{u['retain_val_acc_last']:.3f} (target {u['retain_val_target']:.3f}), "
