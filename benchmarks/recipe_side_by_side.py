@@ -1,7 +1,7 @@
 """UNDO distillation recipes side by side against one teacher (issue 24 item 2, "Push it").
 
     python benchmarks/recipe_side_by_side.py --run NAME=RUN_DIR [--run NAME=RUN_DIR ...]
-        [--alpha NAME=A ...] [--conditions NAME=TEXT ...] [--seeds S ...]
+        [--arm NAME=ARM ...] [--conditions NAME=TEXT ...] [--seeds S ...]
         [--out benchmarks/results/recipe_side_by_side.json]
 
 Each RUN_DIR is a finished `undo run` of the embedded default study at one α
@@ -10,8 +10,9 @@ base, the gold standard, the unlearned teacher, its teacher cache and the refere
 attacks with the others (the same stage keys) and differs from the first run (the
 baseline) by one change of recipe. What each run changed is read from its config.yaml
 (every setting that differs from the baseline's but where and how fast it ran, by
-undo.stages.base.config_differences), not from its name. A run that holds several α
-(`study.alphas=[...]`) gives one row per `--alpha NAME=A`, each with its own --run name.
+undo.stages.base.config_differences), not from its name. A run that holds several arms
+(several α, or Unlearn-and-Distill beside them) gives one row per `--arm NAME=ARM` (the
+report's arm label, e.g. 'UNDO α=0.9'), each with its own --run name.
 
 Per run the numbers are norms_side_by_side.py's (`treatment`: robustness at the largest
 attack budget of each attack with its 95% interval, steps to recover per seed, total
@@ -110,8 +111,9 @@ def main() -> None:
                          "baseline the others are compared with)")
     ap.add_argument("--unfinished", action="append", default=[], metavar="NAME=STAGE_DIR",
                     help="a candidate's student stopped before it finished (see above)")
-    ap.add_argument("--alpha", action="append", default=[], metavar="NAME=ALPHA",
-                    help="the UNDO α arm to read from run NAME when it holds several")
+    ap.add_argument("--arm", action="append", default=[], metavar="NAME=ARM",
+                    help="the arm to read from run NAME when it holds several, as the "
+                         "report names it ('UNDO α=0.9', 'Unlearn-and-Distill')")
     ap.add_argument("--conditions", action="append", default=[], metavar="NAME=TEXT",
                     help="wall time and what else ran, per run, measured outside")
     ap.add_argument("--seeds", type=int, nargs="+",
@@ -130,16 +132,15 @@ def main() -> None:
     if unknown := sorted(set(conditions) - set(names)):
         raise SystemExit(f"--conditions for {unknown}: no such --run or --unfinished "
                          f"({names})")
-    alphas = named(a.alpha, "ALPHA")
-    if unknown := sorted(set(alphas) - set(runs)):
-        raise SystemExit(f"--alpha for {unknown}: no such --run ({list(runs)})")
-    t = {name: treatment(run, a.seeds, f"UNDO α={alphas[name]}" if name in alphas else None)
-         for name, run in runs.items()}
+    arms = named(a.arm, "ARM")
+    if unknown := sorted(set(arms) - set(runs)):
+        raise SystemExit(f"--arm for {unknown}: no such --run ({list(runs)})")
+    t = {name: treatment(run, a.seeds, arms.get(name)) for name, run in runs.items()}
     # Through the loader, so a setting newer than a run's config.yaml reads as its default.
     configs = {name: to_dict(load_config(run / "config.yaml")) for name, run in runs.items()}
     first = next(iter(runs))
     for name, x in t.items():
-        # Which α a run holds is its arm (above); the run's name and folder tell runs
+        # Which arm a row reads is chosen above; the run's name and folder tell runs
         # apart without being a change of recipe.
         x["changed_from_baseline"] = config_differences(
             configs[first], configs[name],

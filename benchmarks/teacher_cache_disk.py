@@ -5,9 +5,9 @@
 
 Every distillation of a study reads its teacher's outputs from an on-disk cache keyed by
 the teacher, the data and the data order (undo.stages.teacher_cache). With
-`distill.data_order: shared` (the default) every seed distills on the run seed's batches
-and one cache serves them all; with `per_seed` each seed has its own order and its own
-cache, so disk grows with the seeds.
+`distill.data_order: shared` (ours, an option) every seed distills on the run seed's
+batches and one cache serves them all; with `per_seed` (the default, the authors' order)
+each seed has its own order and its own cache, so disk grows with the seeds.
 
 --measure runs the study's distillations for real (`undo run CONFIG study.stages=[unlearn,
 distill, oracle]`: pretraining, unlearning, every distillation and the oracles, no
