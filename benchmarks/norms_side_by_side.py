@@ -160,11 +160,13 @@ def treatment(run: Path, seeds: list[int] | None, arm: str | None = None) -> dic
     }
 
 
-def side_by_side(t: dict[str, dict]) -> dict[str, Any]:
-    """First treatment against each other one: 'higher' / 'lower' / 'within noise'."""
+def side_by_side(t: dict[str, dict],
+                 pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Each pair (default: the first treatment against each other one), the first's
+    figure against the second's: 'higher' / 'lower' / 'within noise'."""
     names = list(t)
-    first, out = names[0], {}
-    for other in names[1:]:
+    out = {}
+    for first, other in pairs or [(names[0], n) for n in names[1:]]:
         a, b = t[first], t[other]
         same_refs = a["reference_stages"] == b["reference_stages"]
         rob = {att: compare(a["attacks"][att]["robustness"], b["attacks"][att]["robustness"])

@@ -1,7 +1,7 @@
 """UNDO distillation recipes side by side against one teacher (issue 24 item 2, "Push it").
 
     python benchmarks/recipe_side_by_side.py --run NAME=RUN_DIR [--run NAME=RUN_DIR ...]
-        [--arm NAME=ARM ...] [--conditions NAME=TEXT ...] [--seeds S ...]
+        [--arm NAME=ARM ...] [--compare A:B ...] [--conditions NAME=TEXT ...] [--seeds S ...]
         [--out benchmarks/results/recipe_side_by_side.json]
 
 Each RUN_DIR is a finished `undo run` of the embedded default study at one α
@@ -114,6 +114,9 @@ def main() -> None:
     ap.add_argument("--arm", action="append", default=[], metavar="NAME=ARM",
                     help="the arm to read from run NAME when it holds several, as the "
                          "report names it ('UNDO α=0.9', 'Unlearn-and-Distill')")
+    ap.add_argument("--compare", action="append", default=[], metavar="A:B",
+                    help="compare row A with row B (repeat; default: the first row with "
+                         "each other one)")
     ap.add_argument("--conditions", action="append", default=[], metavar="NAME=TEXT",
                     help="wall time and what else ran, per run, measured outside")
     ap.add_argument("--seeds", type=int, nargs="+",
@@ -132,6 +135,9 @@ def main() -> None:
     if unknown := sorted(set(conditions) - set(names)):
         raise SystemExit(f"--conditions for {unknown}: no such --run or --unfinished "
                          f"({names})")
+    pairs = [tuple(p.split(":", 1)) for p in a.compare]
+    if bad := [p for p, q in zip(a.compare, pairs, strict=True) if len(q) != 2 or not set(q) <= set(runs)]:
+        raise SystemExit(f"--compare {bad}: expected A:B, two --run names ({list(runs)})")
     arms = named(a.arm, "ARM")
     if unknown := sorted(set(arms) - set(runs)):
         raise SystemExit(f"--arm for {unknown}: no such --run ({list(runs)})")
@@ -154,7 +160,7 @@ def main() -> None:
     for name, u in stopped.items():
         u["conditions"] = conditions.get(name)
     result = {"baseline": first, "floor": FLOOR, "recipes": t, "unfinished": stopped,
-              "comparison": side_by_side(t),
+              "comparison": side_by_side(t, pairs or None),
               "student_seeds": a.seeds or "all of each study's",
               "load_average_at_write": os.getloadavg(), "environment": environment()}
     write_json(a.out, result)
