@@ -45,9 +45,8 @@ from typing import Any
 # a run folder for both side-by-side benchmarks.
 from norms_side_by_side import side_by_side, treatment
 from undo.artifacts import environment, read_json, write_json
-from undo.config import load_config
-from undo.configlib import to_dict
-from undo.stages.base import RESULT_NEUTRAL_KEYS, config_differences
+from undo.configlib import read_yaml
+from undo.stages.base import RESULT_NEUTRAL_KEYS, config_differences, loaded_config
 
 HERE = Path(__file__).resolve().parent
 FLOOR = {"robustness": 0.95, "total_fraction_of_gold_flops": 0.50}
@@ -142,8 +141,7 @@ def main() -> None:
     if unknown := sorted(set(arms) - set(runs)):
         raise SystemExit(f"--arm for {unknown}: no such --run ({list(runs)})")
     t = {name: treatment(run, a.seeds, arms.get(name)) for name, run in runs.items()}
-    # Through the loader, so a setting newer than a run's config.yaml reads as its default.
-    configs = {name: to_dict(load_config(run / "config.yaml")) for name, run in runs.items()}
+    configs = {name: loaded_config(read_yaml(run / "config.yaml")) for name, run in runs.items()}
     first = next(iter(runs))
     for name, x in t.items():
         # Which arm a row reads is chosen above; the run's name and folder tell runs

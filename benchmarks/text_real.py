@@ -36,9 +36,8 @@ from pathlib import Path
 from undo.artifacts import environment, read_json, write_json
 from undo.benchmarks import build_benchmark
 from undo.benchmarks.text.corpus import SPLITS, pack
-from undo.config import load_config, run_config
-from undo.configlib import to_dict
-from undo.stages.base import config_differences
+from undo.config import load_config
+from undo.stages.base import config_differences, loaded_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # The corpora each config read before scripts/corpora.sh existed.
@@ -162,9 +161,8 @@ def why(runs: list[str], study: dict) -> dict:
         name, _, run_dir = item.partition("=")
         summary = read_json(Path(run_dir) / "summary.json")
         out[name] = {"run_dir": run_dir,
-                     # through the loader: a setting newer than a run reads as its default
-                     "changed": config_differences(to_dict(run_config(study["config"])),
-                                                   to_dict(run_config(summary["config"]))),
+                     "changed": config_differences(loaded_config(study["config"]),
+                                                   loaded_config(summary["config"])),
                      "students": students(summary),
                      "gold_sound": gold_soundness(summary),  # with its oracles, if it ran them
                      "robustness": {a: {b: iv.get("robustness", {}) for b, iv in per.items()}

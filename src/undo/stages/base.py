@@ -12,6 +12,7 @@ work to `run_stage`.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import time
@@ -99,9 +100,7 @@ def write_run_config(cfg: RunConfig) -> Path:
     new = _settled(to_dict(cfg))
     if path.is_file():
         try:
-            raw = _as_run(yaml.safe_load(path.read_text()))
-            # Through the loader, so keys newer than the file get their defaults.
-            old = _settled(to_dict(run_config(raw)))
+            old = loaded_config(yaml.safe_load(path.read_text()))
         except (yaml.YAMLError, ConfigError) as e:
             diffs = [f"it no longer loads ({e})"]
         else:
@@ -130,6 +129,14 @@ def record_run(cfg: RunConfig, timing: dict[str, Any] | None = None) -> None:
     _append_line(path, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         "config_hash": config_hash(new), "changed": changed, "config": new,
                         **({"timing": timing} if timing else {})})
+
+
+def loaded_config(raw: Any) -> dict[str, Any]:
+    """A run's config mapping (a folder's config.yaml, a summary's `config`) as this undo
+    reads it, for `config_differences`: through the loader, so a setting newer than the
+    mapping gets the value its run ran (`_as_run`) or its default, and `study.gold: auto`
+    settled. Raises ConfigError for a mapping that no longer loads; `raw` is not changed."""
+    return _settled(to_dict(run_config(_as_run(copy.deepcopy(raw)))))
 
 
 def _as_run(raw: Any) -> Any:
