@@ -9,6 +9,7 @@ from undo.artifacts import model_identity, read_json
 from undo.attacks.grid import (
     attack,
     attack_dir,
+    attack_key,
     evaluate_model,
     resolved,
     run_one,
@@ -217,3 +218,15 @@ def test_bucketed_scoring_equals_one_batch(micro_model, tokenizer, bench):
     b = score_items_bucketed(micro_model, items, tokenizer, max_positions=256)
     assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
     assert torch.allclose(a[1], b[1], atol=1e-4)
+
+
+def test_bf16_mixed_attack_runs_in_bfloat16_and_is_keyed_apart(tmp_path, model_dir):
+    """The attack's runs (here and in pool workers alike: `run_one` enters the precision
+    itself) train at the config's precision, and its folder is another one."""
+    fp32, bf16 = _cfg(tmp_path), _cfg(tmp_path, "precision=bf16-mixed")
+    a, b = run_one(fp32, model_dir, lr=1e-2, seed=0), run_one(bf16, model_dir, lr=1e-2, seed=0)
+    assert a["curve"][0]["forget/ce"] != b["curve"][0]["forget/ce"]  # scored in bf16 too
+    assert a["budgets"]["12"]["forget/ce"] != b["budgets"]["12"]["forget/ce"]
+    assert b["budgets"]["12"]["forget/ce"] < b["budgets"]["0"]["forget/ce"] - 0.1
+    assert attack_dir(fp32, model_dir) != attack_dir(bf16, model_dir)
+    assert "precision" not in attack_key(fp32, model_dir)  # fp32 folders keep their names

@@ -96,6 +96,20 @@ def test_undo_stage_writes_model_summary_and_is_reused(cfg, teacher_dir, tmp_pat
     assert (d / "summary.json").stat().st_mtime_ns == mtime
 
 
+def test_bf16_mixed_student_has_its_own_stage_and_teacher_cache(cfg, teacher_dir):
+    """Teacher outputs computed under bf16-mixed are other numbers: never reused by an fp32
+    run of the same teacher and data (nor the other way round)."""
+    cfg.distill.stop = "budget"
+    s = read_json(distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0) / "summary.json")
+    cfg.precision = "bf16-mixed"
+    d = distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0)
+    b = read_json(d / "summary.json")
+    assert b["teacher_outputs"]["built_chunks"] > 0
+    assert b["teacher_outputs"]["cache_dir"] != s["teacher_outputs"]["cache_dir"]
+    assert b["metrics"] != s["metrics"]
+    assert "precision: bf16-mixed" in (d / "config.yaml").read_text()
+
+
 def test_a_student_that_meets_the_rule_at_step_0_still_trains(cfg, teacher_dir):
     """α = 0 is the teacher itself: it meets the rule before any step, but the rule is
     first checked after step 1 (`distill.eval_every` = 2 here), as the authors' is."""

@@ -49,3 +49,25 @@ def test_cache_key_follows_the_resolved_shape(monkeypatch):
     assert pretrain_dir(cfg, "base") != before
     monkeypatch.setitem(models.PRESETS, "tiny", tiny)
     assert pretrain_dir(cfg, "base") == before
+
+
+def test_bf16_mixed_pretrains_another_model_in_another_folder(tmp_path):
+    """`precision` is in the key only when not fp32 (every earlier folder keeps its name),
+    and the stage really computes in bf16: the same recipe gives other weights."""
+    from undo.models import load_model
+    from undo.stages.pretrain import pretrain_dir, pretrain_key
+
+    fast = [f"out_dir={tmp_path}", "model.preset=micro", "progress=false",
+            "pretrain.steps=3", "pretrain.batch_size=8", "pretrain.warmup_steps=1",
+            "pretrain.eval_every=0", "pretrain.checkpoint_every=0", "data.eval_items_per_op=2"]
+    fp32 = load_config(None, fast)
+    bf16 = load_config(None, [*fast, "precision=bf16-mixed"])
+    assert "precision" not in pretrain_key(fp32, "base")
+    assert pretrain_dir(fp32, "base") != pretrain_dir(bf16, "base")
+    a, b = pretrain(fp32, "base"), pretrain(bf16, "base")
+    wa = load_model(a / "model").state_dict()
+    wb = load_model(b / "model").state_dict()
+    assert all(wb[k].dtype == wa[k].dtype for k in wa)  # weights saved as they train
+    assert any(not wa[k].equal(wb[k]) for k in wa)
+    assert "precision" not in (a / "config.yaml").read_text()
+    assert "precision: bf16-mixed" in (b / "config.yaml").read_text()

@@ -45,3 +45,30 @@ def test_pool_workers_end_when_their_parent_is_killed(tmp_path):
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(worker), f"pool worker {worker} outlived its killed parent"
+
+
+def test_bf16_mixed_runs_matmuls_in_bfloat16_and_keeps_float32_weights():
+    import pytest
+    import torch
+
+    from undo.runtime import compute_precision
+
+    lin = torch.nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with compute_precision("fp32", "cpu"):
+        assert lin(x).dtype == torch.float32
+    with compute_precision("bf16-mixed", "cpu"):
+        y = lin(x)
+        loss = y.float().square().sum()
+        loss.backward()
+    assert y.dtype == torch.bfloat16
+    assert lin.weight.dtype == lin.weight.grad.dtype == torch.float32
+    assert lin(x).dtype == torch.float32  # the context ends with its block
+    with compute_precision("bf16-mixed", "cpu"):  # one context over many optimizer steps
+        before = lin(x)
+        with torch.no_grad():
+            lin.weight.add_(1.0)
+        assert not torch.equal(lin(x), before)  # the forward reads the updated weights
+    with pytest.raises(ValueError, match="valid: fp32, bf16-mixed"), \
+            compute_precision("bf16", "cpu"):
+        pass

@@ -28,6 +28,9 @@ from .configlib import (
 # load or dump a RunConfig reach the machinery through this module.
 __all__ = ["ConfigError", "RunConfig", "dump_yaml", "load_config", "run_config", "to_dict"]
 
+# The config's `precision` (undo.runtime.compute_precision).
+Precision = Literal["fp32", "bf16-mixed"]
+
 
 def _data_config_class(raw: Any, key: str) -> type:
     """The config dataclass of the benchmark `raw["benchmark"]` names (default arithmetic)."""
@@ -565,6 +568,11 @@ class RunConfig:
     # ddp); see undo.sharding. Not part of any stage's cache key: it changes how a stage
     # is computed, not what (float reduction order aside).
     sharding: Literal["auto", "ddp", "fsdp"] = "auto"
+    # How every stage computes (undo.runtime.compute_precision): fp32, or bf16-mixed
+    # (float32 weights and optimizer, bfloat16 matmuls under torch.autocast: the authors'
+    # `accelerate launch --mixed_precision bf16`). In every stage's and cache's key when
+    # it is not fp32, so results of the two never mix (docs/scale.md).
+    precision: Precision = "fp32"
     progress: bool = True
     # Experiment trackers that get every training stage's metrics.jsonl records too,
     # through accelerate's trackers (`tensorboard`, `wandb`, `mlflow`; each needs its

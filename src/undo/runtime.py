@@ -1,5 +1,5 @@
 """Process-wide settings: threads, quiet libraries, THE device rule, THE launch state
-(`process_state`) and THE process pool."""
+(`process_state`), THE process pool and THE compute precision (`compute_precision`)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,38 @@ def quiet() -> None:
     import logging
 
     logging.getLogger("accelerate").setLevel(logging.ERROR)
+
+
+@contextmanager
+def compute_precision(precision: str, device: str = "auto") -> Iterator[None]:
+    """Run the block at `precision` (the config's `precision`): `fp32` as the weights are;
+    `bf16-mixed` with every autocast-eligible op (matmuls) in bfloat16 under
+    `torch.autocast`, weights, gradients and optimizer state staying float32: what the
+    authors' `accelerate launch --mixed_precision bf16` ran.
+
+    The block is a whole stage (training forwards and backwards, teacher outputs, every
+    evaluation), so a model is scored at the precision it was trained at. On CPU the
+    attention runs in its math form: torch's fused CPU attention kernel is ~10x slower in
+    bfloat16 backward than the plain matmuls (benchmarks/precision_speed.py).
+    """
+    if precision not in ("fp32", "bf16-mixed"):  # the config's Literal checked it already
+        raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16-mixed")
+    if precision == "fp32":
+        yield
+        return
+    dev = device_name(device)
+    # No cast cache: autocast keeps each weight's bfloat16 copy until its outermost
+    # context exits, and this one spans a whole stage, so with the cache every forward
+    # after the first optimizer step read the weights as they were at step 0 (a tiny
+    # pretraining then never learned; tests/test_runtime.py).
+    with torch.autocast(device_type=dev, dtype=torch.bfloat16, cache_enabled=False):
+        if dev == "cpu":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            with sdpa_kernel(SDPBackend.MATH):
+                yield
+        else:
+            yield
 
 
 def device_name(device: str) -> str:

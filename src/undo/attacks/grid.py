@@ -52,8 +52,15 @@ from ..config import AttackConfig, OptimConfig, RunConfig
 from ..configlib import ConfigError
 from ..models import load_model, load_tokenizer, save_model
 from ..objectives import OBJECTIVES
-from ..runtime import device_name, process_pool, torch_threads
-from ..stages.base import StageResult, run_dir, run_stage, source_of
+from ..runtime import compute_precision, device_name, process_pool, torch_threads
+from ..stages.base import (
+    StageResult,
+    at_precision,
+    precision_key,
+    run_dir,
+    run_stage,
+    source_of,
+)
 from ..train import make_accelerator, train
 from .robustness import aggregate, budget_key
 
@@ -85,7 +92,7 @@ def attack_key(cfg: RunConfig, model_dir: str | Path) -> dict[str, Any]:
     # retain_fraction is keyed as the share it runs.
     attack = {k: v for k, v in asdict(resolved(cfg).attack).items() if k != "workers"}
     return {"model": model_identity(model_dir), "attack": attack,
-            "data": asdict(cfg.data), "seed": cfg.seed}
+            "data": asdict(cfg.data), "seed": cfg.seed, **precision_key(cfg)}
 
 
 def attack_dir(cfg: RunConfig, model_dir: str | Path, key: dict | None = None) -> Path:
@@ -199,7 +206,10 @@ def run_one(cfg: RunConfig, model_dir: str | Path, lr: float, seed: int,
     tok = load_tokenizer(model_dir)
     model: torch.nn.Module = load_model(model_dir)
     ev = AttackEval(bench, tok, a.curve_items_per_op)
-    full0, point0 = start if start is not None else ev.full(model)
+    if start is None:
+        with compute_precision(cfg.precision, cfg.device):
+            start = ev.full(model)
+    full0, point0 = start
     if a.lora_rank:
         model = _apply_lora(model, a, seed)
     batches = bench.attack_batches(a, tok, seed=f"{cfg.seed}-{seed}")
@@ -222,10 +232,11 @@ def run_one(cfg: RunConfig, model_dir: str | Path, lr: float, seed: int,
         curve.append({"step": step, **point})
         return point
 
-    res = train(model, OBJECTIVES.get("ce")(), batches, attack_optim(a, lr, schedule), None,
-                evaluate=evaluate, eval_at_start=True, on_step=on_step,
-                accelerator=make_accelerator(cfg.device), progress=False,
-                optimizer_name=optimizer)
+    with compute_precision(cfg.precision, cfg.device):  # also in a pool worker
+        res = train(model, OBJECTIVES.get("ce")(), batches, attack_optim(a, lr, schedule),
+                    None, evaluate=evaluate, eval_at_start=True, on_step=on_step,
+                    accelerator=make_accelerator(cfg.device), progress=False,
+                    optimizer_name=optimizer)
     if save_to is not None:
         final = model.merge_and_unload() if a.lora_rank else model
         save_model(final, tok, save_to)
@@ -312,7 +323,7 @@ def attack(cfg: RunConfig, model_dir: str | Path, *, force: bool = False) -> Pat
                             for m, wc in relearn["worst_case"].items()}},
             device=device_name(cfg.device), source=source_of(model_dir))
 
-    return run_stage(d, key, work, force=force)
+    return run_stage(d, key, at_precision(cfg, work), force=force)
 
 
 def grid_runs(cfg: RunConfig) -> list[tuple[float, int]]:
@@ -386,4 +397,5 @@ def evaluate_model(cfg: RunConfig, model_dir: str | Path,
     """Metrics of any saved model on the benchmark's eval sets (`undo eval`)."""
     model_dir = model_folder(model_dir)
     bench = build_benchmark(cfg.data)
-    return evaluate(load_model(model_dir), bench, load_tokenizer(model_dir), sets)
+    with compute_precision(cfg.precision, cfg.device):
+        return evaluate(load_model(model_dir), bench, load_tokenizer(model_dir), sets)

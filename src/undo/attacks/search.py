@@ -57,8 +57,8 @@ from ..benchmarks.base import MetricSpec
 from ..config import RunConfig
 from ..configlib import ConfigError
 from ..models import load_model, load_tokenizer
-from ..runtime import process_pool, torch_threads
-from ..stages.base import run_dir
+from ..runtime import compute_precision, process_pool, torch_threads
+from ..stages.base import precision_key, run_dir
 from .grid import (
     AttackEval,
     attack,
@@ -98,7 +98,8 @@ def check_search(cfg: RunConfig, n_trials: int) -> dict[str, Params]:
 def search_key(cfg: RunConfig, model_dir: Path) -> dict[str, Any]:
     """What a search db belongs to: the model and the search settings (not the number
     of trials, so that a larger N extends a finished search)."""
-    return {"model": model_identity(model_dir), "search": asdict(cfg.search)}
+    return {"model": model_identity(model_dir), "search": asdict(cfg.search),
+            **precision_key(cfg)}
 
 
 def open_study(path: Path, key: Mapping[str, Any], maximize: bool) -> optuna.Study:
@@ -146,7 +147,8 @@ def search_attack(cfg: RunConfig, model_dir: str | Path, n_trials: int, *,
                 p.unlink(missing_ok=True)
                 integrity.sidecar(p).unlink(missing_ok=True)
             shutil.rmtree(d / "replays", ignore_errors=True)
-        _search(cfg, d, model_dir, space, n_trials, log)
+        with compute_precision(cfg.precision, cfg.device):  # the start's evaluation
+            _search(cfg, d, model_dir, space, n_trials, log)
     return d
 
 
@@ -360,8 +362,8 @@ def replay_all(cfg: RunConfig, model_dirs: Sequence[str | Path], *, force: bool 
     folders = [attack_dir(c, m) for c, m in zip(cfgs, dirs, strict=True)]
     records = [read_search(f) for f in folders]
     for i, (c, m, f, rec) in enumerate(zip(cfgs, dirs, folders, records, strict=True)):
-        with stage_lock(f):  # the folder's one writer while its replays run
-            _replay_into(c, i, m, f, rec, records, log)
+        with stage_lock(f), compute_precision(c.precision, c.device):
+            _replay_into(c, i, m, f, rec, records, log)  # the folder's one writer
     return run_dir(cfg) / "attacks"
 
 

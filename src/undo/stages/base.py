@@ -38,7 +38,7 @@ from ..configlib import ConfigError, dump_yaml, to_dict
 from ..integrity import take_spent, write_manifest
 from ..models import save_model
 from ..provenance import model_source
-from ..runtime import process_state
+from ..runtime import compute_precision, process_state
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -160,6 +160,23 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
     """One JSON line, appended in a single write (whole lines even if two runs append)."""
     with path.open("a") as f:
         f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+
+
+def precision_key(cfg: RunConfig) -> dict[str, Any]:
+    """What a stage's or cache's key adds for `precision`: nothing at fp32 (so every key
+    made before the setting existed stays valid), the setting otherwise."""
+    return {} if cfg.precision == "fp32" else {"precision": cfg.precision}
+
+
+def at_precision(cfg: RunConfig, work: Callable[[], StageResult]) -> Callable[[], StageResult]:
+    """`work` run inside `compute_precision` (the stage's training, teacher outputs and
+    evaluations alike); saving and the summary happen outside, in `run_stage`."""
+
+    def run() -> StageResult:
+        with compute_precision(cfg.precision, cfg.device):
+            return work()
+
+    return run
 
 
 def stage_key(name: str, depends_on: dict[str, Any]) -> str:

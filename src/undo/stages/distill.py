@@ -48,7 +48,15 @@ from ..models import (
 from ..objectives.distill_kl import DistillKL
 from ..sharding import hold_frozen, resolve
 from ..train import make_accelerator, train
-from .base import StageResult, run_dir, run_stage, source_of, stage_dir
+from .base import (
+    StageResult,
+    at_precision,
+    precision_key,
+    run_dir,
+    run_stage,
+    source_of,
+    stage_dir,
+)
 from .noise import noised_copy
 from .teacher_cache import CachedBatches, TeacherCache
 
@@ -127,7 +135,7 @@ def distill_key(cfg: RunConfig, teacher_fp: str, init: dict[str, Any], seed: int
         key["data_seed"] = data_seed(cfg, seed)
     if cfg.distill.inputs != "mix":
         key["inputs"] = cfg.distill.inputs
-    return key
+    return {**key, **precision_key(cfg)}
 
 
 def inputs_role(dcfg: DistillConfig) -> str:
@@ -223,7 +231,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
                 key={"teacher": key["teacher"], "data": key["data"],
                      "seed": data_seed(cfg, seed),
                      "batch_size": dcfg.batch_size,
-                     **({"inputs": key["inputs"]} if "inputs" in key else {})})
+                     **{k: key[k] for k in ("inputs", "precision") if k in key}})
             objective = DistillKL(None, dcfg.temperature, dcfg.chunk_positions, dcfg.logits)
             batches = CachedBatches(batches, cache)
 
@@ -288,7 +296,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
         }
         return StageResult(summary, student, tokenizer, acc, source=source_of(teacher_path))
 
-    return run_stage(d, key, work, force=force)
+    return run_stage(d, key, at_precision(cfg, work), force=force)
 
 
 def evaluate_teacher(teacher: torch.nn.Module, bench: Any, tokenizer: Any,
@@ -298,7 +306,8 @@ def evaluate_teacher(teacher: torch.nn.Module, bench: Any, tokenizer: Any,
     if not single:
         return evaluate(teacher, bench, tokenizer)
     p = next(teacher.parameters())
-    memo = (key["teacher"], config_hash(key["data"]), str(p.device), str(p.dtype))
+    memo = (key["teacher"], config_hash(key["data"]), str(p.device), str(p.dtype),
+            key.get("precision"))
     if memo not in _TEACHER_METRICS:
         _TEACHER_METRICS[memo] = evaluate(teacher, bench, tokenizer)
     return dict(_TEACHER_METRICS[memo])

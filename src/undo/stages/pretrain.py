@@ -28,7 +28,14 @@ from ..models import (
 from ..objectives import OBJECTIVES
 from ..runtime import device_name
 from ..train import make_accelerator, train
-from .base import StageResult, run_stage, source_of, stage_dir
+from .base import (
+    StageResult,
+    at_precision,
+    precision_key,
+    run_stage,
+    source_of,
+    stage_dir,
+)
 
 Which = Literal["base", "gold"]
 
@@ -48,7 +55,7 @@ def pretrain_key(cfg: RunConfig, which: Which) -> dict:
     # versions must not silently reuse a cached model of the old shape.
     model = model_key(cfg.model)
     return {"which": which, "seed": cfg.seed, "model": model, "data": cfg.data,
-            "pretrain": recipe}
+            "pretrain": recipe, **precision_key(cfg)}
 
 
 def pretrain_dir(cfg: RunConfig, which: Which) -> Path:
@@ -94,7 +101,7 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
             "params": count_params(model),
         }, model, tokenizer, acc, source=source_of(cfg.model))
 
-    return run_stage(d, pretrain_key(cfg, which), work, force=force)
+    return run_stage(d, pretrain_key(cfg, which), at_precision(cfg, work), force=force)
 
 
 def _content_identity(model_cfg: ModelConfig) -> str | None:
@@ -119,7 +126,7 @@ def import_dir(cfg: RunConfig, source: str | None, which: Which
     model_cfg = cfg.model if source is None else replace(cfg.model, name_or_path=source,
                                                          gguf_file=None)
     key = {"which": f"import-{which}", "model": model_key(model_cfg), "data": cfg.data,
-           "content": _content_identity(model_cfg)}
+           "content": _content_identity(model_cfg), **precision_key(cfg)}
     return stage_dir(cfg, f"import-{which}", key), model_cfg, key
 
 
@@ -148,4 +155,4 @@ def import_model(cfg: RunConfig, source: str | None, which: Which, force: bool =
                             "params": count_params(model), "train_time_s": 0.0},
                            model, tokenizer, source=source_of(model_cfg))
 
-    return run_stage(d, key, work, force=force)
+    return run_stage(d, key, at_precision(cfg, work), force=force)

@@ -25,7 +25,7 @@ from ..configlib import to_dict
 from ..models import count_params, load_model, load_tokenizer
 from ..objectives.unlearning import build_objective
 from ..train import make_accelerator, train
-from .base import StageResult, run_stage, source_of, stage_dir
+from .base import StageResult, at_precision, precision_key, run_stage, source_of, stage_dir
 
 
 def resolve_base(base_dir: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -46,7 +46,7 @@ def resolve_base(base_dir: str | Path) -> tuple[Path, dict[str, Any]]:
 
 def unlearn_key(cfg: RunConfig, base_identity: dict[str, Any]) -> dict[str, Any]:
     return {"base": base_identity, "seed": cfg.seed, "data": to_dict(cfg.data),
-            "unlearn": to_dict(cfg.unlearn)}
+            "unlearn": to_dict(cfg.unlearn), **precision_key(cfg)}
 
 
 def unlearn_dir(cfg: RunConfig, base_dir: str | Path) -> Path:
@@ -108,7 +108,7 @@ def unlearn(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fa
             "evals": result.evals,
         }, unlearned, tokenizer, acc, source=source_of(model_dir))
 
-    return run_stage(d, key, work, force=force)
+    return run_stage(d, key, at_precision(cfg, work), force=force)
 
 
 def _ratio(a: float, b: float) -> float | None:
