@@ -17,29 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from undo.configlib import flatten
 
 # Keys whose values depend on where and how fast a run went, not on what it computed.
 SKIP = ("wall_time", "train_time", "time_s", "stage_dir", "relearn_json", "_dir", "path",
         "environment", "commit")
 
 
-def flat(x: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(x, dict):
-        for k, v in x.items():
-            yield from flat(v, f"{prefix}.{k}")
-    elif isinstance(x, list):
-        for i, v in enumerate(x):
-            yield from flat(v, f"{prefix}[{i}]")
-    else:
-        yield prefix, x
-
-
 def compare(a: dict, b: dict, section: str) -> dict[str, Any]:
-    fa = {k: v for k, v in flat(a.get(section, {})) if not any(s in k for s in SKIP)}
-    fb = {k: v for k, v in flat(b.get(section, {})) if not any(s in k for s in SKIP)}
+    fa = {k: v for k, v in flatten(a.get(section, {}), lists=True).items()
+          if not any(s in k for s in SKIP)}
+    fb = {k: v for k, v in flatten(b.get(section, {}), lists=True).items()
+          if not any(s in k for s in SKIP)}
     both = sorted(set(fa) & set(fb))
     differ = [k for k in both if fa[k] != fb[k]]
     return {"compared": len(both), "differ": len(differ), "first_differing": differ[:20],

@@ -23,21 +23,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from undo.configlib import flatten
+
 ROOT = Path(__file__).resolve().parents[1]
 IGNORED = ("stage_dir", "wall_time", "train_time", "relearn_json", "build_time", "cache_dir")
 
 
-def flatten(x: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(x, dict):
-        return {k2: v2 for k, v in x.items() for k2, v2 in flatten(v, f"{prefix}/{k}").items()}
-    if isinstance(x, list):
-        return {k2: v2 for i, v in enumerate(x) for k2, v2 in flatten(v, f"{prefix}[{i}]").items()}
-    return {prefix: x}
-
-
 def compare(a: dict, b: dict) -> dict[str, Any]:
-    fa = {k: v for k, v in flatten(a["models"]).items() if not any(s in k for s in IGNORED)}
-    fb = {k: v for k, v in flatten(b["models"]).items() if not any(s in k for s in IGNORED)}
+    fa = {k: v for k, v in flatten(a["models"], lists=True).items()
+          if not any(s in k for s in IGNORED)}
+    fb = {k: v for k, v in flatten(b["models"], lists=True).items()
+          if not any(s in k for s in IGNORED)}
     differing, max_rel = [], 0.0
     for k in sorted(set(fa) | set(fb)):
         va, vb = fa.get(k, "<missing>"), fb.get(k, "<missing>")

@@ -73,3 +73,13 @@ def test_seed_override_runs_that_one_seed(tmp_path):
     assert load_config(y, ["seed=3"]).study.seeds == [0, 5]  # named in the file
     y.write_text("seed: 4\n")
     assert load_config(y, []).study.seeds == [0, 1, 2]  # a file's seed is the run seed
+
+
+def test_flatten_one_level_per_key():
+    from undo.configlib import flatten
+
+    nested = {"a": {"b": 1, "c": {}}, "d": [1, {"e": 2}], "f": []}
+    assert flatten(nested) == {"a.b": 1, "a.c": {}, "d": [1, {"e": 2}], "f": []}
+    assert flatten(nested, lists=True) == {"a.b": 1, "a.c": {}, "d[0]": 1, "d[1].e": 2,
+                                           "f": []}
+    assert flatten({"x": {"y": 3}}, sep="/") == {"x/y": 3}

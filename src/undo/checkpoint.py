@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from . import integrity
 from . import sharding as sh
 from .artifacts import write_text
+from .configlib import flatten
 
 COUNTERS_FILE = "counters.json"  # in a checkpoint folder, beside accelerate's files
 
@@ -79,15 +80,12 @@ class MetricsLog:
             self.trackers.log(values, step=record["step"])
 
 
-def flat_numbers(d: dict[str, Any], prefix: str = "", text: bool = False) -> dict[str, Any]:
+def flat_numbers(d: dict[str, Any], text: bool = False) -> dict[str, Any]:
     """Nested dict -> {"a/b": number}; other values dropped, or as text when `text`
     (a tracker's run configuration: lists, None)."""
     out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flat_numbers(v, f"{key}/", text))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+    for key, v in flatten(d, sep="/").items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
             out[key] = v
         elif text:
             out[key] = str(v)

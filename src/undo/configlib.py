@@ -123,6 +123,19 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def flatten(obj: Any, prefix: str = "", *, lists: bool = False, sep: str = ".") -> dict[str, Any]:
+    """Nested mappings as one level, `a.b.c` -> leaf (with `lists`, list items too, as
+    `a[0]`). An empty mapping is a leaf, so a key that holds `{}` still compares."""
+    if isinstance(obj, dict) and obj:
+        return {k2: v2 for k, v in obj.items()
+                for k2, v2 in flatten(v, f"{prefix}{sep}{k}" if prefix else str(k),
+                                      lists=lists, sep=sep).items()}
+    if lists and isinstance(obj, list) and obj:
+        return {k2: v2 for i, v in enumerate(obj)
+                for k2, v2 in flatten(v, f"{prefix}[{i}]", lists=lists, sep=sep).items()}
+    return {prefix: obj}
+
+
 def set_dotted(raw: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = raw

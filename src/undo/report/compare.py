@@ -17,6 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..configlib import flatten
 from . import arms, plots, schema
 from .build import check_out_dir, run_label, summary_path, write_files
 from .errorbars import ATTACK_LABELS
@@ -94,19 +95,10 @@ def shared_budgets(runs: Sequence[Run]) -> list[int]:
     return budgets
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(obj, dict) or not obj:
-        return {prefix: obj}
-    out: dict[str, Any] = {}
-    for k, v in obj.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def config_differences(runs: Sequence[Run]) -> dict[str, list[Any]]:
     """Dotted config keys whose value is not the same in every run -> value per run
     (`ABSENT` where a run's config lacks the key)."""
-    flat = [_flatten(r.summary["config"]) for r in runs]
+    flat = [flatten(r.summary["config"]) for r in runs]
     keys = dict.fromkeys(k for f in flat for k in f)
     return {k: [f.get(k, ABSENT) for f in flat] for k in keys
             if any(f.get(k, ABSENT) != flat[0].get(k, ABSENT) for f in flat[1:])}
