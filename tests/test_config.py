@@ -83,3 +83,17 @@ def test_flatten_one_level_per_key():
     assert flatten(nested, lists=True) == {"a.b": 1, "a.c": {}, "d[0]": 1, "d[1].e": 2,
                                            "f": []}
     assert flatten({"x": {"y": 3}}, sep="/") == {"x/y": 3}
+
+
+def test_differing_and_config_differences():
+    from undo.configlib import ABSENT, differing
+    from undo.stages.base import config_differences
+
+    a = {"seed": 0, "study": {"workers": 2, "alphas": [0.8]}, "x": {"y": 1}}
+    b = {"seed": 1, "study": {"workers": 4, "alphas": [0.8]}, "x": {"y": 1, "z": 2}}
+    assert differing([a, b, a]) == {"seed": [0, 1, 0], "study.workers": [2, 4, 2],
+                                    "x.z": [ABSENT, 2, ABSENT]}
+    # study.workers is result-neutral; an ignored key covers the keys under it
+    assert config_differences(a, b) == ["seed: 0 -> 1", "x.z: '(absent)' -> 2"]
+    assert config_differences(a, b, ignore=frozenset({"x", "seed"})) == [
+        "study.workers: 2 -> 4"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -134,6 +135,18 @@ def flatten(obj: Any, prefix: str = "", *, lists: bool = False, sep: str = ".") 
         return {k2: v2 for i, v in enumerate(obj)
                 for k2, v2 in flatten(v, f"{prefix}[{i}]", lists=lists, sep=sep).items()}
     return {prefix: obj}
+
+
+ABSENT = "(absent)"  # a key that one of the mappings `differing` compares lacks
+
+
+def differing(mappings: Sequence[dict]) -> dict[str, list[Any]]:
+    """Flattened keys (`flatten`) whose value is not the same in every mapping -> the
+    value in each (`ABSENT` where a mapping lacks the key), in first-seen order."""
+    flat = [flatten(m) for m in mappings]
+    keys = dict.fromkeys(k for f in flat for k in f)
+    return {k: [f.get(k, ABSENT) for f in flat] for k in keys
+            if any(f.get(k, ABSENT) != flat[0].get(k, ABSENT) for f in flat[1:])}
 
 
 def set_dotted(raw: dict, dotted: str, value: Any) -> None:

@@ -17,14 +17,13 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..configlib import flatten
+from ..configlib import differing
 from . import arms, plots, schema
 from .build import check_out_dir, run_label, summary_path, write_files
 from .errorbars import ATTACK_LABELS
 from .html import CAPTIONS, CSS, figure_html
 from .verdict import verdict
 
-ABSENT = "(absent)"
 # Where a run is stored and what it is called, not what it ran: left out of panel titles
 # (the label already names the run); the difference table still lists them.
 _NOT_IN_TITLES = ("name", "out_dir")
@@ -98,10 +97,7 @@ def shared_budgets(runs: Sequence[Run]) -> list[int]:
 def config_differences(runs: Sequence[Run]) -> dict[str, list[Any]]:
     """Dotted config keys whose value is not the same in every run -> value per run
     (`ABSENT` where a run's config lacks the key)."""
-    flat = [flatten(r.summary["config"]) for r in runs]
-    keys = dict.fromkeys(k for f in flat for k in f)
-    return {k: [f.get(k, ABSENT) for f in flat] for k in keys
-            if any(f.get(k, ABSENT) != flat[0].get(k, ABSENT) for f in flat[1:])}
+    return differing([r.summary["config"] for r in runs])
 
 
 def _show(v: Any) -> str:

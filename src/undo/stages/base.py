@@ -34,7 +34,7 @@ from ..artifacts import (
     write_text,
 )
 from ..config import ModelConfig, RunConfig, run_config
-from ..configlib import ConfigError, dump_yaml, to_dict
+from ..configlib import ConfigError, differing, dump_yaml, to_dict
 from ..integrity import take_spent, write_manifest
 from ..models import save_model
 from ..provenance import model_source
@@ -64,20 +64,12 @@ REPLICATE_KEYS = frozenset({"seed", "study.seeds", "study.alphas", "study.unlear
                             "study.oracles", "study.attack_search", "attack.seeds"})
 
 
-def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "",
+def config_differences(old: dict[str, Any], new: dict[str, Any],
                        ignore: frozenset[str] = RESULT_NEUTRAL_KEYS) -> list[str]:
-    """`key: old -> new` for every setting that differs, except those in `ignore`."""
-    out = []
-    for k in sorted(set(old) | set(new), key=str):
-        key = f"{prefix}{k}"
-        if key in ignore:
-            continue
-        a, b = old.get(k, "(absent)"), new.get(k, "(absent)")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, f"{key}.", ignore)
-        elif a != b:
-            out.append(f"{key}: {a!r} -> {b!r}")
-    return out
+    """`key: old -> new` for every setting that differs, in key order, except those in
+    `ignore` (a key there covers the keys under it)."""
+    return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(differing([old, new]).items())
+            if not any(k == i or k.startswith(f"{i}.") for i in ignore)]
 
 
 RUNS_FILE = "runs.jsonl"
