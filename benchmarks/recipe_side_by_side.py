@@ -103,6 +103,14 @@ def unfinished(stage: Path, baseline: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _interval(x: dict[str, Any] | None) -> str:
+    """A point and its interval, or '-' where undefined (robustness needs the gold
+    standard and the unlearn-only model to differ)."""
+    if not x or x.get("point") is None:
+        return "-"
+    return f"{x['point']:.3f} [{x['lo']:.3f}, {x['hi']:.3f}]"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="append", required=True, metavar="NAME=RUN_DIR",
@@ -165,13 +173,11 @@ def main() -> None:
     for name, x in t.items():
         print(f"{name}: {x['arm']}  changed {x['changed_from_baseline']}")
         for att, r in x["attacks"].items():
-            rob = r["robustness"] or {}
-            print(f"  {att:12s} R@{x['budget']} {rob.get('point'):.3f} "
-                  f"[{rob.get('lo'):.3f}, {rob.get('hi'):.3f}]")
+            print(f"  {att:12s} R@{x['budget']} {_interval(r['robustness'])}")
         c = x["compute"]["total_fraction_of_gold_flops"]
         print(f"  steps {list(x['compute']['distill_steps'].values())}  recovered "
-              f"{x['all_recovered']}  total FLOPs/gold {c['point']:.3f} "
-              f"[{c['lo']:.3f}, {c['hi']:.3f}]  floor met {(x['floor'] or {}).get('met', '-')}")
+              f"{x['all_recovered']}  total FLOPs/gold {_interval(c)}  "
+              f"floor met {(x['floor'] or {}).get('met', '-')}")
     for name, u in stopped.items():
         print(f"{name}: unfinished at step {u['last_step']}, retain_val acc "
               f"{u['retain_val_acc_last']:.3f} (target {u['retain_val_target']:.3f}), "

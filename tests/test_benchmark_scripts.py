@@ -1,0 +1,65 @@
+"""The side-by-side benchmark scripts, run as a user runs them, on two finished smoke
+studies that differ by one setting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiny_study import SMOKE
+from undo.cli import main
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+FAST = ["threads=1", "progress=false", "study.workers=1", "study.seeds=[0,1]"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("runs")
+    for name, extra in (("fp32", []), ("bf16", ["precision=bf16-mixed"])):
+        assert main(["run", str(SMOKE), f"out_dir={out / name}", *FAST, *extra]) == 0
+    return {n: next((out / n).iterdir()) for n in ("fp32", "bf16")}
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True,
+                          text=True, check=False)
+
+
+@pytest.mark.slow
+def test_precision_side_by_side_reads_both_runs(runs, tmp_path):
+    out = tmp_path / "p.json"
+    r = _script("precision_side_by_side.py", f"--run=fp32={runs['fp32']}",
+                f"--run=bf16-mixed={runs['bf16']}", "--conditions", "fp32=test",
+                "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["differences"] == {"bf16-mixed": ["precision: 'fp32' -> 'bf16-mixed'"]}
+    assert {n: x["precision"] for n, x in res["runs"].items()} == {
+        "fp32": "fp32", "bf16-mixed": "bf16-mixed"}
+    arms = json.loads((runs["fp32"] / "summary.json").read_text())["intervals"]["compute"]
+    assert set(res["arms"]) == set(arms) and set(res["comparison"]) == set(arms)
+    for arm, t in res["arms"].items():
+        assert set(t) == {"fp32", "bf16-mixed"} and t["fp32"]["arm"] == arm
+        assert t["fp32"]["seeds"] == t["bf16-mixed"]["seeds"] == [0, 1]
+        verdict = res["comparison"][arm]["fp32 vs bf16-mixed"]
+        assert verdict["same_references"] is False  # precision is in every stage's key
+
+
+@pytest.mark.slow
+def test_recipe_side_by_side_names_what_changed_and_refuses_bad_input(runs, tmp_path):
+    out = tmp_path / "r.json"
+    arm = next(iter(json.loads((runs["fp32"] / "summary.json").read_text())
+                    ["intervals"]["compute"]))
+    r = _script("recipe_side_by_side.py", f"--run=a={runs['fp32']}", f"--run=b={runs['bf16']}",
+                f"--arm=a={arm}", f"--arm=b={arm}", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["recipes"]["b"]["changed_from_baseline"] == ["precision: 'fp32' -> 'bf16-mixed'"]
+    bad = _script("recipe_side_by_side.py", "--run", f"a{runs['fp32']}", "--out", str(out))
+    assert bad.returncode != 0 and "expected NAME=" in bad.stderr
+    assert "Traceback" not in bad.stderr
