@@ -1,13 +1,13 @@
-"""Why does bf16-mixed cost the tiny base model accuracy? The default study's base-model
-pretraining under bf16-mixed, as the study runs it and with the output layer (the tied
-embedding's projection to the vocabulary) kept in float32, over seeds.
+"""Does bf16-mixed cost the tiny base model accuracy? The default study's base-model
+pretraining at fp32, at bf16-mixed as the study runs it, and at bf16-mixed with the output
+layer (the tied embedding's projection to the vocabulary) kept in float32, over seeds.
 
     python benchmarks/precision_pretrain.py [--variants V ...] [--seeds 0 1 2]
         [--workers 2] [--out benchmarks/results/precision_pretrain.json]
 
 Each (variant, seed) is `undo.stages.pretrain.pretrain(cfg, "base")` on the embedded
-default config with `precision=fp32` or `bf16-mixed` and `seed=S`, in its own folder, in a pool of
-`--workers` processes of one torch thread each (a study worker's setting: the thread count
+default config with `precision=fp32` or `bf16-mixed` and `seed=S`, in its own folder, in
+a pool of `--workers` processes of one torch thread each (a study worker's setting: the thread count
 changes float rounding, and bf16 training amplifies it). The `fp32_head` variant is an
 experiment only (not an undo setting): the model's output layer runs outside autocast on
 float32 inputs. Records each model's accuracy on the eval sets and its wall time.
