@@ -199,8 +199,8 @@ def test_cli_eval_and_attack(tmp_path, model_dir, capsys):
     rec = json.loads(out.read_text())[0]
     assert set(rec["metrics"]) >= {"retain/acc", "forget/acc", "retain_heldout/acc",
                                    "forget_heldout/acc", "forget/ce"}
-    cfg = _cfg(tmp_path)
-    assert rec["metrics"] == pytest.approx(evaluate_model(cfg, model_dir))
+    cfg = load_config(None, [f"out_dir={tmp_path}", *FAST])  # the run's precision, not
+    assert rec["metrics"] == pytest.approx(evaluate_model(cfg, model_dir))  # the attack's
     assert "forget_heldout/acc" in capsys.readouterr().out
     assert main(["attack", f"out_dir={tmp_path}", *FAST, str(model_dir.parent)]) == 0
     assert "acc@12" in capsys.readouterr().out
@@ -222,11 +222,28 @@ def test_bucketed_scoring_equals_one_batch(micro_model, tokenizer, bench):
 
 def test_bf16_mixed_attack_runs_in_bfloat16_and_is_keyed_apart(tmp_path, model_dir):
     """The attack's runs (here and in pool workers alike: `run_one` enters the precision
-    itself) train at the config's precision, and its folder is another one."""
-    fp32, bf16 = _cfg(tmp_path), _cfg(tmp_path, "precision=bf16-mixed")
+    itself) train at the attack's precision, and each precision has its own folder."""
+    fp32 = _cfg(tmp_path, "attack.precision=fp32")
+    bf16 = _cfg(tmp_path, "attack.precision=bf16-mixed")
     a, b = run_one(fp32, model_dir, lr=1e-2, seed=0), run_one(bf16, model_dir, lr=1e-2, seed=0)
     assert a["curve"][0]["forget/ce"] != b["curve"][0]["forget/ce"]  # scored in bf16 too
     assert a["budgets"]["12"]["forget/ce"] != b["budgets"]["12"]["forget/ce"]
     assert b["budgets"]["12"]["forget/ce"] < b["budgets"]["0"]["forget/ce"] - 0.1
     assert attack_dir(fp32, model_dir) != attack_dir(bf16, model_dir)
     assert "precision" not in attack_key(fp32, model_dir)  # fp32 folders keep their names
+
+
+def test_attack_precision_is_the_attacks_own(tmp_path, model_dir):
+    """`attack.precision` sets the attack's precision apart from the run's: by default
+    bf16-mixed under an fp32 run, with the same scores and folder as a whole bf16-mixed
+    run's attack; fp32 when asked for under a bf16-mixed run."""
+    own = _cfg(tmp_path)
+    assert own.precision == "bf16-mixed"
+    run = _cfg(tmp_path, "precision=bf16-mixed")
+    assert attack_dir(own, model_dir) == attack_dir(run, model_dir)
+    a, b = run_one(own, model_dir, lr=1e-2, seed=0), run_one(run, model_dir, lr=1e-2, seed=0)
+    assert a["budgets"]["12"] == b["budgets"]["12"]
+    back = _cfg(tmp_path, "precision=bf16-mixed", "attack.precision=fp32")
+    assert attack_dir(back, model_dir) == attack_dir(_cfg(tmp_path, "attack.precision=fp32"),
+                                                     model_dir)
+    assert "precision" not in attack_key(back, model_dir)["attack"]  # keyed once, top level

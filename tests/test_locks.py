@@ -142,6 +142,23 @@ def test_a_folder_from_before_data_order_is_per_seed(tmp_path):
         write_run_config(load_config(smoke, [f"out_dir={tmp_path}", "distill.data_order=shared"]))
 
 
+def test_a_folder_from_before_attack_precision_attacked_at_the_runs(tmp_path):
+    """A config.yaml written before `attack.precision` existed attacked at the run's
+    `precision` (fp32): that folder re-runs with `attack.precision=fp32` and refuses the
+    new default's bfloat16 attacks, which are other results."""
+    import yaml
+
+    smoke = "configs/arithmetic/smoke.yaml"
+    path = write_run_config(load_config(smoke, [f"out_dir={tmp_path}"]))
+    raw = yaml.safe_load(path.read_text())
+    del raw["attack"]["precision"]
+    path.write_text(yaml.safe_dump(raw))
+    write_run_config(load_config(smoke, [f"out_dir={tmp_path}", "attack.precision=fp32"]))
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"attack.precision: 'fp32' -> 'bf16-mixed'"):
+        write_run_config(load_config(smoke, [f"out_dir={tmp_path}"]))
+
+
 def test_run_folder_takes_other_seeds_and_alphas_and_records_every_config(tmp_path):
     smoke = "configs/arithmetic/smoke.yaml"
     for overrides in ([], ["seed=1"], ["study.alphas=[0.5]", "study.seeds=[2, 3]"]):

@@ -355,6 +355,14 @@ class AttackConfig:
     curve_items_per_op: int = 25
     workers: int = 0  # parallel processes over the grid (CPU); 0: auto, 1: in-process
     save_weights: bool = False  # keep each run's attacked model (off: only curves)
+    # How every relearning attack computes (grid, search, replays; their evaluations
+    # too; undo.runtime.compute_precision), apart from the run's `precision`. bf16-mixed:
+    # the authors relearned in bfloat16 (fidelity table); with float32 weights ours keeps
+    # the small updates that their pure-bfloat16 weights round away. Measured beside fp32
+    # attacks on the same models: every worst case within 0.02, 1.8x faster here
+    # (benchmarks/results/attack_precision_side_by_side.json). Use fp32 on a CPU without
+    # bfloat16 instructions (avx512_bf16 / AMX), where bfloat16 is slower.
+    precision: Precision = "bf16-mixed"
 
     def all_budgets(self) -> list[int]:
         return sorted(set(self.budgets) | {self.steps})

@@ -79,18 +79,24 @@ def model_label(model_dir: str | Path) -> str:
 
 
 def resolved(cfg: RunConfig) -> RunConfig:
-    """`cfg` with `attack.retain_fraction` a number: null is the benchmark's paper attack
-    (`Benchmark.paper_retain_fraction`), so cache keys and records hold the share run."""
-    if cfg.attack.retain_fraction is not None:
+    """`cfg` as the attack runs it: `attack.retain_fraction` a number (null is the
+    benchmark's paper attack, `Benchmark.paper_retain_fraction`) and `precision` the
+    attack's (`attack.precision`), so cache keys and records hold what ran."""
+    a = cfg.attack
+    if a.precision != cfg.precision:
+        cfg = replace(cfg, precision=a.precision)
+    if a.retain_fraction is not None:
         return cfg
-    share = retain_share(build_benchmark(cfg.data), cfg.attack)
-    return replace(cfg, attack=replace(cfg.attack, retain_fraction=share))
+    share = retain_share(build_benchmark(cfg.data), a)
+    return replace(cfg, attack=replace(a, retain_fraction=share))
 
 
 def attack_key(cfg: RunConfig, model_dir: str | Path) -> dict[str, Any]:
     # `workers` only decides where the grid's runs execute, not their results; a null
-    # retain_fraction is keyed as the share it runs.
-    attack = {k: v for k, v in asdict(resolved(cfg).attack).items() if k != "workers"}
+    # retain_fraction is keyed as the share it runs, `attack.precision` as the precision
+    # it runs at (one place in the key, absent at fp32 as for every stage).
+    cfg = resolved(cfg)
+    attack = {k: v for k, v in asdict(cfg.attack).items() if k not in ("workers", "precision")}
     return {"model": model_identity(model_dir), "attack": attack,
             "data": asdict(cfg.data), "seed": cfg.seed, **precision_key(cfg)}
 

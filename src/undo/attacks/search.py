@@ -99,7 +99,7 @@ def search_key(cfg: RunConfig, model_dir: Path) -> dict[str, Any]:
     """What a search db belongs to: the model and the search settings (not the number
     of trials, so that a larger N extends a finished search)."""
     return {"model": model_identity(model_dir), "search": asdict(cfg.search),
-            **precision_key(cfg)}
+            **precision_key(resolved(cfg))}
 
 
 def open_study(path: Path, key: Mapping[str, Any], maximize: bool) -> optuna.Study:

@@ -134,9 +134,12 @@ def loaded_config(raw: Any) -> dict[str, Any]:
 def _as_run(raw: Any) -> Any:
     """A folder's config.yaml as its run ran it where a newer default differs: one
     written before `distill.data_order` existed distilled each seed on its own data order
-    (`per_seed`), so a run with the new default (`shared`) is a different study there."""
+    (`per_seed`), so a run with the new default (`shared`) is a different study there;
+    one written before `attack.precision` existed attacked at the run's `precision`."""
     if isinstance(raw, dict) and isinstance(raw.get("distill"), dict):
         raw["distill"].setdefault("data_order", "per_seed")
+    if isinstance(raw, dict) and isinstance(raw.get("attack"), dict):
+        raw["attack"].setdefault("precision", raw.get("precision", "fp32"))
     return raw
 
 
