@@ -160,19 +160,27 @@ def treatment(run: Path, seeds: list[int] | None, arm: str | None = None) -> dic
     }
 
 
+def _compare(a: dict | None, b: dict | None) -> str:
+    """The report's rule where both figures have an interval; 'not measured' where either
+    has none (an arm whose students never recovered has no robustness to compare)."""
+    if not a or not b or None in (a.get("lo"), a.get("hi"), b.get("lo"), b.get("hi")):
+        return "not measured"
+    return compare(a, b)
+
+
 def side_by_side(t: dict[str, dict],
                  pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Each pair (default: the first treatment against each other one), the first's
-    figure against the second's: 'higher' / 'lower' / 'within noise'."""
+    figure against the second's: 'higher' / 'lower' / 'within noise', or 'not measured'."""
     names = list(t)
     out = {}
     for first, other in pairs or [(names[0], n) for n in names[1:]]:
         a, b = t[first], t[other]
         same_refs = a["reference_stages"] == b["reference_stages"]
-        rob = {att: compare(a["attacks"][att]["robustness"], b["attacks"][att]["robustness"])
+        rob = {att: _compare(a["attacks"][att]["robustness"], b["attacks"][att]["robustness"])
                for att in a["attacks"] if att in b["attacks"]}
-        flops = compare(a["compute"]["total_fraction_of_gold_flops"],
-                        b["compute"]["total_fraction_of_gold_flops"])
+        flops = _compare(a["compute"]["total_fraction_of_gold_flops"],
+                         b["compute"]["total_fraction_of_gold_flops"])
         out[f"{first} vs {other}"] = {
             "same_references": same_refs,
             "robustness": rob,

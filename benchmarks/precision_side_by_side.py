@@ -31,12 +31,14 @@ from undo.artifacts import environment, read_json, write_json
 from undo.configlib import read_yaml
 from undo.stages.base import config_differences, loaded_config
 
-REFERENCE_METRICS = ("retain/acc", "forget/acc", "retain_val/acc")
-
 
 def references(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Base, gold standard and unlearned teacher: their metrics before any attack."""
-    return {m["name"]: {k: m["metrics"][k] for k in REFERENCE_METRICS}
+    """Base, gold standard and unlearned teacher: their retain and forget metrics (the
+    benchmark's own: accuracy for arithmetic, CE for text) and the retain metric on the
+    validation split, before any attack."""
+    retain, forget = summary["retain_metric"]["name"], summary["metric"]["name"]
+    keys = (retain, forget, retain.replace("retain/", "retain_val/", 1))
+    return {m["name"]: {k: m["metrics"][k] for k in keys if k in m["metrics"]}
             for m in summary["models"] if m["kind"] in ("base", "gold", "unlearn_only")}
 
 

@@ -4,6 +4,7 @@ studies that differ by one setting."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("runs")
     for name, extra in (("fp32", []), ("bf16", ["precision=bf16-mixed"])):
         assert main(["run", str(SMOKE), f"out_dir={out / name}", *FAST, *extra]) == 0
-    return {n: next((out / n).iterdir()) for n in ("fp32", "bf16")}
+    # The fp32 run's models attacked in float32 too: a copy re-run with only the attacks'
+    # precision changed (every other stage reused).
+    shutil.copytree(out / "fp32", out / "fp32-attacks")
+    next((out / "fp32-attacks").iterdir()).joinpath("config.yaml").unlink()
+    assert main(["run", str(SMOKE), f"out_dir={out / 'fp32-attacks'}", *FAST,
+                 "attack.precision=fp32"]) == 0
+    return {n: next((out / n).iterdir()) for n in ("fp32", "bf16", "fp32-attacks")}
 
 
 def _script(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -48,6 +55,33 @@ def test_precision_side_by_side_reads_both_runs(runs, tmp_path):
         assert t["fp32"]["seeds"] == t["bf16-mixed"]["seeds"] == [0, 1]
         verdict = res["comparison"][arm]["fp32 vs bf16-mixed"]
         assert verdict["same_references"] is False  # precision is in every stage's key
+    assert res["worst_case_differences"] == {"bf16-mixed": None}  # other models
+
+
+@pytest.mark.slow
+def test_precision_side_by_side_compares_attacks_of_the_same_models(runs, tmp_path):
+    """Runs that differ by `attack.precision` alone attacked the same models: each
+    model's worst cases are compared directly, at every budget, under every attack."""
+    out = tmp_path / "a.json"
+    r = _script("precision_side_by_side.py", f"--run=fp32={runs['fp32-attacks']}",
+                f"--run=bf16={runs['fp32']}", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["differences"] == {"bf16": ["attack.precision: 'fp32' -> 'bf16-mixed'"]}
+    assert {n: x["attack_precision"] for n, x in res["runs"].items()} == {
+        "fp32": "fp32", "bf16": "bf16-mixed"}
+    summary = json.loads((runs["fp32"] / "summary.json").read_text())
+    attacked = [(m["name"], a) for m in summary["models"] for a in m["attacks"]]
+    moved = res["worst_case_differences"]["bf16"]
+    assert set(moved) == {str(b) for b in summary["budgets"]}
+    for budget in moved.values():
+        assert budget["cases"] == len(attacked) > 0
+        assert 0 <= budget["mean_value"] <= budget["max_value"]
+    other = json.loads((runs["fp32-attacks"] / "summary.json").read_text())
+    folders = [{Path(a["relearn_json"]).parent.name for m in x["models"]
+                for a in m["attacks"].values()} for x in (summary, other)]
+    assert not folders[0] & folders[1]  # each model attacked anew, not reused
+    assert all(v["same_references"] for c in res["comparison"].values() for v in c.values())
 
 
 @pytest.mark.slow
