@@ -377,9 +377,11 @@ def test_cli_report_errors_write_nothing(tmp_path, capsys):
 def test_report_package_needs_no_torch():
     """`undo report` runs from JSON alone: the package imports no torch and no model code;
     outside undo.report it uses only the pure aggregation module (budget keys, mean/std)
-    and the config machinery's leaf (configlib: flattening and comparing configs)."""
+    and the config machinery (configlib: flattening and comparing configs; config: which
+    settings leave results alone)."""
     pure = {"attacks.robustness": REPORT_PKG.parent / "attacks" / "robustness.py",
-            "configlib": REPORT_PKG.parent / "configlib.py"}
+            "configlib": REPORT_PKG.parent / "configlib.py",
+            "config": REPORT_PKG.parent / "config.py"}
     for path in [*REPORT_PKG.glob("*.py"), *pure.values()]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):

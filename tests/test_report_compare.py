@@ -17,7 +17,7 @@ import pytest
 
 from undo.cli import main
 from undo.report import SummaryError
-from undo.report.compare import Run, config_differences, load_runs, shared_budgets
+from undo.report.compare import Run, config_differences, load_runs, shared_budgets, titles
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -52,15 +52,27 @@ def test_comparison_labels_runs_by_name_and_difference(two_runs, compared):
     out, printed = compared
     runs = load_runs(two_runs)
     assert [r.label for r in runs] == ["toward-init", "keep"]
-    assert config_differences(runs) == {
+    assert config_differences(runs) == {  # the earlier summary predates several keys
         "out_dir": ["runs", "benchmarks/results/study-run"],
+        "precision": ["fp32", "(absent)"],
+        "progress": [False, True],
+        "report_to": [[], "(absent)"],
         "noise.norms": ["toward_init", "keep"],
+        "distill.data_order": ["per_seed", "(absent)"],
+        "distill.inputs": ["mix", "(absent)"],
         "attack.retain_fraction": [None, 0.0],
+        "attack.precision": ["bf16-mixed", "(absent)"],
         "study.attacks": [["paper", "forget_only"], "(absent)"]}
+    # Panel titles name what changed results, keys both configs hold first: not
+    # `progress` (how the run printed) nor `precision` (absent: the older run predates it).
+    assert titles(runs, config_differences(runs)) == [
+        "toward-init\nnoise.norms=toward_init\nattack.retain_fraction=null (+5 more)",
+        "keep\nnoise.norms=keep\nattack.retain_fraction=0.0 (+5 more)"]
     assert shared_budgets(runs) == [0, 40, 100]
     assert printed.startswith("compared toward-init, keep at 100 attack steps; config keys "
-                              "that differ: out_dir, noise.norms, attack.retain_fraction, "
-                              "study.attacks\n")
+                              "that differ: out_dir, precision, progress, report_to, "
+                              "noise.norms, distill.data_order, distill.inputs, "
+                              "attack.retain_fraction, attack.precision, study.attacks\n")
     assert sorted(p.name for p in out.iterdir()) == ["plots", "report.html", "table.csv"]
     assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
         f"{n}.{fmt}" for n in FIGS for fmt in ("png", "svg", "pdf"))
@@ -82,7 +94,7 @@ def test_comparison_labels_runs_by_name_and_difference(two_runs, compared):
     # The side-by-side table: one line per arm, both runs' numbers, intervals where a run
     # has them (the earlier summary has none).
     assert "<th>arm</th>" in page and "toward-init (the paper&#x27;s attack)" in page
-    assert "<td>UNDO α=0.8</td><td>0.160 [0.120, 0.205]</td><td>0.88 [0.81, 0.94]</td>" in page
+    assert "<td>UNDO α=0.8</td><td>0.170 [0.127, 0.220]</td><td>0.87 [0.80, 0.93]</td>" in page
     assert "http://" not in page and "https://" not in page
 
 

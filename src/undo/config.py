@@ -559,6 +559,18 @@ class StudyConfig:
               "'auto', 'pretrain', 'none', or an existing model or stage folder")
 
 
+# Settings that say where or how fast a run goes, not what it computes (no stage key
+# holds them): a run folder's config.yaml may differ from the config in these alone.
+# `name`/`out_dir` locate the folder; `study.stages` selects which stages run. Read by
+# the stages (what a re-run may change) and the report (what a panel title names).
+RESULT_NEUTRAL_KEYS = frozenset({"name", "out_dir", "device", "threads", "progress",
+                                 "report_to",
+                                 "study.workers", "study.stages", "attack.workers",
+                                 # where and how stages run, not what they compute
+                                 "sharding", "study.executor", "study.ray_address",
+                                 "study.resources"})
+
+
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 
 

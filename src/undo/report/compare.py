@@ -17,16 +17,13 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..configlib import differing
+from ..config import RESULT_NEUTRAL_KEYS
+from ..configlib import ABSENT, differing
 from . import arms, plots, schema
 from .build import check_out_dir, run_label, summary_path, write_files
 from .errorbars import ATTACK_LABELS
 from .html import CAPTIONS, CSS, figure_html
 from .verdict import verdict
-
-# Where a run is stored and what it is called, not what it ran: left out of panel titles
-# (the label already names the run); the difference table still lists them.
-_NOT_IN_TITLES = ("name", "out_dir")
 
 
 @dataclass
@@ -106,8 +103,11 @@ def _show(v: Any) -> str:
 
 def titles(runs: Sequence[Run], diff: dict[str, list[Any]], most: int = 2) -> list[str]:
     """Panel titles: the run's label over (up to `most` of) the keys that set it apart,
-    one a line."""
-    keys = [k for k in diff if k not in _NOT_IN_TITLES]
+    one a line: keys that change results (not where or how a run went: the difference
+    table still lists those), and among them first the keys every run's config holds (a
+    key an older run lacks mostly says when it ran, not what)."""
+    keys = sorted((k for k in diff if k not in RESULT_NEUTRAL_KEYS),
+                  key=lambda k: ABSENT in diff[k])
     more = f" (+{len(keys) - most} more)" if len(keys) > most else ""
     return ["\n".join([r.label, *(f"{k}={_show(diff[k][i])}" for k in keys[:most])]) + more
             for i, r in enumerate(runs)]

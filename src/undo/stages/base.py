@@ -33,7 +33,7 @@ from ..artifacts import (
     write_json,
     write_text,
 )
-from ..config import ModelConfig, RunConfig, run_config
+from ..config import RESULT_NEUTRAL_KEYS, ModelConfig, RunConfig, run_config
 from ..configlib import ConfigError, differing, dump_yaml, to_dict
 from ..integrity import take_spent, write_manifest
 from ..models import save_model
@@ -44,16 +44,6 @@ from ..runtime import compute_precision, process_state
 def run_dir(cfg: RunConfig) -> Path:
     return Path(cfg.out_dir) / cfg.name
 
-
-# Settings that say where or how fast a run goes, not what it computes (no stage key
-# holds them): a run folder's config.yaml may differ from the config in these alone.
-# `name`/`out_dir` locate the folder; `study.stages` selects which stages run.
-RESULT_NEUTRAL_KEYS = frozenset({"name", "out_dir", "device", "threads", "progress",
-                                 "report_to",
-                                 "study.workers", "study.stages", "attack.workers",
-                                 # where and how stages run, not what they compute
-                                 "sharding", "study.executor", "study.ray_address",
-                                 "study.resources"})
 
 
 # Settings that choose which replicates and arms a study holds, not how any one model is
