@@ -90,6 +90,19 @@ def test_rerun_reuses_every_stage(study, capsys):
 
 
 @pytest.mark.slow
+def test_study_says_when_bfloat16_is_slow_on_this_cpu(study, monkeypatch, capsys):
+    """On a CPU without bfloat16 instructions the default attacks (bf16-mixed) run slower
+    than fp32: the study says so once, with the setting that avoids it."""
+    import undo.runtime
+
+    monkeypatch.setattr(undo.runtime, "bf16_is_slow", lambda device="auto": True)
+    assert main(["run", str(SMOKE), f"out_dir={study.parent}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("no bfloat16 instructions") == 1
+    assert "attack.precision=bf16-mixed" in out and "fp32 is the faster choice" in out
+
+
+@pytest.mark.slow
 def test_parallel_cached_rerun_starts_no_worker(study, monkeypatch, capsys):
     """With study.workers=2 every finished stage is taken as done in the main process:
     no job reaches a worker (their start-up was most of a cached re-run's time)."""

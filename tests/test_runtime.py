@@ -72,3 +72,13 @@ def test_bf16_mixed_runs_matmuls_in_bfloat16_and_keeps_float32_weights():
     with pytest.raises(ValueError, match="valid: fp32, bf16-mixed"), \
             compute_precision("bf16", "cpu"):
         pass
+
+
+def test_bf16_is_slow_only_on_a_cpu_without_bfloat16_instructions():
+    bf16_is_slow = runtime.bf16_is_slow
+    old = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"
+    new = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n"
+    assert bf16_is_slow("cpu", old)
+    assert not bf16_is_slow("cpu", new)
+    assert not bf16_is_slow("cpu", new.replace("avx512_bf16", "amx_bf16"))
+    assert not bf16_is_slow("cpu", "processor\t: 0\n")  # no flags line: cannot tell

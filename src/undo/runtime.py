@@ -102,6 +102,27 @@ def compute_precision(precision: str, device: str = "auto") -> Iterator[None]:
             yield
 
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 arithmetic
+
+
+def bf16_is_slow(device: str = "auto", cpuinfo: str | None = None) -> bool:
+    """Whether bfloat16 matmuls would run slower than float32 here: on a CPU whose
+    /proc/cpuinfo (`cpuinfo`, read when None) lists neither bfloat16 instruction set, where
+    torch emulates them. False on a GPU, and where the CPU cannot be told (no
+    /proc/cpuinfo: not Linux)."""
+    if device_name(device) != "cpu":
+        return False
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    flags = {w for line in cpuinfo.splitlines() if line.startswith("flags")
+             for w in line.split(":", 1)[-1].split()}
+    return bool(flags) and not flags & set(BF16_CPU_FLAGS)
+
+
 def device_name(device: str) -> str:
     """THE device rule for a `device` setting (auto | cpu | cuda): "cuda" when asked for,
     or on auto when a GPU is there; else "cpu"."""

@@ -475,6 +475,7 @@ def preflight(cfg: RunConfig) -> None:
 def run_study(cfg: RunConfig, *, force: list[str] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every missing stage of the study; write summary.json, plots and report.html."""
+    from ..runtime import BF16_CPU_FLAGS, bf16_is_slow
     from ..stages.base import record_run, run_dir, write_run_config
     from .gold import with_gold
     from .summary import build_summary, write_summary
@@ -491,6 +492,11 @@ def run_study(cfg: RunConfig, *, force: list[str] | None = None,
     write_run_config(cfg)  # refuses a folder holding another config's results
     t_start = time.time()
     log(f"== study {cfg.name}: {len(tasks)} stages, {cfg.study.workers} worker(s)")
+    if bf16_is_slow(cfg.device) and "bf16-mixed" in (cfg.precision, cfg.attack.precision):
+        log(f"   note: this CPU has no bfloat16 instructions ({', '.join(BF16_CPU_FLAGS)}), "
+            f"so bf16-mixed (precision={cfg.precision}, attack.precision="
+            f"{cfg.attack.precision}) runs slower than fp32 here; fp32 is the faster choice "
+            f"(docs/attacks.md)")
     for t in tasks:
         log(f"   - {t.name}" + (f"  (after {', '.join(t.deps)})" if t.deps else ""))
     schedule: list[dict[str, Any]] = []
