@@ -10,7 +10,10 @@ differ only by `precision` or `attack.precision` (checked from their configs:
 undo.stages.base.config_differences). Under `precision` nothing is shared: it is in
 every stage's key, so each run has its own base, gold standard, teacher and references;
 under `attack.precision` the models are the same and only their attacks differ, so each
-model's worst cases are compared directly too (`worst_case_differences`). Per run: the pretrained and unlearned models' metrics before any attack, the
+model's worst cases are compared directly too (`worst_case_differences`). Any other one
+setting works the same way: the run seed (`seed`, which draws the base model, the gold
+standard and so the teacher) measures what the intervals of one run leave out.
+Per run: the pretrained and unlearned models' metrics before any attack, the
 study's wall time (its summary's) and, per distilled arm, norms_side_by_side.py's
 `treatment` (robustness at the largest budget of each attack with its 95% interval,
 recovery, compute as fractions of the run's own gold standard). Each arm is compared
