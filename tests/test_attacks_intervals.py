@@ -4,7 +4,15 @@ interval, and the verdict's "within noise" rule (undo.report.errorbars.compare).
 import numpy as np
 import pytest
 
-from undo.attacks.intervals import Attacked, Study, attacked, halves, intervals
+from undo.attacks.intervals import (
+    Attacked,
+    Study,
+    attacked,
+    halves,
+    intervals,
+    pooled,
+    pooled_seed_interval,
+)
 from undo.report.errorbars import compare
 
 N = 200  # eval items
@@ -68,3 +76,43 @@ def test_compare_states_a_difference_only_when_intervals_separate():
     assert compare({"point": 0.7, "lo": 0.6, "hi": 0.84}, a) == "lower"
     assert compare(a, {"point": 0.8, "lo": 0.7, "hi": 0.86}) == "within noise"
     assert compare(a, {"point": 0.8, "lo": None, "hi": None}) == "within noise"
+
+
+def _study(rng, student_rate, seeds=(0, 1, 2)):
+    """Students scoring `student_rate` against gold 0.1 and unlearn-only 0.6: robustness
+    (rate − 0.6) / (0.1 − 0.6)."""
+    gold, uo = _refs(rng, [0.1] * len(seeds), 0.6, list(seeds))
+    students = [Attacked(1e-3, {s: ((rng.random(N // 2) < student_rate).astype(float),
+                                    np.ones(N // 2))}) for s in seeds]
+    return Study(gold, uo, {"arm": students}, {}, N // 2)
+
+
+def test_pooled_over_one_run_is_that_runs_robustness():
+    st = _study(np.random.default_rng(2), 0.3)
+    one = intervals(st, tol=0.05, replicates=200)["robustness"]["arm"]
+    p = pooled([st], tol=0.05, replicates=200)["robustness"]["arm"]
+    assert p["point"] == pytest.approx(one["point"]) and p["per_run"] == [p["point"]]
+
+
+def test_pooled_interval_holds_the_spread_between_run_seeds():
+    """Two runs whose references make the same students score 0.6 and 0.2: the pooled
+    point is their mean, and its interval is much wider than when both runs agree (the
+    same run twice): the run seed's noise is inside it."""
+    rng = np.random.default_rng(3)
+    a, b = _study(rng, 0.3), _study(rng, 0.5)
+
+    def width(r):
+        return r["hi"] - r["lo"]
+
+    p = pooled([a, b], tol=0.05, replicates=400)["robustness"]["arm"]
+    assert p["point"] == pytest.approx(np.mean(p["per_run"]))
+    assert p["lo"] < min(p["per_run"]) + 0.1 and p["hi"] > max(p["per_run"]) - 0.1
+    same = [pooled([x, x], tol=0.05, replicates=400)["robustness"]["arm"] for x in (a, b)]
+    assert width(p) > 1.5 * max(map(width, same))
+
+
+def test_pooled_seed_interval_resamples_runs_then_seeds():
+    r = pooled_seed_interval([[0.2, 0.2], [0.6, 0.6]], replicates=400)
+    assert r["point"] == pytest.approx(0.4)
+    assert r["lo"] == pytest.approx(0.2) and r["hi"] == pytest.approx(0.6)
+    assert pooled_seed_interval([[0.2], []])["point"] is None  # a run without the arm

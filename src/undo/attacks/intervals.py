@@ -223,6 +223,59 @@ def intervals(st: Study, tol: float, seed: int = 0,
     return out
 
 
+def pooled(studies: Sequence[Study], tol: float, seed: int = 0,
+           replicates: int = REPLICATES) -> dict[str, Any]:
+    """Arm robustness over several runs of one study that differ by the run seed (each its
+    own base model, gold standard and teacher: a source of noise one run's `intervals`
+    cannot see). The point is the mean over runs of each run's robustness; a replicate
+    resamples the runs, then inside each drawn run its items, students and attack seeds
+    as `intervals` does. Arms that some run lacks, or that a run cannot score (no
+    references), are left out."""
+    if not studies:
+        raise ValueError("pooled: no runs")
+    arms = [a for a in studies[0].arms
+            if all(a in st.arms and st.gold and st.unlearn_only for st in studies)]
+    rng = np.random.default_rng(seed)
+    reps: dict[str, list[float]] = {a: [] for a in arms}
+    for _ in range(replicates):
+        drawn = [studies[i] for i in rng.integers(0, len(studies), len(studies))]
+        per_arm: dict[str, list[float]] = {a: [] for a in arms}
+        for st in drawn:
+            idx, picks = _draw(rng, st)
+            for a in arms:
+                per_arm[a].append(_arm_robustness(picks[a], st.gold, st.unlearn_only,  # type: ignore[arg-type]
+                                                  idx, rng, tol))
+        for a in arms:
+            reps[a].append(float(np.mean(per_arm[a])))
+    out: dict[str, Any] = {"robustness": {}}
+    for a in arms:
+        points = [_arm_robustness(st.arms[a], st.gold, st.unlearn_only, None, None, tol)  # type: ignore[arg-type]
+                  for st in studies]
+        # Undefined in any run (its references too close): undefined pooled.
+        out["robustness"][a] = {**_interval(float(np.mean(points)), reps[a]).to_dict(),
+                                "per_run": [p if math.isfinite(p) else None for p in points]}
+    out["method"] = {"level": LEVEL, "replicates": replicates, "runs": len(studies),
+                     "resampled": ["runs (run seeds)", "eval items (report half)",
+                                   "attack seeds", "model seeds"]}
+    return out
+
+
+def pooled_seed_interval(groups: Sequence[Sequence[float | None]], seed: int = 0,
+                         replicates: int = REPLICATES) -> dict[str, float | None]:
+    """`seed_interval` over several runs: the mean over runs of each run's seed mean,
+    resampling runs and then the seeds inside each."""
+    runs = [np.asarray([v for v in g if v is not None and math.isfinite(v)], dtype=float)
+            for g in groups]
+    if not runs or any(len(r) == 0 for r in runs):
+        return Interval(None, None, None).to_dict()
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(replicates):
+        drawn = [runs[i] for i in rng.integers(0, len(runs), len(runs))]
+        reps.append(float(np.mean([r[rng.integers(0, len(r), len(r))].mean() for r in drawn])))
+    return _interval(float(np.mean([r.mean() for r in runs])), reps).to_dict()
+
+
 def seed_interval(values: Sequence[float | None], seed: int = 0,
                   replicates: int = REPLICATES) -> dict[str, float | None]:
     """Mean and 95% bootstrap interval over model seeds (compute fractions: the only

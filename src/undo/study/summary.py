@@ -7,6 +7,7 @@ ratios come from `robustness.py`, where they are defined once.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,34 +107,29 @@ def _robustness(e: dict[str, Any] | None, key: str, ref_u: dict | None, ref_g: d
     return out
 
 
-def _intervals(models: list[Model], entries: list[dict[str, Any]], budgets: list[int],
-               higher_is_worse: bool, tol: float, order: list[str]) -> dict[str, Any]:
-    """`intervals`: per attack and budget, 95% bootstrap intervals over eval items,
-    attack seeds and model seeds (undo.attacks.intervals); per arm, compute over model seeds.
-    Students that did not recover are left out of their arm (and named)."""
-    out: dict[str, Any] = {"attacks": {}, "compute": {}, "not_counted": []}
-    names = [n for n in order if any(n in m.attack_dirs for m in models)]
-    runs = {(m.name, n): read_json(d / "relearn.json")["runs"]
-            for m in models for n, d in m.attack_dirs.items()}
-    by_name = {e["name"]: e for e in entries}
-    for name in names:
-        out["attacks"][name] = {}
+def interval_studies(runs: Mapping[tuple[str, str], list[dict[str, Any]]],
+                     entries: list[dict[str, Any]], budgets: list[int],
+                     higher_is_worse: bool, order: list[str]
+                     ) -> dict[str, dict[str, IntervalStudy]]:
+    """What `undo.attacks.intervals` resamples, per attack and budget (> 0): the
+    references, each arm's recovered students and the single models, each at its worst
+    LR. `runs`: (model name, attack name) -> that attack's relearn.json runs."""
+    out: dict[str, dict[str, IntervalStudy]] = {}
+    for name in (n for n in order if any(a == n for _, a in runs)):
+        out[name] = {}
         for k in (b for b in budgets if b > 0):
-            def att(m: Model, k: int = k, name: str = name) -> Any:
-                r = runs.get((m.name, name))
-                return None if r is None else attacked(r, k, higher_is_worse)
-
             arms: dict[str, list[Any]] = {}
             singles: dict[str, Any] = {}
             refs: dict[str, Any] = {}
-            for m in models:
-                e, a = by_name[m.name], att(m)
-                if a is None or m.kind == "base":
+            for e in entries:
+                r = runs.get((e["name"], name))
+                a = None if r is None else attacked(r, k, higher_is_worse)
+                if a is None or e["kind"] == "base":
                     continue
-                if m.kind in ("gold", "unlearn_only"):
-                    refs[m.kind] = a
+                if e["kind"] in ("gold", "unlearn_only"):
+                    refs[e["kind"]] = a
                 elif (arm := arm_of(e)) is None:
-                    singles[m.name] = a
+                    singles[e["name"]] = a
                 elif e.get("recovered") is not False:
                     arms.setdefault(arm, []).append(a)
             any_model = next(iter([*refs.values(), *singles.values(),
@@ -141,9 +137,22 @@ def _intervals(models: list[Model], entries: list[dict[str, Any]], budgets: list
             if any_model is None:
                 continue
             n_items = len(next(iter(any_model.seeds.values()))[0])
-            out["attacks"][name][budget_key(k)] = intervals(
-                IntervalStudy(refs.get("gold"), refs.get("unlearn_only"), arms, singles,
-                              n_items), tol)
+            out[name][budget_key(k)] = IntervalStudy(refs.get("gold"), refs.get("unlearn_only"),
+                                                     arms, singles, n_items)
+    return out
+
+
+def _intervals(models: list[Model], entries: list[dict[str, Any]], budgets: list[int],
+               higher_is_worse: bool, tol: float, order: list[str]) -> dict[str, Any]:
+    """`intervals`: per attack and budget, 95% bootstrap intervals over eval items,
+    attack seeds and model seeds (undo.attacks.intervals); per arm, compute over model seeds.
+    Students that did not recover are left out of their arm (and named)."""
+    out: dict[str, Any] = {"attacks": {}, "compute": {}, "not_counted": []}
+    runs = {(m.name, n): read_json(d / "relearn.json")["runs"]
+            for m in models for n, d in m.attack_dirs.items()}
+    for name, by_budget in interval_studies(runs, entries, budgets, higher_is_worse,
+                                            order).items():
+        out["attacks"][name] = {k: intervals(st, tol) for k, st in by_budget.items()}
     groups: dict[str, list[dict[str, Any]]] = {}
     for e in entries:
         if (arm := arm_of(e)) is not None:
