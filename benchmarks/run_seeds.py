@@ -3,6 +3,9 @@
     python benchmarks/run_seeds.py RUN_DIR RUN_DIR [...] [--out benchmarks/results/run_seeds.json]
         [--conditions TEXT]
 
+(`undo pool RUN_DIR RUN_DIR ... [--out FILE]` is the same for users; this script adds the
+conditions and environment a benchmark result keeps.)
+
 Each RUN_DIR is a finished `undo run` of one config at a different `seed` (each its own
 base model, gold standard and teacher). `undo.study.pooled.pool_runs` reads their
 summaries and relearn.json files: per attack and budget, each arm's robustness as the
@@ -19,15 +22,7 @@ from pathlib import Path
 
 from undo.artifacts import environment, write_json
 from undo.configlib import ConfigError
-from undo.study.pooled import pool_runs
-
-
-def _ci(r: dict) -> str:
-    if r.get("point") is None:
-        return "-"
-    if r.get("lo") is None:
-        return f"{r['point']:.2f}"
-    return f"{r['point']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
+from undo.study.pooled import format_pooled, pool_runs
 
 
 def main() -> None:
@@ -42,15 +37,7 @@ def main() -> None:
         raise SystemExit(f"run_seeds.py: {e}") from None
     write_json(a.out, {**pooled, "conditions": a.conditions,
                        "load_average_at_write": os.getloadavg(), "environment": environment()})
-    for attack, by_budget in pooled["attacks"].items():
-        budget = max(by_budget, key=int)
-        print(f"{attack}, {budget} steps, run seeds {pooled['run_seeds']}:")
-        for arm, r in by_budget[budget]["robustness"].items():
-            runs = " ".join("-" if p is None else f"{p:.2f}" for p in r["per_run"])
-            print(f"  {arm:22s} R {_ci(r):24s} per run {runs}")
-    for arm, c in pooled["compute"].items():
-        print(f"  {arm:22s} total FLOPs of gold's {_ci(c['total_fraction_of_gold_flops'])}")
-
+    print(format_pooled(pooled))
 
 if __name__ == "__main__":
     main()

@@ -90,3 +90,16 @@ def test_run_seeds_script_writes_and_prints_the_pooled_study(runs, tmp_path):
                          capture_output=True, text=True, check=False)
     assert bad.returncode != 0 and "at least two run folders" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_undo_pool_prints_and_writes_the_pooled_study(runs, tmp_path, capsys):
+    out = tmp_path / "pooled.json"
+    assert main(["pool", *map(str, runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"run seeds {list(SEEDS)}" in printed and f"pooled: {out}" in printed
+    assert json.loads(out.read_text()) == json.loads(json.dumps(pool_runs(runs)))
+    assert main(["pool", str(runs[0]), "--out", str(tmp_path / "one.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at least two run folders" in err
+    assert not (tmp_path / "one.json").exists()  # nothing written for bad input

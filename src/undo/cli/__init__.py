@@ -32,11 +32,13 @@ from .study_cmds import (
     cmd_config,
     cmd_configs,
     cmd_export,
+    cmd_pool,
     cmd_report,
     cmd_robustify,
     cmd_run,
     cmd_verify,
     opts_export,
+    opts_pool,
     opts_report,
     opts_robustify,
     opts_run,
@@ -77,6 +79,8 @@ COMMANDS: dict[str, Command] = {
                "RUN_DIR --out DIR", opts_export),
     "report": (cmd_report, "plots, table.csv and report.html from RUN_DIR/summary.json; "
                "RUN_A RUN_B ... --out DIR compares runs on one page", opts_report),
+    "pool": (cmd_pool, "one study over several run seeds: pooled robustness and compute "
+             "with intervals that include the run seed: RUN_DIR RUN_DIR ...", opts_pool),
     "unlearn": (cmd_unlearn, "unlearn a model (default: the study's base) into a teacher",
                 opts_force),
     "sweep": (cmd_sweep, "sweep unlearning settings and select the teacher", opts_force),

@@ -144,6 +144,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pool(args: argparse.Namespace) -> int:
+    """One study over several run seeds: pooled robustness and compute (undo.study.pooled)."""
+    from ..artifacts import write_json
+    from ..study.pooled import format_pooled, pool_runs
+
+    if any("=" in r for r in args.items):
+        raise ConfigError(f"undo pool takes RUN_DIR folders (finished runs of one config at "
+                          f"different seed=N), not overrides; got {' '.join(args.items)}")
+    pooled = pool_runs(args.items)
+    print(format_pooled(pooled))
+    if args.out:
+        print(f"pooled: {write_json(args.out, pooled)}")
+    return 0
+
+
+def opts_pool(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--out", metavar="FILE", help="also write the pooled numbers as JSON")
+
+
 def opts_report(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--out", metavar="DIR",
                     help="the folder for report.html, table.csv and plots/ (default: the "

@@ -78,3 +78,27 @@ def pool_runs(run_dirs: Sequence[str | Path], seed: int = 0) -> dict[str, Any]:
     return {"runs": [str(d) for d in dirs],
             "run_seeds": [s["config"]["seed"] for s in summaries],
             "attacks": attacks, "compute": compute}
+
+
+def _ci(r: dict[str, Any]) -> str:
+    if r.get("point") is None:
+        return "-"
+    if r.get("lo") is None:
+        return f"{r['point']:.2f}"
+    return f"{r['point']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
+
+
+def format_pooled(pooled_runs: dict[str, Any]) -> str:
+    """`pool_runs`' result as text: per attack at its largest budget, each arm's pooled
+    robustness and every run's own; per arm, total FLOPs as a fraction of gold's."""
+    lines = []
+    for attack, by_budget in pooled_runs["attacks"].items():
+        budget = max(by_budget, key=int)
+        lines.append(f"{attack}, {budget} steps, run seeds {pooled_runs['run_seeds']}:")
+        for arm, r in by_budget[budget]["robustness"].items():
+            runs = " ".join("-" if p is None else f"{p:.2f}" for p in r["per_run"])
+            lines.append(f"  {arm:22s} R {_ci(r):24s} per run {runs}")
+    for arm, c in pooled_runs["compute"].items():
+        lines.append(f"  {arm:22s} total FLOPs of gold's "
+                     f"{_ci(c['total_fraction_of_gold_flops'])}")
+    return "\n".join(lines)
