@@ -45,8 +45,10 @@ from typing import Any
 # a run folder for both side-by-side benchmarks.
 from norms_side_by_side import side_by_side, treatment
 from undo.artifacts import environment, read_json, write_json
+from undo.config import RESULT_NEUTRAL_KEYS
 from undo.configlib import read_yaml
-from undo.stages.base import RESULT_NEUTRAL_KEYS, config_differences, loaded_config
+from undo.report.views import fmt_ci
+from undo.stages.base import config_differences, loaded_config
 
 HERE = Path(__file__).resolve().parent
 FLOOR = {"robustness": 0.95, "total_fraction_of_gold_flops": 0.50}
@@ -101,14 +103,6 @@ def unfinished(stage: Path, baseline: dict[str, Any]) -> dict[str, Any]:
                                       for r in evals),
         "total_fraction_of_gold_flops_so_far": total / by_kind["gold"]["compute"]["flops"],
     }
-
-
-def _interval(x: dict[str, Any] | None) -> str:
-    """A point and its interval, or '-' where undefined (robustness needs the gold
-    standard and the unlearn-only model to differ)."""
-    if not x or x.get("point") is None:
-        return "-"
-    return f"{x['point']:.3f} [{x['lo']:.3f}, {x['hi']:.3f}]"
 
 
 def main() -> None:
@@ -173,10 +167,10 @@ def main() -> None:
     for name, x in t.items():
         print(f"{name}: {x['arm']}  changed {x['changed_from_baseline']}")
         for att, r in x["attacks"].items():
-            print(f"  {att:12s} R@{x['budget']} {_interval(r['robustness'])}")
+            print(f"  {att:12s} R@{x['budget']} {fmt_ci(r['robustness'], 3)}")
         c = x["compute"]["total_fraction_of_gold_flops"]
         print(f"  steps {list(x['compute']['distill_steps'].values())}  recovered "
-              f"{x['all_recovered']}  total FLOPs/gold {_interval(c)}  "
+              f"{x['all_recovered']}  total FLOPs/gold {fmt_ci(c, 3)}  "
               f"floor met {(x['floor'] or {}).get('met', '-')}")
     for name, u in stopped.items():
         print(f"{name}: unfinished at step {u['last_step']}, retain_val acc "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -140,11 +140,13 @@ def flatten(obj: Any, prefix: str = "", *, lists: bool = False, sep: str = ".") 
 ABSENT = "(absent)"  # a key that one of the mappings `differing` compares lacks
 
 
-def differing(mappings: Sequence[dict]) -> dict[str, list[Any]]:
+def differing(mappings: Sequence[dict], ignore: Collection[str] = ()) -> dict[str, list[Any]]:
     """Flattened keys (`flatten`) whose value is not the same in every mapping -> the
-    value in each (`ABSENT` where a mapping lacks the key), in first-seen order."""
+    value in each (`ABSENT` where a mapping lacks the key), in first-seen order; keys in
+    `ignore` left out, each with the keys under it."""
     flat = [flatten(m) for m in mappings]
-    keys = dict.fromkeys(k for f in flat for k in f)
+    keys = dict.fromkeys(k for f in flat for k in f
+                         if not any(k == i or k.startswith(f"{i}.") for i in ignore))
     return {k: [f.get(k, ABSENT) for f in flat] for k in keys
             if any(f.get(k, ABSENT) != flat[0].get(k, ABSENT) for f in flat[1:])}
 

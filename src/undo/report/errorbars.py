@@ -12,22 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..attacks.robustness import budget_key
-from .views import arm_of, fmt, fmt_fraction
+from .views import arm_of, fmt_ci
 
 ATTACK_LABELS = {"paper": "the paper's attack", "forget_only": "the forget-only attack"}
 
 
 def has_intervals(summary: dict) -> bool:
     return bool((summary.get("intervals") or {}).get("attacks"))
-
-
-def _ci(x: dict | None, digits: int = 2, pct: bool = False) -> str:
-    if not x or x.get("point") is None:
-        return "-"
-    f = fmt_fraction if pct else (lambda v: fmt(v, digits))
-    if x.get("lo") is None:
-        return f"{f(x['point'])} [no interval]"
-    return f"{f(x['point'])} [{f(x['lo'])}, {f(x['hi'])}]"
 
 
 def _budgets(summary: dict, attack: str) -> list[int]:
@@ -84,9 +75,9 @@ def _rows(summary: dict, attack: str, budget: int) -> list[list[str]]:
         if row not in iv["worst_case"]:
             continue
         kept, broke = utility(summary, row, attack, budget)
-        rows.append([row, _ci(iv["worst_case"][row], 3), kept,
+        rows.append([row, fmt_ci(iv["worst_case"][row], 3), kept,
                      f"{len(broke)} broke" if broke else "ok",
-                     _ci(iv["robustness"].get(row))])
+                     fmt_ci(iv["robustness"].get(row))])
     return rows
 
 
@@ -102,7 +93,7 @@ def format_intervals(summary: dict) -> str:
         for k in _budgets(summary, attack):
             iv = summary["intervals"]["attacks"][attack][budget_key(k)]
             out.append(f"{ATTACK_LABELS.get(attack, attack)}, {k} steps "
-                       f"(unlearn-only / gold: {_ci(iv.get('unlearn_only_over_gold'), 1)})")
+                       f"(unlearn-only / gold: {fmt_ci(iv.get('unlearn_only_over_gold'), 1)})")
             out += _fixed([["", f"worst {metric} [95%]", f"{retain} after (before)",
                             "utility", f"R@{k} [95%]"], *_rows(summary, attack, k)])
             out.append("")
@@ -110,10 +101,10 @@ def format_intervals(summary: dict) -> str:
     if comp:
         out += _fixed([["arm", "distill steps", "distill FLOPs", "total steps (incl. unlearn)",
                         "total FLOPs"]] + [
-            [arm, _ci(c["fraction_of_gold_steps"], pct=True),
-             _ci(c["fraction_of_gold_flops"], pct=True),
-             _ci(c["total_fraction_of_gold_steps"], pct=True),
-             _ci(c["total_fraction_of_gold_flops"], pct=True)] for arm, c in comp.items()])
+            [arm, fmt_ci(c["fraction_of_gold_steps"], pct=True),
+             fmt_ci(c["fraction_of_gold_flops"], pct=True),
+             fmt_ci(c["total_fraction_of_gold_steps"], pct=True),
+             fmt_ci(c["total_fraction_of_gold_flops"], pct=True)] for arm, c in comp.items()])
     m = summary["intervals"]["attacks"][next(iter(summary["intervals"]["attacks"]))]
     method = next(iter(m.values()), {}).get("method", {})
     out.append(f"[95%]: bootstrap over {', '.join(method.get('resampled', []))}; "
@@ -183,20 +174,20 @@ def verdict_sentences(summary: dict) -> list[str]:
             rel = {"higher": "above", "lower": "below"}.get(c, "within noise of")
             bad = (c == "higher") if worse else (c == "lower")
             out.append(f"Under {label}, after {first} steps the unlearn-only model reached "
-                       f"{metric} {_ci(wc['unlearn-only'], 3)}, {rel} the gold standard's "
-                       f"{_ci(wc['gold'], 3)}" + (" (unlearning alone is fragile)" if bad
+                       f"{metric} {fmt_ci(wc['unlearn-only'], 3)}, {rel} the gold standard's "
+                       f"{fmt_ci(wc['gold'], 3)}" + (" (unlearning alone is fragile)" if bad
                                                   else "") + ".")
         arms = [a for a in _arms(summary) if a in iv["robustness"]]
         headline = attack == next(iter(summary["intervals"]["attacks"]))
         for a in arms:
             r = iv["robustness"][a]
             c = comp.get(a, {})
-            cost = (f", at {_ci(c.get('fraction_of_gold_steps'), pct=True)} of the gold "
+            cost = (f", at {fmt_ci(c.get('fraction_of_gold_steps'), pct=True)} of the gold "
                     f"standard's steps for distillation, "
-                    f"{_ci(c.get('total_fraction_of_gold_steps'), pct=True)} including "
-                    f"unlearning ({_ci(c.get('total_fraction_of_gold_flops'), pct=True)} "
+                    f"{fmt_ci(c.get('total_fraction_of_gold_steps'), pct=True)} including "
+                    f"unlearning ({fmt_ci(c.get('total_fraction_of_gold_flops'), pct=True)} "
                     f"of its FLOPs)") if headline else ""
-            out.append(f"{a} ({label}): robustness after {top} steps {_ci(r)} "
+            out.append(f"{a} ({label}): robustness after {top} steps {fmt_ci(r)} "
                        f"({_vs_references(r)}){cost}.")
         undo = [a for a in arms if a.startswith("UNDO")]
         steps = [f"{x[5:]} → {y[5:]}: {_trend(compare(iv['robustness'][y], iv['robustness'][x]))}"
@@ -216,7 +207,7 @@ def verdict_sentences(summary: dict) -> list[str]:
         if len(singles) == 2:
             a, b = (iv0["worst_case"][k] for k in sorted(singles))
             out.append(f"Oracle matching ({label}, {first} steps): {sorted(singles)[0]} "
-                       f"{_ci(a, 3)} vs {sorted(singles)[1]} {_ci(b, 3)}: "
+                       f"{fmt_ci(a, 3)} vs {sorted(singles)[1]} {fmt_ci(b, 3)}: "
                        f"{_trend(compare(a, b), 'higher')}.")
     dropped = summary["intervals"].get("not_counted") or []
     if dropped:

@@ -44,6 +44,17 @@ def fmt_fraction(value: float | None) -> str:
     return f"{pct:.1f}%" if abs(pct) < 10 else f"{pct:.0f}%"
 
 
+def fmt_ci(x: dict | None, digits: int = 2, pct: bool = False) -> str:
+    """A point and its 95% interval (`{point, lo, hi}`), as a value (`fmt`, `digits`) or a
+    percentage (`fmt_fraction`); `-` where undefined."""
+    if not x or x.get("point") is None:
+        return "-"
+    f = fmt_fraction if pct else (lambda v: fmt(v, digits))
+    if x.get("lo") is None:
+        return f"{f(x['point'])} [no interval]"
+    return f"{f(x['point'])} [{f(x['lo'])}, {f(x['hi'])}]"
+
+
 def arm_of(model: dict) -> str | None:
     """The arm a distilled student belongs to (its seeds are resampled together; its row
     in the interval tables), None for every other model."""

@@ -58,8 +58,7 @@ def config_differences(old: dict[str, Any], new: dict[str, Any],
                        ignore: frozenset[str] = RESULT_NEUTRAL_KEYS) -> list[str]:
     """`key: old -> new` for every setting that differs, in key order, except those in
     `ignore` (a key there covers the keys under it)."""
-    return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(differing([old, new]).items())
-            if not any(k == i or k.startswith(f"{i}.") for i in ignore)]
+    return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(differing([old, new], ignore).items())]
 
 
 RUNS_FILE = "runs.jsonl"

@@ -16,7 +16,7 @@ from ..artifacts import read_json
 from ..attacks.intervals import pooled, pooled_seed_interval
 from ..config import RESULT_NEUTRAL_KEYS
 from ..configlib import ConfigError, differing
-from ..report.views import arm_of
+from ..report.views import arm_of, fmt_ci
 from .summary import interval_studies
 
 COMPUTE_KEYS = ("fraction_of_gold_steps", "fraction_of_gold_flops",
@@ -24,9 +24,7 @@ COMPUTE_KEYS = ("fraction_of_gold_steps", "fraction_of_gold_flops",
 
 
 def _check_same_study(run_dirs: Sequence[Path], summaries: list[dict[str, Any]]) -> None:
-    ignored = RESULT_NEUTRAL_KEYS | {"seed"}
-    diff = {k: v for k, v in differing([s["config"] for s in summaries]).items()
-            if not any(k == i or k.startswith(i + ".") for i in ignored)}
+    diff = differing([s["config"] for s in summaries], RESULT_NEUTRAL_KEYS | {"seed"})
     if diff:
         shown = "; ".join(f"{k}: {' / '.join(map(repr, v))}" for k, v in list(diff.items())[:5])
         raise ConfigError(f"runs to pool differ in more than the run seed ({shown}); valid: "
@@ -80,14 +78,6 @@ def pool_runs(run_dirs: Sequence[str | Path], seed: int = 0) -> dict[str, Any]:
             "attacks": attacks, "compute": compute}
 
 
-def _ci(r: dict[str, Any]) -> str:
-    if r.get("point") is None:
-        return "-"
-    if r.get("lo") is None:
-        return f"{r['point']:.2f}"
-    return f"{r['point']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
-
-
 def format_pooled(pooled_runs: dict[str, Any]) -> str:
     """`pool_runs`' result as text: per attack at its largest budget, each arm's pooled
     robustness and every run's own; per arm, total FLOPs as a fraction of gold's."""
@@ -97,8 +87,8 @@ def format_pooled(pooled_runs: dict[str, Any]) -> str:
         lines.append(f"{attack}, {budget} steps, run seeds {pooled_runs['run_seeds']}:")
         for arm, r in by_budget[budget]["robustness"].items():
             runs = " ".join("-" if p is None else f"{p:.2f}" for p in r["per_run"])
-            lines.append(f"  {arm:22s} R {_ci(r):24s} per run {runs}")
+            lines.append(f"  {arm:22s} R {fmt_ci(r):24s} per run {runs}")
     for arm, c in pooled_runs["compute"].items():
         lines.append(f"  {arm:22s} total FLOPs of gold's "
-                     f"{_ci(c['total_fraction_of_gold_flops'])}")
+                     f"{fmt_ci(c['total_fraction_of_gold_flops'], pct=True)}")
     return "\n".join(lines)
