@@ -285,7 +285,7 @@ def test_progress_reads_each_running_stage_in_its_own_folder(tmp_path, tokenizer
     each task's progress is read from the folder its job writes, not a name pattern."""
     from undo.study.graph import _folder_of, study_tasks
 
-    cfg = load_config(None, [f"out_dir={tmp_path}", "study.seeds=[0]"])
+    cfg = load_config(None, [f"out_dir={tmp_path}", "study.seeds=[0]", "study.oracles=true"])
     tasks, _ = study_tasks(cfg)
     by = {t.name: t for t in tasks}
     teacher, gold, base = (_fake_model(tmp_path / n, tokenizer, seed=i)

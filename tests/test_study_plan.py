@@ -41,6 +41,21 @@ def test_dry_run_lists_every_stage_and_runs_nothing(tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+def test_default_study_leaves_oracle_matching_to_study_oracles(tmp_path):
+    """The embedded default plans no oracle student (issue 24's time floor);
+    `study.oracles=true` adds exactly the two oracle students and their attacks, every
+    other task the same (so it grows a finished default run folder)."""
+    def names(*overrides: str) -> set[str]:
+        return {t.name for t in study_tasks(load_config(None, [f"out_dir={tmp_path}",
+                                                               *overrides]))[0]}
+
+    default, more = names(), names("study.oracles=true")
+    assert default < more and not any("oracle" in n for n in default)
+    assert more - default == {"oracle gold->random", "oracle gold->base",
+                              "attack oracle-random", "attack oracle-random (forget_only)",
+                              "attack oracle-base", "attack oracle-base (forget_only)"}
+
+
 def test_dry_run_of_a_2b_model_plans_from_its_config_alone(gemma2_2b_shape, tmp_path):
     cfg = load_config(WMDP, [f"model.name_or_path={gemma2_2b_shape}", f"out_dir={tmp_path}"])
     t0 = time.perf_counter()
