@@ -9,7 +9,8 @@ fraction of the gold standard's in steps and FLOPs, with intervals, and in absol
 steps and FLOPs (mean over the arm's seeds). Every number is the summary's own
 (`intervals.attacks`, `intervals.compute`, each model's `compute`): nothing is
 recomputed here, so the frontier is the report's. Several studies (other α, another
-recipe) add their points side by side, each with the settings that tell them apart.
+recipe) add their points side by side, each with the settings that tell them apart (a
+fixed set, plus every config key in which the studies differ, where they ran aside).
 """
 
 from __future__ import annotations
@@ -20,21 +21,26 @@ from statistics import mean
 from typing import Any
 
 from undo.artifacts import write_json
+from undo.config import RESULT_NEUTRAL_KEYS
+from undo.configlib import differing, flatten
 from undo.report import load_summary, views
 
 HERE = Path(__file__).resolve().parent
-# The settings that tell two studies' points apart (read from each summary's config).
-SETTINGS = (("noise", "norms"), ("distill", "data_order"), ("distill", "lr"),
-            ("distill", "batch_size"), ("distill", "teacher_cache"), ("study", "seeds"))
+# The recipe settings every point records (read from each summary's config); the keys in
+# which the given studies' configs differ are added to them (`settings`).
+SETTINGS = ("noise.norms", "distill.data_order", "distill.lr", "distill.batch_size",
+            "distill.teacher_cache", "study.seeds")
 
 
 def summary_of(path: Path) -> dict[str, Any]:
     return load_summary(path if path.is_file() else path / "summary.json")
 
 
-def settings(summary: dict[str, Any]) -> dict[str, Any]:
-    cfg = summary.get("config", {})
-    return {f"{a}.{b}": cfg.get(a, {}).get(b) for a, b in SETTINGS}
+def settings(summary: dict[str, Any], differ: list[str]) -> dict[str, Any]:
+    """SETTINGS and the keys `differ` (those that tell the given studies apart) of
+    this summary's config."""
+    cfg = flatten(summary.get("config", {}))
+    return {k: cfg.get(k) for k in dict.fromkeys([*SETTINGS, *differ])}
 
 
 def points(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -68,27 +74,24 @@ def gold_compute(summary: dict[str, Any]) -> dict[str, Any] | None:
                                       for k in ("steps", "flops")}
 
 
-def fmt(iv: dict | None) -> str:
-    return "-" if iv is None else f"{iv['point']:.2f} [{iv['lo']:.2f}, {iv['hi']:.2f}]"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("studies", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "frontier.json")
     a = ap.parse_args()
+    summaries = [summary_of(path) for path in a.studies]
+    differ = list(differing([s.get("config", {}) for s in summaries], RESULT_NEUTRAL_KEYS))
     runs = []
-    for path in a.studies:
-        s = summary_of(path)
-        runs.append({"study": str(path), "settings": settings(s), "gold": gold_compute(s),
-                     "points": points(s)})
+    for path, s in zip(a.studies, summaries, strict=True):
+        runs.append({"study": str(path), "settings": settings(s, differ),
+                     "gold": gold_compute(s), "points": points(s)})
         print(f"{path}  {runs[-1]['settings']}")
         print(f"  {'arm':<22}{'attack':<13}{'robustness [95%]':<22}{'steps of gold':<22}"
               f"{'FLOPs of gold':<22}")
         for p in runs[-1]["points"]:
-            print(f"  {p['arm']:<22}{p['attack']:<13}{fmt(p['robustness']):<22}"
-                  f"{fmt(p['total_fraction_of_gold_steps']):<22}"
-                  f"{fmt(p['total_fraction_of_gold_flops']):<22}")
+            print(f"  {p['arm']:<22}{p['attack']:<13}{views.fmt_ci(p['robustness']):<22}"
+                  f"{views.fmt_ci(p['total_fraction_of_gold_steps'], pct=True):<22}"
+                  f"{views.fmt_ci(p['total_fraction_of_gold_flops'], pct=True):<22}")
     write_json(a.out, {"what": "robustness at the largest attack budget against total "
                                "compute (unlearning included), per arm and attack; every "
                                "number the study summary's own",

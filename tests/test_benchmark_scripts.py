@@ -97,3 +97,24 @@ def test_recipe_side_by_side_names_what_changed_and_refuses_bad_input(runs, tmp_
     bad = _script("recipe_side_by_side.py", "--run", f"a{runs['fp32']}", "--out", str(out))
     assert bad.returncode != 0 and "expected NAME=" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_frontier_takes_each_summarys_numbers_and_names_what_differs(runs, tmp_path):
+    out = tmp_path / "f.json"
+    r = _script("frontier.py", str(runs["fp32"]), str(runs["bf16"] / "summary.json"),
+                "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    a, b = json.loads(out.read_text())["runs"]
+    # The key the two configs differ in is named; where they ran (out_dir) is not.
+    assert (a["settings"]["precision"], b["settings"]["precision"]) == ("fp32", "bf16-mixed")
+    assert "out_dir" not in a["settings"] and a["settings"]["study.seeds"] == [0, 1]
+    summary = json.loads((runs["fp32"] / "summary.json").read_text())
+    iv, budget = summary["intervals"], max(summary["budgets"])
+    assert {(p["arm"], p["attack"]) for p in a["points"]} == {
+        (arm, attack) for arm in iv["compute"] for attack in iv["attacks"]}
+    for p in a["points"]:
+        assert p["budget"] == budget and p["seeds"] == 2
+        assert p["robustness"] == iv["attacks"][p["attack"]][str(budget)]["robustness"][p["arm"]]
+        assert p["total_fraction_of_gold_flops"] == \
+            iv["compute"][p["arm"]]["total_fraction_of_gold_flops"]
