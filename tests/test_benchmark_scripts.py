@@ -29,7 +29,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     next((out / "fp32-attacks").iterdir()).joinpath("config.yaml").unlink()
     assert main(["run", str(SMOKE), f"out_dir={out / 'fp32-attacks'}", *FAST,
                  "attack.precision=fp32"]) == 0
-    return {n: next((out / n).iterdir()) for n in ("fp32", "bf16", "fp32-attacks")}
+    # The fp32 study at another run seed (its own base, gold standard and teacher).
+    assert main(["run", str(SMOKE), f"out_dir={out / 'seed1'}", *FAST, "seed=1"]) == 0
+    return {n: next((out / n).iterdir()) for n in ("fp32", "bf16", "fp32-attacks", "seed1")}
 
 
 def _script(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -118,3 +120,25 @@ def test_frontier_takes_each_summarys_numbers_and_names_what_differs(runs, tmp_p
         assert p["robustness"] == iv["attacks"][p["attack"]][str(budget)]["robustness"][p["arm"]]
         assert p["total_fraction_of_gold_flops"] == \
             iv["compute"][p["arm"]]["total_fraction_of_gold_flops"]
+
+
+@pytest.mark.slow
+def test_frontier_adds_a_study_pooled_over_run_seeds(runs, tmp_path):
+    pooled_file, out = tmp_path / "pooled.json", tmp_path / "f.json"
+    assert main(["pool", str(runs["fp32"]), str(runs["seed1"]), "--out",
+                 str(pooled_file)]) == 0
+    r = _script("frontier.py", str(runs["fp32"]), "--pooled", str(pooled_file),
+                "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    study, pooled_run = json.loads(out.read_text())["runs"]
+    pooled = json.loads(pooled_file.read_text())
+    assert pooled_run["pooled_runs"] == pooled["runs"] and pooled["run_seeds"] == [0, 1]
+    assert pooled_run["settings"] == study["settings"]  # its first run is that study
+    assert {(p["arm"], p["attack"]) for p in pooled_run["points"]} == {
+        (p["arm"], p["attack"]) for p in study["points"]}
+    for p in pooled_run["points"]:
+        assert p["run_seeds"] == [0, 1]
+        assert p["robustness"] == pooled["attacks"][p["attack"]][str(p["budget"])][
+            "robustness"][p["arm"]]
+        assert p["total_fraction_of_gold_flops"] == \
+            pooled["compute"][p["arm"]]["total_fraction_of_gold_flops"]
