@@ -134,6 +134,12 @@ def findings(summary: dict) -> dict:
     return out
 
 
+def started_in(run: Path) -> Path:
+    """The directory `undo run` ran in to make `run`: where its out_dir leads to it."""
+    out_dir = Path(read_json(run / "summary.json")["config"]["out_dir"])
+    return run.resolve().parents[0 if out_dir.is_absolute() else len(out_dir.parts)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", nargs="?", default="runs/arithmetic-tiny")
@@ -174,11 +180,11 @@ def main() -> int:
     shutil.copy(run / "summary.json", out.with_name(out.stem + "_summary.json"))
     if args.rerun:
         t0 = time.perf_counter()
-        # out_dir: the folder's config.yaml holds the out_dir it ran with (often the
-        # relative `runs`), which from another directory would start a new study.
-        subprocess.run([sys.executable, "-m", "undo.cli", "run", str(run / "config.yaml"),
-                        f"out_dir={run.resolve().parent}"], check=True,
-                       stdout=subprocess.DEVNULL)
+        # From where it ran: the folder's config.yaml holds its out_dir, often the
+        # relative `runs`, which from another directory would start a new study (and an
+        # out_dir override would be recorded in the summary).
+        subprocess.run([sys.executable, "-m", "undo.cli", "run", str(run / "config.yaml")],
+                       check=True, stdout=subprocess.DEVNULL, cwd=started_in(run))
         wall = time.perf_counter() - t0
         again = read_json(run / "summary.json")
         result["cached_rerun"] = {"wall_time_s": wall, "floor_s": 10,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tiny_study import SMOKE
 from undo.cli import main
@@ -103,3 +104,44 @@ def test_undo_pool_prints_and_writes_the_pooled_study(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "at least two run folders" in err
     assert not (tmp_path / "one.json").exists()  # nothing written for bad input
+
+
+@pytest.mark.slow
+def test_undo_run_with_run_seeds_runs_each_and_pools_them(runs, tmp_path, capsys):
+    """`study.run_seeds`: run seed `seed` in the folder `name`, the others in
+    `name-seedN`, then the pooled study beside them. The two finished runs, copied
+    there, are reused stage for stage, so the pooled file is theirs."""
+    name = runs[0].name
+    shutil.copytree(runs[0], tmp_path / name)
+    shutil.copytree(runs[1], tmp_path / f"{name}-seed2")
+    capsys.readouterr()
+    assert main(["run", str(TEXT_SMOKE), f"out_dir={tmp_path}", "seed=1",
+                 "study.run_seeds=[1,2]", *RUN]) == 0
+    out = capsys.readouterr().out
+    pooled = json.loads((tmp_path / f"{name}-pooled.json").read_text())
+    assert pooled["runs"] == [str(tmp_path / name), str(tmp_path / f"{name}-seed2")]
+    expected = pool_runs(runs)
+    assert pooled["attacks"] == expected["attacks"] and pooled["compute"] == expected["compute"]
+    assert "run seed 1 (" in out and "run seed 2 (" in out and "run seeds [1, 2]" in out
+    # Each folder is an ordinary one-seed run folder: its config has no run_seeds.
+    for d in (name, f"{name}-seed2"):
+        assert "run_seeds: []" in (tmp_path / d / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_run_seeds_bad_input_stops_before_any_run(runs, tmp_path, capsys):
+    name = runs[0].name
+    assert main(["run", str(TEXT_SMOKE), f"out_dir={tmp_path}", "study.run_seeds=[1]",
+                 *RUN]) == 2
+    assert "study.run_seeds" in capsys.readouterr().err and not any(tmp_path.iterdir())
+    # The second run seed's folder holds another recipe: refused before the first runs.
+    other = tmp_path / f"{name}-seed2"
+    other.mkdir()
+    cfg = yaml.safe_load((runs[1] / "config.yaml").read_text())
+    cfg["distill"]["lr"] = 0.5
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(TEXT_SMOKE), f"out_dir={tmp_path}", "seed=1",
+                 "study.run_seeds=[1,2]", *RUN]) == 2
+    err = capsys.readouterr().err
+    assert "holds the results of a different config" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]

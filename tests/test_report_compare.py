@@ -62,17 +62,20 @@ def test_comparison_labels_runs_by_name_and_difference(two_runs, compared):
         "distill.inputs": ["mix", "(absent)"],
         "attack.retain_fraction": [None, 0.0],
         "attack.precision": ["bf16-mixed", "(absent)"],
+        "study.run_seeds": [[], "(absent)"],
+        "study.oracles": [False, True],
         "study.attacks": [["paper", "forget_only"], "(absent)"]}
     # Panel titles name what changed results, keys both configs hold first: not
     # `progress` (how the run printed) nor `precision` (absent: the older run predates it).
     assert titles(runs, config_differences(runs)) == [
-        "toward-init\nnoise.norms=toward_init\nattack.retain_fraction=null (+5 more)",
-        "keep\nnoise.norms=keep\nattack.retain_fraction=0.0 (+5 more)"]
+        "toward-init\nnoise.norms=toward_init\nattack.retain_fraction=null (+7 more)",
+        "keep\nnoise.norms=keep\nattack.retain_fraction=0.0 (+7 more)"]
     assert shared_budgets(runs) == [0, 40, 100]
     assert printed.startswith("compared toward-init, keep at 100 attack steps; config keys "
                               "that differ: out_dir, precision, progress, report_to, "
                               "noise.norms, distill.data_order, distill.inputs, "
-                              "attack.retain_fraction, attack.precision, study.attacks\n")
+                              "attack.retain_fraction, attack.precision, study.run_seeds, "
+                              "study.oracles, study.attacks\n")
     assert sorted(p.name for p in out.iterdir()) == ["plots", "report.html", "table.csv"]
     assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
         f"{n}.{fmt}" for n in FIGS for fmt in ("png", "svg", "pdf"))

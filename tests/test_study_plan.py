@@ -41,6 +41,15 @@ def test_dry_run_lists_every_stage_and_runs_nothing(tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+def test_dry_run_of_run_seeds_plans_each_run_seeds_folder(tmp_path, capsys):
+    assert main(["run", "--dry-run", SMOKE, f"out_dir={tmp_path}", "study.run_seeds=[0,3]"]) == 0
+    out = capsys.readouterr().out
+    assert "run seed 0:" in out and "run seed 3:" in out
+    assert str(tmp_path / "arithmetic-smoke-seed3") in out
+    assert f"then pooled into {tmp_path / 'arithmetic-smoke-pooled.json'}" in out
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def test_default_study_leaves_oracle_matching_to_study_oracles(tmp_path):
     """The embedded default plans no oracle student (issue 24's time floor);
     `study.oracles=true` adds exactly the two oracle students and their attacks, every

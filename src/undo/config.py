@@ -483,6 +483,12 @@ class StudyConfig:
     # report gives mean ± spread and states only what holds in every seed. A `seed=N`
     # on the command line without `study.seeds` runs that one seed (`load_config`).
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # Run seeds to pool (each draws its own base model, gold standard and teacher, which
+    # one run's intervals hold fixed): with two or more, `undo run` runs the study at each
+    # (`seed` in the folder `name`, every other N in `name-seedN`, each an ordinary run
+    # folder) and pools them (undo.study.pooled) into `<out_dir>/<name>-pooled.json`.
+    # []: the one run seed `seed`.
+    run_seeds: list[int] = field(default_factory=list)
     unlearn_distill: bool = True  # also distill into a random init (Unlearn-and-Distill)
     # The gold standard (a model that never saw the forget data): `pretrain` trains one
     # (retain data only; with model.name_or_path, from a random init of its architecture);
@@ -547,6 +553,9 @@ class StudyConfig:
                "distinct values")
         check(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), f"{p}.seeds",
                self.seeds, "a non-empty list of distinct integers")
+        check(not self.run_seeds or (len(self.run_seeds) >= 2 and len(set(self.run_seeds))
+              == len(self.run_seeds)), f"{p}.run_seeds", self.run_seeds,
+              "[] (one run seed: `seed`) or two or more distinct integers")
         check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
         kinds = (*STAGE_KINDS, "default")
         for kind, r in self.resources.items():

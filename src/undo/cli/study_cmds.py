@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..configlib import ConfigError
 from .common import (
     load_run_config,
     no_paths,
 )
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -20,6 +24,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_run_config(args)
     no_paths(args, "run")
+    if cfg.study.run_seeds:
+        return _run_seeds(cfg, args)
     if args.dry_run:
         from ..study.plan import format_plan, plan
 
@@ -30,6 +36,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_table(summary))
     root = run_dir(cfg)
     print(f"\nsummary: {root / 'summary.json'}\nreport:  {root / 'report.html'}")
+    return 0
+
+
+def _run_seeds(cfg: RunConfig, args: argparse.Namespace) -> int:
+    """`study.run_seeds`: the study at each run seed, one after another, then pooled."""
+    from ..artifacts import write_json
+    from ..report import format_table
+    from ..stages.base import check_run_folder, run_dir
+    from ..study.gold import with_gold
+    from ..study.graph import run_study
+    from ..study.plan import format_plan, plan
+    from ..study.pooled import format_pooled, pool_runs, pooled_path, run_seed_configs
+
+    configs = run_seed_configs(cfg)
+    if args.dry_run:
+        for c in configs:
+            print(f"run seed {c.seed}:\n{format_plan(c, *plan(c))}\n")
+        print(f"then pooled into {pooled_path(cfg)}")
+        return 0
+    for c in configs:  # every folder accepts its run before the first one starts
+        check_run_folder(with_gold(c))
+    for c in configs:
+        summary = run_study(c, force=args.force or [])
+        print(f"\nrun seed {c.seed} ({run_dir(c)}):\n{format_table(summary)}")
+    pooled = pool_runs([run_dir(c) for c in configs])
+    print(f"\n{format_pooled(pooled)}\npooled: {write_json(pooled_path(cfg), pooled)}")
     return 0
 
 

@@ -65,8 +65,15 @@ RUNS_FILE = "runs.jsonl"
 
 
 def write_run_config(cfg: RunConfig) -> Path:
-    """Write `<run_dir>/config.yaml` (the latest config run in the folder); `record_run`
-    adds it to `<run_dir>/runs.jsonl` once the run has finished.
+    """Write `<run_dir>/config.yaml` (the latest config run in the folder) once
+    `check_run_folder` accepts it; `record_run` adds it to `<run_dir>/runs.jsonl` once the
+    run has finished."""
+    return write_text(check_run_folder(cfg), dump_yaml(cfg))
+
+
+def check_run_folder(cfg: RunConfig) -> Path:
+    """`<run_dir>/config.yaml`, if the folder may hold this config's study (it raises
+    otherwise); writes nothing.
 
     A folder holds one study: the same data, model and recipes. Another run seed, more
     distillation seeds or α, or other arms are the same study (REPLICATE_KEYS) and are
@@ -95,7 +102,7 @@ def write_run_config(cfg: RunConfig) -> Path:
                 f"{', '.join(sorted(REPLICATE_KEYS))} may change between runs of one "
                 f"folder). Give this run its own folder (name=NEW_NAME or out_dir=DIR), or "
                 f"delete {path} to re-use the folder (its cached stages stay valid)")
-    return write_text(path, dump_yaml(cfg))
+    return path
 
 
 def record_run(cfg: RunConfig, timing: dict[str, Any] | None = None) -> None:

@@ -2,25 +2,43 @@
 the run seed's draw of the base model, the gold standard and the teacher, which one run's
 intervals hold fixed (README, "What these intervals leave out").
 
-Reads only files: each run's summary.json and its attacks' relearn.json (no torch). The
-runs must be the same study but for `seed` (and settings that leave results alone).
+`pool_runs` reads only files: each run's summary.json and its attacks' relearn.json (no
+torch). The runs must be the same study but for `seed` (and settings that leave results
+alone). `run_seed_configs` is what `undo run` runs under `study.run_seeds` before it pools.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..artifacts import read_json
 from ..attacks.intervals import pooled, pooled_seed_interval
-from ..config import RESULT_NEUTRAL_KEYS
+from ..config import RESULT_NEUTRAL_KEYS, RunConfig
 from ..configlib import ConfigError, differing
 from ..report.views import arm_of, fmt_ci
 from .summary import interval_studies
 
 COMPUTE_KEYS = ("fraction_of_gold_steps", "fraction_of_gold_flops",
                 "total_fraction_of_gold_steps", "total_fraction_of_gold_flops")
+
+
+def run_seed_configs(cfg: RunConfig) -> list[RunConfig]:
+    """One ordinary study per `study.run_seeds` (its own `run_seeds` emptied): run seed
+    `cfg.seed` in the folder `name` (so a finished single-seed run is reused), every
+    other N in `name-seedN`."""
+    study = replace(cfg.study, run_seeds=[])
+    return [replace(cfg, seed=s, study=study,
+                    name=cfg.name if s == cfg.seed else f"{cfg.name}-seed{s}")
+            for s in cfg.study.run_seeds]
+
+
+def pooled_path(cfg: RunConfig) -> Path:
+    """Where `undo run` writes the pooled study of `study.run_seeds`: beside the run
+    folders, not in one (each folder stays one run's)."""
+    return Path(cfg.out_dir) / f"{cfg.name}-pooled.json"
 
 
 def _check_same_study(run_dirs: Sequence[Path], summaries: list[dict[str, Any]]) -> None:
