@@ -134,9 +134,10 @@ def findings(summary: dict) -> dict:
     return out
 
 
-def started_in(run: Path) -> Path:
-    """The directory `undo run` ran in to make `run`: where its out_dir leads to it."""
-    out_dir = Path(read_json(run / "summary.json")["config"]["out_dir"])
+def started_in(run: Path, summary: dict) -> Path:
+    """The directory `undo run` ran in to make `run`: where its out_dir (as the run's
+    summary records it) leads to it."""
+    out_dir = Path(summary["config"]["out_dir"])
     return run.resolve().parents[0 if out_dir.is_absolute() else len(out_dir.parts)]
 
 
@@ -184,7 +185,7 @@ def main() -> int:
         # relative `runs`, which from another directory would start a new study (and an
         # out_dir override would be recorded in the summary).
         subprocess.run([sys.executable, "-m", "undo.cli", "run", str(run / "config.yaml")],
-                       check=True, stdout=subprocess.DEVNULL, cwd=started_in(run))
+                       check=True, stdout=subprocess.DEVNULL, cwd=started_in(run, summary))
         wall = time.perf_counter() - t0
         again = read_json(run / "summary.json")
         result["cached_rerun"] = {"wall_time_s": wall, "floor_s": 10,
