@@ -1,4 +1,4 @@
-"""The tiny study the whole-command tests share (tests/test_kill.py, test_integrity.py):
+"""The tiny study the whole-command tests share (tests/suites/test_kill.py, test_integrity.py):
 the smoke config made smaller still, and how two runs' summaries are compared."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ SETTINGS = [
     "attack.curve_items_per_op=2", "attack.seeds=[0,1]",
     "study.alphas=[0.5]", "study.seeds=[0]", "study.gold=none", "study.unlearn_distill=false",
     "study.oracles=false", "study.workers=1",
-    # One attack per model keeps the kill points few; both attacks: tests/test_pipeline.py.
+    # One attack per model keeps the kill points few; both attacks: tests/study/test_pipeline.py.
     "study.attacks=[paper]",
 ]
 # Fields that differ between two runs of one command: timings, paths, and what the

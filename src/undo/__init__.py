@@ -28,7 +28,7 @@ from typing import Any
 _EXPORTS = {
     "ConfigError": "config", "RunConfig": "config", "load_config": "config",
     "attack": "attacks.grid", "evaluate_model": "attacks.grid",
-    "robustness": "attacks.robustness", "compute_ratio": "attacks.robustness",
+    "robustness": "analysis.robustness", "compute_ratio": "analysis.robustness",
     "distill": "stages.distill", "noise": "stages.noise", "pretrain": "stages.pretrain",
     "sweep": "stages.sweep", "unlearn": "stages.unlearn",
     "run_study": "study.graph", "write_report": "report", "export_model": "release",

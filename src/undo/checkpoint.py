@@ -138,7 +138,7 @@ class _TiedWeightsNote(logging.Filter):
     """Drop accelerate's "Removed shared tensor {'lm_head.weight'}" warning.
 
     Tied input/output embeddings share storage, so safetensors keeps one copy and loading
-    re-ties them; resuming is bit-identical (tests/test_train.py), so the warning printed
+    re-ties them; resuming is bit-identical (tests/core/test_train.py), so the warning printed
     at every checkpoint is noise.
     """
 

@@ -360,7 +360,7 @@ class AttackConfig:
     # the authors relearned in bfloat16 (fidelity table); with float32 weights ours keeps
     # the small updates that their pure-bfloat16 weights round away. Measured beside fp32
     # attacks on the same models: every worst case within 0.02, 1.8x faster here
-    # (benchmarks/results/attack_precision_side_by_side.json). Use fp32 on a CPU without
+    # (experiments/results/attack_precision_side_by_side.json). Use fp32 on a CPU without
     # bfloat16 instructions (avx512_bf16 / AMX), where bfloat16 is slower.
     precision: Precision = "bf16-mixed"
 

@@ -20,13 +20,13 @@ has its manifest. Two forms:
 
 What is checked when, and what a mismatch does: docs/integrity.md. In short: every byte
 of every file at every reuse (xxh3 hashes a page-cached file at 9-22 GiB/s here, far
-faster than loading it: benchmarks/integrity.py); derived files (chunks, run files,
+faster than loading it: experiments/integrity.py); derived files (chunks, run files,
 replays, tables) are rebuilt; stage outputs, checkpoints, the search's SQLite and noised
 or exported folders stop the run (`IntegrityError`).
 
 Every manifest write and every check adds its seconds to a per-process count
 (`take_spent`); each stage records its share in meta.json (`integrity_seconds`), which
-benchmarks/integrity_overhead.py sums over a run folder. `UNDO_INTEGRITY=off` turns the
+experiments/integrity_overhead.py sums over a run folder. `UNDO_INTEGRITY=off` turns the
 implicit writes and checks off, for that benchmark only (`undo verify` always checks).
 """
 
@@ -50,13 +50,13 @@ MANIFEST = "manifest.json"
 SIDECAR = ".manifest"  # `.chunk-0-00001.safetensors.manifest` beside its chunk
 SCHEMA = "undo.manifest/1"
 # Non-cryptographic (this guards against damage, not an adversary) and 15-20x faster
-# than blake2b here (benchmarks/results/integrity.json); xxhash comes with `datasets`.
+# than blake2b here (experiments/results/integrity.json); xxhash comes with `datasets`.
 ALGO = "xxh3_128"
 _BLOCK = 8 << 20
 # Stage-folder prefixes -> the `--force` kind that re-runs them (docs/integrity.md).
 _KINDS = {"pretrain": "pretrain", "import": "pretrain", "unlearn": "unlearn",
           "sweep": "unlearn", "distill": "distill (or oracle)"}
-# For benchmarks/integrity_overhead.py only: `off` writes no manifest and checks nothing
+# For experiments/integrity_overhead.py only: `off` writes no manifest and checks nothing
 # implicitly, to time a run without integrity work. Never for real runs: damage then
 # goes unnoticed, and folders written so are later used unverified (docs/integrity.md).
 SWITCH = "UNDO_INTEGRITY"

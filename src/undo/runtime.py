@@ -80,7 +80,7 @@ def compute_precision(precision: str, device: str = "auto") -> Iterator[None]:
     The block is a whole stage (training forwards and backwards, teacher outputs, every
     evaluation), so a model is scored at the precision it was trained at. On CPU the
     attention runs in its math form: torch's fused CPU attention kernel is ~10x slower in
-    bfloat16 backward than the plain matmuls (benchmarks/precision_speed.py).
+    bfloat16 backward than the plain matmuls (experiments/precision_speed.py).
     """
     if precision not in ("fp32", "bf16-mixed"):  # the config's Literal checked it already
         raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16-mixed")
@@ -91,7 +91,7 @@ def compute_precision(precision: str, device: str = "auto") -> Iterator[None]:
     # No cast cache: autocast keeps each weight's bfloat16 copy until its outermost
     # context exits, and this one spans a whole stage, so with the cache every forward
     # after the first optimizer step read the weights as they were at step 0 (a tiny
-    # pretraining then never learned; tests/test_runtime.py).
+    # pretraining then never learned; tests/core/test_runtime.py).
     with torch.autocast(device_type=dev, dtype=torch.bfloat16, cache_enabled=False):
         if dev == "cpu":
             from torch.nn.attention import SDPBackend, sdpa_kernel

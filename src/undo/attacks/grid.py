@@ -7,7 +7,7 @@ whole pretraining mix, language the forget language, WMDP forget and retain 50/5
 forget data only (`retain_fraction: 0`, the study's second attack),
 forget performance evaluated every `eval_every` steps, over a grid of LRs × seeds; the
 worst case over LRs at each step budget is what a model's robustness is judged by
-(aggregation in `undo.attacks.robustness`). Each run goes through THE training loop
+(aggregation in `undo.analysis.robustness`). Each run goes through THE training loop
 (`undo.train.train`, objective "ce").
 
 Honesty checks, done before any training:
@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .. import integrity
+from ..analysis.robustness import aggregate, budget_key
 from ..artifacts import (
     config_hash,
     is_done,
@@ -62,7 +63,6 @@ from ..stages.base import (
     source_of,
 )
 from ..train import make_accelerator, train
-from .robustness import aggregate, budget_key
 
 Metrics = dict[str, float]
 
@@ -267,7 +267,7 @@ def plan_workers(cfg: RunConfig, n_runs: int) -> tuple[int, int]:
 
     Why processes: a ~1M-parameter model's matmuls are too small to use two threads
     well, so two single-threaded runs side by side beat one two-threaded run
-    (benchmarks/attack_speed.py). On a GPU runs stay in this process.
+    (experiments/attack_speed.py). On a GPU runs stay in this process.
     """
     budget = cfg.threads or os.cpu_count() or 1
     if device_name(cfg.device) == "cuda":

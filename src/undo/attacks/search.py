@@ -18,7 +18,7 @@ whenever the search is at rest (removed while it runs), checked before the db is
 (damaged: the search stops); search.json and replay files are written with theirs and
 rebuilt when damaged. The TPE sampler is re-seeded from (search.seed, finished trials)
 before each draw and TPE reads only finished trials, so a resumed search draws what an
-uninterrupted one would (tests/test_search.py; with several workers, up to the batch a
+uninterrupted one would (tests/attacks/test_search.py; with several workers, up to the batch a
 kill cut). Trials run `attack.workers` at a time, as the grid's runs (`plan_workers`:
 processes of one thread on a CPU, one at a time on a GPU), asked in batches: TPE's
 constant liar keeps a batch's draws apart.
@@ -44,6 +44,7 @@ from typing import Any
 import optuna
 
 from .. import integrity
+from ..analysis.robustness import budget_key
 from ..artifacts import (
     config_hash,
     json_text,
@@ -67,7 +68,6 @@ from .grid import (
     plan_workers,
     resolved,
 )
-from .robustness import budget_key
 from .space import (
     Params,
     Start,

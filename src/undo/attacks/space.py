@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 import torch
 
+from ..analysis.robustness import utility_bound, utility_ok
 from ..architectures import classify, family
 from ..benchmarks import build_benchmark
 from ..benchmarks.base import MetricSpec
@@ -25,7 +26,6 @@ from ..configlib import ConfigError
 from ..models import load_tokenizer
 from ..train import DivergedError
 from .grid import run_one
-from .robustness import utility_bound, utility_ok
 
 __all__ = ["utility_bound", "utility_ok"]  # the one utility rule (undo.robustness)
 Params = dict[str, Any]

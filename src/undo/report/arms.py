@@ -18,7 +18,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..attacks.robustness import budget_key
+from ..analysis.arms import row_of
+from ..analysis.robustness import budget_key
 from . import views
 
 COMPUTE = ("fraction_of_gold_steps", "fraction_of_gold_flops",
@@ -27,14 +28,8 @@ VALUES = ("worst_case", "robustness", *COMPUTE)
 COLUMNS = ["run", "attack", "budget", "row", "kind", "alpha", "n_models", "interval",
            "worst_case_lr", *(f"{v}{end}" for v in VALUES for end in ("", "_lo", "_hi"))]
 NO_INTERVAL = "none (mean over seeds)"
-_REFERENCES = {"gold": "gold", "unlearn_only": "unlearn-only"}
 
 Row = dict[str, Any]
-
-
-def row_of(model: dict) -> str:
-    """The row a model belongs to (the `intervals` section's naming)."""
-    return views.arm_of(model) or _REFERENCES.get(model["kind"]) or model["name"]
 
 
 def _bounds(row: Row, name: str, x: dict | None) -> None:

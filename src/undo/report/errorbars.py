@@ -2,7 +2,7 @@
 twin and the verdict built on them (a comparison is stated only where the intervals
 separate; otherwise the verdict says "within noise").
 
-Reads the summary's `intervals` section (undo.attacks.intervals, built in undo.study.summary) and the
+Reads the summary's `intervals` section (undo.analysis.intervals, built in undo.study.summary) and the
 attack sections of every model (the retain metric after each worst case and the utility
 flag). Pure: no I/O.
 """
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..attacks.robustness import budget_key
-from .views import arm_of, fmt_ci
+from ..analysis.arms import Arm, ModelKind, label_of
+from ..analysis.robustness import budget_key
+from .views import fmt_ci
 
 ATTACK_LABELS = {"paper": "the paper's attack", "forget_only": "the forget-only attack"}
 
@@ -28,11 +29,10 @@ def _budgets(summary: dict, attack: str) -> list[int]:
 def _arms(summary: dict) -> list[str]:
     names: list[str] = []
     for m in summary["models"]:
-        label = arm_of(m)
+        label = label_of(m)
         if label and label not in names:
             names.append(label)
-    undo = sorted((n for n in names if n.startswith("UNDO")), key=lambda n: float(n.split("=")[1]))
-    return undo + [n for n in names if not n.startswith("UNDO")]
+    return sorted(names, key=lambda n: Arm.parse(n).sort_key)
 
 
 def _members(summary: dict, row: str) -> list[dict]:
@@ -40,7 +40,7 @@ def _members(summary: dict, row: str) -> list[dict]:
     kinds = {"gold": "gold", "unlearn-only": "unlearn_only"}
     out = []
     for m in summary["models"]:
-        if arm_of(m) == row or m["name"] == row or m["kind"] == kinds.get(row):
+        if label_of(m) == row or m["name"] == row or m["kind"] == kinds.get(row):
             out.append(m)
     return out
 
@@ -189,7 +189,7 @@ def verdict_sentences(summary: dict) -> list[str]:
                     f"of its FLOPs)") if headline else ""
             out.append(f"{a} ({label}): robustness after {top} steps {fmt_ci(r)} "
                        f"({_vs_references(r)}){cost}.")
-        undo = [a for a in arms if a.startswith("UNDO")]
+        undo = [a for a in arms if Arm.parse(a).kind is ModelKind.UNDO]
         steps = [f"{x[5:]} → {y[5:]}: {_trend(compare(iv['robustness'][y], iv['robustness'][x]))}"
                  for x, y in zip(undo, undo[1:], strict=False)]
         if steps:

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..attacks.robustness import budget_key
+from ..analysis.robustness import budget_key
 
 SCHEMA_VERSION = 1
 

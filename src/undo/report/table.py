@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..attacks.robustness import budget_key
+from ..analysis.robustness import budget_key
 from . import views
 from .errorbars import format_intervals
 from .views import fmt, fmt_fraction

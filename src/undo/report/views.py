@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..attacks.robustness import budget_key, mean_std
+from ..analysis.robustness import budget_key, mean_std
 from .schema import lr_matches
 
 Model = dict[str, Any]
@@ -53,14 +53,6 @@ def fmt_ci(x: dict | None, digits: int = 2, pct: bool = False) -> str:
     if x.get("lo") is None:
         return f"{f(x['point'])} [no interval]"
     return f"{f(x['point'])} [{f(x['lo'])}, {f(x['hi'])}]"
-
-
-def arm_of(model: dict) -> str | None:
-    """The arm a distilled student belongs to (its seeds are resampled together; its row
-    in the interval tables), None for every other model."""
-    if model["kind"] == "undo":
-        return f"UNDO α={model['alpha']:g}"
-    return "Unlearn-and-Distill" if model["kind"] == "unlearn_distill" else None
 
 
 def largest_budget(summary: dict) -> int:

@@ -264,7 +264,7 @@ def finish(d: Path, summary: dict[str, Any], depends_on: dict[str, Any],
     undo.integrity) and, last, the summary that marks the stage finished."""
     write_text(d / "config.yaml", yaml.safe_dump(_plain(depends_on), sort_keys=False))
     # The integrity work this process did since its last stage finished: this stage's
-    # input checks, cache chunks, checkpoints (benchmarks/integrity_overhead.py sums it).
+    # input checks, cache chunks, checkpoints (experiments/integrity_overhead.py sums it).
     write_json(d / "meta.json", {**environment(device, model=source),
                                  "integrity_seconds": take_spent()})
     text = json_text(summary)

@@ -158,7 +158,7 @@ def run_graph(cfg: RunConfig, tasks: list[Task], log: Callable[[str], None],
     otherwise one after another in this process; with `ray`, as Ray tasks.
     `schedule`, if given, receives one entry per task as it finishes: its name, kind,
     start/end in seconds since the graph started, its folder and the load average then
-    (benchmarks/study_profile.py reads them).
+    (experiments/study_profile.py reads them).
     """
     force = force or set()
     names = {t.name for t in tasks}

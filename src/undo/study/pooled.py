@@ -14,11 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..analysis.arms import label_of
+from ..analysis.intervals import pooled, pooled_seed_interval
 from ..artifacts import read_json
-from ..attacks.intervals import pooled, pooled_seed_interval
 from ..config import RESULT_NEUTRAL_KEYS, RunConfig
 from ..configlib import ConfigError, differing
-from ..report.views import arm_of, fmt_ci
+from ..report.views import fmt_ci
 from .summary import interval_studies
 
 COMPUTE_KEYS = ("fraction_of_gold_steps", "fraction_of_gold_flops",
@@ -89,7 +90,7 @@ def pool_runs(run_dirs: Sequence[str | Path], seed: int = 0) -> dict[str, Any]:
     arms = [a for a in first["intervals"]["compute"]
             if all(a in s["intervals"]["compute"] for s in summaries)]
     compute = {a: {key: pooled_seed_interval(
-        [[e["compute"].get(key) for e in s["models"] if arm_of(e) == a] for s in summaries],
+        [[e["compute"].get(key) for e in s["models"] if label_of(e) == a] for s in summaries],
         seed) for key in COMPUTE_KEYS} for a in arms}
     return {"runs": [str(d) for d in dirs],
             "run_seeds": [s["config"]["seed"] for s in summaries],

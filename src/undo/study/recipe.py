@@ -69,7 +69,7 @@ BUDGETS = {
                    search_batches=(4, 8, 16, 32), eval_windows=256, curve_windows=32,
                    workers=1),
     # A demonstration on 2 CPU cores that ends in minutes for a ~100M model
-    # (benchmarks/results/robustify_smollm2.json): every budget a few dozen steps of
+    # (experiments/results/robustify_smollm2.json): every budget a few dozen steps of
     # 64-token windows, at the paper's smallest α, which a few steps can recover (α 0.2
     # started SmolLM2-135M's student at retain CE 9.1 against the teacher's 3.9, α 0.1
     # at 6.1). At 256-token steps the size rule's LR (6.4e-4 at 135M) left that student

@@ -12,20 +12,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import integrity
-from ..artifacts import environment, json_text, read_json
-from ..attacks.intervals import Study as IntervalStudy
-from ..attacks.intervals import attacked, intervals, seed_interval
-from ..attacks.robustness import (
+from ..analysis.arms import label_of
+from ..analysis.intervals import Study as IntervalStudy
+from ..analysis.intervals import attacked, intervals, seed_interval
+from ..analysis.robustness import (
     budget_key,
     compute_ratio,
     robustness,
     utility_bound,
     utility_ok,
 )
+from ..artifacts import environment, json_text, read_json
 from ..config import RunConfig
 from ..configlib import to_dict
 from ..provenance import model_source
-from ..report.views import arm_of
 
 if TYPE_CHECKING:
     from .graph import Model
@@ -111,7 +111,7 @@ def interval_studies(runs: Mapping[tuple[str, str], list[dict[str, Any]]],
                      entries: list[dict[str, Any]], budgets: list[int],
                      higher_is_worse: bool, order: list[str]
                      ) -> dict[str, dict[str, IntervalStudy]]:
-    """What `undo.attacks.intervals` resamples, per attack and budget (> 0): the
+    """What `undo.analysis.intervals` resamples, per attack and budget (> 0): the
     references, each arm's recovered students and the single models, each at its worst
     LR. `runs`: (model name, attack name) -> that attack's relearn.json runs."""
     out: dict[str, dict[str, IntervalStudy]] = {}
@@ -128,7 +128,7 @@ def interval_studies(runs: Mapping[tuple[str, str], list[dict[str, Any]]],
                     continue
                 if e["kind"] in ("gold", "unlearn_only"):
                     refs[e["kind"]] = a
-                elif (arm := arm_of(e)) is None:
+                elif (arm := label_of(e)) is None:
                     singles[e["name"]] = a
                 elif e.get("recovered") is not False:
                     arms.setdefault(arm, []).append(a)
@@ -145,7 +145,7 @@ def interval_studies(runs: Mapping[tuple[str, str], list[dict[str, Any]]],
 def _intervals(models: list[Model], entries: list[dict[str, Any]], budgets: list[int],
                higher_is_worse: bool, tol: float, order: list[str]) -> dict[str, Any]:
     """`intervals`: per attack and budget, 95% bootstrap intervals over eval items,
-    attack seeds and model seeds (undo.attacks.intervals); per arm, compute over model seeds.
+    attack seeds and model seeds (undo.analysis.intervals); per arm, compute over model seeds.
     Students that did not recover are left out of their arm (and named)."""
     out: dict[str, Any] = {"attacks": {}, "compute": {}, "not_counted": []}
     runs = {(m.name, n): read_json(d / "relearn.json")["runs"]
@@ -155,7 +155,7 @@ def _intervals(models: list[Model], entries: list[dict[str, Any]], budgets: list
         out["attacks"][name] = {k: intervals(st, tol) for k, st in by_budget.items()}
     groups: dict[str, list[dict[str, Any]]] = {}
     for e in entries:
-        if (arm := arm_of(e)) is not None:
+        if (arm := label_of(e)) is not None:
             if e.get("recovered") is False:
                 out["not_counted"].append(e["name"])
             groups.setdefault(arm, []).append(e)

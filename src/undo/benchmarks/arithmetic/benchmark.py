@@ -154,7 +154,7 @@ def score_items(model: PreTrainedModel, items: Sequence[Item],
     """Per item: exact match (bool), summed answer CE (nats) and answer-token count.
 
     `use_cache=False`: a key/value cache would be built and never read (the same numbers,
-    bit for bit, in less time: benchmarks/eval_speed.py)."""
+    bit for bit, in less time: experiments/eval_speed.py)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
