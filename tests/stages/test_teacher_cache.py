@@ -139,3 +139,21 @@ def test_a_chunk_another_process_is_building_is_waited_for_not_built_again(
                        _cache(tmp_path / "fresh", teacher, batches).targets(1, 0)["teacher_logprobs"])
     # Its manifest is the child's and holds: the file verifies.
     assert integrity.read_file(mine._path(0))
+
+
+def test_a_damaged_chunk_is_reported_once_and_rebuilt(teacher, batches, tmp_path, capsys):
+    """The chunk is read before and again after taking its lock: the damage is one line on
+    stderr (the read under the lock, which rebuilds it), not one per read."""
+    want = _cache(tmp_path, teacher, batches).targets(1, 0)["teacher_logprobs"]
+    path = _cache(tmp_path, teacher, batches)._path(0)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte in the tensor data: same size, same header
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    mine = _cache(tmp_path, teacher, batches)
+    assert torch.equal(mine.targets(1, 0)["teacher_logprobs"], want)
+    err = capsys.readouterr().err
+    assert err.count("teacher cache chunk damaged") == 1, err
+    assert path.name in err and "content differs from its recorded hash" in err
+    assert list(mine.rebuilt) == [path.name] and mine.built_chunks == 1
+    assert integrity.read_file(path)  # intact again

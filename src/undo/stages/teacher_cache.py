@@ -109,23 +109,28 @@ class TeacherCache:
         self.build_time += time.perf_counter() - t0
         return tensors
 
-    def _read(self, chunk: int) -> dict[str, torch.Tensor] | None:
-        """The chunk from disk, or None if it is missing or damaged (reported)."""
+    def _read(self, chunk: int, report: bool = True) -> dict[str, torch.Tensor] | None:
+        """The chunk from disk, or None if it is missing or damaged (reported when
+        `report`: the read that decides to rebuild it, under the chunk's lock)."""
         path = self._path(chunk)
         if not path.is_file():
             return None
         try:  # every byte checked: a chunk is read whole anyway (docs/integrity.md)
             return load(integrity.read_file(path))
         except integrity.IntegrityError as e:  # derived data: rebuilt, and reported
-            integrity.report_rebuild("teacher cache chunk", e, "rebuilding it from the "
-                                     "teacher")
-            self.rebuilt[path.name] = str(e)
+            if report:
+                integrity.report_rebuild("teacher cache chunk", e, "rebuilding it from "
+                                         "the teacher")
+                self.rebuilt[path.name] = str(e)
             return None
 
     def _chunk(self, chunk: int) -> dict[str, torch.Tensor]:
         if self._loaded is not None and self._loaded[0] == chunk:
             return self._loaded[1]
-        tensors = self._read(chunk)  # a finished chunk is never rewritten: no lock
+        # A finished chunk is never rewritten: read without the lock. A damaged one is
+        # not reported here but by the read under the lock, which rebuilds it (or finds
+        # that another run rebuilt it meanwhile): one line per damaged chunk, not two.
+        tensors = self._read(chunk, report=False)
         if tensors is None:
             with self._lock(chunk):
                 tensors = self._read(chunk)  # another run may have built it meanwhile
