@@ -137,3 +137,17 @@ def test_api_page_documents_every_public_name_where_it_lives():
     missing = [f"undo.{mod}.{name}" for name, mod in undo._EXPORTS.items()
                if f"::: undo.{mod}.{name}\n" not in text]
     assert not missing, f"docs/api.md: write these as '::: <path>': {missing}"
+
+
+def test_results_page_tables_are_the_reports_own():
+    """docs/results.md quotes the default study's table as `undo run` prints it: each quoted
+    section must be what the report prints from the committed summary today."""
+    import json
+
+    from undo.report.table import format_table
+
+    printed = format_table(json.loads((RESULTS / "study_faithful_summary.json").read_text()))
+    blocks = re.findall(r"```\n(.*?)```", (ROOT / "docs" / "results.md").read_text(), re.S)
+    sections = [s for b in blocks for s in b.strip("\n").split("\n\n")]
+    assert sections
+    assert not [s.splitlines()[0] for s in sections if s not in printed]
