@@ -43,13 +43,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from undo.analysis.arms import label_of
+from undo.analysis.arms import ModelKind, label_of
 from undo.analysis.robustness import budget_key
 from undo.artifacts import environment, read_json, write_json
 from undo.config import load_config
 from undo.report.errorbars import compare
 from undo.report.views import largest_budget
-from undo.study.graph import Model
+from undo.study.specs import Model
 from undo.study.summary import build_summary
 
 COMPUTE_KEYS = ("fraction_of_gold_steps", "fraction_of_gold_flops",
@@ -113,7 +113,7 @@ def summary_over(run: Path, seeds: list[int]) -> dict[str, Any]:
         found = [d for d in stages.glob(pattern) if (d / "summary.json").exists()]
         if len(found) != 1:
             raise SystemExit(f"{run}: expected one finished {pattern}, found {found}")
-        m = Model(name, kind, found[0], **kw)
+        m = Model(name, ModelKind(kind), found[0], **kw)
         m.attack_dirs = _attack_dirs(run, found[0])
         if set(m.attack_dirs) != set(cfg.study.attacks):
             raise SystemExit(f"{found[0].name}: attacks {sorted(m.attack_dirs)} finished, "

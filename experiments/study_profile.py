@@ -45,7 +45,8 @@ import yaml
 
 from undo.artifacts import read_json, write_json
 from undo.config import run_config
-from undo.study.graph import study_tasks
+from undo.study.gold import with_gold
+from undo.study.graph import study_graph
 
 HERE = Path(__file__).resolve().parent
 
@@ -69,7 +70,7 @@ def pick_record(run_dir: Path, index: int | None) -> dict | None:
 
 
 def model_names(seeds: list[int]) -> dict[str, str]:
-    """Stage task name -> the model's name in attack task names (study_tasks' naming)."""
+    """Stage task name -> the model's name in attack task names (the study graph's naming)."""
     sfx = (lambda s: f"-s{s}") if len(seeds) > 1 else (lambda s: "")
     out = {"pretrain gold": "gold", "oracle gold->random": "oracle-random",
            "oracle gold->base": "oracle-base"}
@@ -190,7 +191,7 @@ def critical_path(sched: list[dict], deps: dict[str, tuple[str, ...]]) -> tuple[
 def profile(run_dir: Path, index: int | None) -> dict[str, Any]:
     record = pick_record(run_dir, index)
     cfg = load_cfg(run_dir, record)
-    tasks, _ = study_tasks(cfg)
+    tasks = study_graph(with_gold(cfg)).stages
     kinds = {t.name: t.kind for t in tasks}
     deps = {t.name: t.deps for t in tasks}
     timing = (record or {}).get("timing")

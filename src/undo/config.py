@@ -202,6 +202,11 @@ class SweepConfig:
                    f"{p}.{k}", v, "an evaluation metric such as retain/acc or forget/acc")
 
 
+def alpha_ok(alpha: float) -> bool:
+    """THE rule for α, wherever it is set (`noise.alpha`, each of `study.alphas`)."""
+    return isinstance(alpha, (int, float)) and 0 <= alpha <= 1
+
+
 @dataclass
 class NoiseConfig:
     """Shrink-and-perturb θ ← (1−α)·θ + α·β·(I ⊙ N) before distilling (see undo.stages.noise).
@@ -232,7 +237,7 @@ class NoiseConfig:
     norms: Literal["toward_init", "shrink", "keep"] = "toward_init"
 
     def validate(self, p: str) -> None:
-        check(0 <= self.alpha <= 1, f"{p}.alpha", self.alpha, "a number in [0, 1]")
+        check(alpha_ok(self.alpha), f"{p}.alpha", self.alpha, "a number in [0, 1]")
         check(0 <= self.beta <= 1, f"{p}.beta", self.beta, "a number in [0, 1]")
         check(bool(self.targets), f"{p}.targets", self.targets, "a non-empty list")
         check(self.layers is None or all(i >= 0 for i in self.layers), f"{p}.layers",
@@ -546,8 +551,8 @@ class StudyConfig:
                "paper, forget_only")
         check(self.attack_search >= 0, f"{p}.attack_search", self.attack_search,
                "an integer >= 0 (trials per model; 0: no search)")
-        check(all(0 <= a <= 1 for a in self.alphas), f"{p}.alphas", self.alphas,
-               "numbers in [0, 1]")
+        check(all(alpha_ok(a) for a in self.alphas), f"{p}.alphas", self.alphas,
+              "numbers in [0, 1]")
         # A repeated α or seed would name two models of the study alike.
         check(len(set(self.alphas)) == len(self.alphas), f"{p}.alphas", self.alphas,
                "distinct values")
@@ -633,6 +638,14 @@ class RunConfig:
               len(set(self.report_to)) == len(self.report_to), "report_to", self.report_to,
               f"a list of distinct trackers from {', '.join(TRACKERS)} ([] for none)")
         self.data.check_run(self)  # settings of other sections the benchmark constrains
+
+    def at_alpha(self, alpha: float) -> RunConfig:
+        """This config with its one α field, `noise.alpha`, set: how the study makes each
+        UNDO student's config from `study.alphas` (both held to `alpha_ok`)."""
+        from dataclasses import replace
+
+        check(alpha_ok(alpha), "noise.alpha", alpha, "a number in [0, 1]")
+        return replace(self, noise=replace(self.noise, alpha=alpha))
 
 
 def run_config(raw: dict) -> RunConfig:

@@ -63,7 +63,7 @@ def test_validation_sets_disjoint_from_the_reported_ones():
 
 def test_undo_stage_writes_model_summary_and_is_reused(cfg, teacher_dir, tmp_path):
     cfg.distill.stop = "budget"
-    d = distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0)
+    d = distill(cfg.at_alpha(0.5), teacher_dir, init="noised", seed=0)
     s = read_json(d / "summary.json")
     assert s["steps"] == 4 and not s["stopped_early"] and s["init"] == "noised"
     assert s["tokens"] > 0 and s["positions"] >= s["tokens"]
@@ -74,25 +74,25 @@ def test_undo_stage_writes_model_summary_and_is_reused(cfg, teacher_dir, tmp_pat
     assert "compute" not in s  # fractions of gold are the study summary's, not the stage's
     mtime = (d / "summary.json").stat().st_mtime_ns
     # Reused as it is: nothing retrained, nothing rewritten.
-    assert distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0) == d
+    assert distill(cfg.at_alpha(0.5), teacher_dir, init="noised", seed=0) == d
     assert (d / "summary.json").stat().st_mtime_ns == mtime
     # Another alpha, or under `distill.data_order: shared` another seed, is another
     # stage on the same batches: the teacher cache is shared, nothing rebuilt.
     cfg.distill.data_order = "shared"
     for alpha, seed in ((0.7, 0), (0.7, 1)):
-        d3 = distill(cfg, teacher_dir, init="noised", alpha=alpha, seed=seed)
+        d3 = distill(cfg.at_alpha(alpha), teacher_dir, init="noised", seed=seed)
         s3 = read_json(d3 / "summary.json")
         assert d3 != d and s3["teacher_outputs"]["built_chunks"] == 0
         assert s3["teacher_outputs"]["cache_dir"] == s["teacher_outputs"]["cache_dir"]
     # `per_seed`: seed 1 distills on another data order, with its own cache and its own
     # stage; seed 0 keeps the run seed's order, so its stage is the same and reused.
-    d_shared = distill(cfg, teacher_dir, init="noised", alpha=0.7, seed=1)
+    d_shared = distill(cfg.at_alpha(0.7), teacher_dir, init="noised", seed=1)
     cfg.distill.data_order = "per_seed"
-    d4 = distill(cfg, teacher_dir, init="noised", alpha=0.7, seed=1)
+    d4 = distill(cfg.at_alpha(0.7), teacher_dir, init="noised", seed=1)
     s4 = read_json(d4 / "summary.json")
     assert d4 != d_shared and s4["teacher_outputs"]["built_chunks"] > 0
     assert s4["teacher_outputs"]["cache_dir"] != s["teacher_outputs"]["cache_dir"]
-    assert distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0) == d
+    assert distill(cfg.at_alpha(0.5), teacher_dir, init="noised", seed=0) == d
     assert (d / "summary.json").stat().st_mtime_ns == mtime
 
 
@@ -100,9 +100,9 @@ def test_bf16_mixed_student_has_its_own_stage_and_teacher_cache(cfg, teacher_dir
     """Teacher outputs computed under bf16-mixed are other numbers: never reused by an fp32
     run of the same teacher and data (nor the other way round)."""
     cfg.distill.stop = "budget"
-    s = read_json(distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0) / "summary.json")
+    s = read_json(distill(cfg.at_alpha(0.5), teacher_dir, init="noised", seed=0) / "summary.json")
     cfg.precision = "bf16-mixed"
-    d = distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0)
+    d = distill(cfg.at_alpha(0.5), teacher_dir, init="noised", seed=0)
     b = read_json(d / "summary.json")
     assert b["teacher_outputs"]["built_chunks"] > 0
     assert b["teacher_outputs"]["cache_dir"] != s["teacher_outputs"]["cache_dir"]
@@ -113,7 +113,7 @@ def test_bf16_mixed_student_has_its_own_stage_and_teacher_cache(cfg, teacher_dir
 def test_a_student_that_meets_the_rule_at_step_0_still_trains(cfg, teacher_dir):
     """α = 0 is the teacher itself: it meets the rule before any step, but the rule is
     first checked after step 1 (`distill.eval_every` = 2 here), as the authors' is."""
-    d = distill(cfg, teacher_dir, init="noised", alpha=0.0, seed=0)
+    d = distill(cfg.at_alpha(0.0), teacher_dir, init="noised", seed=0)
     s = read_json(d / "summary.json")
     assert s["stopped_early"] and s["steps"] == 2 and s["recovered"]
     assert s["stop"]["sets"] == ["retain_val", "forget_val"]
@@ -135,7 +135,7 @@ def test_user_errors(cfg, teacher_dir, tmp_path):
     with pytest.raises(ConfigError, match="no model there"):
         distill(cfg, tmp_path / "missing")
     with pytest.raises(ConfigError, match="valid: a number in"):
-        distill(cfg, teacher_dir, alpha=1.5)
+        cfg.at_alpha(1.5)
     cfg.noise.mask = "magnitude"
     with pytest.raises(ConfigError, match="needs the base model"):
         distill(cfg, teacher_dir)
@@ -201,9 +201,9 @@ def test_filtered_inputs_distil_on_the_gold_standards_data(cfg, teacher_dir, tok
     from undo.stages.teacher_cache import teacher_targets
 
     cfg.distill.stop = "budget"
-    d_mix = distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0)
+    d_mix = distill(cfg.at_alpha(0.5), teacher_dir, init="noised", seed=0)
     cfg.distill.inputs = "filtered"
-    d_f = distill(cfg, teacher_dir, init="noised", alpha=0.5, seed=0)
+    d_f = distill(cfg.at_alpha(0.5), teacher_dir, init="noised", seed=0)
     s_mix, s_f = read_json(d_mix / "summary.json"), read_json(d_f / "summary.json")
     assert d_f != d_mix and (s_mix["inputs"], s_f["inputs"]) == ("mix", "filtered")
     assert s_f["teacher_outputs"]["built_chunks"] > 0

@@ -57,13 +57,13 @@ def test_every_stage_runs_on_text(tmp_path, bpe, name):
     s = read_json(teacher / "summary.json")
     assert s["steps"] == 2 and s["after"]["forget/ce"] > 0 and s["after"]["retain/ce"] > 0
 
-    noised = noise(cfg, teacher / "model", tmp_path / "noised", alpha=0.5, seed=1)
+    noised = noise(cfg.at_alpha(0.5), teacher / "model", tmp_path / "noised", seed=1)
     assert noised.to_dict()["alpha"] == 0.5
     assert any(not torch.equal(a, b) for a, b in zip(
         load_model(tmp_path / "noised").parameters(),
         load_model(teacher / "model").parameters(), strict=True))
 
-    student = distill(cfg, teacher, init="noised", alpha=0.5, seed=1)
+    student = distill(cfg.at_alpha(0.5), teacher, init="noised", seed=1)
     ds = read_json(student / "summary.json")
     assert ds["steps"] == 2 and ds["stop"]["rule"] == "budget"
     assert ds["teacher_outputs"]["mode"] in ("full", "online")

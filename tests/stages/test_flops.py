@@ -76,8 +76,8 @@ def test_distill_summary_teacher_flops(tokenizer, tmp_path):
                              "distill.checkpoint_every=0", "distill.warmup_steps=0",
                              "distill.stop=budget"])
     teacher = build_model(ModelConfig(preset="micro"), tokenizer, seed=1)
-    s = read_json(distill(cfg, save_model(teacher, tokenizer, tmp_path / "teacher"),
-                          init="noised", alpha=0.5, seed=0) / "summary.json")
+    s = read_json(distill(cfg.at_alpha(0.5), save_model(teacher, tokenizer, tmp_path / "teacher"),
+                          init="noised", seed=0) / "summary.json")
     # The stage's data: its benchmark's trained items, batches seeded by the run's seed.
     bench = ArithmeticData(cfg.data)
     pos = positions(ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=cfg.seed), range(3))

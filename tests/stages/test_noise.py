@@ -189,10 +189,15 @@ def test_localized_noise_only_where_unlearning_moved(micro_model, tokenizer):
         apply_noise(micro_model, 0.5, 1.0, _gen(), mask="magnitude")
 
 
-@pytest.mark.parametrize("alpha,beta", [(-0.1, 0.1), (1.5, 0.1), (0.5, 2.0)])
-def test_alpha_beta_validated(micro_model, alpha, beta):
-    with pytest.raises(ConfigError, match="valid: a number in \\[0, 1\\]"):
-        apply_noise(micro_model, alpha, beta, _gen())
+@pytest.mark.parametrize("override, key", [
+    ("noise.alpha=-0.1", "noise.alpha"), ("noise.alpha=1.5", "noise.alpha"),
+    ("noise.beta=2.0", "noise.beta"), ("study.alphas=[0.5, 1.2]", "study.alphas")])
+def test_alpha_beta_validated_once_in_the_config(override, key):
+    """α has one rule (`config.alpha_ok`) for `noise.alpha` and every `study.alphas`."""
+    from undo.config import load_config
+
+    with pytest.raises(ConfigError, match=f"'{key}'.*valid: (a number|numbers) in \\[0, 1\\]"):
+        load_config(None, [override])
 
 
 @pytest.mark.parametrize("name", ["llama", "gemma2", "gpt2", "gpt_neox"])

@@ -179,9 +179,11 @@ def test_bad_stage_kind_is_a_clear_error(tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-def _graph(order: list[str]):
+def _graph(cfg, order: list[str]):
+    from fixed_stage import Fixed
+
     from undo.stages.base import run_dir
-    from undo.study.graph import Job, Task
+    from undo.study.specs import Job
 
     def make(name):
         def build(deps):
@@ -189,10 +191,10 @@ def _graph(order: list[str]):
             return Job(name, run_dir)  # an importable stage-like call: (cfg) -> Path
         return build
 
-    return [Task("a", "pretrain", (), make("a")),
-            Task("b", "unlearn", ("a",), make("b")),
-            Task("c", "pretrain", (), make("c")),
-            Task("d", "distill", ("b", "c"), make("d"))]
+    return [Fixed(name="a", kind="pretrain", cfg=cfg, make=make("a")),
+            Fixed(name="b", kind="unlearn", cfg=cfg, deps=("a",), make=make("b")),
+            Fixed(name="c", kind="pretrain", cfg=cfg, make=make("c")),
+            Fixed(name="d", kind="distill", cfg=cfg, deps=("b", "c"), make=make("d"))]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -202,7 +204,7 @@ def test_graph_starts_tasks_only_after_their_inputs(workers, tmp_path):
     cfg = load_config(None, [f"out_dir={tmp_path}", f"study.workers={workers}"])
     order: list[str] = []
     schedule: list[dict] = []
-    done = run_graph(cfg, _graph(order), log=lambda s: None, schedule=schedule)
+    done = run_graph(cfg, _graph(cfg, order), log=lambda s: None, schedule=schedule)
     assert set(done) == {"a", "b", "c", "d"}
     assert all(p == tmp_path / cfg.name for p in done.values())
     assert order.index("b after ['a']") > order.index("a after []")
@@ -220,22 +222,20 @@ def test_seeds_differ_in_noise_data_and_attack(tmp_path):
     """Each seed's distilled models are attacked with the attack seeds shifted by it; the
     shared models (gold, unlearn-only) with every student's attack seeds, so no reference
     is attacked with fewer seeds than a student it scales."""
-    from undo.study.graph import study_tasks
-
     cfg = load_config(None, [f"out_dir={tmp_path}", "attack.seeds=[0, 10]"])
-    tasks, models = study_tasks(cfg)
-    by_name = {t.name: t for t in tasks}
+    stages = _stages(cfg)
+    every = dict.fromkeys((t.name for t in stages), tmp_path)
     seeds = {}
-    for m in models:
-        if m.kind == "base":
+    for t in stages:
+        m = t.makes
+        if m is None or m.kind == "base":
             continue
-        job = by_name[f"attack {m.name}"].make(dict.fromkeys(by_name, tmp_path))
-        seeds[m.name] = job.cfg.attack.seeds
+        attack = next(a for a in stages if a.name == f"attack {m.name}")
+        seeds[m.name] = attack.job(every).cfg.attack.seeds
         if m.kind in ("undo", "unlearn_distill"):  # the distillation runs at the model's seed
-            maker = (f"UNDO a={m.alpha:g} s{m.seed}" if m.kind == "undo"
-                     else f"Unlearn-and-Distill s{m.seed}")
-            job = by_name[maker].make(dict.fromkeys(by_name, tmp_path))
+            job = t.job(every)
             assert job.kwargs["seed"] == m.seed
+            assert job.cfg.noise.alpha == (m.alpha if m.kind == "undo" else cfg.noise.alpha)
     assert seeds["undo-a0.8-s0"] == [0, 10] and seeds["undo-a0.8-s2"] == [2, 12]
     assert seeds["unlearn-distill-s1"] == [1, 11]
     students = {s for m, ss in seeds.items() if m.startswith(("undo", "unlearn-distill"))
@@ -248,15 +248,14 @@ def test_study_runs_the_papers_attack_and_the_forget_only_one(tmp_path):
     """Arithmetic: the headline attack mixes retain data in the base model's pretraining
     proportions (3/7 with op weights 1.5, 1.5, 2, 2), the second is forget-only; text's
     paper attack is forget-only already, so it runs once."""
-    from undo.study.graph import study_attacks, study_tasks
+    from undo.study.attack_configs import study_attacks
 
     cfg = load_config(None, [f"out_dir={tmp_path}"])
     named = study_attacks(cfg)
     assert list(named) == ["paper", "forget_only"]
     assert named["paper"].attack.retain_fraction == pytest.approx(3 / 7)
     assert named["forget_only"].attack.retain_fraction == 0.0
-    tasks, _ = study_tasks(cfg)
-    names = {t.name for t in tasks}
+    names = {t.name for t in _stages(cfg)}
     assert {"attack gold", "attack gold (forget_only)", "attack undo-a0.8-s1",
             "attack undo-a0.8-s1 (forget_only)"} <= names
 
@@ -264,7 +263,7 @@ def test_study_runs_the_papers_attack_and_the_forget_only_one(tmp_path):
 def test_heartbeat_reads_progress_from_stage_files(tmp_path):
     import time
 
-    from undo.study.graph import runs_progress, steps_progress
+    from undo.study.specs import runs_progress, steps_progress
 
     t0 = time.time() - 10
     folder = tmp_path / "pretrain-base-abc"
@@ -283,17 +282,16 @@ def test_progress_reads_each_running_stage_in_its_own_folder(tmp_path, tokenizer
     """Unlearn-and-Distill s0 and the oracle gold -> random init are both
     `distill-random-s0-<hash>`, and a model's two attacks are both `<model>-<hash>`:
     each task's progress is read from the folder its job writes, not a name pattern."""
-    from undo.study.graph import _folder_of, study_tasks
+    from undo.study.graph import folder_of
 
     cfg = load_config(None, [f"out_dir={tmp_path}", "study.seeds=[0]", "study.oracles=true"])
-    tasks, _ = study_tasks(cfg)
-    by = {t.name: t for t in tasks}
+    by = {t.name: t for t in _stages(cfg)}
     teacher, gold, base = (_fake_model(tmp_path / n, tokenizer, seed=i)
                            for i, n in enumerate(("teacher", "gold", "base")))
     folders = {"unlearn maxent": teacher, "pretrain gold": gold, "pretrain base": base}
 
     def where(name: str, dep: str) -> Path:
-        return _folder_of(cfg, by[name].make({**folders, dep: folders[dep]}))
+        return folder_of(by[name], {**folders, dep: folders[dep]})
 
     ud, oracle = where("Unlearn-and-Distill s0", "unlearn maxent"), where(
         "oracle gold->random", "pretrain gold")
@@ -307,8 +305,15 @@ def test_progress_reads_each_running_stage_in_its_own_folder(tmp_path, tokenizer
         d.mkdir(parents=True)
         (d / "metrics.jsonl").write_text(f'{{"step": {step}}}\n')
     t0 = time.time() - 5
-    assert by["Unlearn-and-Distill s0"].progress(ud, t0).startswith("step 40/")
-    assert by["oracle gold->random"].progress(oracle, t0).startswith("step 300/")
+    assert by["Unlearn-and-Distill s0"].progress()(ud, t0).startswith("step 40/")
+    assert by["oracle gold->random"].progress()(oracle, t0).startswith("step 300/")
+
+
+def _stages(cfg):
+    from undo.study.gold import with_gold
+    from undo.study.graph import study_graph
+
+    return study_graph(with_gold(cfg)).stages
 
 
 def _fake_model(d: Path, tokenizer, seed: int) -> Path:
@@ -355,10 +360,8 @@ def test_killed_parallel_study_resumes_to_same_summary(tmp_path):
 def test_distillations_wait_only_for_their_teacher(tmp_path):
     """Compute fractions are the summary's: no distillation waits for the gold pretraining,
     so the students start as soon as the teacher exists."""
-    from undo.study.graph import study_tasks
-
-    tasks, _ = study_tasks(load_config(None, [f"out_dir={tmp_path}"]))
-    distills = [t for t in tasks if t.kind == "distill"]
+    distills = [t for t in _stages(load_config(None, [f"out_dir={tmp_path}"]))
+                if t.kind == "distill"]
     assert len(distills) == 12  # 3 alphas x 3 seeds + Unlearn-and-Distill x 3 seeds
     assert {t.deps for t in distills} == {("unlearn maxent",)}
 
@@ -368,24 +371,23 @@ def test_search_attacks_each_model_with_its_grids_seed_shifted_config(tmp_path, 
     grid's folder (where the summary reads it): its config is the grid's, attack seeds
     shifted by the model's seed; the replays find every model's search there too."""
     from undo.attacks.grid import attack_dir
-    from undo.study.graph import study_tasks
 
     cfg = load_config(None, [f"out_dir={tmp_path}", "study.attack_search=2",
                              "attack.seeds=[0, 10]"])
-    tasks, models = study_tasks(cfg)
-    by = {t.name: t for t in tasks}
+    stages = _stages(cfg)
+    by = {t.name: t for t in stages}
     model = _fake_model(tmp_path / "m", tokenizer, seed=0)
     every = dict.fromkeys(by, model)
-    for m in models:
+    for m in (t.makes for t in stages if t.makes is not None):
         if m.kind == "base":
             continue
-        grid = by[f"attack {m.name}"].make(every)
-        search = by[f"search {m.name}"].make(every)
+        grid = by[f"attack {m.name}"].job(every)
+        search = by[f"search {m.name}"].job(every)
         assert search.cfg is not None
         assert search.cfg.attack.seeds == grid.cfg.attack.seeds
         assert attack_dir(search.cfg, model / "model") == attack_dir(grid.cfg, model / "model")
-    assert by["search undo-a0.8-s2"].make(every).cfg.attack.seeds == [2, 12]
-    replays = by["search replays"].make(every)
+    assert by["search undo-a0.8-s2"].job(every).cfg.attack.seeds == [2, 12]
+    replays = by["search replays"].job(every)
     shifted = [c.attack.seeds for c in replays.kwargs["model_cfgs"]]
     assert len(shifted) == len(replays.args[0]) and [2, 12] in shifted
     assert [0, 10, 1, 11, 2, 12] in shifted  # the references: every seed's draws

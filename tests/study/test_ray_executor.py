@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixed_stage import Fixed
 
 from undo.cli import main
 from undo.config import ConfigError, load_config
-from undo.study.graph import Job, Task, run_graph
+from undo.study.graph import run_graph
+from undo.study.specs import Job
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "arithmetic" / "smoke.yaml"
 TIMING = {"wall_time_s", "train_time_s", "time", "environment", "tok_per_s", "stage_dir",
@@ -89,13 +91,13 @@ def test_failed_stage_is_retried_once_then_reported(tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cfg = load_config(SMOKE, ["study.executor=ray", "study.workers=2"])
     logs: list[str] = []
-    flaky_task = Task("flaky", "pretrain", (), lambda _: Job("flaky", flaky,
-                                                              (str(tmp_path / "m1"),)))
+    flaky_task = Fixed(name="flaky", kind="pretrain", cfg=cfg,
+                       make=lambda _: Job("flaky", flaky, (str(tmp_path / "m1"),)))
     done = run_graph(cfg, [flaky_task], logs.append)
     assert done == {"flaky": tmp_path / "m1"}  # the retry succeeded
 
-    broken_task = Task("broken", "pretrain", (), lambda _: Job("broken", broken,
-                                                                (str(tmp_path / "m2"),)))
+    broken_task = Fixed(name="broken", kind="pretrain", cfg=cfg,
+                        make=lambda _: Job("broken", broken, (str(tmp_path / "m2"),)))
     with pytest.raises(RuntimeError, match="broken: failed twice on Ray"):
         run_graph(cfg, [broken_task], logs.append)
     assert (tmp_path / "m2").read_text() == "xx"  # ran exactly twice

@@ -12,8 +12,8 @@ from transformers import Gemma2Config
 
 from undo.cli import main
 from undo.config import load_config
-from undo.study.gold import GOLD_AUTO_MAX_PARAMS
-from undo.study.graph import study_tasks
+from undo.study.gold import GOLD_AUTO_MAX_PARAMS, with_gold
+from undo.study.graph import study_graph
 from undo.study.plan import format_plan, plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def test_dry_run_lists_every_stage_and_runs_nothing(tmp_path, capsys):
     for stage in ("pretrain base", "pretrain gold", "unlearn maxent", "UNDO a=0.8 s0",
                   "Unlearn-and-Distill s0", "oracle gold->base", "attack undo-a0.3-s0"):
         assert stage in out
-    n = len(study_tasks(load_config(SMOKE, [f"out_dir={tmp_path}"]))[0])  # every task
+    n = len(study_graph(with_gold(load_config(SMOKE, [f"out_dir={tmp_path}"]))).stages)
     assert n >= 15 and f"to run: {n} of {n} stages" in out and "after unlearn maxent" in out
     assert not any(tmp_path.iterdir())  # nothing written
 
@@ -55,8 +55,8 @@ def test_default_study_leaves_oracle_matching_to_study_oracles(tmp_path):
     `study.oracles=true` adds exactly the two oracle students and their attacks, every
     other task the same (so it grows a finished default run folder)."""
     def names(*overrides: str) -> set[str]:
-        return {t.name for t in study_tasks(load_config(None, [f"out_dir={tmp_path}",
-                                                               *overrides]))[0]}
+        cfg = load_config(None, [f"out_dir={tmp_path}", *overrides])
+        return {t.name for t in study_graph(with_gold(cfg)).stages}
 
     default, more = names(), names("study.oracles=true")
     assert default < more and not any("oracle" in n for n in default)

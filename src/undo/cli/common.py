@@ -40,6 +40,8 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
 
     config, overrides, paths = split_config_args(args.items)
     args.paths = paths
+    if getattr(args, "alpha", None) is not None:  # --alpha X is noise.alpha=X, checked there
+        overrides = [*overrides, f"noise.alpha={args.alpha}"]
     cfg = load_config(config, overrides)
     runtime.setup(cfg)
     return cfg

@@ -84,7 +84,7 @@ def cmd_noise(args: argparse.Namespace) -> int:
     src = one_path(args, "noise", "MODEL_DIR")
     if args.out is None:
         raise ConfigError("undo noise needs --out OUT_DIR (where the noised model goes)")
-    r = noise(cfg, src, args.out, base_dir=args.base, seed=args.seed, alpha=args.alpha)
+    r = noise(cfg, src, args.out, base_dir=args.base, seed=args.seed)
     print(f"noised: {args.out}  (alpha {r.alpha:g}, beta {r.beta:g}, mask {r.mask}, "
           f"{r.fraction_touched:.1%} of {r.params_total:,} params touched, "
           f"norm {r.norm_before:.3f} -> {r.norm_after:.3f})")
@@ -95,7 +95,7 @@ def opts_noise(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--out", metavar="OUT_DIR", help="folder for the noised model (required)")
     sp.add_argument("--base", metavar="BASE_DIR", help="model before unlearning (localized mask)")
     sp.add_argument("--seed", type=int, help="noise seed (default: the config's seed)")
-    sp.add_argument("--alpha", type=float, help="overrides noise.alpha")
+    sp.add_argument("--alpha", type=float, help="noise.alpha (the same as noise.alpha=X)")
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
@@ -104,7 +104,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     cfg = load_run_config(args)
     teacher = one_path(args, "distill", "TEACHER_DIR")
-    d = distill(cfg, teacher, init=args.init, alpha=args.alpha, seed=args.seed,
+    d = distill(cfg, teacher, init=args.init, seed=args.seed,
                 base_dir=args.base, force=args.force)
     s = read_json(d / "summary.json")
     stop = "stopped early" if s["stopped_early"] else "full budget"
@@ -121,7 +121,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def opts_distill(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--init", default="noised", metavar="noised|random|PATH",
                     help="student init: noised teacher (UNDO), random, or a model folder")
-    sp.add_argument("--alpha", type=float, help="noise alpha (default: noise.alpha)")
+    sp.add_argument("--alpha", type=float, help="noise.alpha (the same as noise.alpha=X)")
     sp.add_argument("--seed", type=int, help="noise / init seed (default: the config's seed)")
     sp.add_argument("--base", metavar="BASE_DIR", help="model before unlearning (localized mask)")
     sp.add_argument("--force", action="store_true", help="redo even if cached")

@@ -160,14 +160,14 @@ def _label(init: dict[str, Any], seed: int) -> str:
     return f"distill-from-{init['fingerprint'][:8]}-s{seed}"
 
 
-def distill_dir(cfg: RunConfig, teacher_dir: str | Path, *, init: str, alpha: float,
-                seed: int, base_dir: str | Path | None = None
+def distill_dir(cfg: RunConfig, teacher_dir: str | Path, *, init: str, seed: int,
+                base_dir: str | Path | None = None
                 ) -> tuple[Path, dict[str, Any], dict[str, Any], Path | None]:
     """Where `distill` puts this student: (stage folder, key, init identity, base model
     folder when the noise needs one). Reads the teacher's files (its fingerprint), not
     its weights into a model (`undo run --dry-run` uses it too)."""
     teacher_path = model_folder(teacher_dir, "teacher")
-    init_id = _init_identity(init, alpha)
+    init_id = _init_identity(init, cfg.noise.alpha)
     needs_base = init_id["kind"] == "noised" and cfg.noise.mask != "none"
     if needs_base and base_dir is None:
         raise ConfigError(f"noise.mask={cfg.noise.mask!r} needs the base model: pass --base")
@@ -178,21 +178,21 @@ def distill_dir(cfg: RunConfig, teacher_dir: str | Path, *, init: str, alpha: fl
 
 
 def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
-            alpha: float | None = None, seed: int | None = None,
+            seed: int | None = None,
             base_dir: str | Path | None = None, force: bool = False) -> Path:
     """Distill `teacher_dir` into a student (`init`: noised | random | a model folder).
 
-    `alpha` defaults to `cfg.noise.alpha`, `seed` (noise draw / random init) to `cfg.seed`.
+    A noised student is noised at `cfg.noise.alpha`; `seed` (noise draw / random init)
+    defaults to `cfg.seed`.
     `base_dir` (the model before unlearning) is needed for localized noise. Returns the
     stage folder; a finished one is reused. The summary records raw counts (steps, tokens,
     FLOPs with the teacher's forwards); fractions of the gold standard's compute are taken
     once, in the study summary (`study/summary.py`).
     """
     teacher_path = model_folder(teacher_dir, "teacher")
-    alpha = cfg.noise.alpha if alpha is None else alpha
     seed = cfg.seed if seed is None else seed
-    d, key, init_id, base_path = distill_dir(cfg, teacher_path, init=init, alpha=alpha,
-                                             seed=seed, base_dir=base_dir)
+    d, key, init_id, base_path = distill_dir(cfg, teacher_path, init=init, seed=seed,
+                                             base_dir=base_dir)
     if init_id["kind"] == "checkpoint":
         # Distillation matches distributions id by id: the tokenizers must agree.
         vocab_check(load_tokenizer(teacher_path), load_tokenizer(model_folder(init, "--init")))
@@ -264,7 +264,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
             "stage": "distill",
             "init": init_id["kind"],
             "init_from": None if init_id["kind"] != "checkpoint" else str(init),
-            "alpha": alpha if init_id["kind"] == "noised" else None,
+            "alpha": init_id.get("alpha"),
             "beta": cfg.noise.beta if init_id["kind"] == "noised" else None,
             "seed": seed, "teacher": str(teacher_path), "teacher_fingerprint": key["teacher"],
             "inputs": dcfg.inputs,
@@ -319,8 +319,7 @@ def _make_student(teacher: torch.nn.Module, teacher_path: Path, init_id: dict[st
     report = None
     if init_id["kind"] == "noised":
         base = load_model(base_path) if base_path is not None else None
-        student, report = noised_copy(teacher, cfg.noise, seed, alpha=init_id["alpha"],
-                                      base=base)
+        student, report = noised_copy(teacher, cfg.noise, seed, base=base)
     elif init_id["kind"] == "random":
         student = reinit_like(teacher, seed)
     else:

@@ -73,7 +73,6 @@ def shrink_perturb(theta: torch.Tensor, alpha: float, beta: float,
 
     `noise=None` means N = 0 (1-D weights: shrink only); `mask=None` means I = 1.
     """
-    _check_alpha_beta(alpha, beta)
     out = theta.float() * (1.0 - alpha)
     if noise is not None:
         n = noise.to(device=theta.device, dtype=torch.float32)
@@ -139,13 +138,6 @@ def layer_index(name: str, fam: Family) -> int | None:
     return classify(fam, name)[1]
 
 
-def _check_alpha_beta(alpha: float, beta: float) -> None:
-    if not 0 <= alpha <= 1:
-        raise ConfigError(f"config key 'noise.alpha': got {alpha!r}; valid: a number in [0, 1]")
-    if not 0 <= beta <= 1:
-        raise ConfigError(f"config key 'noise.beta': got {beta!r}; valid: a number in [0, 1]")
-
-
 # ----------------------------------------------------------------------- on a model
 
 
@@ -205,7 +197,6 @@ def apply_noise(model: torch.nn.Module, alpha: float, beta: float, generator: to
     "shrink" (1 − α)·g (a literal port of the authors' line), "keep" leaves g as it is. `base` (the model before unlearning) is
     required for the localized masks.
     """
-    _check_alpha_beta(alpha, beta)
     if norms not in NORMS:
         raise ConfigError(f"config key 'noise.norms': got {norms!r}; valid: {', '.join(NORMS)}")
     if mask not in MASKS:
@@ -252,12 +243,11 @@ def apply_noise(model: torch.nn.Module, alpha: float, beta: float, generator: to
 
 
 def noised_copy(model: torch.nn.Module, cfg: NoiseConfig, seed: int, *,
-                alpha: float | None = None, base: torch.nn.Module | None = None
-                ) -> tuple[torch.nn.Module, NoiseReport]:
-    """A deep copy of `model` noised with `cfg` (α overridable) from `seed`."""
+                base: torch.nn.Module | None = None) -> tuple[torch.nn.Module, NoiseReport]:
+    """A deep copy of `model` noised with `cfg` from `seed`."""
     student = copy.deepcopy(model)
     g = torch.Generator(device="cpu").manual_seed(seed)
-    report = apply_noise(student, cfg.alpha if alpha is None else alpha, cfg.beta, g,
+    report = apply_noise(student, cfg.alpha, cfg.beta, g,
                          targets=cfg.targets, layers=cfg.layers, mask=cfg.mask,
                          mask_fraction=cfg.mask_fraction, norms=cfg.norms, base=base)
     return student, report
@@ -271,8 +261,7 @@ def _global_norm(params: Sequence[torch.Tensor]) -> float:
 
 
 def noise(cfg: Any, model_dir: str | Path, out_dir: str | Path, *,
-          base_dir: str | Path | None = None, seed: int | None = None,
-          alpha: float | None = None) -> NoiseReport:
+          base_dir: str | Path | None = None, seed: int | None = None) -> NoiseReport:
     """Noise the model in `model_dir` with `cfg.noise` and write it to `out_dir`.
 
     `out_dir` becomes a Hugging Face folder (weights, config, tokenizer) plus
@@ -295,7 +284,7 @@ def noise(cfg: Any, model_dir: str | Path, out_dir: str | Path, *,
     base = load_model(model_folder(base_dir, "--base")) if base_dir is not None else None
     model = load_model(src)
     g = torch.Generator(device="cpu").manual_seed(seed)
-    report = apply_noise(model, ncfg.alpha if alpha is None else alpha, ncfg.beta, g,
+    report = apply_noise(model, ncfg.alpha, ncfg.beta, g,
                          targets=ncfg.targets, layers=ncfg.layers, mask=ncfg.mask,
                          mask_fraction=ncfg.mask_fraction, norms=ncfg.norms, base=base)
     out = Path(out_dir)

@@ -26,7 +26,7 @@ from ..configlib import ConfigError
 from ..runtime import process_pool, worker_init
 
 if TYPE_CHECKING:
-    from .graph import Job
+    from .jobs import Job
 
 
 def call(cfg: RunConfig, job: Job) -> Path:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from ..config import RunConfig
-from ..configlib import ConfigError
 from .gold import Shape, model_shape, resolve_gold
 
 
@@ -35,35 +33,7 @@ def _positions(cfg: RunConfig) -> int | None:
     return getattr(cfg.data, "seq_len", None) or getattr(cfg.data, "typical_positions", None)
 
 
-def _work(cfg: RunConfig, task_name: str, kind: str) -> tuple[int, int, int] | None:
-    """(steps, sequences, FLOPs per position as a multiple of N) of a task; None when the
-    task trains nothing or is not estimated (imports, the searches' replays)."""
-    from ..stages.pretrain import gold_recipe
-
-    def seqs(o: Any, steps: int) -> int:
-        return steps * o.batch_size * getattr(o, "grad_accum", 1)
-
-    if kind == "pretrain":
-        if task_name == "pretrain base" and not cfg.model.is_pretrained():
-            return cfg.pretrain.steps, seqs(cfg.pretrain, cfg.pretrain.steps), 6
-        if task_name == "pretrain gold" and cfg.study.gold == "pretrain":
-            steps, batch = gold_recipe(cfg)
-            return steps, steps * batch * cfg.pretrain.grad_accum, 6
-        return None
-    if kind == "unlearn":
-        return cfg.unlearn.steps, seqs(cfg.unlearn, cfg.unlearn.steps), 6
-    if kind in ("distill", "oracle"):
-        steps = (cfg.study.oracle_steps or cfg.distill.steps) if kind == "oracle" \
-            else cfg.distill.steps
-        return steps, seqs(cfg.distill, steps), 8  # student 6N + teacher forward 2N
-    if kind == "attack" and task_name.startswith("attack "):
-        runs = len(cfg.attack.lrs) * len(cfg.attack.seeds)
-        return cfg.attack.steps * runs, seqs(cfg.attack, cfg.attack.steps) * runs, 6
-    if kind == "attack" and task_name.startswith("search ") and task_name != "search replays":
-        # Every trial at the largest batch the search may pick: an upper bound.
-        steps = cfg.study.attack_search * cfg.attack.steps
-        return steps, steps * max(cfg.search.batch_sizes), 6
-    return None
+TRAINED_KINDS = ("pretrain", "unlearn", "distill", "oracle")
 
 
 def plan(cfg: RunConfig, known: tuple[Shape | None, str] | None = None
@@ -71,35 +41,30 @@ def plan(cfg: RunConfig, known: tuple[Shape | None, str] | None = None
     """Every stage of the study in run order, with its status and estimated cost; the
     model's shape (None if unknown) and how it was found (`known`: found already)."""
     from ..artifacts import is_done
-    from .graph import job_folder, study_tasks
+    from .graph import folder_of, study_graph
 
     shape, how = known or model_shape(cfg, local_only=True)
     cfg = replace(cfg, study=replace(cfg.study, gold=resolve_gold(cfg, shape)))
-    tasks, _ = study_tasks(cfg)
     positions = _positions(cfg)
     done: dict[str, Path] = {}
     rows = []
-    for t in tasks:
+    for t in study_graph(cfg).stages:
         row = Row(t.name, t.kind, "to run")
         missing = [d for d in t.deps if d not in done]
         if missing:
             row.status = f"after {missing[0]}"
         else:
-            try:
-                d = job_folder(cfg, t.make({dep: done[dep] for dep in t.deps}))
-            except ConfigError:  # e.g. a stand-in folder without weights: not cached
-                d = None
+            d = folder_of(t, {dep: done[dep] for dep in t.deps})
             if d is not None and is_done(d):
                 row.status = "cached"
                 done[t.name] = d
-                for hook in t.after:  # what later tasks read of it (folders, models)
-                    hook(d)
-        work = _work(cfg, t.name, t.kind)
+        work = t.work()
         if work is not None:
-            row.steps, row.sequences, per = work
+            row.steps, row.sequences = work.steps, work.sequences
             if shape is not None and positions:
-                row.flops = float(per * shape.matmul_params * positions * row.sequences)
-        if shape is not None and t.kind in ("pretrain", "unlearn", "distill", "oracle"):
+                row.flops = float(work.per_position * shape.matmul_params * positions
+                                  * row.sequences)
+        if shape is not None and t.kind in TRAINED_KINDS:
             row.disk = shape.params * shape.bytes_per_param
         rows.append(row)
     return rows, shape, how

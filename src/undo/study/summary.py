@@ -28,7 +28,7 @@ from ..configlib import to_dict
 from ..provenance import model_source
 
 if TYPE_CHECKING:
-    from .graph import Model
+    from .specs import Model
 
 SCHEMA_VERSION = 1
 DISTILLED = ("undo", "unlearn_distill", "oracle_base", "oracle_random")
