@@ -47,3 +47,25 @@ def test_help_does_not_import_torch():
     help_run = subprocess.run([sys.executable, "-m", "undo.cli", "--help"],
                               capture_output=True, text=True)
     assert help_run.returncode == 0 and "attack" in help_run.stdout
+
+
+# argparse's --help swallows its own write errors and exits 0: quiet too.
+@pytest.mark.parametrize(("argv", "codes"), [(["configs"], {141}), (["--version"], {141}),
+                                             (["--help"], {0, 141})])
+def test_a_closed_pipe_ends_the_command_quietly(argv, codes):
+    """`undo configs | head -3`: once the reader has gone, the command ends as `git log |
+    head` does, status 141 (128 + SIGPIPE) and nothing on stderr, not "Broken pipe"."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the first write: every write fails
+    try:
+        out = subprocess.run([sys.executable, "-m", "undo.cli", *argv], stdout=write,
+                             stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert out.returncode in codes, out.stderr
+    assert "Broken pipe" not in out.stderr and "Traceback" not in out.stderr
+    assert "Exception ignored" not in out.stderr and "undo: error" not in out.stderr

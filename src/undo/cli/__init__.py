@@ -11,7 +11,9 @@ Each command's work lives in the library; this module only parses and prints.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -119,6 +121,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`undo ARGS`: the command's exit status. A reader that closes the pipe early
+    (`undo configs | head -3`) ends the command quietly with 141 (128 + SIGPIPE, the
+    status `git log | head` leaves), as any command that writes to a closed pipe."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # `--help` exits through SystemExit: its output is flushed here too
+            sys.stdout.flush()  # a closed pipe shows here for output still buffered
+    except BrokenPipeError:
+        return _closed_pipe()
+    except OSError as e:
+        if e.errno == errno.EPIPE:
+            return _closed_pipe()
+        raise
+
+
+def _closed_pipe() -> int:
+    # Python flushes stdout again at exit, which would print "Exception ignored ...
+    # BrokenPipeError": point the descriptor at /dev/null so that flush has nowhere to fail.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a descriptor (a test's capture)
+        pass
+    return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     # Options may come between items (`undo pretrain CONFIG --which base k=v`): argparse
     # stops the `items` list at the option, so collect the items after it here.
@@ -156,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RegistryError, FileNotFoundError) as e:
         print(f"undo: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # the filesystem refused: read-only, no permission, disk full
+    except BrokenPipeError:
+        raise  # stdout's reader went away: not a file error (main ends quietly)
+    except OSError as e:
+        if e.errno == errno.EPIPE:
+            raise
+        # the filesystem refused: read-only, no permission, disk full
         print(f"undo: error: cannot write or read a file: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
