@@ -24,7 +24,7 @@ import torch
 from .configlib import ConfigError
 from .integrity import check_model, check_stage, write_bytes
 from .provenance import git_commit, hub_snapshot, is_hub_id, undo_version
-from .runtime import process_state
+from .runtime import host, load_average, process_state
 
 PACKAGES = ("undo", "torch", "transformers", "accelerate", "tokenizers", "safetensors",
             "peft", "datasets", "lm_eval")
@@ -73,10 +73,36 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+def load_sample() -> dict[str, Any]:
+    """The load average now, with the time: the start of a timed piece of work, for
+    `environment(started=...)`."""
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "1_5_15_min": load_average()}
+
+
+# The start of this process's work, for records that name no start of their own: an
+# experiment script or a worker process imports undo before it times anything.
+_PROCESS_START = load_sample()
+
+
 def environment(device: str | torch.device | None = None, world_size: int = 1,
-                model: dict[str, Any] | None = None) -> dict[str, Any]:
+                model: dict[str, Any] | None = None,
+                started: dict[str, Any] | None = None) -> dict[str, Any]:
     """Versions, the undo commit, device and host facts that a number may depend on;
-    `model`: where the stage's pretrained model came from (`model_source`), if known."""
+    `model`: where the stage's pretrained model came from (`model_source`), if known.
+
+    `host`: the CPU (model, core count, affinity, bfloat16 in hardware) and GPU names
+    (`runtime.host`); `load_average`: the machine's load at the start of the work the
+    record covers and at the time of writing, so a timing taken beside other jobs reads
+    as such. The start is `started` (a `load_sample()` taken when the work began), else
+    the moment this process took the lock of the stage folder it is writing (a stage's
+    meta.json: the stage's start), else when this process imported undo. Never part of a
+    cache key: a stage's key is its config.yaml; meta.json is read for `model_source`
+    only."""
+    start, what = started, "given"
+    if start is None:
+        start, what = _lock_sample(), "stage start"
+    if start is None:
+        start, what = _PROCESS_START, "process start"
     return {
         "versions": versions(),
         "undo": {"version": undo_version(), "git": git_commit()},
@@ -85,6 +111,8 @@ def environment(device: str | torch.device | None = None, world_size: int = 1,
         "world_size": world_size,
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
+        "host": host(),
+        "load_average": {"start": {**start, "is": what}, "end": load_sample()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -102,6 +130,14 @@ def lock_path(d: Path) -> Path:
 # would otherwise block on the process's own lock (a second open file is a second lock).
 # The pid tells a forked child that the entry is its parent's, not its own.
 _held: dict[Path, tuple[int, int]] = {}
+# And when each was taken (`load_sample()`), in order: the latest one this process holds
+# is the start of the stage whose meta.json `environment` writes.
+_taken: dict[Path, tuple[int, dict[str, Any]]] = {}
+
+
+def _lock_sample() -> dict[str, Any] | None:
+    mine = [sample for pid, sample in _taken.values() if pid == os.getpid()]
+    return mine[-1] if mine else None
 
 
 @contextmanager
@@ -158,11 +194,13 @@ def stage_lock(d: str | Path, wait: bool = True, quiet: bool = False) -> Iterato
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _held[d] = (fd, os.getpid())
+        _taken[d] = (os.getpid(), load_sample())
         try:
             state.wait_for_everyone()
             yield
         finally:
             del _held[d]
+            _taken.pop(d, None)
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing the last descriptor releases the flock

@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import glob
 import multiprocessing as mp
 import os
+import platform
 import threading
 import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -105,6 +108,19 @@ def compute_precision(precision: str, device: str = "auto") -> Iterator[None]:
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 arithmetic
 
 
+def _cpuinfo() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:  # not Linux
+        return None
+
+
+def _cpu_flags(cpuinfo: str) -> set[str]:
+    return {w for line in cpuinfo.splitlines() if line.startswith("flags")
+            for w in line.split(":", 1)[-1].split()}
+
+
 def bf16_is_slow(device: str = "auto", cpuinfo: str | None = None) -> bool:
     """Whether bfloat16 matmuls would run slower than float32 here: on a CPU whose
     /proc/cpuinfo (`cpuinfo`, read when None) lists neither bfloat16 instruction set, where
@@ -113,14 +129,92 @@ def bf16_is_slow(device: str = "auto", cpuinfo: str | None = None) -> bool:
     if device_name(device) != "cpu":
         return False
     if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpuinfo = f.read()
-        except OSError:
+        cpuinfo = _cpuinfo()
+        if cpuinfo is None:
             return False
-    flags = {w for line in cpuinfo.splitlines() if line.startswith("flags")
-             for w in line.split(":", 1)[-1].split()}
+    flags = _cpu_flags(cpuinfo)
     return bool(flags) and not flags & set(BF16_CPU_FLAGS)
+
+
+def load_average() -> list[float] | None:
+    """The machine's load average over 1, 5 and 15 minutes (None where the platform has
+    none): beside a timing, it says how many other jobs shared the cores."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def host(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The machine a timing was measured on, for every environment record: CPU model,
+    its core count (`cpu_count`: the machine's; `cpu_affinity`: those this process may
+    run on; `cpu_quota`: a cgroup's limit in cores, if any), whether it does bfloat16
+    arithmetic in hardware, and the GPUs' names where the NVIDIA driver is present (never
+    required). A figure from one machine is then never read as another's: the same
+    study took about twice as long per core on one 2-core machine as on another."""
+    info = _cpuinfo() if cpuinfo is None else cpuinfo
+    flags = _cpu_flags(info) if info else set()
+    fields = _first_fields(info or "")
+    model = fields.get("model name") or fields.get("Model")
+    # Vendor, family and model number: tells CPU generations apart where a virtual
+    # machine reports only "Intel(R) Xeon(R) Processor" as the name.
+    ident = (f"{fields['vendor_id']} family {fields['cpu family']} model {fields['model']}"
+             if {"vendor_id", "cpu family", "model"} <= fields.keys() else None)
+    try:
+        affinity: int | None = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    return {
+        "cpu": model or platform.processor() or platform.machine() or None,
+        "cpu_id": ident,
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "cpu_quota": _cpu_quota(),
+        # None where the CPU cannot be told (no /proc/cpuinfo flags).
+        "bf16_cpu_flags": sorted(flags & set(BF16_CPU_FLAGS)) if flags else None,
+        "bf16_is_slow": (not flags & set(BF16_CPU_FLAGS)) if flags else None,
+        "gpus": gpu_names(),
+    }
+
+
+def _first_fields(cpuinfo: str) -> dict[str, str]:
+    """The first processor's `key : value` lines of /proc/cpuinfo."""
+    out: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if out:
+                break
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def _cpu_quota() -> float | None:
+    """A cgroup v2 CPU limit in cores (cpu.max `quota period`), None when unlimited."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else round(int(quota) / int(period), 2)
+
+
+def gpu_names() -> list[str]:
+    """The GPUs' names: torch's for its visible devices once CUDA is initialised, else the
+    NVIDIA driver's (/proc/driver/nvidia), never initialising CUDA for it (a process pool
+    forked afterwards could not use the GPU). [] without one."""
+    if torch.cuda.is_initialized():
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    names = []
+    for info in sorted(glob.glob("/proc/driver/nvidia/gpus/*/information")):
+        try:
+            text = Path(info).read_text()
+        except OSError:
+            continue
+        names += [line.split(":", 1)[1].strip() for line in text.splitlines()
+                  if line.startswith("Model:")]
+    return names
 
 
 def device_name(device: str) -> str:
