@@ -26,7 +26,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ...configlib import ConfigError, check
 from ...tokenizers import build_char_tokenizer
 from ..base import Batch, BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches, retain_share
+from ..text.benchmark import Source
 from .data import ArithmeticData, Item, ItemStream, encode, fact_key
+from .mix import English, PackedBatches, encode_items
 
 if TYPE_CHECKING:
     from ...config import AttackConfig
@@ -65,6 +67,19 @@ class Config:
     attack_fraction: float = 0.35  # share of trained forget pairs reserved for attacks
     eval_items_per_op: int = 100  # evaluation items per operation and format
     seed: int = 0  # the split and templates depend only on this seed
+    # The authors' composition (undo.benchmarks.arithmetic.mix; configs/arithmetic/
+    # paper.yaml). Tokens per training row, items packed one after another; 0: one item
+    # per row, padded (this benchmark's own format). Batch sizes then count rows.
+    seq_len: int = 0
+    # English text sources (the text benchmark's `Source`: path, dataset or shipped),
+    # mixed in at `english_share` of the rows of the base model, distillation and the
+    # paper's attack; the gold standard gets 1 - (1 - share) x (retain share of the
+    # arithmetic). Needs seq_len > 0. []: arithmetic only.
+    english: list[Source] = field(default_factory=list)
+    english_share: float = 0.75  # the authors' 0.75 / 0.25 (run_pretrain_arithmetic.py)
+    # Which training tokens carry the loss: `answer` (answers and EOS) or `all` (every
+    # token, prompt included: the authors' loss). Evaluation is always on the answers.
+    loss_positions: Literal["answer", "all"] = "answer"
 
     def validate(self, p: str) -> None:
         ops = {"add", "sub", "mul", "div"}
@@ -89,6 +104,14 @@ class Config:
                self.attack_fraction, "a number in (0, 0.9)")
         check(self.eval_items_per_op > 0, f"{p}.eval_items_per_op", self.eval_items_per_op,
                "a positive integer")
+        check(self.seq_len == 0 or self.seq_len >= 32, f"{p}.seq_len", self.seq_len,
+               "0 (one item per row) or an integer >= 32 (tokens per packed row)")
+        check(not self.english or self.seq_len > 0, f"{p}.seq_len", self.seq_len,
+               "an integer >= 32 when data.english is set (English rows are packed)")
+        check(0 <= self.english_share < 1, f"{p}.english_share", self.english_share,
+               "a number in [0, 1)")
+        for i, src in enumerate(self.english):
+            src.validate(f"{p}.english[{i}]")
 
 
     def check_run(self, run: Any) -> None:
@@ -106,13 +129,16 @@ class ItemBatches:
     micro), so a resumed run sees exactly the data an uninterrupted one would."""
 
     def __init__(self, stream: ItemStream, tokenizer: PreTrainedTokenizerBase,
-                 batch_size: int, seed: int, rank: int = 0, tag: str = "") -> None:
+                 batch_size: int, seed: int, rank: int = 0, tag: str = "",
+                 loss_positions: str = "answer") -> None:
         self.stream, self.tokenizer = stream, tokenizer
         self.batch_size, self.seed, self.rank, self.tag = batch_size, seed, rank, tag
+        self.loss_positions = loss_positions
 
     def __call__(self, step: int, micro: int = 0) -> Batch:
         rng = random.Random(f"{self.tag}{self.seed}-{self.rank}-{step}-{micro}")
-        return encode(self.stream.sample(rng, self.batch_size), self.tokenizer)
+        return encode_items(self.stream.sample(rng, self.batch_size), self.tokenizer,
+                            self.loss_positions)
 
 
 class AttackBatches:
@@ -125,6 +151,7 @@ class AttackBatches:
     def __init__(self, data: ArithmeticData, a: AttackConfig,
                  tokenizer: PreTrainedTokenizerBase, seed: str, retain: float) -> None:
         self.tokenizer, self.seed = tokenizer, seed
+        self.loss_positions = data.cfg.loss_positions
         self.ops = list(a.ops or data.forget_ops)
         self.word_fraction = (data.cfg.word_problem_fraction if a.word_fraction is None
                               else a.word_fraction)
@@ -141,7 +168,7 @@ class AttackBatches:
         return [it for streams, n in self.parts for it in streams[words].sample(rng, n)]
 
     def __call__(self, step: int, micro: int = 0) -> Batch:
-        return encode(self.items(step, micro), self.tokenizer)
+        return encode_items(self.items(step, micro), self.tokenizer, self.loss_positions)
 
 
 # ------------------------------------------------------------------- evaluation
@@ -268,28 +295,76 @@ class Benchmark:
         self.cfg = cfg
         self.data = ArithmeticData(cfg)
         self._sets: dict[str, list[Item]] | None = None
+        self._english: tuple[PreTrainedTokenizerBase, English] | None = None
 
     def own_tokenizer(self) -> PreTrainedTokenizerBase:
         return build_char_tokenizer()
 
     def batches(self, role: str, tokenizer: PreTrainedTokenizerBase, batch_size: int,
                 seed: int, rank: int = 0) -> BatchFn:
-        d = self.data
-        if role in ("base", "distill"):  # distillation data: the unlabeled pretraining mix
-            return ItemBatches(d.stream(d.ops), tokenizer, batch_size, seed, rank)
-        if role == "gold":
-            return ItemBatches(d.stream(d.retain_ops), tokenizer, batch_size, seed, rank)
-        if role == "unlearn":
+        d, loss = self.data, self.cfg.loss_positions
+        if role == "unlearn":  # single items, as the authors' unlearning data (no English)
             return UnlearnBatches(
                 ItemBatches(d.stream(d.forget_ops), tokenizer, batch_size, seed, rank,
-                            tag="unlearn-forget-"),
+                            tag="unlearn-forget-", loss_positions=loss),
                 ItemBatches(d.stream(d.retain_ops), tokenizer, batch_size, seed, rank,
-                            tag="unlearn-retain-"), rank)
-        raise ValueError(f"unknown data role '{role}'")
+                            tag="unlearn-retain-", loss_positions=loss), rank)
+        if role not in ("base", "distill", "gold"):
+            raise ValueError(f"unknown data role '{role}'")
+        # base and distill: the unlabeled pretraining mix; gold: retain operations only
+        ops = d.retain_ops if role == "gold" else d.ops
+        if self.cfg.seq_len > 0:
+            return PackedBatches(self.english(tokenizer), [(d.stream(ops), 1.0)], tokenizer,
+                                 batch_size, self.cfg.seq_len, self.english_share(role),
+                                 seed, rank, tag=f"{role}-packed-", loss_positions=loss)
+        return ItemBatches(d.stream(ops), tokenizer, batch_size, seed, rank,
+                           loss_positions=loss)
+
+    def english(self, tokenizer: PreTrainedTokenizerBase) -> English | None:
+        """The English training text under `tokenizer`, or None without `data.english`."""
+        if not self.cfg.english:
+            return None
+        if self._english is None or self._english[0] is not tokenizer:
+            self._english = (tokenizer, English(self.cfg.english, self.cfg.seed, tokenizer))
+        return self._english[1]
+
+    def english_share(self, role: str) -> float:
+        """English rows' share of a batch: `english_share` for the base model's mix
+        (pretraining, distillation, the paper's attack); for the gold standard the forget
+        operations' rows become English, so it keeps the base model's retain rows."""
+        if not self.cfg.english:
+            return 0.0
+        e = self.cfg.english_share
+        return 1 - (1 - e) * self.data.retain_share() if role == "gold" else e
 
     def attack_batches(self, attack: AttackConfig, tokenizer: PreTrainedTokenizerBase,
                        seed: str) -> AttackBatches:
-        return AttackBatches(self.data, attack, tokenizer, seed, retain_share(self, attack))
+        share = retain_share(self, attack)
+        if self.cfg.seq_len > 0:
+            return self._packed_attack(attack, tokenizer, seed, share)
+        return AttackBatches(self.data, attack, tokenizer, seed, share)
+
+    def _packed_attack(self, attack: AttackConfig, tokenizer: PreTrainedTokenizerBase,
+                       seed: str, share: float) -> PackedBatches:
+        """Packed rows of the attack split: the paper's attack (retain_fraction null) on
+        the base model's whole mix, English included (run_relearn_arithmetic.py's
+        `..._all_data`); any other retain_fraction on arithmetic rows only, that share of
+        each row's items retain operations."""
+        d = self.data
+        ops = list(attack.ops or d.forget_ops)
+        wf = attack.word_fraction
+        paper = attack.retain_fraction is None
+        if paper and attack.ops is None:  # the whole mix: every op by its weight
+            streams = [(d.stream(d.ops, "attack", word_fraction=wf), 1.0)]
+        else:
+            streams = [(d.stream(ops, "attack", word_fraction=wf), 1 - share)]
+            if share > 0:
+                streams.append((d.stream(d.retain_ops, "attack", word_fraction=wf), share))
+        english = self.english(tokenizer) if paper else None
+        return PackedBatches(english, streams, tokenizer, attack.batch_size,
+                             self.cfg.seq_len, self.english_share("base") if paper else 0.0,
+                             f"attack-{seed}", tag="attack-packed-",
+                             loss_positions=self.cfg.loss_positions)
 
     def paper_retain_fraction(self) -> float:
         """The retain ops' share of the base model's pretraining mix (`op_weights`): the
@@ -301,7 +376,7 @@ class Benchmark:
         return {"word_fraction": {"type": "float", "low": 0.0, "high": 1.0,
                                   "default": self.cfg.word_problem_fraction}}
 
-    def check_attack(self, attack: AttackConfig, data: Sequence[AttackBatches], steps: int,
+    def check_attack(self, attack: AttackConfig, data: Sequence[Any], steps: int,
                      tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
         """Count the ops of every item the attack will train on; refuse if none is
         forget-domain, or if any evaluated item's operand pair is in the attack split."""
