@@ -69,3 +69,31 @@ def test_a_closed_pipe_ends_the_command_quietly(argv, codes):
     assert out.returncode in codes, out.stderr
     assert "Broken pipe" not in out.stderr and "Traceback" not in out.stderr
     assert "Exception ignored" not in out.stderr and "undo: error" not in out.stderr
+
+
+def test_report_of_a_damaged_summary_is_one_error_line(tmp_path):
+    """`undo report` checks summary.json against its manifest: a number changed after the
+    run (still a valid summary) is refused with one line and status 2, no traceback, and
+    nothing is drawn."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from undo import integrity
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "summary_example.json"
+    run = tmp_path / "run"
+    summary = run / "summary.json"
+    run.mkdir()
+    integrity.write_file(summary, fixture.read_bytes())  # as a study writes it
+    assert integrity.read_file(summary) == fixture.read_bytes()  # intact
+    tampered = json.loads(fixture.read_text())
+    tampered["models"][0]["metrics"] = {k: 0.0 for k in tampered["models"][0]["metrics"]}
+    summary.write_text(json.dumps(tampered))
+    out = subprocess.run([sys.executable, "-m", "undo.cli", "report", str(run)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    (line,) = [x for x in out.stderr.splitlines() if x.strip()]
+    assert line.startswith("undo: error: ") and str(summary) in line and "undo run" in line
+    assert "Traceback" not in out.stderr
+    assert sorted(p.name for p in run.iterdir()) == [".summary.json.manifest", "summary.json"]
