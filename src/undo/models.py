@@ -45,6 +45,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # data mix) in 1.8x less time (docs/ARCHITECTURE.md).
     "tiny": dict(arch="llama", hidden_size=128, num_layers=2, num_heads=4,
                  intermediate_size=512, max_position_embeddings=128),
+    # The scale ladder's larger rungs (docs/scale.md, "The ladder"; configs/scale/): width
+    # and depth grow together at head_dim 32 and MLP 4x hidden, ~4x parameters a rung
+    # (arithmetic's 50-token vocabulary: small 2.4M, medium 9.8M, large 33.6M).
+    "small": dict(arch="llama", hidden_size=192, num_layers=4, num_heads=6,
+                  intermediate_size=768, max_position_embeddings=128),
+    "medium": dict(arch="llama", hidden_size=320, num_layers=6, num_heads=10,
+                   intermediate_size=1280, max_position_embeddings=128),
+    "large": dict(arch="llama", hidden_size=512, num_layers=8, num_heads=16,
+                  intermediate_size=2048, max_position_embeddings=128),
     # A very small model for fast tests.
     "micro": dict(arch="llama", hidden_size=32, num_layers=2, num_heads=2,
                   intermediate_size=64, max_position_embeddings=128),

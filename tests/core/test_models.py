@@ -18,6 +18,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 from undo.compute import matmul_params
 from undo.config import ConfigError, ModelConfig
 from undo.models import (
+    PRESETS,
     build_model,
     count_params,
     load_model,
@@ -260,3 +261,20 @@ def test_loading_options_need_a_pretrained_model():
         from_dict({"dtype": "int8"}, ModelConfig)
     from_dict({"name_or_path": "org/m", "revision": "v1"}, ModelConfig)
     assert from_dict({"dtype": "auto", "gradient_checkpointing": True}, ModelConfig).dtype == "auto"
+
+
+def test_scale_presets_grow_about_4x_a_rung_at_head_dim_32(tokenizer):
+    """The scale ladder's presets (docs/scale.md): real Llamas, each ~4x the last, the
+    CPU ladder tiny -> medium spanning >= 16x and reaching >= 8M parameters."""
+    counts = []
+    for name in ("tiny", "small", "medium", "large"):
+        cfg = ModelConfig(preset=name)
+        shape = PRESETS[name]
+        assert shape["hidden_size"] // shape["num_heads"] == 32
+        assert shape["intermediate_size"] == 4 * shape["hidden_size"]
+        with torch.device("meta"):
+            model = build_model(cfg, tokenizer, seed=0)
+        assert type(model).__name__ == "LlamaForCausalLM"
+        counts.append(count_params(model))
+    assert all(3 < b / a < 5 for a, b in zip(counts, counts[1:], strict=False))
+    assert counts[2] >= 16 * counts[0] and counts[2] >= 8e6
