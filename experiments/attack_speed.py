@@ -31,7 +31,7 @@ from undo.attacks.grid import AttackEval, attack, attack_optim
 from undo.benchmarks.arithmetic.benchmark import Benchmark, score_items
 from undo.config import ModelConfig, load_config
 from undo.models import build_model, load_model, load_tokenizer, save_model
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.tokenizers import build_char_tokenizer
 from undo.train import train
 
@@ -58,7 +58,7 @@ def pieces(model_dir: Path) -> dict[str, float]:
     optim = attack_optim(cfg.attack, 1e-4)
     optim.steps, optim.eval_every = 20, 0
     t0 = time.perf_counter()
-    train(model, OBJECTIVES.get("ce")(), batches, optim, None, progress=False)
+    train(model, LOSSES.get("ce")(), batches, optim, None, progress=False)
     return {
         "train_step_s": (time.perf_counter() - t0) / optim.steps,
         "curve_eval_s": timed(lambda: ev.curve(model), 5),

@@ -49,7 +49,7 @@ from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.benchmarks.arithmetic.data import ArithmeticData
 from undo.config import ModelConfig, NoiseConfig, OptimConfig
 from undo.models import build_model, load_model, reinit_like
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.stages.noise import noised_copy
 from undo.stages.teacher_cache import CachedBatches, TeacherCache
 from undo.tokenizers import build_char_tokenizer
@@ -87,7 +87,7 @@ def reference_loop(teacher: torch.nn.Module, student: torch.nn.Module, batches: 
 def ours_loop(teacher: torch.nn.Module, student: torch.nn.Module, batches: list[Batch],
               cfg: OptimConfig) -> tuple[float, int]:
     t0 = time.perf_counter()
-    r = train(student, OBJECTIVES.get("distill_kl")(teacher), lambda s, m: batches[s], cfg,
+    r = train(student, LOSSES.get("distill_kl")(teacher), lambda s, m: batches[s], cfg,
               progress=False)
     return time.perf_counter() - t0, r.tokens
 
@@ -160,9 +160,9 @@ def alpha_sweep(teacher: torch.nn.Module, data: ItemBatches, steps: int,
         student, _ = noised_copy(teacher, ncfg, seed=0, alpha=alpha)
         student.requires_grad_(True)
         if cache is not None:
-            obj, batches = OBJECTIVES.get("distill_kl")(), CachedBatches(data, cache)
+            obj, batches = LOSSES.get("distill_kl")(), CachedBatches(data, cache)
         else:
-            obj, batches = OBJECTIVES.get("distill_kl")(teacher), data
+            obj, batches = LOSSES.get("distill_kl")(teacher), data
         t0 = time.perf_counter()
         r = train(student, obj, batches, cfg, progress=False)
         return time.perf_counter() - t0, r.last_metrics["loss"]

@@ -45,7 +45,7 @@ from undo.benchmarks.arithmetic import benchmark as ab
 from undo.benchmarks.evaluate import evaluate
 from undo.config import ModelConfig, load_config
 from undo.models import build_model, load_model, load_tokenizer
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.stages import distill as distill_stage
 
 HERE = Path(__file__).resolve().parent
@@ -71,7 +71,7 @@ def score_all(model: torch.nn.Module, sets: dict[str, list], tok: Any) -> list[t
 
 
 def train_step(model: torch.nn.Module, batches: list[dict]) -> list[torch.Tensor]:
-    loss_fn = OBJECTIVES.get("ce")()
+    loss_fn = LOSSES.get("ce")()
     out = []
     for b in batches:
         model.zero_grad(set_to_none=True)

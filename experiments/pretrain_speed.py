@@ -32,7 +32,7 @@ from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.benchmarks.arithmetic.data import ArithmeticData
 from undo.config import ModelConfig, OptimConfig
 from undo.models import build_model
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.objectives.ce import token_ce
 from undo.tokenizers import build_char_tokenizer
 from undo.train import lr_lambda, train
@@ -56,7 +56,7 @@ def bare_loop(model: torch.nn.Module, batches: list[dict], cfg: OptimConfig) -> 
 
 def ours(model: torch.nn.Module, batches: list[dict], cfg: OptimConfig, out: Path) -> float:
     t0 = time.perf_counter()
-    train(model, OBJECTIVES.get("ce")(), lambda step, micro: batches[step], cfg, out,
+    train(model, LOSSES.get("ce")(), lambda step, micro: batches[step], cfg, out,
           progress=False)
     return time.perf_counter() - t0
 

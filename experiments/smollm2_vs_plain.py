@@ -31,7 +31,7 @@ from undo.artifacts import environment, write_json
 from undo.benchmarks.text.shipped import python_docs
 from undo.config import ModelConfig, OptimConfig
 from undo.models import load_pretrained
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.objectives.distill_kl import DistillKL
 from undo.train import train
 
@@ -79,7 +79,7 @@ def plain_loop(model, teacher, batches, lr: float) -> float:
 
 def undo_loop(model, teacher, batches, lr: float) -> float:
     """Tokens/s of `undo.train.train` over batches[1:] (one warm-up step run first)."""
-    objective = OBJECTIVES.get("ce")() if teacher is None else DistillKL(teacher)
+    objective = LOSSES.get("ce")() if teacher is None else DistillKL(teacher)
     cfg = OptimConfig(steps=1, batch_size=batches[0]["input_ids"].size(0), lr=lr,
                       schedule="constant", log_every=0)
     train(model, objective, lambda s, m: batches[0], cfg, None, progress=False)  # warm-up

@@ -54,7 +54,7 @@ def train_micro(tokenizer: Any, bench: Any, out: Path, stop_at: int | None = Non
     from undo.benchmarks.arithmetic.benchmark import ItemBatches
     from undo.config import ModelConfig, OptimConfig
     from undo.models import build_model
-    from undo.objectives import OBJECTIVES
+    from undo.objectives import LOSSES
     from undo.train import train
 
     def on_step(step: int, _: Any) -> None:
@@ -64,6 +64,6 @@ def train_micro(tokenizer: Any, bench: Any, out: Path, stop_at: int | None = Non
     cfg = OptimConfig(steps=steps, batch_size=4, lr=1e-3, checkpoint_every=2, log_every=1)
     if model is None:
         model = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
-    return train(model, OBJECTIVES.get("ce")(),
+    return train(model, LOSSES.get("ce")(),
                  ItemBatches(bench.stream(bench.ops), tokenizer, 4, seed=0),
                  cfg, out, progress=False, on_step=on_step)

@@ -155,7 +155,7 @@ class UnlearnConfig(OptimConfig):
     items; docs/unlearning.md).
     """
 
-    method: str = "maxent"  # an unlearning method in undo.objectives.OBJECTIVES
+    method: str = "maxent"  # an unlearning method in undo.objectives.METHODS
     steps: int = 100
     batch_size: int = 64  # forget items per micro-batch (and as many retain items)
     lr: float = 3e-4

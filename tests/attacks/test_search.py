@@ -34,7 +34,7 @@ from undo.benchmarks.base import MetricSpec
 from undo.cli import main
 from undo.config import ConfigError, ModelConfig, OptimConfig, load_config
 from undo.models import build_model, save_model
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.train import make_optimizer, train
 
 FAST = ["data.eval_items_per_op=8", "attack.steps=12", "attack.batch_size=16",
@@ -253,7 +253,7 @@ def test_a_trial_below_the_utility_floor_never_counts(tmp_path, tokenizer):
     tok = bench.own_tokenizer()
     # A model that knows some of the retain text first, so forget text can cost it some.
     model = build_model(ModelConfig(preset="micro"), tok, seed=0)
-    train(model, OBJECTIVES.get("ce")(), bench.batches("gold", tok, 16, 0),
+    train(model, LOSSES.get("ce")(), bench.batches("gold", tok, 16, 0),
           OptimConfig(steps=60, batch_size=16, lr=3e-3, log_every=0), progress=False)
     m = tmp_path / "text-micro" / "model"
     save_model(model, tok, m)

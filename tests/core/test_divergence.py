@@ -15,7 +15,7 @@ from undo.checkpoint import COUNTERS_FILE
 from undo.cli import main
 from undo.config import ConfigError, ModelConfig, OptimConfig
 from undo.models import build_model
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.train import DivergedError, train
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "arithmetic" / "smoke.yaml"
@@ -25,7 +25,7 @@ class NaNAt:
     """Cross-entropy whose loss turns NaN from call `at` on (a blow-up, injected)."""
 
     def __init__(self, at: int) -> None:
-        self.ce, self.at, self.calls = OBJECTIVES.get("ce")(), at, 0
+        self.ce, self.at, self.calls = LOSSES.get("ce")(), at, 0
 
     def loss(self, model, batch):
         self.calls += 1
@@ -58,7 +58,7 @@ def test_nan_loss_stops_keeps_the_checkpoint_and_logs_nothing_bad(tokenizer, ben
 
     # The kept checkpoint is a good one: a sound run resumes from it and finishes.
     fresh = build_model_micro(tokenizer)
-    r = train(fresh, OBJECTIVES.get("ce")(), batches, cfg, tmp_path, progress=False)
+    r = train(fresh, LOSSES.get("ce")(), batches, cfg, tmp_path, progress=False)
     assert r.steps == 10 and not (tmp_path / "state").exists()
     assert [x["step"] for x in _records(tmp_path)] == list(range(1, 11))
 
@@ -69,7 +69,7 @@ def test_absurd_learning_rate_diverges(micro_model, tokenizer, bench, tmp_path):
     cfg = OptimConfig(steps=20, batch_size=8, lr=1e30, log_every=1)
     batches = ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=0)
     with pytest.raises(DivergedError, match=r"diverged at step \d+ .*lr \(now 1e\+30\)"):
-        train(micro_model, OBJECTIVES.get("ce")(), batches, cfg, tmp_path, progress=False)
+        train(micro_model, LOSSES.get("ce")(), batches, cfg, tmp_path, progress=False)
     assert all(math.isfinite(r["loss"]) for r in _records(tmp_path))
 
 

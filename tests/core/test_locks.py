@@ -65,7 +65,7 @@ def test_a_live_stage_is_refused_or_waited_for(holder, micro_model, tokenizer, b
     only after the holder has finished it, and finds it done."""
     from undo.benchmarks.arithmetic.benchmark import ItemBatches
     from undo.config import OptimConfig
-    from undo.objectives import OBJECTIVES
+    from undo.objectives import LOSSES
     from undo.train import train
 
     d, proc = holder
@@ -77,7 +77,7 @@ def test_a_live_stage_is_refused_or_waited_for(holder, micro_model, tokenizer, b
     assert d.is_dir()
     batches = ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=0)
     with pytest.raises(StageBusyError, match=f"pid {proc.pid}"):
-        train(micro_model, OBJECTIVES.get("ce")(), batches, OptimConfig(steps=2), d,
+        train(micro_model, LOSSES.get("ce")(), batches, OptimConfig(steps=2), d,
               progress=False)
     assert not (d / "metrics.jsonl").exists()
 

@@ -6,7 +6,7 @@ import torch
 from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.config import OptimConfig
 from undo.models import build_model
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.train import lr_lambda, train
 
 
@@ -19,7 +19,7 @@ def _cfg(**kw):
 
 def test_loss_decreases(micro_model, tokenizer, bench, tmp_path):
     batches = ItemBatches(bench.stream(bench.ops), tokenizer, 32, seed=0)
-    r = train(micro_model, OBJECTIVES.get("ce")(), batches, _cfg(steps=60), tmp_path,
+    r = train(micro_model, LOSSES.get("ce")(), batches, _cfg(steps=60), tmp_path,
               progress=False)
     logs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [x["loss"] for x in logs if "loss" in x]
@@ -51,7 +51,7 @@ def test_grad_accum_equals_big_batch(tokenizer, bench):
     whole = encode(items, tokenizer)
     # Equations of one length with equal label counts: the mean of means is the mean.
     assert (halves[0]["labels"] != -100).sum() == (halves[1]["labels"] != -100).sum()
-    ce = OBJECTIVES.get("ce")()
+    ce = LOSSES.get("ce")()
     a = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
     b = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
     _default_gradients(ce, a, halves, lambda loss: loss.backward())
@@ -69,7 +69,7 @@ def test_resume_gives_identical_weights(tokenizer, bench, tmp_path):
 
     cfg = _cfg(steps=30, checkpoint_every=10, weight_decay=0.1)
     batches = ItemBatches(bench.stream(bench.ops), tokenizer, 16, seed=0)
-    ce = OBJECTIVES.get("ce")()
+    ce = LOSSES.get("ce")()
 
     ref = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
     train(ref, ce, batches, cfg, tmp_path / "ref", progress=False)
@@ -100,7 +100,7 @@ def test_early_stop_and_eval(micro_model, tokenizer, bench):
         calls.append(1)
         return {"x": float(len(calls))}
 
-    r = train(micro_model, OBJECTIVES.get("ce")(), batches, _cfg(steps=50, eval_every=5),
+    r = train(micro_model, LOSSES.get("ce")(), batches, _cfg(steps=50, eval_every=5),
               evaluate=evaluate, should_stop=lambda m: m["x"] >= 3, progress=False)
     assert r.stopped_early and r.steps == 15 and len(r.evals) == 3
 

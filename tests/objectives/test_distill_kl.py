@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.compute import matmul_params
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.objectives.distill_kl import (
     forward_kl,
     forward_logits,
@@ -121,7 +121,7 @@ def test_right_padded_forward_drops_mask_exactly(micro_model, tokenizer, bench):
 
 def test_objective_online_teacher(micro_model, tokenizer, bench):
     teacher = copy.deepcopy(micro_model)
-    obj = OBJECTIVES.get("distill_kl")(teacher)
+    obj = LOSSES.get("distill_kl")(teacher)
     assert obj.extra_forward_params == matmul_params(teacher)
     assert not any(p.requires_grad for p in teacher.parameters())
     batch = ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=0)(0)
@@ -134,4 +134,4 @@ def test_objective_online_teacher(micro_model, tokenizer, bench):
     loss.backward()
     assert loss.item() > 1e-4 and micro_model.lm_head.weight.grad is not None
     with pytest.raises(ValueError, match="no teacher"):
-        OBJECTIVES.get("distill_kl")().loss(micro_model, batch)
+        LOSSES.get("distill_kl")().loss(micro_model, batch)

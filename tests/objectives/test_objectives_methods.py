@@ -11,7 +11,7 @@ from undo.benchmarks.arithmetic.benchmark import Benchmark, Config, ItemBatches
 from undo.benchmarks.arithmetic.data import encode
 from undo.config import ConfigError, ModelConfig, OptimConfig, UnlearnConfig
 from undo.models import build_model
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.objectives.unlearning import build_objective
 from undo.train import train
 
@@ -44,7 +44,7 @@ def trained_micro(tokenizer, bench):
     (a random init is already near-uniform on the forget answers)."""
     model = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
     cfg = OptimConfig(steps=60, batch_size=32, lr=5e-3, log_every=0)
-    train(model, OBJECTIVES.get("ce")(), ItemBatches(bench.stream(bench.ops), tokenizer, 32, 0),
+    train(model, LOSSES.get("ce")(), ItemBatches(bench.stream(bench.ops), tokenizer, 32, 0),
           cfg, progress=False)
     return model
 

@@ -11,7 +11,7 @@ from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.benchmarks.arithmetic.data import ArithmeticData
 from undo.config import ModelConfig, OptimConfig, load_config
 from undo.models import build_model, save_model
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.stages.distill import distill
 from undo.stages.teacher_cache import TeacherCache
 from undo.train import train
@@ -63,7 +63,7 @@ def test_online_teacher_counted_by_the_training_loop(tokenizer, bench, tmp_path)
     student = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
     batches = ItemBatches(bench.stream(bench.ops), tokenizer, 8, seed=0)
     cfg = OptimConfig(steps=3, batch_size=8, lr=1e-3, log_every=0, warmup_steps=0)
-    r = train(student, OBJECTIVES.get("distill_kl")(copy.deepcopy(teacher)), batches, cfg,
+    r = train(student, LOSSES.get("distill_kl")(copy.deepcopy(teacher)), batches, cfg,
               tmp_path / "run", progress=False)
     pos = positions(batches, range(3))
     assert r.flops == (6 * hand_n(student) + 2 * hand_n(teacher)) * pos

@@ -11,7 +11,7 @@ from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.config import ModelConfig, OptimConfig
 from undo.configlib import ConfigError
 from undo.models import build_model, save_model
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.stages.teacher_cache import CachedBatches, TeacherCache
 from undo.train import train
 
@@ -33,8 +33,8 @@ def _cache(tmp_path, teacher, batches, **kw):
 
 def test_cached_full_logprobs_give_the_online_loss_and_grads(micro_model, teacher, batches,
                                                              tmp_path):
-    online = OBJECTIVES.get("distill_kl")(copy.deepcopy(teacher))
-    cached = OBJECTIVES.get("distill_kl")()
+    online = LOSSES.get("distill_kl")(copy.deepcopy(teacher))
+    cached = LOSSES.get("distill_kl")()
     cb = CachedBatches(batches, _cache(tmp_path, teacher, batches))
     for step in (0, 4):
         a, _ = online.loss(micro_model, batches(step, 0))
@@ -52,9 +52,9 @@ def test_cached_training_matches_online_training(tokenizer, teacher, batches, tm
     for name in ("online", "cached"):
         student = build_model(ModelConfig(preset="micro"), tokenizer, seed=0)
         if name == "online":
-            obj, data = OBJECTIVES.get("distill_kl")(copy.deepcopy(teacher)), batches
+            obj, data = LOSSES.get("distill_kl")(copy.deepcopy(teacher)), batches
         else:
-            obj = OBJECTIVES.get("distill_kl")()
+            obj = LOSSES.get("distill_kl")()
             data = CachedBatches(batches, _cache(tmp_path, teacher, batches))
         r = train(student, obj, data, cfg, tmp_path / name, progress=False)
         logs = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
@@ -79,8 +79,8 @@ def test_cache_is_built_once_and_reused(teacher, batches, tmp_path):
 
 def test_topk_cache_rows_and_lower_bound(micro_model, teacher, batches, tmp_path):
     v = teacher.config.vocab_size
-    full = OBJECTIVES.get("distill_kl")(copy.deepcopy(teacher)).loss(micro_model, batches(0))[0]
-    obj = OBJECTIVES.get("distill_kl")()
+    full = LOSSES.get("distill_kl")(copy.deepcopy(teacher)).loss(micro_model, batches(0))[0]
+    obj = LOSSES.get("distill_kl")()
     for k in (4, v):
         cb = CachedBatches(batches, _cache(tmp_path, teacher, batches, mode="topk", k=k))
         b = cb(0)

@@ -18,7 +18,7 @@ from undo.benchmarks.arithmetic.benchmark import ItemBatches
 from undo.checkpoint import COUNTERS_FILE
 from undo.config import OptimConfig
 from undo.models import save_model
-from undo.objectives import OBJECTIVES
+from undo.objectives import LOSSES
 from undo.train import train
 
 SRC = Path(undo.__file__).resolve().parent
@@ -85,7 +85,7 @@ def test_resume_never_unpickles_a_planted_checkpoint_file(planted, micro_model, 
             raise _Kill
 
     with pytest.raises(_Kill):
-        train(micro_model, OBJECTIVES.get("ce")(), batches, cfg, tmp_path, progress=False,
+        train(micro_model, LOSSES.get("ce")(), batches, cfg, tmp_path, progress=False,
               on_step=kill)
     state = tmp_path / "state"
     assert (state / COUNTERS_FILE).is_file()
@@ -97,7 +97,7 @@ def test_resume_never_unpickles_a_planted_checkpoint_file(planted, micro_model, 
     integrity.write_manifest(state)
     # Refusing the file is fine; running it is not.
     with contextlib.suppress(RuntimeError, pickle.UnpicklingError):
-        train(micro_model, OBJECTIVES.get("ce")(), batches, cfg, tmp_path, progress=False)
+        train(micro_model, LOSSES.get("ce")(), batches, cfg, tmp_path, progress=False)
     assert not marker.exists()
 
 

@@ -52,7 +52,7 @@ from ..benchmarks.evaluate import evaluate
 from ..config import AttackConfig, OptimConfig, RunConfig
 from ..configlib import ConfigError
 from ..models import load_model, load_tokenizer, save_model
-from ..objectives import OBJECTIVES
+from ..objectives import LOSSES
 from ..runtime import compute_precision, device_name, process_pool, torch_threads
 from ..stages.base import (
     StageResult,
@@ -239,7 +239,7 @@ def run_one(cfg: RunConfig, model_dir: str | Path, lr: float, seed: int,
         return point
 
     with compute_precision(cfg.precision, cfg.device):  # also in a pool worker
-        res = train(model, OBJECTIVES.get("ce")(), batches, attack_optim(a, lr, schedule),
+        res = train(model, LOSSES.get("ce")(), batches, attack_optim(a, lr, schedule),
                     None, evaluate=evaluate, eval_at_start=True, on_step=on_step,
                     accelerator=make_accelerator(cfg.device), progress=False,
                     optimizer_name=optimizer)

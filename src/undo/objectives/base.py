@@ -1,4 +1,6 @@
-"""The objectives' registry: `OBJECTIVES.get(name)` errors list the valid names.
+"""The objectives' two registries: `LOSSES` (what a stage trains on: cross-entropy, the
+distillation KL) and `METHODS` (unlearning methods, built from the `unlearn` section).
+`get(name)` errors list the valid names.
 
 Its own module so that each objective registers itself without importing the package
 that imports it (no import cycle)."""
@@ -41,4 +43,5 @@ class Registry(Generic[T]):
         return name in self._items
 
 
-OBJECTIVES: Registry = Registry("objective")
+LOSSES: Registry = Registry("loss")
+METHODS: Registry = Registry("unlearning method")

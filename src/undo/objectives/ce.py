@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import OBJECTIVES
+from .base import LOSSES
 
 
 def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -16,7 +16,7 @@ def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
 
 
-@OBJECTIVES.register("ce")
+@LOSSES.register("ce")
 class CrossEntropy:
     """L = CE(batch) on positions whose label is not -100 (answers, in arithmetic)."""
 

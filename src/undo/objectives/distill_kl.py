@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from ..compute import matmul_params
 from ..configlib import ConfigError
-from .base import OBJECTIVES
+from .base import LOSSES
 from .distill_hidden import (
     check_head,
     head_chunk_rows,
@@ -297,7 +297,7 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-@OBJECTIVES.register("distill_kl")
+@LOSSES.register("distill_kl")
 class DistillKL:
     """L = forward KL(teacher ‖ student) on every non-pad next-token position.
 

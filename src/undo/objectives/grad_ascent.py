@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .base import OBJECTIVES
+from .base import METHODS
 from .unlearning import Batch, logits_of, parse_args, token_ce
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ class GradAscentArgs:
     """GradAscent has no options of its own."""
 
 
-@OBJECTIVES.register("grad_ascent")
+@METHODS.register("grad_ascent")
 class GradAscent:
     def __init__(self, args: GradAscentArgs | None = None) -> None:
         self.args = args or GradAscentArgs()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .base import OBJECTIVES
+from .base import METHODS
 from .unlearning import Batch, logits_of, parse_args, token_ce
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class GradDiffArgs:
     """GradDiff has no options beyond `unlearn.retain_weight`."""
 
 
-@OBJECTIVES.register("grad_diff")
+@METHODS.register("grad_diff")
 class GradDiff:
     def __init__(self, retain_weight: float = 1.0, args: GradDiffArgs | None = None) -> None:
         self.retain_weight = retain_weight

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .base import OBJECTIVES
+from .base import METHODS
 from .unlearning import (
     Batch,
     ForgetRetain,
@@ -69,7 +69,7 @@ class MaxEntArgs:
     positions: Positions = "all"  # all non-padding forget positions (the paper) | answer
 
 
-@OBJECTIVES.register("maxent")
+@METHODS.register("maxent")
 class MaxEnt(ForgetRetain):
     Args = MaxEntArgs
 

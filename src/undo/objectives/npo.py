@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..configlib import check
-from .base import OBJECTIVES
+from .base import METHODS
 from .unlearning import (
     Batch,
     ForgetRetain,
@@ -48,7 +48,7 @@ class NPOArgs:
         check(self.beta > 0, f"{p}.beta", self.beta, "a positive number")
 
 
-@OBJECTIVES.register("npo")
+@METHODS.register("npo")
 class NPO(ForgetRetain):
     Args = NPOArgs
     uses_reference = True

@@ -21,7 +21,7 @@ import torch
 
 from ..architectures import blocks
 from ..configlib import check
-from .base import OBJECTIVES
+from .base import METHODS
 from .unlearning import Batch, Wrapper, layer_outputs
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class RepNoiseArgs:
                "a non-wrapper unlearning method (e.g. maxent, grad_diff)")
 
 
-@OBJECTIVES.register("repnoise")
+@METHODS.register("repnoise")
 class RepNoise(Wrapper):
     Args = RepNoiseArgs
 

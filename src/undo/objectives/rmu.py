@@ -29,7 +29,7 @@ import torch
 
 from ..architectures import blocks, family, mlp_out_names
 from ..configlib import check
-from .base import OBJECTIVES
+from .base import METHODS
 from .unlearning import Batch, Reference, layer_output, masked_mean, parse_args
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class RMUArgs:
                "a positive number")
 
 
-@OBJECTIVES.register("rmu")
+@METHODS.register("rmu")
 class RMU:
     def __init__(self, retain_weight: float = 1.0, args: RMUArgs | None = None) -> None:
         self.alpha = retain_weight

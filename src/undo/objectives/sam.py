@@ -25,7 +25,7 @@ import torch
 
 from ..compute import matmul_params
 from ..configlib import check
-from .base import OBJECTIVES
+from .base import METHODS
 from .unlearning import Batch, Wrapper
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class SAMArgs:
         check(self.base != "sam", f"{p}.base", self.base, "an unlearning method other than sam")
 
 
-@OBJECTIVES.register("sam")
+@METHODS.register("sam")
 class SAM(Wrapper):
     Args = SAMArgs
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..configlib import check
-from .base import OBJECTIVES
+from .base import METHODS
 from .unlearning import (
     Batch,
     ForgetRetain,
@@ -48,7 +48,7 @@ class SimNPOArgs:
         check(self.gamma >= 0, f"{p}.gamma", self.gamma, "a number >= 0")
 
 
-@OBJECTIVES.register("simnpo")
+@METHODS.register("simnpo")
 class SimNPO(ForgetRetain):
     Args = SimNPOArgs
 

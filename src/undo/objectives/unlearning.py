@@ -6,7 +6,7 @@ where `encoded` has `input_ids`, `attention_mask` and `labels` (-100 where no lo
 taken; in arithmetic the answer digits and EOS are labelled). Every loss below is a pure
 function of tensors; the objective classes only run the model and call them.
 
-Each unlearning objective class is registered in `OBJECTIVES` and has
+Each unlearning objective class is registered in `METHODS` and has
 `from_config(cfg: UnlearnConfig)`, which validates `cfg.method_args` against the
 method's own dataclass (unknown keys and bad values raise a `ConfigError`).
 """
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..architectures import blocks
 from ..compute import forward_flops, matmul_params
 from ..configlib import ConfigError, from_dict
-from .base import OBJECTIVES
+from .base import METHODS
 
 if TYPE_CHECKING:
     from ..config import UnlearnConfig
@@ -279,11 +279,11 @@ def parse_args(raw: dict[str, Any], cls: type, method: str) -> Any:
 def build_objective(cfg: UnlearnConfig) -> UnlearnObjective:
     """The objective `cfg.method` with its validated `method_args`."""
     # Unlearning methods are the objectives built from an `unlearn:` section.
-    methods = [n for n in OBJECTIVES.names() if hasattr(OBJECTIVES.get(n), "from_config")]
+    methods = METHODS.names()
     if cfg.method not in methods:
         raise ConfigError(f"config key 'unlearn.method': got {cfg.method!r}; valid: "
                           f"{', '.join(methods)}")
-    return OBJECTIVES.get(cfg.method).from_config(cfg)
+    return METHODS.get(cfg.method).from_config(cfg)
 
 
 def build_base(cfg: UnlearnConfig, method: str, args: dict[str, Any]) -> UnlearnObjective:

@@ -25,7 +25,7 @@ from ..models import (
     new_model,
     stage_tokenizer,
 )
-from ..objectives import OBJECTIVES
+from ..objectives import LOSSES
 from ..runtime import device_name
 from ..train import make_accelerator, train
 from .base import (
@@ -89,7 +89,7 @@ def pretrain(cfg: RunConfig, which: Which = "base", force: bool = False) -> Path
         def evaluate_during(m):  # retain/forget only while training; all sets at the end
             return evaluate(m, bench, tokenizer, sets=("retain", "forget"))
 
-        result = train(model, OBJECTIVES.get("ce")(), batches, optim, d, evaluate=evaluate_during,
+        result = train(model, LOSSES.get("ce")(), batches, optim, d, evaluate=evaluate_during,
                        accelerator=acc, desc=f"pretrain {which}", progress=cfg.progress,
                        sharding=cfg.sharding)
         model = acc.unwrap_model(model)
