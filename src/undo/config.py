@@ -368,6 +368,16 @@ class AttackConfig:
     # (experiments/results/attack_precision_side_by_side.json). Use fp32 on a CPU without
     # bfloat16 instructions (avx512_bf16 / AMX), where bfloat16 is slower.
     precision: Precision = "bf16-mixed"
+    # Which attack runs under this config: `finetune` (the LR grid above,
+    # undo.attacks.grid) or a registered attack's name (undo.attacks.registry: quantize,
+    # in_context, ...). Set by the study per name of `study.attacks` and by `undo attack
+    # --attack NAME`; not in a finetuning attack's cache key, so its folders stay put.
+    family: str = "finetune"
+    # Settings of the non-finetuning attacks, per registered name, e.g.
+    # {quantize: {schemes: [int8, int4]}, in_context: {shots: [0, 1, 4, 16]}}: each is
+    # checked against that attack's own typed `Config` before any work (unknown keys and
+    # bad values are a ConfigError naming `attack.options.NAME.KEY`). docs/attacks.md.
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def all_budgets(self) -> list[int]:
         return sorted(set(self.budgets) | {self.steps})
@@ -400,6 +410,8 @@ class AttackConfig:
         check(self.curve_items_per_op >= 0, f"{p}.curve_items_per_op",
                self.curve_items_per_op, "an integer >= 0 (0: the full set)")
         check(self.workers >= 0, f"{p}.workers", self.workers, "an integer >= 0 (0: auto)")
+        check(bool(self.family), f"{p}.family", self.family,
+              "'finetune' or a registered attack's name (docs/attacks.md)")
 
 
 # Stage kinds a user can name in `study.stages`, `study.resources` or `--force`.
@@ -538,17 +550,20 @@ class StudyConfig:
     # top of the LR grid; 0: the grid only. Every model gets the same budget, and each
     # model's best recipe is replayed against every other (undo.attacks.search).
     attack_search: int = 0
-    # The attacks every model gets, the first being the headline: `paper` (the paper's
-    # attack data for the benchmark, attack.retain_fraction null) and `forget_only`
-    # (forget data only: the stronger test of latent knowledge, reported beside it).
-    # Where the paper's attack is forget-only already (text), it runs once.
-    attacks: list[Literal["paper", "forget_only"]] = field(
-        default_factory=lambda: ["paper", "forget_only"])
+    # The attacks every model gets, by name in the attack registry (undo.attacks.registry,
+    # docs/attacks.md), the first being the headline: `paper` (the paper's attack data
+    # for the benchmark, attack.retain_fraction null) and `forget_only` (forget data
+    # only: the stronger test of latent knowledge, reported beside it); beside them
+    # `benign_retain` (finetuning on retain data only), `in_context` (forget examples in
+    # the prompt), `quantize` (weight-only round-to-nearest), `quantize_finetune`. Where
+    # the paper's attack is forget-only already (text), it runs once. Names are checked
+    # against the registry when the study is built, before any work.
+    attacks: list[str] = field(default_factory=lambda: ["paper", "forget_only"])
 
     def validate(self, p: str) -> None:
         check(bool(self.attacks) and len(set(self.attacks)) == len(self.attacks),
-               f"{p}.attacks", self.attacks, "a non-empty list of distinct attacks from "
-               "paper, forget_only")
+               f"{p}.attacks", self.attacks, "a non-empty list of distinct attack names "
+               "(paper, forget_only, benign_retain, in_context, quantize, ...)")
         check(self.attack_search >= 0, f"{p}.attack_search", self.attack_search,
                "an integer >= 0 (trials per model; 0: no search)")
         check(all(alpha_ok(a) for a in self.alphas), f"{p}.alphas", self.alphas,

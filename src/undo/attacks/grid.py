@@ -95,13 +95,22 @@ def attack_key(cfg: RunConfig, model_dir: str | Path) -> dict[str, Any]:
     # `workers` only decides where the grid's runs execute, not their results; a null
     # retain_fraction is keyed as the share it runs, `attack.precision` as the precision
     # it runs at (one place in the key, absent at fp32 as for every stage).
+    # `family` and `options` belong to the registry's other attacks (undo.attacks.registry),
+    # left out so every finetuning folder keeps the key it had before they existed.
     cfg = resolved(cfg)
-    attack = {k: v for k, v in asdict(cfg.attack).items() if k not in ("workers", "precision")}
+    attack = {k: v for k, v in asdict(cfg.attack).items()
+              if k not in ("workers", "precision", "family", "options")}
     return {"model": model_identity(model_dir), "attack": attack,
             "data": asdict(cfg.data), "seed": cfg.seed, **precision_key(cfg)}
 
 
 def attack_dir(cfg: RunConfig, model_dir: str | Path, key: dict | None = None) -> Path:
+    """The folder of the attack `cfg.attack.family` names on `model_dir` (a registered
+    non-finetuning attack's folder comes from the registry)."""
+    if cfg.attack.family != "finetune":
+        from .registry import attack_folder
+
+        return attack_folder(cfg, model_dir)
     key = key or attack_key(cfg, model_dir)
     return run_dir(cfg) / "attacks" / f"{model_label(model_dir)}-{config_hash(key)}"
 

@@ -13,6 +13,7 @@ import yaml
 
 from . import views
 from .errorbars import html_intervals
+from .families import html_families
 from .figures import FORMATS
 from .search import section as search_section
 from .table import fmt, fmt_count, fmt_fraction, fmt_ms, fmt_seconds, group_rows, rows
@@ -53,6 +54,9 @@ CAPTIONS = {
               "do not count.",
     "pareto": "Retain metric (before the attack) against the worst-case forget metric after "
               "k attack steps, one panel per budget. Dashed: chance.",
+    "attack_families": "Every attack family side by side: the worst-case forget metric per "
+                       "row (reference, arm, single model) and attack at the largest budget, "
+                       "robustness R where defined; †: the attack broke utility.",
 }
 
 
@@ -197,6 +201,7 @@ folder. Compute columns are fractions of the gold standard's steps and FLOPs.</p
 <a href="table.csv">table.csv</a>. Each figure is also in <code>plots/</code> as SVG and
 PDF.</p>
 {search_section(summary)}
+{html_families(summary, _e)}
 <h2>Figures</h2>
 {figs}
 <h2>Definitions</h2>

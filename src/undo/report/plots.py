@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import views
+from .families import heatmap_figure, table_of
 from .figures import chance_h, color_for, figure, marker_for, render
 from .search import progress_figure, searched
 
@@ -215,6 +216,8 @@ def render_all(summary: dict) -> dict[str, dict[str, bytes]]:
     out = {name: render(lambda fn=fn: fn(summary)) for name, fn in FIGURES.items()}
     if searched(summary):  # a study with the adaptive attack search
         out["search"] = render(lambda: progress_figure(summary))
+    if table_of(summary) is not None:  # attacks beyond the paper's two finetuning ones
+        out["attack_families"] = render(lambda: heatmap_figure(summary))
     return out
 
 

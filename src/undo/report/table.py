@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ..analysis.robustness import budget_key
 from . import views
 from .errorbars import format_intervals
+from .families import format_families
 from .views import fmt, fmt_fraction
 
 
@@ -191,7 +192,9 @@ def format_table(summary: dict) -> str:
     per_model = [line(header), rule, *(line(b) for b in body), rule, *_wrap(legend, 96)]
     groups = format_groups(summary)
     ci = format_intervals(summary)
-    return "\n".join(per_model + (["", groups] if groups else []) + (["", ci] if ci else []))
+    fam = format_families(summary)
+    return "\n".join(per_model + (["", groups] if groups else []) + (["", ci] if ci else [])
+                     + (["", fam] if fam else []))
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -26,6 +26,7 @@ from ..artifacts import environment, json_text, read_json
 from ..config import RunConfig
 from ..configlib import to_dict
 from ..provenance import model_source
+from ..report.families import robustness_table
 
 if TYPE_CHECKING:
     from .specs import Model
@@ -47,7 +48,7 @@ def _attack_section(attack_dir: Path | None, metric: str, retain: Any,
     curves = rel["curves"][metric]
     before = rel["start"].get(retain.name)
     bound = utility_bound(retain, before, floor) if before is not None else None
-    return {
+    out = {
         "lrs": rel["lrs"],
         "seeds": rel["seeds"],
         "retain_fraction": rel["attack"].get("retain_fraction"),
@@ -59,6 +60,14 @@ def _attack_section(attack_dir: Path | None, metric: str, retain: Any,
                        for k, w in worst.items()},
         "relearn_json": str(attack_dir / "relearn.json"),
     }
+    if "settings" in rel:  # an attack without training (undo.attacks.scored): its
+        # settings in place of learning rates, its own cost
+        labels = rel["settings"]
+        for w in out["worst_case"].values():
+            w["setting"] = labels.get(repr(float(w["lr"])))
+        out.update(family=rel.get("family"), trains=rel.get("trains"), settings=labels,
+                   cost=rel.get("cost"))
+    return out
 
 
 def _search_section(attack_dir: Path | None) -> dict[str, Any] | None:
@@ -206,6 +215,7 @@ def _total_compute(entries: list[dict[str, Any]], unlearn: dict[str, Any] | None
 
 def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> dict[str, Any]:
     """Every model's metrics, attack worst cases, robustness and compute."""
+    from ..attacks.registry import family_of
     from ..benchmarks import build_benchmark
 
     bench = build_benchmark(cfg.data)
@@ -251,7 +261,8 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
 
     _search_robustness(entries, ref_u, ref_g, budgets, cfg.study.min_robustness_gap)
     hiw = forget_metric.higher_is_better
-    return {
+    ivs = _intervals(models, entries, budgets, hiw, tol, list(cfg.study.attacks))
+    out = {
         "schema_version": SCHEMA_VERSION,
         "study": cfg.name,
         "config": to_dict(cfg),
@@ -272,9 +283,17 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
         "budgets": budgets,
         "attacks": list(cfg.study.attacks),
         "models": entries,
-        "intervals": _intervals(models, entries, budgets, hiw, tol, list(cfg.study.attacks)),
+        "intervals": ivs,
         "wall_time_s": wall_time_s,
     }
+    attacked = [n for n in cfg.study.attacks if any(n in m.attack_dirs for m in models)]
+    if set(attacked) - {"paper", "forget_only"}:
+        # Beyond the paper's two finetuning attacks: every family side by side, so a
+        # study of only those keeps the summary it had (docs/summary-schema.md).
+        out["robustness_table"] = robustness_table(
+            entries, attacked, {n: family_of(n) for n in attacked}, ivs["attacks"],
+            budgets[-1], hiw)
+    return out
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
