@@ -102,3 +102,29 @@ def test_a_registered_toy_attack_reaches_study_summary_and_report(tmp_path, toy)
     page = (run / "report.html").read_text()
     assert "Robustness across attack families" in page and "toy_shrink (toy)" in page
     assert (run / "plots" / "attack_families.png").stat().st_size > 1000
+
+
+def test_benign_retain_trains_on_retain_attack_items_only(tmp_path, tokenizer):
+    from undo.benchmarks.arithmetic.benchmark import Benchmark
+
+    cfg = load_config(None, [f"out_dir={tmp_path}", "attack.batch_size=16"])
+    c = study_attacks(replace(cfg, study=replace(cfg.study, attacks=["paper", "benign_retain"])))
+    a = c["benign_retain"].attack
+    assert (a.retain_fraction, a.allow_no_forget, a.family) == (1.0, True, "finetune")
+    bench = Benchmark(cfg.data)
+    items = [it for s in range(5) for it in bench.attack_batches(a, tokenizer, "0").items(s)]
+    assert {it.op for it in items} <= set(bench.data.retain_ops)
+    assert all((it.a, it.b) in bench.data.splits[it.op].attack for it in items)
+    assert registry.family_of("benign_retain") == {"family": "benign finetune", "trains": True}
+
+
+def test_undo_attack_runs_a_registered_attack_on_a_model_folder(tmp_path, micro_model,
+                                                                 tokenizer, capsys):
+    save_model(micro_model, tokenizer, tmp_path / "m")
+    assert main(["attack", str(tmp_path / "m"), "--attack", "quantize", f"out_dir={tmp_path}",
+                 "data.eval_items_per_op=4", "attack.curve_items_per_op=2",
+                 "attack.precision=fp32", "progress=false",
+                 "attack.options={quantize: {schemes: [int8]}}"]) == 0
+    out = capsys.readouterr().out
+    assert "over settings ['int8']" in out and "(int8)" in out
+    assert main(["attack", str(tmp_path / "m"), "--attack", "nope", f"out_dir={tmp_path}"]) == 2

@@ -14,10 +14,12 @@ from .common import (
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from ..artifacts import model_identity, read_json
-    from ..attacks.grid import attack
+    from ..attacks import registry
     from ..benchmarks import build_benchmark
 
     cfg = load_run_config(args)
+    if args.attack is not None:  # a registered attack (checked before any work)
+        cfg = registry.configured(cfg, args.attack)
     dirs = model_dirs(args, "attack")
     for p in dirs:
         model_identity(p)  # fails early on a folder without weights
@@ -30,15 +32,19 @@ def cmd_attack(args: argparse.Namespace) -> int:
     head = "".join(f"{metric.split('/')[-1] + '@' + str(k):>22}" for k in budgets)
     rows = []
     for p in dirs:
-        d = attack(cfg, p, force=args.force)
+        d = registry.run_attack(cfg, p, force=args.force)
         r = read_json(d / "relearn.json")
         wc = r["worst_case"][metric]
-        cells = "".join(f"{wc[str(k)]['value']:>8.3f}±{wc[str(k)]['std']:.3f} ({wc[str(k)]['lr']:.0e})"
-                        for k in budgets)
-        rows.append(f"  {r['model']['label'][:28]:<28}{cells}  {r['wall_time_s']:5.0f}s")
+        names = r.get("settings")  # an attack without training: settings, not LRs
+
+        cells = "".join(f"{wc[str(k)]['value']:>8.3f}±{wc[str(k)]['std']:.3f} "
+                        f"({_setting(wc[str(k)], names)})" for k in budgets)
+        took = r.get("wall_time_s", (r.get("cost") or {}).get("wall_time_s", 0.0))
+        rows.append(f"  {r['model']['label'][:28]:<28}{cells}  {took:5.0f}s")
         print(f"attack: {d / 'relearn.json'}")
-    print(f"worst-case {metric} over lrs {cfg.attack.lrs} (mean±std over seeds "
-          f"{cfg.attack.seeds}, worst lr) after k attack steps")
+    over = (f"settings {list(names.values())}" if names else f"lrs {cfg.attack.lrs}")
+    print(f"worst-case {metric} over {over} (mean±std over seeds {cfg.attack.seeds}, worst "
+          f"{'setting' if names else 'lr'}) after k attack steps")
     print(f"  {'model':<28}{head}")
     print("\n".join(rows))
     if args.search is not None:
@@ -97,8 +103,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setting(w: dict, names: dict | None) -> str:
+    """A worst case's learning rate, or its setting's name for an attack without training."""
+    return names[repr(float(w["lr"]))] if names else f"{w['lr']:.0e}"
+
+
 def opts_attack(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--force", action="store_true", help="re-run the attacks even if cached")
+    sp.add_argument("--attack", metavar="NAME",
+                    help="a registered attack (paper, forget_only, benign_retain, in_context, "
+                         "quantize, quantize_finetune; docs/attacks.md); default: the "
+                         "config's attack section as it is (the paper's finetuning grid)")
     sp.add_argument("--search", type=int, metavar="N",
                     help="also search the attack recipe: N Optuna trials per model "
                          "(settings: the config's search section; docs/attacks.md)")
