@@ -102,6 +102,12 @@ def test_a_registered_toy_attack_reaches_study_summary_and_report(tmp_path, toy)
     page = (run / "report.html").read_text()
     assert "Robustness across attack families" in page and "toy_shrink (toy)" in page
     assert (run / "plots" / "attack_families.png").stat().st_size > 1000
+    from undo.release.card import _attack_families
+
+    entry = next(m for m in summary["models"] if m["kind"] == "undo")
+    card = "\n".join(_attack_families(summary, entry))
+    assert "## Robustness across attack families" in card
+    assert f"| {toy} (toy) |" in card and "| paper (finetune) |" in card
 
 
 def test_benign_retain_trains_on_retain_attack_items_only(tmp_path, tokenizer):

@@ -156,6 +156,53 @@ def _data(summary: dict) -> str:
     return f"Benchmark `{summary['benchmark']}` ({flat})."
 
 
+def _attack_families(summary: dict, entry: dict) -> list[str]:
+    """`## Robustness across attack families`: the summary's robustness table for this
+    model's row beside the gold standard's and unlearn-only's (none where the study ran
+    only the paper's two finetuning attacks)."""
+    from ..analysis.arms import row_of
+
+    table = summary.get("robustness_table")
+    if not table:
+        return []
+    rows = {r["row"]: r for r in table["rows"]}
+    mine = rows.get(row_of(entry))
+    if mine is None:
+        return []
+
+    def cell(r: dict | None, attack: str) -> str:
+        c = (r or {}).get("cells", {}).get(attack)
+        if c is None or c["value"] is None:
+            return "-"
+        iv = c.get("interval") or {}
+        text = f"{c['value']:.3f}" + (f" [{iv['lo']:.3f}, {iv['hi']:.3f}]"
+                                      if iv.get("lo") is not None else "")
+        return text + ("" if c["utility_ok"] else " †")
+
+    def rob(attack: str) -> str:
+        r = (mine["cells"].get(attack) or {}).get("robustness") or {}
+        if r.get("point") is None:
+            return "-"
+        return f"{r['point']:.2f}" + (f" [{r['lo']:.2f}, {r['hi']:.2f}]"
+                                      if r.get("lo") is not None else "")
+
+    metric = summary["metric"]["name"]
+    lines = [f"| attack (family) | {metric}: this model ({mine['row']}) | gold standard | "
+             "unlearn-only | robustness |", "|---|---|---|---|---|"]
+    for col in table["attacks"]:
+        a = col["attack"]
+        lines.append(f"| {a} ({col['family']}) | {cell(mine, a)} | {cell(rows.get('gold'), a)} "
+                     f"| {cell(rows.get('unlearn-only'), a)} | {rob(a)} |")
+    w = mine.get("worst")
+    worst = ("" if w is None else f"The worst case over attacks that kept utility: "
+             f"{w['value']:.3f} under `{w['attack']}` ({w['family']}).")
+    return ["## Robustness across attack families", "",
+            f"Worst-case {metric} after {table['budget']} attack steps (an attack that trains "
+            f"no weight gives the same value at any budget), with 95% intervals; robustness "
+            f"1 = as the gold standard, 0 = as unlearn-only; † = the attack broke utility "
+            f"(retain below the floor). {worst}", "", *lines, ""]
+
+
 def model_card(summary: dict, entry: dict, *, stage: dict, dtype: str,
                figure: str | None, evidence: list[str], license: str | None = None) -> str:
     """README.md of the exported `entry` (a summary model), with YAML front matter."""
@@ -183,6 +230,7 @@ def model_card(summary: dict, entry: dict, *, stage: dict, dtype: str,
                   f"{fm} {_f(teacher['metrics'].get(fm))}; this model: {rm} "
                   f"{_f(entry['metrics'].get(rm))}, {fm} {_f(entry['metrics'].get(fm))}.", ""]
     parts += ["## Robustness to relearning", "", _robustness_table(summary, entry), ""]
+    parts += _attack_families(summary, entry)
     if figure:
         parts += [f"![Relearning curves of every model in the run]({figure})", ""]
     parts += ["## Compute", "", _compute(entry), "",
