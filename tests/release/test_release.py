@@ -60,6 +60,13 @@ def test_default_export_is_the_best_recovered_undo_student_and_loads(run, tmp_pa
     card = ModelCard.load(rel / "README.md")
     assert card.data.library_name == "transformers" and "undo" in card.data.tags
     assert card.data.to_dict().get("base_model") is None  # a preset: no hub base model
+    preset = summary["config"]["model"]["preset"]
+    assert f"Base model: the `{preset}` preset, pretrained from scratch in the run" in card.text
+    assert ("**Forget** (what the model should no longer know): arithmetic problems of the "
+            "operations mul, div.") in card.text
+    base = next(m for m in summary["models"] if m["kind"] == "base")
+    assert (f"| base model (before unlearning) | {base['metrics']['retain/acc']:.3f} | "
+            f"{base['metrics']['forget/acc']:.3f} |") in card.text
     retain = chosen["metrics"]["retain/acc"]
     assert "**Recovered**" in card.text and f"retain/acc {retain:.3f}" in card.text
     assert f"α = {chosen['alpha']:g}" in card.text

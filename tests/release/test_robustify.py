@@ -4,6 +4,7 @@ winning; every bad input stopped before any work."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from undo.artifacts import read_json
 from undo.benchmarks.text.shipped import python_docs, python_source
 from undo.cli import main
 from undo.configlib import ConfigError
+from undo.release.card import model_card
 from undo.release.robustify import robustify_config, student_name
 from undo.study.recipe import scaled_defaults
 
@@ -146,6 +148,41 @@ def test_robustify_releases_a_loadable_model_with_its_evidence(gpt2_dir, data, t
     assert "no gold standard" in card.text and "study.gold" in card.text
     evidence = read_json(release / "evidence" / "summary.json")
     assert evidence["models"] == summary["models"]
+    # The card names the base model, the user's forget and retain data in words (not a
+    # dump of benchmark fields), and the base model's own metrics beside the student's.
+    assert f"Base model: the local model folder `{gpt2_dir}`" in card.text
+    assert card.data.to_dict().get("base_model") is None  # a folder: no hub id
+    section = card.text.split("## Data", 1)[1].split("## ", 1)[0]
+    assert f"**Forget** (what the model should no longer know): the local file `{data[0]}`" \
+        in section and f"**Retain** (what it should keep): the local file `{data[1]}`" in section
+    assert "the base model's own" in section  # its tokenizer
+    assert "= None" not in section and "vocab_size" not in section and "4096" not in section
+    base = next(m for m in summary["models"] if m["kind"] == "base")
+    rm, fm = summary["retain_metric"]["name"], summary["metric"]["name"]
+    for label, m in (("base model (before unlearning)", base),
+                     ("teacher (unlearn-only)", teacher), (f"**this model** ({student['name']})",
+                                                            student)):
+        assert f"| {label} | {m['metrics'][rm]:.3f} | {m['metrics'][fm]:.3f} |" in card.text
+    # The same run from a GGUF file (robustify --model x.gguf): named as the file it was.
+    stage = read_json(Path(student["stage_dir"]) / "summary.json")
+    gguf = copy.deepcopy(summary)
+    gguf["environment"]["model_source"] = {"name_or_path": "/models", "revision": None,
+                                           "gguf_file": "SmolLM2-135M-Q8_0.gguf",
+                                           "hub_commit": None}
+    text = model_card(gguf, student, stage=stage, dtype="float32", figure=None, evidence=[])
+    assert "Base model: the GGUF file `SmolLM2-135M-Q8_0.gguf` (`/models/SmolLM2-135M-Q8_0" \
+           ".gguf`), dequantized to train" in text
+    assert "base_model" not in text.split("---")[1]
+    # ... and from a hub repository's GGUF file: its repo is the front matter's base_model.
+    gguf["environment"]["model_source"] = {
+        "name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", "revision": None,
+        "gguf_file": "smollm2-135m-instruct-q8_0.gguf", "hub_commit": "a" * 40}
+    card = ModelCard(model_card(gguf, student, stage=stage, dtype="float32", figure=None,
+                                evidence=[]))
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
+    assert ("Base model: the GGUF file `smollm2-135m-instruct-q8_0.gguf` of [HuggingFaceTB/"
+            "SmolLM2-135M-Instruct-GGUF](https://huggingface.co/HuggingFaceTB/SmolLM2-135M-"
+            "Instruct-GGUF) at commit `aaaaaaaaaaaa`") in card.text
     # Run again into a second folder: every stage is reused, only the export is new.
     stamps = {p: p.stat().st_mtime_ns for p in (runs / "robustify-model").rglob("summary.json")
               if "stages" in p.parts}

@@ -8,6 +8,7 @@ the ones the Hub parses (base_model, license, library_name, pipeline_tag, tags).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from ..provenance import version_line
@@ -23,13 +24,46 @@ def _f(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
+def _source(summary: dict) -> dict:
+    """Where the run's base model came from: the summary's `model_source`, else its
+    config's model keys (a summary of an undo that recorded no source)."""
+    model = summary["config"].get("model") or {}
+    return (summary.get("environment") or {}).get("model_source") or {
+        k: model.get(k) for k in ("name_or_path", "gguf_file", "revision")}
+
+
 def base_model_id(summary: dict) -> str | None:
-    """The hub id the run's base model came from (None: a preset or a local folder)."""
+    """The hub id the run's base model came from, a GGUF file's hub repository included
+    (None: a preset or a local folder or file)."""
     from ..provenance import is_hub_id
 
-    source = (summary.get("environment") or {}).get("model_source") or {}
-    name = source.get("name_or_path") or summary["config"]["model"].get("name_or_path")
-    return name if name and source.get("gguf_file") is None and is_hub_id(name) else None
+    source = _source(summary)
+    name = source.get("name_or_path")
+    if not name:
+        return None
+    return name if source.get("hub_commit") or is_hub_id(name) else None
+
+
+def base_model_words(summary: dict) -> str:
+    """The card's "Base model:" line: a hub id (linked, with its commit), a local folder or
+    a GGUF file by name, or the preset the run pretrained from scratch."""
+    source = _source(summary)
+    name, gguf = source.get("name_or_path"), source.get("gguf_file")
+    hub = base_model_id(summary)
+    commit = source.get("hub_commit") or source.get("revision")
+    at = f" at commit `{commit[:12]}`" if commit else ""
+    if hub is not None:
+        repo = f"[{hub}](https://huggingface.co/{hub}){at}"
+        return (f"the GGUF file `{gguf}` of {repo}, dequantized to train" if gguf
+                else repo)
+    if gguf:
+        path = Path(gguf) if name is None else Path(name) / gguf
+        return f"the GGUF file `{path.name}` (`{path}`), dequantized to train"
+    if name:
+        return f"the local model folder `{name}`"
+    preset = (summary["config"].get("model") or {}).get("preset")
+    return (f"the `{preset}` preset, pretrained from scratch in the run" if preset
+            else "a model built or trained in the run")
 
 
 def base_license(base: str | None) -> str | None:
@@ -149,13 +183,6 @@ def _what(summary: dict, entry: dict) -> str:
     return f"The run's {label} model."
 
 
-def _data(summary: dict) -> str:
-    data = summary["config"]["data"]
-    flat = ", ".join(f"`{k}` = {v}" for k, v in data.items()
-                     if k != "benchmark" and (not isinstance(v, (dict, list)) or len(str(v)) < 80))
-    return f"Benchmark `{summary['benchmark']}` ({flat})."
-
-
 def _attack_families(summary: dict, entry: dict) -> list[str]:
     """`## Robustness across attack families`: the summary's robustness table for this
     model's row beside the gold standard's and unlearn-only's (none where the study ran
@@ -203,6 +230,108 @@ def _attack_families(summary: dict, entry: dict) -> list[str]:
             f"(retain below the floor). {worst}", "", *lines, ""]
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.3g}%"
+
+
+def _one_source(src: Any) -> str:
+    """A data source in words: a text benchmark's source (`path`, `dataset` or
+    `shipped`), or anything else as it is."""
+    if not isinstance(src, dict):
+        return f"`{src}`"
+    if src.get("path"):
+        text = f"the local file `{src['path']}`"
+    elif src.get("shipped"):
+        text = f"the corpus `{src['shipped']}` shipped with undo"
+    elif src.get("data_files"):
+        files = ", ".join(f"`{f}`" for f in src["data_files"])
+        text = f"the file{'s' * (len(src['data_files']) > 1)} {files} (read as `{src.get('dataset')}`)"
+    elif src.get("dataset"):
+        d = src["dataset"]
+        text = (f"the dataset [`{d}`](https://huggingface.co/datasets/{d})"
+                + (f", config `{src['name']}`" if src.get("name") else "")
+                + f", split `{src.get('split', 'train')}`")
+    else:
+        return f"`{src}`"
+    if src.get("max_documents"):
+        text += f" (its first {src['max_documents']} documents)"
+    if src.get("field", "text") != "text":
+        text += f" (field `{src['field']}`)"
+    return text
+
+
+def _sources(data: dict, role: str) -> str | None:
+    """The `role` set (forget or retain) of a benchmark's data section, in words."""
+    value = data.get(role)
+    if value is None and data.get(f"{role}_ops"):  # the arithmetic benchmark
+        return f"arithmetic problems of the operations {', '.join(data[f'{role}_ops'])}"
+    if not value:
+        return None
+    items = value if isinstance(value, list) else [value]
+    weights = {float((x or {}).get("weight", 1.0)) if isinstance(x, dict) else 1.0
+               for x in items}
+    parts = [_one_source(x) + (f" (weight {x.get('weight', 1.0):g})" if len(weights) > 1
+                               and isinstance(x, dict) else "") for x in items]
+    return "; ".join(parts)
+
+
+def _data(summary: dict) -> str:
+    """The Data section: what was forgotten and what kept, named in words, then how the
+    benchmark split and read them; every setting is in the evidence's `config.data`."""
+    data = summary["config"]["data"]
+    lines = [f"Benchmark `{summary['benchmark']}`.", ""]
+    for role, what in (("forget", "what the model should no longer know"),
+                       ("retain", "what it should keep")):
+        said = _sources(data, role)
+        if said:
+            lines.append(f"- **{role.capitalize()}** ({what}): {said}.")
+    if isinstance(data.get("distill"), list):
+        lines.append(f"- **Distillation inputs**: {_sources(data, 'distill')}.")
+    if isinstance(data.get("attack"), list):
+        lines.append(f"- **Relearning attacks** train on {_sources(data, 'attack')}.")
+    elif data.get("attack_fraction"):
+        lines.append(f"- **Relearning attacks** train on a held-out "
+                     f"{_pct(data['attack_fraction'])} of the forget data.")
+    if data.get("eval_fraction"):
+        lines.append(f"- **Metrics** are measured on {_pct(data['eval_fraction'])} of each "
+                     f"corpus's documents, held out from training.")
+    tok = data.get("tokenizer")
+    if tok == "model":
+        lines.append("- **Tokenizer**: the base model's own.")
+    elif tok == "bpe":
+        lines.append(f"- **Tokenizer**: a BPE of {data.get('vocab_size')} tokens trained on "
+                     f"the corpora.")
+    elif tok:
+        lines.append(f"- **Tokenizer**: `{tok}`.")
+    sets = (data.get("lm_eval") or {}).get("sets") or {}
+    if sets:
+        lines.append("- **lm-eval sets**: " + "; ".join(
+            f"{name}: " + ", ".join(t.get("task", "?") if isinstance(t, dict) else str(t)
+                                    for t in tasks) for name, tasks in sets.items()) + ".")
+    lines += ["", "Every data setting: `config.data` in `evidence/summary.json`."]
+    return "\n".join(lines)
+
+
+def _metrics_table(summary: dict, entry: dict) -> str:
+    """The forget and retain metrics of the base model (before unlearning), the gold
+    standard, the teacher and this model, side by side."""
+    rm, fm = summary["retain_metric"], summary["metric"]
+    rows = [(label, m) for label, m in (
+        ("base model (before unlearning)", _by_kind(summary, "base")),
+        ("gold standard (never saw the forget data)", _by_kind(summary, "gold")),
+        ("teacher (unlearn-only)", _by_kind(summary, "unlearn_only")))
+        if m is not None and m is not entry]
+    rows.append((f"**this model** ({entry['name']})", entry))
+    forget_dir = "higher = knows more of it" if fm.get("higher_is_worse") else \
+        "lower = knows more of it"
+    retain_dir = "higher is better" if rm.get("higher_is_better", True) else "lower is better"
+    out = [f"| model | retain: {rm['name']} ({retain_dir}) | forget: {fm['name']} "
+           f"({forget_dir}) |", "|---|---|---|"]
+    out += [f"| {label} | {_f(m['metrics'].get(rm['name']))} | "
+            f"{_f(m['metrics'].get(fm['name']))} |" for label, m in rows]
+    return "\n".join(out)
+
+
 def model_card(summary: dict, entry: dict, *, stage: dict, dtype: str,
                figure: str | None, evidence: list[str], license: str | None = None) -> str:
     """README.md of the exported `entry` (a summary model), with YAML front matter."""
@@ -213,22 +342,16 @@ def model_card(summary: dict, entry: dict, *, stage: dict, dtype: str,
                                               f"{' (uncommitted changes)' if git['dirty'] else ''}"
                                               if git else ", not from a git checkout")
               if undo else "an undo version that did not record itself")
-    base = base_model_id(summary)
-    teacher = _by_kind(summary, "unlearn_only")
-    rm, fm = summary["retain_metric"]["name"], summary["metric"]["name"]
     parts = [
         front_matter(summary, license),
         f"# {summary['study']}: {entry['name']}", "",
-        f"Base model: {f'[{base}](https://huggingface.co/{base})' if base else 'a model built or trained in the run'}"
-        f" · weights: {dtype}, safetensors.", "",
+        f"Base model: {base_model_words(summary)} · weights: {dtype}, safetensors.", "",
         "## What it is", "", _what(summary, entry), "",
         "## Data", "", _data(summary), "",
         "## Retain ability", "", _recovery(summary, entry, stage), "",
+        "Forget and retain metrics of the run's models on its evaluation data:", "",
+        _metrics_table(summary, entry), "",
     ]
-    if teacher is not None and teacher is not entry:
-        parts += [f"The teacher (unlearn-only): {rm} {_f(teacher['metrics'].get(rm))}, "
-                  f"{fm} {_f(teacher['metrics'].get(fm))}; this model: {rm} "
-                  f"{_f(entry['metrics'].get(rm))}, {fm} {_f(entry['metrics'].get(fm))}.", ""]
     parts += ["## Robustness to relearning", "", _robustness_table(summary, entry), ""]
     parts += _attack_families(summary, entry)
     if figure:
