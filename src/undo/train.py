@@ -33,6 +33,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from . import ranks
 from . import sharding as sh
 from .artifacts import stage_lock
 from .checkpoint import (
@@ -45,7 +46,7 @@ from .checkpoint import (
     resumable,
     save_state,
 )
-from .compute import count_tokens, matmul_params, train_flops
+from .compute import matmul_params, train_flops
 from .config import OptimConfig
 from .configlib import ConfigError
 from .runtime import device_name, process_state
@@ -315,12 +316,12 @@ def _train(
             # module; under DDP that skips its all-reduce, so average gradients here.
             with acc.no_sync(model):
                 metrics = gradients(acc.unwrap_model(model), micro, acc.backward)
-            _average_gradients(acc, params)
+            ranks.average_gradients(acc, params)
         else:
             metrics = _default_gradients(objective, model, micro, acc.backward)
-        metrics = _mean_over_ranks(acc, metrics)
+        metrics = ranks.mean_over_ranks(acc, metrics)
         if cfg.grad_clip is not None:
-            metrics["grad_norm"] = _clip(acc, params, cfg.grad_clip, mode)
+            metrics["grad_norm"] = ranks.clip_gradients(acc, params, cfg.grad_clip, mode)
         if _diverged(acc, metrics):
             raise DivergedError(_diverged_message(desc, step + 1, metrics, cfg, state_dir,
                                                   last_checkpoint))
@@ -329,7 +330,7 @@ def _train(
         optimizer.zero_grad(set_to_none=True)
 
         frozen = float(getattr(objective, "frozen_flops", 0.0)) - frozen_before
-        tok, pos, frozen = _count_all_ranks(acc, micro, frozen)
+        tok, pos, frozen = ranks.count_all_ranks(acc, micro, frozen)
         counters.tokens += tok
         counters.positions += pos
         # Frozen models: an online teacher sees every position; a reference counts itself.
@@ -408,49 +409,3 @@ def _diverged_message(desc: str, step: int, metrics: Metrics, cfg: OptimConfig,
         fix += " or set its grad_clip"
     return (f"{desc}: training diverged at step {step} ({seen}); the step was not applied "
             f"and {kept}. To fix, {fix}: the same config would diverge again")
-
-
-def _count_all_ranks(acc: Accelerator, micro_batches: list[Batch],
-                     frozen_flops: float) -> tuple[int, int, float]:
-    """(tokens, positions, frozen-model FLOPs) of this step over every process: each rank
-    sees its own data."""
-    tok = pos = 0
-    for mb in micro_batches:
-        t, p = count_tokens(mb)
-        tok, pos = tok + t, pos + p
-    if acc.num_processes > 1:
-        total = acc.reduce(torch.tensor([tok, pos, frozen_flops], dtype=torch.float64,
-                                        device=acc.device), reduction="sum")
-        tok, pos, frozen_flops = int(total[0]), int(total[1]), float(total[2])
-    return tok, pos, frozen_flops
-
-
-def _average_gradients(acc: Accelerator, params: list[torch.nn.Parameter]) -> None:
-    """Mean of each gradient over processes (what DDP's backward would have done)."""
-    if acc.num_processes == 1:
-        return
-    for p in params:
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad.div_(acc.num_processes)
-
-
-def _mean_over_ranks(acc: Accelerator, metrics: Metrics) -> Metrics:
-    """Each logged metric averaged over processes (each saw its own batch), so a log under
-    N processes reads like one process with the global batch."""
-    if acc.num_processes == 1 or not metrics:
-        return metrics
-    keys = sorted(metrics)
-    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=acc.device)
-    torch.distributed.all_reduce(t)
-    return {k: float(v) / acc.num_processes for k, v in zip(keys, t.tolist(), strict=True)}
-
-
-def _clip(acc: Accelerator, params: list[torch.nn.Parameter], max_norm: float,
-          mode: str) -> float:
-    """Clip to a global gradient norm; FSDP2's gradients are shards (DTensors), whose norm
-    torch computes over all ranks."""
-    if mode != "fsdp":
-        return float(acc.clip_grad_norm_(params, max_norm))
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)

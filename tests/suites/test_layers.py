@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 LAYERS: list[tuple[str, ...]] = [
     ("undo.configlib", "undo.provenance", "undo.artifacts", "undo.runtime", "undo.integrity"),
     ("undo.architectures", "undo.tokenizers", "undo.compute", "undo.sharding",
-     "undo.checkpoint", "undo.analysis"),
+     "undo.checkpoint", "undo.analysis", "undo.ranks"),
     ("undo.models",),
     ("undo.benchmarks", "undo.objectives"),
     ("undo.config",),

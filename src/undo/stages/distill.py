@@ -27,6 +27,7 @@ authors' seeds do), at one cache per seed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,16 +179,15 @@ def distill_dir(cfg: RunConfig, teacher_dir: str | Path, *, init: str, seed: int
 
 
 def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
-            seed: int | None = None,
-            base_dir: str | Path | None = None, force: bool = False) -> Path:
+            seed: int | None = None, base_dir: str | Path | None = None,
+            force: bool = False) -> Path:
     """Distill `teacher_dir` into a student (`init`: noised | random | a model folder).
 
     A noised student is noised at `cfg.noise.alpha`; `seed` (noise draw / random init)
-    defaults to `cfg.seed`.
-    `base_dir` (the model before unlearning) is needed for localized noise. Returns the
-    stage folder; a finished one is reused. The summary records raw counts (steps, tokens,
-    FLOPs with the teacher's forwards); fractions of the gold standard's compute are taken
-    once, in the study summary (`study/summary.py`).
+    defaults to `cfg.seed`. `base_dir` (the model before unlearning) is needed for
+    localized noise. Returns the stage folder; a finished one is reused. The summary
+    records raw counts (steps, tokens, FLOPs with the teacher's forwards); fractions of
+    the gold standard's compute are taken once, in the study summary (`study/summary.py`).
     """
     teacher_path = model_folder(teacher_dir, "teacher")
     seed = cfg.seed if seed is None else seed
@@ -196,107 +196,153 @@ def distill(cfg: RunConfig, teacher_dir: str | Path, *, init: str = "noised",
     if init_id["kind"] == "checkpoint":
         # Distillation matches distributions id by id: the tokenizers must agree.
         vocab_check(load_tokenizer(teacher_path), load_tokenizer(model_folder(init, "--init")))
+    run = _Run(cfg, d, key, teacher_path, init_id, init, seed, base_path)
+    return run_stage(d, key, at_precision(cfg, lambda: _work(run)), force=force)
 
-    def work() -> StageResult:
-        bench = build_benchmark(cfg.data)
-        tokenizer = load_tokenizer(teacher_path)
-        teacher = load_model(teacher_path)
-        student, noise_report = _make_student(teacher, teacher_path, init_id, init, seed, cfg,
-                                              base_path)
-        acc = make_accelerator(cfg.device, cfg.report_to, d)
-        if cfg.distill.logits == "chunked" and resolve(cfg.sharding, acc) == "fsdp":
-            # The chunked KL applies the output projections itself, outside the models'
-            # forwards, where FSDP2 holds only each rank's shard of them.
-            raise ConfigError("distill.logits: got 'chunked' with FSDP2 sharding, which it "
-                              "does not support yet; valid: distill.logits=full, or "
-                              "sharding=ddp")
-        # Sharded under FSDP2, bfloat16 per rank under DDP on GPUs (undo.sharding).
-        teacher = hold_frozen(teacher, acc, cfg.sharding)
-        teacher_metrics = evaluate_teacher(teacher, bench, tokenizer, key, single=
-                                           acc.num_processes == 1)
 
-        dcfg = cfg.distill
-        stop = bench.stop_rule if dcfg.stop == "auto" else dcfg.stop
-        batches: Callable[[int, int], dict] = bench.batches(
-            inputs_role(dcfg), tokenizer, dcfg.batch_size, seed=data_seed(cfg, seed),
-            rank=acc.process_index)
-        mode = cache_mode(dcfg, teacher.get_output_embeddings().weight.size(0))
-        cache = None
-        if mode == "online":
-            objective = DistillKL(teacher, dcfg.temperature, dcfg.chunk_positions, dcfg.logits)
-        else:
-            cache = TeacherCache(
-                run_dir(cfg) / "cache", teacher, batches, mode=mode, k=dcfg.cache_topk,
-                temperature=dcfg.temperature, grad_accum=dcfg.grad_accum, rank=acc.process_index,
-                key={"teacher": key["teacher"], "data": key["data"],
-                     "seed": data_seed(cfg, seed),
-                     "batch_size": dcfg.batch_size,
-                     **{k: key[k] for k in ("inputs", "precision") if k in key}})
-            objective = DistillKL(None, dcfg.temperature, dcfg.chunk_positions, dcfg.logits)
-            batches = CachedBatches(batches, cache)
+@dataclass(frozen=True)
+class _Run:
+    """One distillation, as `distill` resolved it before any work."""
 
-        def evaluate_during(m: torch.nn.Module) -> dict[str, float]:
-            # Only what the stop rule reads: with checks every 20 steps, evaluating the
-            # forget set too cost ~15% of a distillation. All sets are evaluated at the end.
-            sets = bench.stop_sets if stop == "match" else bench.stop_sets[:1]
-            return evaluate(m, bench, tokenizer, sets=sets)
+    cfg: RunConfig
+    folder: Path
+    key: dict[str, Any]
+    teacher_path: Path
+    init_id: dict[str, Any]
+    init: str
+    seed: int
+    base_path: Path | None
 
-        rule = {"sets": bench.stop_sets, "match_leaf": bench.retain_metric.name.split("/")[-1]}
 
-        def should_stop(m: dict[str, float]) -> bool:
-            return recovered(m, teacher_metrics, stop, dcfg.stop_within, **rule)
+def _work(run: _Run) -> StageResult:
+    """The stage's work, in order: load, hold the teacher, choose its outputs, train to
+    the stop rule, evaluate, account."""
+    cfg, dcfg = run.cfg, run.cfg.distill
+    bench = build_benchmark(cfg.data)
+    tokenizer = load_tokenizer(run.teacher_path)
+    teacher = load_model(run.teacher_path)
+    student, noise_report = _make_student(teacher, run.teacher_path, run.init_id, run.init,
+                                          run.seed, cfg, run.base_path)
+    acc = make_accelerator(cfg.device, cfg.report_to, run.folder)
+    _check_sharding(cfg, acc)
+    # Sharded under FSDP2, bfloat16 per rank under DDP on GPUs (undo.sharding).
+    teacher = hold_frozen(teacher, acc, cfg.sharding)
+    teacher_metrics = evaluate_teacher(teacher, bench, tokenizer, run.key,
+                                       single=acc.num_processes == 1)
+    batches, objective, cache = _teacher_outputs(run, teacher, bench, tokenizer, acc)
+    stop = bench.stop_rule if dcfg.stop == "auto" else dcfg.stop
+    evaluate_during, should_stop = _stop_rule(bench, tokenizer, teacher_metrics, stop, dcfg)
+    result = train(student, objective, batches, dcfg, run.folder, evaluate=evaluate_during,
+                   should_stop=should_stop, eval_at_start=should_stop is not None,
+                   accelerator=acc, desc=_label(run.init_id, run.seed), progress=cfg.progress,
+                   sharding=cfg.sharding)
+    student = acc.unwrap_model(student)
+    metrics = evaluate(student, bench, tokenizer)
+    rule = {"sets": bench.stop_sets, "match_leaf": bench.retain_metric.name.split("/")[-1]}
+    summary: dict[str, Any] = {
+        "stage": "distill",
+        "init": run.init_id["kind"],
+        "init_from": None if run.init_id["kind"] != "checkpoint" else str(run.init),
+        "alpha": run.init_id.get("alpha"),
+        "beta": cfg.noise.beta if run.init_id["kind"] == "noised" else None,
+        "seed": run.seed, "teacher": str(run.teacher_path),
+        "teacher_fingerprint": run.key["teacher"],
+        "inputs": dcfg.inputs,
+        "metrics": metrics, "teacher_metrics": teacher_metrics,
+        "stop": {"rule": stop, "within": dcfg.stop_within, "every": dcfg.eval_every,
+                 "sets": list(bench.stop_sets)},
+        "stopped_early": result.stopped_early, "steps": result.steps, "max_steps": dcfg.steps,
+        # Did the student recover what the rule asks (with `budget`: the benchmark's
+        # own rule, judged on the final metrics)? A student that did not is never
+        # counted as a robust result (summary.json, report).
+        "recovered": recovered(metrics, teacher_metrics,
+                               bench.stop_rule if stop == "budget" else stop,
+                               dcfg.stop_within, **rule),
+        "tokens": result.tokens,
+        **_compute(result, student, teacher, objective),
+        "teacher_outputs": _cache_record(cache, objective, dcfg, teacher),
+        "noise": noise_report.to_dict() if noise_report is not None else None,
+        "params": count_params(student),
+        "train_time_s": result.wall_time,
+    }
+    return StageResult(summary, student, tokenizer, acc, source=source_of(run.teacher_path))
 
-        early = stop != "budget"
-        result = train(student, objective, batches, dcfg, d, evaluate=evaluate_during,
-                       should_stop=should_stop if early else None, eval_at_start=early,
-                       accelerator=acc, desc=_label(init_id, seed), progress=cfg.progress,
-                       sharding=cfg.sharding)
-        student = acc.unwrap_model(student)
-        metrics = evaluate(student, bench, tokenizer)
 
-        # Positions processed: train() counted (6·N_s + 2·extra)·positions FLOPs.
-        n_s, n_t = matmul_params(student), matmul_params(teacher)
-        per_pos = train_flops(n_s, 1) + 2.0 * objective.extra_forward_params
-        positions = round(result.flops / per_pos) if per_pos else 0
-        teacher_flops = forward_flops(n_t, positions)
-        flops_incl = train_flops(n_s, positions) + teacher_flops
-        summary: dict[str, Any] = {
-            "stage": "distill",
-            "init": init_id["kind"],
-            "init_from": None if init_id["kind"] != "checkpoint" else str(init),
-            "alpha": init_id.get("alpha"),
-            "beta": cfg.noise.beta if init_id["kind"] == "noised" else None,
-            "seed": seed, "teacher": str(teacher_path), "teacher_fingerprint": key["teacher"],
-            "inputs": dcfg.inputs,
-            "metrics": metrics, "teacher_metrics": teacher_metrics,
-            "stop": {"rule": stop, "within": dcfg.stop_within, "every": dcfg.eval_every,
-                     "sets": list(bench.stop_sets)},
-            "stopped_early": result.stopped_early, "steps": result.steps, "max_steps": dcfg.steps,
-            # Did the student recover what the rule asks (with `budget`: the benchmark's
-            # own rule, judged on the final metrics)? A student that did not is never
-            # counted as a robust result (summary.json, report).
-            "recovered": recovered(metrics, teacher_metrics,
-                                   bench.stop_rule if stop == "budget" else stop,
-                                   dcfg.stop_within, **rule),
-            "tokens": result.tokens, "positions": positions,
+def _check_sharding(cfg: RunConfig, acc: Any) -> None:
+    if cfg.distill.logits == "chunked" and resolve(cfg.sharding, acc) == "fsdp":
+        # The chunked KL applies the output projections itself, outside the models'
+        # forwards, where FSDP2 holds only each rank's shard of them.
+        raise ConfigError("distill.logits: got 'chunked' with FSDP2 sharding, which it "
+                          "does not support yet; valid: distill.logits=full, or "
+                          "sharding=ddp")
+
+
+def _teacher_outputs(run: _Run, teacher: torch.nn.Module, bench: Any, tokenizer: Any,
+                     acc: Any) -> tuple[Callable[[int, int], dict], DistillKL,
+                                        TeacherCache | None]:
+    """(batches, objective, cache): the teacher run online, or its outputs read from a
+    cache built once per teacher, data and order (`distill.teacher_cache`)."""
+    cfg, dcfg, key = run.cfg, run.cfg.distill, run.key
+    batches: Callable[[int, int], dict] = bench.batches(
+        inputs_role(dcfg), tokenizer, dcfg.batch_size, seed=data_seed(cfg, run.seed),
+        rank=acc.process_index)
+    mode = cache_mode(dcfg, teacher.get_output_embeddings().weight.size(0))
+    if mode == "online":
+        return batches, DistillKL(teacher, dcfg.temperature, dcfg.chunk_positions,
+                                  dcfg.logits), None
+    cache = TeacherCache(
+        run_dir(cfg) / "cache", teacher, batches, mode=mode, k=dcfg.cache_topk,
+        temperature=dcfg.temperature, grad_accum=dcfg.grad_accum, rank=acc.process_index,
+        key={"teacher": key["teacher"], "data": key["data"], "seed": data_seed(cfg, run.seed),
+             "batch_size": dcfg.batch_size,
+             **{k: key[k] for k in ("inputs", "precision") if k in key}})
+    objective = DistillKL(None, dcfg.temperature, dcfg.chunk_positions, dcfg.logits)
+    return CachedBatches(batches, cache), objective, cache
+
+
+def _stop_rule(bench: Any, tokenizer: Any, teacher_metrics: dict[str, float], stop: str,
+               dcfg: DistillConfig) -> tuple[Callable, Callable | None]:
+    """(what to evaluate at each check, when to stop: None under `budget`)."""
+
+    def evaluate_during(m: torch.nn.Module) -> dict[str, float]:
+        # Only what the stop rule reads: with checks every 20 steps, evaluating the
+        # forget set too cost ~15% of a distillation. All sets are evaluated at the end.
+        sets = bench.stop_sets if stop == "match" else bench.stop_sets[:1]
+        return evaluate(m, bench, tokenizer, sets=sets)
+
+    rule = {"sets": bench.stop_sets, "match_leaf": bench.retain_metric.name.split("/")[-1]}
+
+    def should_stop(m: dict[str, float]) -> bool:
+        return recovered(m, teacher_metrics, stop, dcfg.stop_within, **rule)
+
+    return evaluate_during, (should_stop if stop != "budget" else None)
+
+
+def _compute(result: Any, student: torch.nn.Module, teacher: torch.nn.Module,
+             objective: DistillKL) -> dict[str, Any]:
+    """Positions and FLOPs: train() counted (6·N_s + 2·extra)·positions."""
+    n_s, n_t = matmul_params(student), matmul_params(teacher)
+    per_pos = train_flops(n_s, 1) + 2.0 * objective.extra_forward_params
+    positions = round(result.flops / per_pos) if per_pos else 0
+    teacher_flops = forward_flops(n_t, positions)
+    return {"positions": positions,
             "flops": result.flops,  # as run: student fwd+bwd (+ teacher fwd when online)
             "teacher_forward_flops": teacher_flops,
-            "flops_incl_teacher": flops_incl,  # comparable between cached and online runs
-            "teacher_outputs": {
-                "mode": mode, "cache_dir": str(cache.dir) if cache else None,
-                "built_chunks": cache.built_chunks if cache else 0,
-                # chunks found damaged and rebuilt (undo.integrity): name -> what was wrong
-                "rebuilt_chunks": cache.rebuilt if cache else {},
-                "build_flops": cache.build_flops if cache else 0.0,
-                "build_time_s": cache.build_time if cache else 0.0,
-            },
-            "noise": noise_report.to_dict() if noise_report is not None else None,
-            "params": count_params(student),
-            "train_time_s": result.wall_time,
-        }
-        return StageResult(summary, student, tokenizer, acc, source=source_of(teacher_path))
+            # comparable between cached and online runs
+            "flops_incl_teacher": train_flops(n_s, positions) + teacher_flops}
 
-    return run_stage(d, key, at_precision(cfg, work), force=force)
+
+def _cache_record(cache: TeacherCache | None, objective: DistillKL, dcfg: DistillConfig,
+                  teacher: torch.nn.Module) -> dict[str, Any]:
+    return {
+        "mode": cache_mode(dcfg, teacher.get_output_embeddings().weight.size(0)),
+        "cache_dir": str(cache.dir) if cache else None,
+        "built_chunks": cache.built_chunks if cache else 0,
+        # chunks found damaged and rebuilt (undo.integrity): name -> what was wrong
+        "rebuilt_chunks": cache.rebuilt if cache else {},
+        "build_flops": cache.build_flops if cache else 0.0,
+        "build_time_s": cache.build_time if cache else 0.0,
+    }
 
 
 def evaluate_teacher(teacher: torch.nn.Module, bench: Any, tokenizer: Any,

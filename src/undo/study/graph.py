@@ -74,107 +74,119 @@ def run_graph(cfg: RunConfig, stages: list[Stage], log: Callable[[str], None],
     start/end in seconds since the graph started, its folder and the load average then
     (experiments/study_profile.py reads them).
     """
-    force = force or set()
     names = {t.name for t in stages}
     for t in stages:
         missing = [d for d in t.deps if d not in names]
         if missing:
             raise ValueError(f"stage {t.name} depends on unknown stages {missing}")
-    done: dict[str, Path] = {}
-    pending = list(stages)
-    t_start = time.time()
+    if not stages:
+        return {}
+    run = _Scheduler(cfg, stages, log, force or set(), schedule)
+    try:
+        while run.pending or run.running:
+            run.launch()
+            if not run.running:
+                if run.pending:
+                    raise RuntimeError(f"study graph is stuck at {[t.name for t in run.pending]}")
+                break
+            finished, _ = wait(run.running, timeout=heartbeat_s, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                run.collect(fut)
+            if not finished and time.time() - run.last_beat >= heartbeat_s:
+                run.heartbeat()
+    finally:
+        run.executor.close()
+    return run.done
 
-    def inputs(t: Stage) -> dict[str, Path]:
-        return {d: done[d] for d in t.deps}
 
-    def job_of(t: Stage) -> Job:
-        job = t.job(inputs(t))
-        if t.kind in force:
+class _Scheduler:
+    """The state of one `run_graph`: what is done, running and pending."""
+
+    def __init__(self, cfg: RunConfig, stages: list[Stage], log: Callable[[str], None],
+                 force: set[str], schedule: list[dict[str, Any]] | None) -> None:
+        self.cfg, self.stages, self.log, self.force, self.schedule = (
+            cfg, stages, log, force, schedule)
+        self.done: dict[str, Path] = {}
+        self.pending = list(stages)
+        self.running: dict[Future, tuple[Stage, float]] = {}  # future -> (stage, start)
+        self.folders: dict[Future, Path | None] = {}  # a running stage's folder, once found
+        self.t_start = self.last_beat = time.time()
+        self.executor = make_executor(cfg, len(stages))
+
+    def inputs(self, t: Stage) -> dict[str, Path]:
+        return {d: self.done[d] for d in t.deps}
+
+    def job_of(self, t: Stage) -> Job:
+        job = t.job(self.inputs(t))
+        if t.kind in self.force:
             job.kwargs = {**(job.kwargs or {}), "force": True}
         return job
 
-    def finished(t: Stage, out: Path, t0: float) -> None:
-        done[t.name] = out
-        if schedule is not None:
+    def finished(self, t: Stage, out: Path, t0: float) -> None:
+        self.done[t.name] = out
+        if self.schedule is not None:
             # The machine's load when it ended: timings on a shared machine need it.
-            schedule.append({"task": t.name, "kind": t.kind, "start_s": round(t0 - t_start, 2),
-                             "end_s": round(time.time() - t_start, 2),
-                             "folder": f"{out.parent.name}/{out.name}",
-                             "load_1min": round(os.getloadavg()[0], 2)})
-        log(f"   {t.name}: done in {time.time() - t0:.0f}s "
-            f"(+{(time.time() - t_start) / 60:.1f} min, {len(done)}/{len(stages)})")
+            self.schedule.append({
+                "task": t.name, "kind": t.kind, "start_s": round(t0 - self.t_start, 2),
+                "end_s": round(time.time() - self.t_start, 2),
+                "folder": f"{out.parent.name}/{out.name}",
+                "load_1min": round(os.getloadavg()[0], 2)})
+        self.log(f"   {t.name}: done in {time.time() - t0:.0f}s "
+                 f"(+{(time.time() - self.t_start) / 60:.1f} min, "
+                 f"{len(self.done)}/{len(self.stages)})")
 
-    def ready() -> list[Stage]:
-        return [t for t in pending if all(d in done for d in t.deps)]
-
-    if not stages:
-        return done
-    executor = make_executor(cfg, len(stages))
-    running: dict[Future, tuple[Stage, float]] = {}  # future -> (stage, start)
-    last_beat = time.time()
-    folders: dict[Future, Path | None] = {}  # a running stage's folder, once looked up
-
-    def progress(fut: Future) -> str:
-        t, t0 = running[fut]
-        show = t.progress()
-        if show is None:
-            return "running"
-        # Found at the first heartbeat, not at submission: a cached re-run pays nothing.
-        if fut not in folders:
-            folders[fut] = folder_of(t, inputs(t))
-        where = folders[fut]
-        return "running" if where is None else show(where, t0)
-
-    def finished_already(t: Stage) -> Path | None:
+    def finished_already(self, t: Stage) -> Path | None:
         """The stage's folder if it is finished on disk (and not forced): taken as done
         here, as the stage itself would return it, so a cached re-run starts no worker
         processes (their start-up was most of its time)."""
-        if executor.slots == 1 or t.kind in force:
+        if self.executor.slots == 1 or t.kind in self.force:
             return None
-        where = folder_of(t, inputs(t))
+        where = folder_of(t, self.inputs(t))
         return where if where is not None and is_done(where) else None
 
-    def launch() -> None:
+    def launch(self) -> None:
         """Start ready stages while slots are free; finished ones complete at once."""
         more = True
         while more:
             more = False
-            for t in ready():
-                if len(running) >= executor.slots:
+            for t in [t for t in self.pending if all(d in self.done for d in t.deps)]:
+                if len(self.running) >= self.executor.slots:
                     return
-                pending.remove(t)
+                self.pending.remove(t)
                 t0 = time.time()
-                if (d := finished_already(t)) is not None:
-                    finished(t, d, t0)
+                if (d := self.finished_already(t)) is not None:
+                    self.finished(t, d, t0)
                     more = True  # its dependents may be ready now
                     continue
-                if executor.slots > 1:
-                    log(f"   {t.name}: started ({len(done)}/{len(stages)} done)")
-                running[executor.submit(cfg, job_of(t), t.kind)] = (t, t0)
+                if self.executor.slots > 1:
+                    self.log(f"   {t.name}: started ({len(self.done)}/{len(self.stages)} done)")
+                self.running[self.executor.submit(self.cfg, self.job_of(t), t.kind)] = (t, t0)
 
-    try:
-        while pending or running:
-            launch()
-            if not running:
-                if pending:
-                    raise RuntimeError(f"study graph is stuck at {[t.name for t in pending]}")
-                break
-            finished_futs, _ = wait(running, timeout=heartbeat_s, return_when=FIRST_COMPLETED)
-            for fut in finished_futs:
-                t, t0 = running.pop(fut)
-                folders.pop(fut, None)
-                if fut.exception() is not None:
-                    log(f"   {t.name}: failed: {fut.exception()}")
-                finished(t, fut.result(), t0)
-            if not finished_futs and time.time() - last_beat >= heartbeat_s:
-                # Workers draw no progress bars; say where each running stage is.
-                last_beat = time.time()
-                log(f"   +{(last_beat - t_start) / 60:.1f} min, {len(done)}/{len(stages)} "
-                    "done, running: " + "; ".join(f"{running[f][0].name} {progress(f)}"
-                                                  for f in running))
-    finally:
-        executor.close()
-    return done
+    def collect(self, fut: Future) -> None:
+        t, t0 = self.running.pop(fut)
+        self.folders.pop(fut, None)
+        if fut.exception() is not None:
+            self.log(f"   {t.name}: failed: {fut.exception()}")
+        self.finished(t, fut.result(), t0)
+
+    def progress(self, fut: Future) -> str:
+        t, t0 = self.running[fut]
+        show = t.progress()
+        if show is None:
+            return "running"
+        # Found at the first heartbeat, not at submission: a cached re-run pays nothing.
+        if fut not in self.folders:
+            self.folders[fut] = folder_of(t, self.inputs(t))
+        where = self.folders[fut]
+        return "running" if where is None else show(where, t0)
+
+    def heartbeat(self) -> None:
+        """Workers draw no progress bars; say where each running stage is."""
+        self.last_beat = time.time()
+        self.log(f"   +{(self.last_beat - self.t_start) / 60:.1f} min, {len(self.done)}/"
+                 f"{len(self.stages)} done, running: "
+                 + "; ".join(f"{self.running[f][0].name} {self.progress(f)}"
+                             for f in self.running))
 
 
 @dataclass(frozen=True)
