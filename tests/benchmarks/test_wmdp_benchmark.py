@@ -111,3 +111,49 @@ def test_undo_run_with_an_lm_eval_forget_metric(setup, tmp_path):
         "progress=false"])
     summary = run_study(cfg, log=lambda _: None)
     assert summary["metric"]["name"] == "forget/acc" and summary["metric"]["chance"] == 0.25
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "undo" / "configs" / "wmdp"
+TEACHERS = {  # shipped config -> (forget task, method, retain weight) as the authors ran them
+    "gemma2-2b-maxent.yaml": ("wmdp_bio", "maxent", 0.3),
+    "gemma2-2b-maxent-cyber.yaml": ("wmdp_cyber", "maxent", 0.2),
+    "gemma2-2b-rmu.yaml": ("wmdp_bio", "rmu", 0.5),
+    "gemma2-2b-rmu-cyber.yaml": ("wmdp_cyber", "rmu", 0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEACHERS))
+def test_shipped_teachers_run_offline(setup, tmp_path, name):
+    """Each shipped WMDP teacher (bio and cyber, MaxEnt and RMU) as configured: its loss
+    weighting, retain term and window lengths, on local stand-ins of its data and tasks."""
+    from undo.stages.pretrain import pretrain
+    from undo.stages.unlearn import unlearn
+
+    task, method, weight = TEACHERS[name]
+    shipped = load_config(str(CONFIGS / name), [])
+    assert shipped.unlearn.method == method and shipped.unlearn.retain_weight == weight
+    assert shipped.unlearn.method_args["weighting"] == "convex"
+    assert shipped.data.unlearn_seq_len == 256 and shipped.data.attack_seq_len == 256
+    assert shipped.data.seq_len == 1024 and shipped.distill.warmup_steps == 50
+    assert [t.task for t in shipped.data.lm_eval.sets["forget"]] == [task]
+    args = {**shipped.unlearn.method_args}
+    if method == "rmu":  # the micro model's layers
+        args.update(layer=1, train_layers=[0, 1], steering_coef=4.0)
+    data = section(setup, seq_len=16, unlearn_seq_len=8, attack_seq_len=12)
+    cfg = load_config(str(CONFIGS / name), [
+        "model.name_or_path=null", "model.preset=micro", "model.dtype=float32",
+        "model.gradient_checkpointing=false", f"data={json.dumps(data)}",
+        f"unlearn.method_args={json.dumps(args)}", f"out_dir={tmp_path}",
+        "pretrain.steps=2", "pretrain.batch_size=4", "pretrain.eval_every=0",
+        "pretrain.checkpoint_every=0", "unlearn.steps=2", "unlearn.batch_size=2",
+        "unlearn.grad_accum=1", "progress=false"])
+    bench = build_benchmark(cfg.data)
+    tok = bench.own_tokenizer()
+    u = bench.batches("unlearn", tok, 2, seed=0)(0)
+    assert u["forget"]["input_ids"].shape[1] == 8 and u["retain"]["input_ids"].shape[1] == 8
+    a = run_config({"data": data, "attack": {"retain_fraction": 0.5, "batch_size": 4}}).attack
+    assert bench.attack_batches(a, tok, "0-0")(0)["input_ids"].shape[1] == 12
+    assert bench.eval_set("forget_ce", tok).windows.shape[1] == 16
+    d = unlearn(cfg, pretrain(cfg, "base"))
+    out = json.loads((d / "result.json").read_text()) if (d / "result.json").exists() else {}
+    assert d.is_dir() and (not out or out["method"] == method)

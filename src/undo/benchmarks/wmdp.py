@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from ..configlib import check
@@ -51,9 +52,18 @@ class Config(text.Config):
     benchmark: Literal["wmdp"] = "wmdp"  # type: ignore[assignment]
     tokenizer: str = "model"  # a pretrained model's own (lm-eval prompts are plain text)
     lm_eval: LmEvalConfig = field(default_factory=lambda: LmEvalConfig(sets=paper_sets()))
+    # Window lengths of their own (null: seq_len): the unlearning data (the forget and
+    # retain corpora's train split) and the attack data (their attack split). The authors
+    # unlearn and relearn on 256-token sequences and distil on 1024
+    # (run_unlearn_wmdp.py, run_relearn_wmdp.py, run_partial_distill_wmdp.py).
+    unlearn_seq_len: int | None = None
+    attack_seq_len: int | None = None
 
     def validate(self, p: str) -> None:
         super().validate(p)
+        for k in ("unlearn_seq_len", "attack_seq_len"):
+            v = getattr(self, k)
+            check(v is None or v > 1, f"{p}.{k}", v, "null (data.seq_len) or an integer > 1")
         sets = self.lm_eval.sets
         check("forget" in sets and "retain" in sets, f"{p}.lm_eval.sets", sorted(sets),
                "a mapping with at least the sets 'forget' and 'retain' (lists of tasks)")
@@ -85,6 +95,27 @@ class Benchmark(text.Benchmark):
         self.eval_names = ("retain", "forget", *extra, "retain" + CE_SUFFIX,
                            "forget" + CE_SUFFIX)
         self._sets: dict[tuple[str, int], LmEvalSet] = {}
+
+    def window(self, role: str, split: str) -> int:
+        """Tokens per window of a corpus split: `attack_seq_len` for the attack split,
+        `unlearn_seq_len` for the forget and retain corpora's train split, else seq_len."""
+        c = self.cfg
+        if split == "attack" and c.attack_seq_len:
+            return c.attack_seq_len
+        if split == "train" and role in ("forget", "retain") and c.unlearn_seq_len:
+            return c.unlearn_seq_len
+        return c.seq_len
+
+    def _pack(self, role: str, split: str, tokenizer: PreTrainedTokenizerBase
+              ) -> list[tuple[torch.Tensor, int]]:
+        length = self.window(role, split)
+        key = (id(tokenizer), role, f"{split}@{length}")
+        if key not in self._packed:
+            if all(t is not tokenizer for t in self._seen):
+                self._seen.append(tokenizer)
+            self._packed[key] = [text.pack(per[split], tokenizer, length)
+                                 for per in self.corpora[role].docs]
+        return self._packed[key]
 
     def eval_set(self, name: str, tokenizer: PreTrainedTokenizerBase) -> EvalSet:
         if name.endswith(CE_SUFFIX):

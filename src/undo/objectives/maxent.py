@@ -2,6 +2,7 @@
 to uniform, keep the retain set.
 
     L = KL(U ‖ p_θ) on forget positions + λ·R(retain)
+    (or, `weighting: convex`, (1 − λ)·KL + λ·R: the authors' WMDP teachers)
 
 Which positions: `positions: all` (the default, as the authors' `uniform_forget_loss_fn`
 in src/tools/unlearn_langarith/maxent.py) every position whose next token is not padding,
@@ -31,6 +32,7 @@ from .unlearning import (
     Batch,
     ForgetRetain,
     RetainKind,
+    Weighting,
     label_mask,
     logits_of,
     masked_mean,
@@ -67,6 +69,9 @@ def maxent_forget_loss(forget_logits: torch.Tensor, batch: Batch,
 class MaxEntArgs:
     retain: RetainKind = "ce"  # ce | kl (to the frozen original model) | none
     positions: Positions = "all"  # all non-padding forget positions (the paper) | answer
+    # sum: forget + λ·retain (their arithmetic/language); convex: (1 − λ)·forget + λ·retain
+    # (their WMDP teachers, λ 0.3 bio / 0.2 cyber)
+    weighting: Weighting = "sum"
 
 
 @METHODS.register("maxent")

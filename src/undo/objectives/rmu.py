@@ -30,7 +30,16 @@ import torch
 from ..architectures import blocks, family, mlp_out_names
 from ..configlib import check
 from .base import METHODS
-from .unlearning import Batch, Reference, layer_output, masked_mean, parse_args
+from .unlearning import (
+    Batch,
+    Reference,
+    Weighting,
+    check_weighting,
+    combine,
+    layer_output,
+    masked_mean,
+    parse_args,
+)
 
 if TYPE_CHECKING:
     from ..config import UnlearnConfig
@@ -79,6 +88,9 @@ class RMUArgs:
     u_seed: int = 0
     retain: Literal["mse", "none"] = "mse"
     positions: Literal["all", "labelled"] = "all"  # which forget/retain positions count
+    # sum: forget + α·retain; convex: (1 − α)·forget + α·retain (the authors' WMDP RMU,
+    # α 0.5 for the teachers they distilled; src/tools/unlearn_wmdp/rmu.py)
+    weighting: Weighting = "sum"
 
     def validate(self, p: str) -> None:
         check(self.layer >= 0, f"{p}.layer", self.layer, "an integer >= 0")
@@ -101,7 +113,9 @@ class RMU:
 
     @classmethod
     def from_config(cls, cfg: UnlearnConfig) -> RMU:
-        return cls(cfg.retain_weight, parse_args(cfg.method_args, RMUArgs, "rmu"))
+        args = parse_args(cfg.method_args, RMUArgs, "rmu")
+        check_weighting(args.weighting, cfg.retain_weight, "rmu")
+        return cls(cfg.retain_weight, args)
 
     def trained_names(self, model: torch.nn.Module) -> list[str]:
         n = len(blocks(model))
@@ -153,8 +167,9 @@ class RMU:
             h_r = layer_output(model, r, self.args.layer)
             with torch.no_grad():
                 h_ref = self.reference.layer_output(r, self.args.layer)
-            total, fl, rl = rmu_loss(h_f, self._mask(f), self.control, h_r, h_ref,
-                                     self._mask(r), self.alpha)
+            _, fl, rl = rmu_loss(h_f, self._mask(f), self.control, h_r, h_ref,
+                                 self._mask(r), self.alpha)
+            total = combine(fl, rl, self.alpha, self.args.weighting)
         else:
             total, fl, rl = rmu_loss(h_f, self._mask(f), self.control)
         return total, {"forget_mse": float(fl.detach()), "retain_mse": float(rl.detach())}

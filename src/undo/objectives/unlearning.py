@@ -30,6 +30,27 @@ if TYPE_CHECKING:
 
 Batch = dict[str, Any]
 RetainKind = Literal["ce", "kl", "none"]
+# How the forget and retain terms add up, w = `unlearn.retain_weight`: `sum`, forget +
+# w·retain (the authors' arithmetic and language unlearning, `balance_alpha`); `convex`,
+# (1 − w)·forget + w·retain with 0 < w < 1 (their WMDP unlearning, `alpha`:
+# src/tools/unlearn_wmdp/maxent.py and rmu.py).
+Weighting = Literal["sum", "convex"]
+
+
+def combine(forget: torch.Tensor, retain: torch.Tensor, weight: float,
+            weighting: Weighting = "sum") -> torch.Tensor:
+    """The unlearning loss from its two terms (see `Weighting`)."""
+    if weighting == "convex":
+        return (1 - weight) * forget + weight * retain
+    return forget + weight * retain
+
+
+def check_weighting(weighting: str, weight: float, method: str) -> None:
+    """`convex` needs a retain weight strictly between 0 and 1, as the authors assert."""
+    if weighting == "convex" and not 0 < weight < 1:
+        raise ConfigError(f"config key 'unlearn.retain_weight': got {weight!r}; valid: a "
+                          f"number in (0, 1) with unlearn.method_args.weighting=convex "
+                          f"(method '{method}')")
 
 
 class UnlearnObjective(Protocol):
@@ -217,7 +238,9 @@ class ForgetRetain:
 
     @classmethod
     def from_config(cls, cfg: UnlearnConfig) -> ForgetRetain:
-        return cls(cfg.retain_weight, parse_args(cfg.method_args, cls.Args, cfg.method))
+        args = parse_args(cfg.method_args, cls.Args, cfg.method)
+        check_weighting(getattr(args, "weighting", "sum"), cfg.retain_weight, cfg.method)
+        return cls(cfg.retain_weight, args)
 
     def prepare(self, model: torch.nn.Module) -> None:
         if self.reference is not None:
@@ -235,7 +258,8 @@ class ForgetRetain:
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         forget, forget_metrics = self.forget_loss(model, batch["forget"])
         retain, metrics = retain_loss(self.args.retain, model, batch["retain"], self.reference)
-        return forget + self.retain_weight * retain, {**forget_metrics, **metrics}
+        total = combine(forget, retain, self.retain_weight, getattr(self.args, "weighting", "sum"))
+        return total, {**forget_metrics, **metrics}
 
 
 class Wrapper:
