@@ -7,7 +7,7 @@
 
 Each RUN_DIR is a finished `undo run` of the embedded default study (3 seeds); the two
 differ only by `precision` or `attack.precision` (checked from their configs:
-undo.stages.base.config_differences). Under `precision` nothing is shared: it is in
+undo.study.run_folder.config_differences). Under `precision` nothing is shared: it is in
 every stage's key, so each run has its own base, gold standard, teacher and references;
 under `attack.precision` the models are the same and only their attacks differ, so each
 model's worst cases are compared directly too (`worst_case_differences`). Any other one
@@ -32,7 +32,7 @@ from norms_side_by_side import side_by_side, treatment
 from recipe_side_by_side import named
 from undo.artifacts import environment, read_json, write_json
 from undo.configlib import read_yaml
-from undo.stages.base import config_differences, loaded_config
+from undo.study.run_folder import config_differences, loaded_config
 
 
 def references(summary: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -10,7 +10,7 @@ base, the gold standard, the unlearned teacher, its teacher cache and the refere
 attacks with the others (the same stage keys) and differs from the first run (the
 baseline) by one change of recipe. What each run changed is read from its config.yaml
 (every setting that differs from the baseline's but where and how fast it ran, by
-undo.stages.base.config_differences), not from its name. A run that holds several arms
+undo.study.run_folder.config_differences), not from its name. A run that holds several arms
 (several α, or Unlearn-and-Distill beside them) gives one row per `--arm NAME=ARM` (the
 report's arm label, e.g. 'UNDO α=0.9'), each with its own --run name.
 
@@ -48,7 +48,7 @@ from undo.artifacts import environment, read_json, write_json
 from undo.config import RESULT_NEUTRAL_KEYS
 from undo.configlib import read_yaml
 from undo.report.views import fmt_ci
-from undo.stages.base import config_differences, loaded_config
+from undo.study.run_folder import config_differences, loaded_config
 
 HERE = Path(__file__).resolve().parent
 FLOOR = {"robustness": 0.95, "total_fraction_of_gold_flops": 0.50}

@@ -37,7 +37,7 @@ from undo.artifacts import environment, read_json, write_json
 from undo.benchmarks import build_benchmark
 from undo.benchmarks.text.corpus import SPLITS, pack
 from undo.config import load_config
-from undo.stages.base import config_differences, loaded_config
+from undo.study.run_folder import config_differences, loaded_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # The corpora each config read before scripts/corpora.sh existed.

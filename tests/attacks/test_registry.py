@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.tiny_study import SETTINGS, SMOKE
 
+from tiny_study import SETTINGS, SMOKE
 from undo.attacks import registry
 from undo.attacks.grid import attack_dir, resolved
 from undo.attacks.scored import Attacked, ScoredAttack

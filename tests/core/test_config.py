@@ -87,7 +87,7 @@ def test_flatten_one_level_per_key():
 
 def test_differing_and_config_differences():
     from undo.configlib import ABSENT, differing
-    from undo.stages.base import config_differences
+    from undo.study.run_folder import config_differences
 
     a = {"seed": 0, "study": {"workers": 2, "alphas": [0.8]}, "x": {"y": 1}}
     b = {"seed": 1, "study": {"workers": 4, "alphas": [0.8]}, "x": {"y": 1, "z": 2}}

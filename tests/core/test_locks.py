@@ -20,7 +20,8 @@ import pytest
 import undo
 from undo.artifacts import StageBusyError, is_done, stage_lock
 from undo.config import ConfigError, load_config
-from undo.stages.base import record_run, reset, write_run_config
+from undo.stages.base import reset
+from undo.study.run_folder import record_run, write_run_config
 
 SRC = str(Path(undo.__file__).resolve().parents[1])
 

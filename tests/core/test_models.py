@@ -60,7 +60,7 @@ def test_save_is_hf_safetensors_folder(micro_model, tokenizer, tmp_path):
 
 
 def test_bad_preset_and_heads(tokenizer, tmp_path):
-    with pytest.raises(ConfigError, match="valid: tiny, micro"):
+    with pytest.raises(ConfigError, match="valid: tiny, small, medium, large, micro"):
         build_model(ModelConfig(preset="huge"), tokenizer, seed=0)
     with pytest.raises(ConfigError, match="divisor of hidden_size"):
         build_model(ModelConfig(preset="micro", num_heads=3), tokenizer, seed=0)

@@ -47,7 +47,7 @@ def test_tracker_setting_is_checked(tmp_path):
         load_config(SMOKE, ["report_to=[tensorbord]"])
     # Which tracker runs is not part of any result: the folder takes the same study
     # with another report_to.
-    from undo.stages.base import write_run_config
+    from undo.study.run_folder import write_run_config
 
     write_run_config(load_config(SMOKE, [f"out_dir={tmp_path}"]))
     write_run_config(load_config(SMOKE, [f"out_dir={tmp_path}", "report_to=[tensorboard]"]))

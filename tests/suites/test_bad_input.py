@@ -26,7 +26,7 @@ import pytest
 import undo
 from undo.cli import main
 from undo.config import load_config
-from undo.stages.base import write_run_config
+from undo.study.run_folder import write_run_config
 
 SRC = Path(undo.__file__).resolve().parents[1]
 SMOKE = SRC.parent / "configs" / "arithmetic" / "smoke.yaml"
@@ -99,7 +99,7 @@ CASES = [
          "config key 'unlearn.method_args.beta': got 0.0; valid: a positive number "
          "(method 'npo')"),
     Case("unknown-preset", _run("model.preset=huge"),
-         "config key 'model.preset': got 'huge'; valid: tiny, micro"),
+         "config key 'model.preset': got 'huge'; valid: tiny, small, medium, large, micro, gemma2-0.1b, gemma2-0.3b"),
     Case("unknown-stage-kind", _run("study.stages=[atack]"),
          "study.stages: got ['atack']; valid stage kinds: pretrain, unlearn, distill, "
          "oracle, attack"),

@@ -17,8 +17,8 @@ from .common import (
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from ..artifacts import read_json
-    from ..stages.base import record_run, write_run_config
     from ..stages.pretrain import pretrain
+    from ..study.run_folder import record_run, write_run_config
 
     cfg = load_run_config(args)
     no_paths(args, "pretrain")

@@ -43,11 +43,12 @@ def _run_seeds(cfg: RunConfig, args: argparse.Namespace) -> int:
     """`study.run_seeds`: the study at each run seed, one after another, then pooled."""
     from ..artifacts import write_json
     from ..report import format_table
-    from ..stages.base import check_run_folder, run_dir
+    from ..stages.base import run_dir
     from ..study.gold import with_gold
     from ..study.graph import run_study
     from ..study.plan import format_plan, plan
     from ..study.pooled import format_pooled, pool_runs, pooled_path, run_seed_configs
+    from ..study.run_folder import check_run_folder
 
     configs = run_seed_configs(cfg)
     if args.dry_run:

@@ -363,8 +363,9 @@ def run_study(cfg: RunConfig, *, force: list[str] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every missing stage of the study; write summary.json, plots and report.html."""
     from ..runtime import BF16_CPU_FLAGS, bf16_is_slow
-    from ..stages.base import record_run, run_dir, write_run_config
+    from ..stages.base import run_dir
     from .gold import with_gold
+    from .run_folder import record_run, write_run_config
     from .summary import build_summary, write_summary
 
     force = list(force or [])

@@ -248,18 +248,28 @@ class Attack(Stage):
         return attack_job(self.cfg, self.target, inputs[self.deps[0]] / "model")
 
     def folder(self, inputs: Inputs) -> Path:
-        from ..attacks.grid import attack_dir
+        from ..attacks.registry import attack_folder
 
-        return attack_dir(self.cfg, inputs[self.deps[0]] / "model")
+        return attack_folder(self.cfg, inputs[self.deps[0]] / "model")
 
-    def work(self) -> Work:
+    def _trains(self) -> bool:
+        """Whether it trains on the grid's recipes (finetuning, quantize-then-finetune);
+        an attack that trains nothing has no steps to estimate or count."""
+        from ..attacks.registry import FINETUNE, get
+
+        family = self.cfg.attack.family
+        return family == FINETUNE or bool(get(family, key="attack.family").trains)
+
+    def work(self) -> Work | None:
+        if not self._trains():
+            return None
         a = self.cfg.attack
         runs = len(a.lrs) * len(a.seeds)
         return Work(a.steps * runs, _sequences(a, a.steps) * runs, 6)
 
-    def progress(self) -> Progress:
+    def progress(self) -> Progress | None:
         a = self.cfg.attack
-        return runs_progress(len(a.lrs) * len(a.seeds))
+        return runs_progress(len(a.lrs) * len(a.seeds)) if self._trains() else None
 
 
 @dataclass(frozen=True, kw_only=True)
