@@ -94,7 +94,7 @@ CASES = [
          "config key 'unlearn.method': got 'maxnet'; valid: grad_ascent, grad_diff, maxent"),
     Case("unknown-method-option", _run("unlearn.method_args.beta=2"),
          "unknown config key 'unlearn.method_args.beta'; valid keys here: positions, "
-         "retain (method 'maxent')"),
+         "retain, weighting (method 'maxent')"),
     Case("bad-method-option", _run("unlearn.method=npo", "unlearn.method_args.beta=0"),
          "config key 'unlearn.method_args.beta': got 0.0; valid: a positive number "
          "(method 'npo')"),

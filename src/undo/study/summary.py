@@ -225,26 +225,9 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
     unlearn_name = next((m.name for m in models if m.kind == "unlearn_only"), None)
     gold_stage = stage[gold_name] if gold_name else None
     budgets = sorted({int(b) for b in cfg.attack.budgets} | {cfg.attack.steps})
-    floor = cfg.search.utility_floor
 
-    entries = []
-    for m in models:
-        s = stage[m.name]
-        metrics = s.get("metrics") or s.get("after") or {}  # unlearn: metrics after
-        entries.append({
-            "name": m.name, "kind": m.kind, "alpha": m.alpha, "seed": m.seed,
-            "stage_dir": str(m.stage_dir),
-            "metrics": metrics,
-            "compute": compute_of(s, gold_stage if m.kind not in ("base", "gold") else None),
-            "wall_time_s": s.get("wall_time_s"),
-            "attack": _attack_section(m.attack_dir, forget_metric.name, retain_metric, floor),
-            "attacks": {name: _attack_section(d, forget_metric.name, retain_metric, floor)
-                        for name, d in m.attack_dirs.items()},
-            "search": _search_section(m.attack_dir) if cfg.study.attack_search else None,
-            # Distilled models only: did the student recover its teacher's retain ability
-            # within budget (null for models that are not distilled)?
-            "recovered": s.get("recovered") if m.kind in DISTILLED else None,
-        })
+    entries = [_entry(m, stage[m.name], cfg, gold_stage, forget_metric.name, retain_metric)
+               for m in models]
 
     by_name = {e["name"]: e for e in entries}
     ref_u = by_name.get(unlearn_name) if unlearn_name else None
@@ -294,6 +277,26 @@ def build_summary(cfg: RunConfig, models: list[Model], wall_time_s: float) -> di
             entries, attacked, {n: family_of(n) for n in attacked}, ivs["attacks"],
             budgets[-1], hiw)
     return out
+
+
+def _entry(m: Model, s: dict[str, Any], cfg: RunConfig, gold_stage: dict[str, Any] | None,
+           forget_name: str, retain_metric: Any) -> dict[str, Any]:
+    """One model's entry of `models`: its metrics, compute and attack sections."""
+    floor = cfg.search.utility_floor
+    return {
+        "name": m.name, "kind": m.kind, "alpha": m.alpha, "seed": m.seed,
+        "stage_dir": str(m.stage_dir),
+        "metrics": s.get("metrics") or s.get("after") or {},  # unlearn: metrics after
+        "compute": compute_of(s, gold_stage if m.kind not in ("base", "gold") else None),
+        "wall_time_s": s.get("wall_time_s"),
+        "attack": _attack_section(m.attack_dir, forget_name, retain_metric, floor),
+        "attacks": {name: _attack_section(d, forget_name, retain_metric, floor)
+                    for name, d in m.attack_dirs.items()},
+        "search": _search_section(m.attack_dir) if cfg.study.attack_search else None,
+        # Distilled models only: did the student recover its teacher's retain ability
+        # within budget (null for models that are not distilled)?
+        "recovered": s.get("recovered") if m.kind in DISTILLED else None,
+    }
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
