@@ -382,6 +382,8 @@ def test_report_package_needs_no_torch():
     pure = {**{f"analysis.{p.stem}": p for p in (REPORT_PKG.parent / "analysis").glob("*.py")
                if p.stem != "__init__"},
             "configlib": REPORT_PKG.parent / "configlib.py",
+            # manifests: load_summary checks a summary's before drawing it (xxhash, no torch)
+            "integrity": REPORT_PKG.parent / "integrity.py",
             **{"config" if p.stem == "__init__" else f"config.{p.stem}": p
                for p in (REPORT_PKG.parent / "config").glob("*.py")}}
     config_pkg = REPORT_PKG.parent / "config"
@@ -451,3 +453,23 @@ def test_arm_table_means_and_spreads_over_seeds():
     assert "2/3" in group_table(s) and "(2 counted)" in group_table(s)
     one_seed = _study(_undo(0.8, 0.9, 0.5))
     assert format_groups(one_seed) == "" and group_table(one_seed) == ""
+
+
+def test_load_summary_refuses_a_summary_that_does_not_match_its_manifest(tmp_path):
+    """A number changed in a run's summary.json still parses as a valid summary: the
+    library's load_summary, not only `undo report`, checks the manifest first; a summary
+    without one (a fixture, a hand copy) is read as it is."""
+    from undo.integrity import write_file
+
+    path = tmp_path / "summary.json"
+    write_file(path, FIXTURE.read_bytes())  # with its sidecar manifest, as a run writes it
+    assert load_summary(path)["study"] == json.loads(FIXTURE.read_text())["study"]
+    text = path.read_text()
+    path.write_text(text.replace('"seed": 0', '"seed": 7', 1))
+    assert path.read_text() != text
+    with pytest.raises(SummaryError, match="summary.json"):
+        load_summary(path)
+    bare = tmp_path / "bare" / "summary.json"
+    bare.parent.mkdir()
+    shutil.copy(FIXTURE, bare)
+    assert load_summary(bare)["study"] == json.loads(FIXTURE.read_text())["study"]
