@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import Gemma2Config
 
 from undo.cli import main
@@ -128,3 +129,51 @@ def test_small_pretrained_model_gets_a_pretrained_gold_standard_by_default(tmp_p
     rows, shape, _ = plan(cfg)
     assert shape.params < GOLD_AUTO_MAX_PARAMS
     assert "pretrain gold" in [r.name for r in rows]
+
+
+# Parameter counts the models' hub cards state (millions), for the shipped shapes.
+CARD_PARAMS_M = {"google/gemma-2-2b": 2614, "meta-llama/Llama-3.2-1B": 1236,
+                 "Qwen/Qwen2.5-0.5B": 494, "HuggingFaceTB/SmolLM2-135M": 135,
+                 "HuggingFaceTB/SmolLM2-360M": 362}
+
+
+def test_every_shipped_recipes_hub_model_has_a_shipped_shape():
+    import yaml
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from undo.configlib import shipped_configs
+    from undo.provenance import is_hub_id
+    from undo.study.gold import hub_shapes
+
+    named = set()
+    for path in shipped_configs().values():
+        m = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+        src = m.get("name_or_path")
+        if src and is_hub_id(src) and not m.get("gguf_file"):
+            named.add(src)
+    shapes = hub_shapes()
+    assert named and named <= set(shapes), f"no shipped shape for {named - set(shapes)}"
+    assert set(shapes) == set(CARD_PARAMS_M)
+    for hub_id, fields in shapes.items():
+        fields = dict(fields)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(
+                AutoConfig.for_model(fields.pop("model_type"), **fields))
+        n = sum(p.numel() for p in model.parameters()) / 1e6
+        assert n == pytest.approx(CARD_PARAMS_M[hub_id], rel=0.01), hub_id
+
+
+def test_dry_run_of_a_shipped_hub_recipe_plans_offline_with_its_shape(tmp_path, capsys):
+    assert main(["run", "--dry-run", "configs/text/smollm2-135m.yaml", f"out_dir={tmp_path}",
+                 "study.gold=none"]) == 0
+    out = capsys.readouterr().out
+    assert "shipped shape of HuggingFaceTB/SmolLM2-135M" in out and "135M parameters" in out
+    assert "~0 FLOPs" not in out and " FLOPs (training passes" in out
+
+
+def test_a_plan_whose_shape_is_unknown_says_unknown_in_its_total(tmp_path, capsys):
+    assert main(["run", "--dry-run", "configs/text/smollm2-135m.yaml", f"out_dir={tmp_path}",
+                 "model.name_or_path=someone/not-a-shipped-model", "study.gold=none"]) == 0
+    out = capsys.readouterr().out
+    assert "FLOPs and disk unknown" in out and "~0 FLOPs" not in out
+    assert not any(tmp_path.iterdir())

@@ -1,1 +1,1 @@
-"""Benchmarks: one module each (arithmetic is embedded; text corpora come later)."""
+"""Data files the package ships beside its code (read with `Path(__file__).parent`)."""

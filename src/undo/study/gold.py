@@ -9,6 +9,8 @@ the plan of `undo run --dry-run`).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 from ..config import RunConfig
 from ..configlib import ConfigError
@@ -28,12 +30,22 @@ class Shape:
     source: str  # how the shape was found, for the printout
 
 
+def hub_shapes() -> dict[str, dict[str, Any]]:
+    """The shape fields of every hub model a shipped recipe names (data/hub_shapes.yaml),
+    so those recipes plan offline."""
+    import yaml
+
+    from .. import data
+
+    return yaml.safe_load((Path(data.__file__).parent / "hub_shapes.yaml").read_text())
+
+
 def model_shape(cfg: RunConfig, local_only: bool = True) -> tuple[Shape | None, str]:
     """(shape, how it was found or why it is unknown). `local_only`: never download
     (a hub id whose config is not cached has no shape)."""
     import torch
     from huggingface_hub import try_to_load_from_cache
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from ..compute import matmul_params
     from ..models import hf_config, pretrained_config, resolve_dtype, stage_tokenizer
@@ -45,12 +57,19 @@ def model_shape(cfg: RunConfig, local_only: bool = True) -> tuple[Shape | None, 
         src = m.name_or_path or ""
         if local_only and m.gguf_file is None and is_hub_id(src) and not isinstance(
                 try_to_load_from_cache(src, "config.json", revision=m.revision), str):
-            return None, (f"unknown: the config of {src!r} is not in the hub cache (the run "
-                          f"fetches it; `hf download {src} config.json` to plan with it)")
-        # Checked as the study checks it (a causal LM of a known family), weights aside:
-        # a plan needs none.
-        config = pretrained_config(m, weights=False, local_only=local_only)
-        how = f"config of {m.name_or_path or m.gguf_file}"
+            shipped = hub_shapes().get(src)
+            if shipped is None:
+                return None, (f"unknown: the config of {src!r} is not in the hub cache (the "
+                              f"run fetches it; `hf download {src} config.json` to plan "
+                              f"with it)")
+            shape = dict(shipped)
+            config = AutoConfig.for_model(shape.pop("model_type"), **shape)
+            how = f"shipped shape of {src} (its config is not in the hub cache)"
+        else:
+            # Checked as the study checks it (a causal LM of a known family), weights
+            # aside: a plan needs none.
+            config = pretrained_config(m, weights=False, local_only=local_only)
+            how = f"config of {m.name_or_path or m.gguf_file}"
     else:
         from ..benchmarks import build_benchmark
 

@@ -103,8 +103,10 @@ def format_plan(cfg: RunConfig, rows: list[Row], shape: Shape | None, how: str) 
                    f"{_si(r.disk, 'B') if r.disk else '-':>9}")
     todo = [r for r in rows if r.status != "cached"]
     flops = sum(r.flops or 0 for r in todo)
-    out.append(f"to run: {len(todo)} of {len(rows)} stages, ~{_si(flops)} FLOPs (training "
-               f"passes at their full budgets; early stops spend less), ~"
-               f"{_si(sum(r.disk for r in todo), 'B')} of models on disk (plus optimizer "
-               f"checkpoints while a stage runs)")
+    # Without the model's shape nothing can be costed: say so rather than "~0 FLOPs".
+    cost = (f"~{_si(flops)} FLOPs (training passes at their full budgets; early stops spend "
+            f"less), ~{_si(sum(r.disk for r in todo), 'B')} of models on disk (plus "
+            f"optimizer checkpoints while a stage runs)") if shape is not None else (
+        "FLOPs and disk unknown (the model's shape is unknown: see 'model:' above)")
+    out.append(f"to run: {len(todo)} of {len(rows)} stages, {cost}")
     return "\n".join(out)
