@@ -40,29 +40,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_seeds(cfg: RunConfig, args: argparse.Namespace) -> int:
-    """`study.run_seeds`: the study at each run seed, one after another, then pooled."""
-    from ..artifacts import write_json
+    """`study.run_seeds`: each run seed's table, then the pooled figure."""
     from ..report import format_table
     from ..stages.base import run_dir
-    from ..study.gold import with_gold
-    from ..study.graph import run_study
     from ..study.plan import format_plan, plan
-    from ..study.pooled import format_pooled, pool_runs, pooled_path, run_seed_configs
-    from ..study.run_folder import check_run_folder
+    from ..study.pooled import format_pooled, pooled_path, run_seed_configs
+    from ..study.run_seeds import run_seeds
 
-    configs = run_seed_configs(cfg)
     if args.dry_run:
-        for c in configs:
+        for c in run_seed_configs(cfg):
             print(f"run seed {c.seed}:\n{format_plan(c, *plan(c))}\n")
         print(f"then pooled into {pooled_path(cfg)}")
         return 0
-    for c in configs:  # every folder accepts its run before the first one starts
-        check_run_folder(with_gold(c))
-    for c in configs:
-        summary = run_study(c, force=args.force or [])
+    done = run_seeds(cfg, force=args.force or [])
+    for c, summary in zip(done.configs, done.summaries, strict=True):
         print(f"\nrun seed {c.seed} ({run_dir(c)}):\n{format_table(summary)}")
-    pooled = pool_runs([run_dir(c) for c in configs])
-    print(f"\n{format_pooled(pooled)}\npooled: {write_json(pooled_path(cfg), pooled)}")
+    print(f"\n{format_pooled(done.pooled)}\npooled: {done.pooled_file}")
     return 0
 
 
