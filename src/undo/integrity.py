@@ -365,6 +365,11 @@ _DERIVED_NAMES = ("search.json", "sweep.json", "selected.yaml")
 # Result files with a sidecar that stop a run when damaged, and what to do instead.
 _RESULTS = {"search.db": "the search stops; delete it (the search starts over) or run the "
                          "search with --force"}
+# What a damaged sidecar-covered file stops: results above, and a run folder's config.yaml
+# (undo.study.run_folder), which no run rebuilds over damage.
+_DAMAGE_ACTIONS = {**_RESULTS,
+                   "config.yaml": "undo run refuses the folder; delete it (the cached stages "
+                                  "stay valid and the run writes it anew)"}
 
 
 def _derived(f: Path) -> bool:
@@ -397,8 +402,9 @@ def scan(run_dir: str | Path) -> list[Finding]:
                 if v.ok:
                     out.append(Finding("intact", target, "1 file"))
                 for problem in v.problems():
-                    out.append(Finding("damaged", target, f"{problem} -> {_RESULTS[data]}")
-                               if data in _RESULTS else
+                    out.append(Finding("damaged", target,
+                                       f"{problem} -> {_DAMAGE_ACTIONS[data]}")
+                               if data in _DAMAGE_ACTIONS else
                                Finding("rebuild", target, f"{problem} -> rebuilt when next "
                                                           "needed"))
             elif sidecar(f).name in names:

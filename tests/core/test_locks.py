@@ -20,6 +20,7 @@ import pytest
 import undo
 from undo.artifacts import StageBusyError, is_done, stage_lock
 from undo.config import ConfigError, load_config
+from undo.integrity import sidecar
 from undo.stages.base import reset
 from undo.study.run_folder import record_run, write_run_config
 
@@ -137,8 +138,10 @@ def test_a_folder_from_before_data_order_is_per_seed(tmp_path):
     raw = yaml.safe_load(path.read_text())
     del raw["distill"]["data_order"]
     path.write_text(yaml.safe_dump(raw))
+    sidecar(path).unlink(missing_ok=True)  # as the older undo wrote it: no manifest
     write_run_config(load_config(smoke, [f"out_dir={tmp_path}"]))
     path.write_text(yaml.safe_dump(raw))
+    sidecar(path).unlink(missing_ok=True)  # as the older undo wrote it: no manifest
     with pytest.raises(ConfigError, match=r"distill.data_order: 'per_seed' -> 'shared'"):
         write_run_config(load_config(smoke, [f"out_dir={tmp_path}", "distill.data_order=shared"]))
 
@@ -154,8 +157,10 @@ def test_a_folder_from_before_attack_precision_attacked_at_the_runs(tmp_path):
     raw = yaml.safe_load(path.read_text())
     del raw["attack"]["precision"]
     path.write_text(yaml.safe_dump(raw))
+    sidecar(path).unlink(missing_ok=True)  # as the older undo wrote it: no manifest
     write_run_config(load_config(smoke, [f"out_dir={tmp_path}", "attack.precision=fp32"]))
     path.write_text(yaml.safe_dump(raw))
+    sidecar(path).unlink(missing_ok=True)  # as the older undo wrote it: no manifest
     with pytest.raises(ConfigError, match=r"attack.precision: 'fp32' -> 'bf16-mixed'"):
         write_run_config(load_config(smoke, [f"out_dir={tmp_path}"]))
 

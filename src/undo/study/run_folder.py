@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from .. import integrity
 from ..artifacts import config_hash, stage_lock, write_text
 from ..config import RESULT_NEUTRAL_KEYS, RunConfig, run_config
 from ..configlib import ConfigError, differing, dump_yaml, to_dict
@@ -40,7 +41,8 @@ def write_run_config(cfg: RunConfig) -> Path:
     """Write `<run_dir>/config.yaml` (the latest config run in the folder) once
     `check_run_folder` accepts it; `record_run` adds it to `<run_dir>/runs.jsonl` once the
     run has finished."""
-    return write_text(check_run_folder(cfg), dump_yaml(cfg))
+    # With its sidecar manifest, so damage is named as damage, not as another config.
+    return integrity.write_file(check_run_folder(cfg), dump_yaml(cfg).encode())
 
 
 def check_run_folder(cfg: RunConfig) -> Path:
@@ -59,6 +61,13 @@ def check_run_folder(cfg: RunConfig) -> Path:
     path = run_dir(cfg) / "config.yaml"
     new = _settled(to_dict(cfg))
     if path.is_file():
+        if integrity.sidecar(path).is_file():  # a folder of an older undo has none
+            try:
+                integrity.read_file(path)
+            except integrity.IntegrityError as e:
+                raise ConfigError(f"{e}: the run folder's config.yaml is damaged. Delete "
+                                  f"{path} to re-use the folder (its cached stages stay "
+                                  f"valid; the run writes it anew)") from None
         try:
             old = loaded_config(yaml.safe_load(path.read_text()))
         except (yaml.YAMLError, ConfigError) as e:
