@@ -124,6 +124,25 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# A field with this metadata enters cache keys only when it differs from its default, so
+# adding an option to a section leaves every existing stage folder where it was.
+KEYED_IF_SET = {"key": "if_set"}
+
+
+def key_of(section: Any) -> dict:
+    """A config section as a stage's cache key holds it: `to_dict`, less the fields marked
+    `KEYED_IF_SET` that hold their default."""
+    out = to_dict(section)
+    for f in dataclasses.fields(section):
+        if f.metadata.get("key") != "if_set":
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING \
+            else f.default
+        if getattr(section, f.name) == default:
+            del out[f.name]
+    return out
+
+
 def flatten(obj: Any, prefix: str = "", *, lists: bool = False, sep: str = ".") -> dict[str, Any]:
     """Nested mappings as one level, `a.b.c` -> leaf (with `lists`, list items too, as
     `a[0]`). An empty mapping is a leaf, so a key that holds `{}` still compares."""

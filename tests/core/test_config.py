@@ -97,3 +97,21 @@ def test_differing_and_config_differences():
     assert config_differences(a, b) == ["seed: 0 -> 1", "x.z: '(absent)' -> 2"]
     assert config_differences(a, b, ignore=frozenset({"x", "seed"})) == [
         "study.workers: 2 -> 4"]
+
+
+def test_options_keyed_only_when_set_leave_existing_stage_folders_where_they_were(tmp_path):
+    """The arithmetic benchmark's authors'-composition options (seq_len, english,
+    english_share, loss_positions) enter a stage key only when set: the default study's
+    pretraining folders keep the names they had before the options existed."""
+    from undo.configlib import key_of, to_dict
+    from undo.stages.pretrain import pretrain_dir
+
+    cfg = load_config(None, [f"out_dir={tmp_path}"])
+    assert set(to_dict(cfg.data)) - set(key_of(cfg.data)) == {
+        "seq_len", "english", "english_share", "loss_positions"}
+    # The names the default study's folders had before (committed summary, commit e665e09).
+    assert pretrain_dir(cfg, "base").name == "pretrain-base-4a10d54fe4"
+    assert pretrain_dir(cfg, "gold").name == "pretrain-gold-f7a2d0e48c"
+    set_ = load_config(None, [f"out_dir={tmp_path}", "data.loss_positions=all"])
+    assert key_of(set_.data)["loss_positions"] == "all"
+    assert pretrain_dir(set_, "base") != pretrain_dir(cfg, "base")

@@ -50,7 +50,7 @@ from ..benchmarks import build_benchmark
 from ..benchmarks.base import Benchmark, retain_share, take
 from ..benchmarks.evaluate import evaluate
 from ..config import AttackConfig, OptimConfig, RunConfig
-from ..configlib import ConfigError
+from ..configlib import ConfigError, key_of
 from ..models import load_model, load_tokenizer, save_model
 from ..objectives import LOSSES
 from ..runtime import compute_precision, device_name, process_pool, torch_threads
@@ -101,7 +101,7 @@ def attack_key(cfg: RunConfig, model_dir: str | Path) -> dict[str, Any]:
     attack = {k: v for k, v in asdict(cfg.attack).items()
               if k not in ("workers", "precision", "family", "options")}
     return {"model": model_identity(model_dir), "attack": attack,
-            "data": asdict(cfg.data), "seed": cfg.seed, **precision_key(cfg)}
+            "data": key_of(cfg.data), "seed": cfg.seed, **precision_key(cfg)}
 
 
 def attack_dir(cfg: RunConfig, model_dir: str | Path, key: dict | None = None) -> Path:

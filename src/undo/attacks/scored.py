@@ -34,6 +34,7 @@ from ..artifacts import config_hash, model_folder, model_identity, write_json
 from ..benchmarks import build_benchmark
 from ..benchmarks.base import Benchmark
 from ..config import RunConfig
+from ..configlib import key_of
 from ..models import load_model, load_tokenizer
 from ..runtime import device_name
 from ..stages.base import StageResult, at_precision, precision_key, run_dir, run_stage, source_of
@@ -104,7 +105,7 @@ class ScoredAttack:
         return {"model": model_identity(model_dir), "attack": self.name,
                 "options": asdict(opts), "seeds": [0] if self.deterministic else list(a.seeds),
                 "budgets": a.all_budgets(), "curve_items_per_op": a.curve_items_per_op,
-                "data": asdict(cfg.data), "seed": cfg.seed,
+                "data": key_of(cfg.data), "seed": cfg.seed,
                 **precision_key(_at_attack_precision(cfg))}
 
     def folder(self, cfg: RunConfig, model_dir: str | Path) -> Path:

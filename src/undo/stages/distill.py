@@ -38,7 +38,7 @@ from ..benchmarks import build_benchmark
 from ..benchmarks.evaluate import evaluate
 from ..compute import forward_flops, matmul_params, train_flops
 from ..config import DistillConfig, RunConfig
-from ..configlib import ConfigError, to_dict
+from ..configlib import ConfigError, key_of, to_dict
 from ..models import (
     count_params,
     load_model,
@@ -127,7 +127,7 @@ def distill_key(cfg: RunConfig, teacher_fp: str, init: dict[str, Any], seed: int
     del dcfg["data_order"]  # keyed by the order it gives (below), not by the setting
     del dcfg["inputs"]
     key = {"teacher": teacher_fp, "init": init, "seed": seed, "run_seed": cfg.seed,
-           "base": base_fp, "noise": noise, "distill": dcfg, "data": to_dict(cfg.data)}
+           "base": base_fp, "noise": noise, "distill": dcfg, "data": key_of(cfg.data)}
     # Every key before `distill.data_order` and `distill.inputs` implied the order run
     # seed + seed on the pretraining mix; each is named only where it differs, so a stage
     # whose batches did not change (seed 0, or any seed under `per_seed`, on the mix)

@@ -17,7 +17,7 @@ from ..artifacts import fingerprint, is_done
 from ..benchmarks import build_benchmark
 from ..benchmarks.evaluate import evaluate
 from ..config import ModelConfig, RunConfig
-from ..configlib import to_dict
+from ..configlib import key_of, to_dict
 from ..models import (
     count_params,
     load_pretrained,
@@ -54,7 +54,7 @@ def pretrain_key(cfg: RunConfig, which: Which) -> dict:
     # The resolved shape, not only the preset's name: a preset that changes between
     # versions must not silently reuse a cached model of the old shape.
     model = model_key(cfg.model)
-    return {"which": which, "seed": cfg.seed, "model": model, "data": cfg.data,
+    return {"which": which, "seed": cfg.seed, "model": model, "data": key_of(cfg.data),
             "pretrain": recipe, **precision_key(cfg)}
 
 
@@ -125,7 +125,7 @@ def import_dir(cfg: RunConfig, source: str | None, which: Which
         return src, None, {}
     model_cfg = cfg.model if source is None else replace(cfg.model, name_or_path=source,
                                                          gguf_file=None)
-    key = {"which": f"import-{which}", "model": model_key(model_cfg), "data": cfg.data,
+    key = {"which": f"import-{which}", "model": model_key(model_cfg), "data": key_of(cfg.data),
            "content": _content_identity(model_cfg), **precision_key(cfg)}
     return stage_dir(cfg, f"import-{which}", key), model_cfg, key
 

@@ -25,7 +25,7 @@ import yaml
 
 from ..artifacts import config_hash, json_text, read_json
 from ..config import RunConfig, SweepConfig, run_config
-from ..configlib import ConfigError, fix_yaml_numbers, to_dict
+from ..configlib import ConfigError, fix_yaml_numbers, key_of, to_dict
 from ..integrity import write_file
 from .base import run_dir
 from .unlearn import default_base, resolve_base, unlearn
@@ -98,7 +98,7 @@ def sweep(cfg: RunConfig, base_dir: str | Path | None = None, force: bool = Fals
     for r in rows:
         r["feasible"] = r["after"][cfg.sweep.retain_metric] >= floor
     key = {"base": ident, "unlearn": to_dict(cfg.unlearn), "sweep": to_dict(cfg.sweep),
-           "data": to_dict(cfg.data), "seed": cfg.seed}
+           "data": key_of(cfg.data), "seed": cfg.seed}
     out = run_dir(cfg) / "sweeps" / f"unlearn-{cfg.unlearn.method}-{config_hash(key)}"
     table = {
         "rule": (f"lowest after['{cfg.sweep.forget_metric}'] subject to "

@@ -21,7 +21,7 @@ from ..artifacts import is_done, model_folder, model_identity
 from ..benchmarks import build_benchmark
 from ..benchmarks.evaluate import evaluate
 from ..config import RunConfig
-from ..configlib import to_dict
+from ..configlib import key_of, to_dict
 from ..models import count_params, load_model, load_tokenizer
 from ..objectives.unlearning import build_objective
 from ..train import make_accelerator, train
@@ -45,7 +45,7 @@ def resolve_base(base_dir: str | Path) -> tuple[Path, dict[str, Any]]:
 
 
 def unlearn_key(cfg: RunConfig, base_identity: dict[str, Any]) -> dict[str, Any]:
-    return {"base": base_identity, "seed": cfg.seed, "data": to_dict(cfg.data),
+    return {"base": base_identity, "seed": cfg.seed, "data": key_of(cfg.data),
             "unlearn": to_dict(cfg.unlearn), **precision_key(cfg)}
 
 

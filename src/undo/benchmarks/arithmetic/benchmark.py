@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...configlib import ConfigError, check
+from ...configlib import KEYED_IF_SET, ConfigError, check
 from ...tokenizers import build_char_tokenizer
 from ..base import Batch, BatchFn, Metrics, MetricSpec, Scores, UnlearnBatches, retain_share
 from ..text.benchmark import Source
@@ -70,16 +70,17 @@ class Config:
     # The authors' composition (undo.benchmarks.arithmetic.mix; configs/arithmetic/
     # paper.yaml). Tokens per training row, items packed one after another; 0: one item
     # per row, padded (this benchmark's own format). Batch sizes then count rows.
-    seq_len: int = 0
+    seq_len: int = field(default=0, metadata=KEYED_IF_SET)
     # English text sources (the text benchmark's `Source`: path, dataset or shipped),
     # mixed in at `english_share` of the rows of the base model, distillation and the
     # paper's attack; the gold standard gets 1 - (1 - share) x (retain share of the
     # arithmetic). Needs seq_len > 0. []: arithmetic only.
-    english: list[Source] = field(default_factory=list)
-    english_share: float = 0.75  # the authors' 0.75 / 0.25 (run_pretrain_arithmetic.py)
+    english: list[Source] = field(default_factory=list, metadata=KEYED_IF_SET)
+    # the authors' 0.75 / 0.25 (run_pretrain_arithmetic.py)
+    english_share: float = field(default=0.75, metadata=KEYED_IF_SET)
     # Which training tokens carry the loss: `answer` (answers and EOS) or `all` (every
     # token, prompt included: the authors' loss). Evaluation is always on the answers.
-    loss_positions: Literal["answer", "all"] = "answer"
+    loss_positions: Literal["answer", "all"] = field(default="answer", metadata=KEYED_IF_SET)
 
     def validate(self, p: str) -> None:
         ops = {"add", "sub", "mul", "div"}
