@@ -184,7 +184,9 @@ def test_undo_verify_of_an_intact_run(reference: Path, capsys: Any) -> None:
     assert main(["verify", str(reference)]) == 0
     out = capsys.readouterr().out
     # 3 stages, 2 attack folders with 4 run files each, 2 cache chunks, the run's summary
-    assert out.count("intact ") == 3 + 2 + 8 + 2 + 1
+    # and its config.yaml
+    assert out.count("intact ") == 3 + 2 + 8 + 2 + 1 + 1
+    assert "intact     config.yaml  1 file" in out
     assert "0 damaged, 0 would be rebuilt, 0 unverified" in out
 
 
