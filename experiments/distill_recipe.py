@@ -66,7 +66,7 @@ def _run(job: tuple[str, list[str], str, float | None, int, str, str]) -> dict[s
     torch.set_num_threads(1)
     config, overrides, init, alpha, seed, teacher, gold = job
     cfg = load_config(config, overrides)
-    d = distill(cfg, teacher, init=init, alpha=alpha, seed=seed)
+    d = distill(cfg if alpha is None else cfg.at_alpha(alpha), teacher, init=init, seed=seed)
     s = read_json(d / "summary.json")
     compute = compute_of(s, read_json(Path(gold) / "summary.json"))
     curve = [(r["step"], r["eval"]["retain/acc"])

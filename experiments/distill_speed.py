@@ -37,6 +37,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -157,7 +158,7 @@ def alpha_sweep(teacher: torch.nn.Module, data: ItemBatches, steps: int,
     ncfg = NoiseConfig(beta=0.1)
 
     def one(alpha: float, cache: TeacherCache | None) -> tuple[float, float]:
-        student, _ = noised_copy(teacher, ncfg, seed=0, alpha=alpha)
+        student, _ = noised_copy(teacher, replace(ncfg, alpha=alpha), seed=0)
         student.requires_grad_(True)
         if cache is not None:
             obj, batches = LOSSES.get("distill_kl")(), CachedBatches(data, cache)

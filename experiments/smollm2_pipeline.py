@@ -78,9 +78,9 @@ def main() -> None:
 
     base = timed("import (GGUF -> safetensors, eval)", lambda: pretrain(cfg, "base"))
     teacher = timed("unlearn", lambda: unlearn(cfg, base))
-    timed("noise", lambda: noise(cfg, teacher / "model", Path(args.out_dir) /
-                                 "smollm2-pipeline" / "noised", alpha=0.5, seed=0))
-    student = timed("distill", lambda: distill(cfg, teacher, init="noised", alpha=0.5, seed=0))
+    timed("noise", lambda: noise(cfg.at_alpha(0.5), teacher / "model", Path(args.out_dir) /
+                                 "smollm2-pipeline" / "noised", seed=0))
+    student = timed("distill", lambda: distill(cfg.at_alpha(0.5), teacher, init="noised", seed=0))
     attacked = timed("attack", lambda: attack(cfg, student / "model"))
     metrics = timed("eval", lambda: evaluate_model(cfg, student / "model"))
 

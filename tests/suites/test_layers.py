@@ -14,7 +14,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 # Lowest first. A module matches the longest prefix listed.
 LAYERS: list[tuple[str, ...]] = [
-    ("undo.configlib", "undo.provenance", "undo.artifacts", "undo.runtime", "undo.integrity"),
+    ("undo.configlib", "undo.provenance", "undo.artifacts", "undo.runtime", "undo.integrity",
+     "undo.data"),
     ("undo.architectures", "undo.tokenizers", "undo.compute", "undo.sharding",
      "undo.checkpoint", "undo.analysis", "undo.ranks"),
     ("undo.models",),
