@@ -53,8 +53,9 @@ class PretrainConfig(OptimConfig):
     weight_decay: float = 0.1
     eval_every: int = 500
     checkpoint_every: int = 500
-    # The gold standard runs the base model's recipe (steps, batch) on retain-only data,
-    # as in the paper, where forget data was replaced by other text. Equal retain *tokens*
+    # The gold standard runs the base model's recipe (steps, batch) on retain-only data:
+    # a deviation (docs/fidelity.md), the authors' gold keeps the base model's English and
+    # retain shares (data.english: configs/arithmetic/paper.yaml). Equal retain *tokens*
     # fails on the tiny model, which learns in steps: 833 steps of 128 items left it at
     # 8% retain accuracy, 1500 steps of 43 items at 12.5% (docs/ARCHITECTURE.md).
     # Set either to override (null: the base model's value).
