@@ -127,6 +127,14 @@ def test_run_folder_config_is_not_replaced_by_another(tmp_path):
     assert "seed: 0" in path.read_text()
 
 
+def _as_older_undo(path, raw) -> None:
+    """The run folder's config.yaml as an older undo wrote it: `raw`, and no manifest."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(raw))
+    sidecar(path).unlink(missing_ok=True)
+
+
 def test_a_folder_from_before_data_order_is_per_seed(tmp_path):
     """A config.yaml written before `distill.data_order` existed ran each seed on its own
     data order: that folder takes `per_seed` (the default, so it re-runs as it was) and
@@ -137,11 +145,9 @@ def test_a_folder_from_before_data_order_is_per_seed(tmp_path):
     path = write_run_config(load_config(smoke, [f"out_dir={tmp_path}"]))
     raw = yaml.safe_load(path.read_text())
     del raw["distill"]["data_order"]
-    path.write_text(yaml.safe_dump(raw))
-    sidecar(path).unlink(missing_ok=True)  # as the older undo wrote it: no manifest
+    _as_older_undo(path, raw)
     write_run_config(load_config(smoke, [f"out_dir={tmp_path}"]))
-    path.write_text(yaml.safe_dump(raw))
-    sidecar(path).unlink(missing_ok=True)  # as the older undo wrote it: no manifest
+    _as_older_undo(path, raw)
     with pytest.raises(ConfigError, match=r"distill.data_order: 'per_seed' -> 'shared'"):
         write_run_config(load_config(smoke, [f"out_dir={tmp_path}", "distill.data_order=shared"]))
 
@@ -156,11 +162,9 @@ def test_a_folder_from_before_attack_precision_attacked_at_the_runs(tmp_path):
     path = write_run_config(load_config(smoke, [f"out_dir={tmp_path}"]))
     raw = yaml.safe_load(path.read_text())
     del raw["attack"]["precision"]
-    path.write_text(yaml.safe_dump(raw))
-    sidecar(path).unlink(missing_ok=True)  # as the older undo wrote it: no manifest
+    _as_older_undo(path, raw)
     write_run_config(load_config(smoke, [f"out_dir={tmp_path}", "attack.precision=fp32"]))
-    path.write_text(yaml.safe_dump(raw))
-    sidecar(path).unlink(missing_ok=True)  # as the older undo wrote it: no manifest
+    _as_older_undo(path, raw)
     with pytest.raises(ConfigError, match=r"attack.precision: 'fp32' -> 'bf16-mixed'"):
         write_run_config(load_config(smoke, [f"out_dir={tmp_path}"]))
 
