@@ -238,7 +238,7 @@ def _work(run: _Run) -> StageResult:
                    sharding=cfg.sharding)
     student = acc.unwrap_model(student)
     metrics = evaluate(student, bench, tokenizer)
-    rule = {"sets": bench.stop_sets, "match_leaf": bench.retain_metric.name.split("/")[-1]}
+    rule = _rule_args(bench)
     summary: dict[str, Any] = {
         "stage": "distill",
         "init": run.init_id["kind"],
@@ -260,7 +260,7 @@ def _work(run: _Run) -> StageResult:
                                dcfg.stop_within, **rule),
         "tokens": result.tokens,
         **_compute(result, student, teacher, objective),
-        "teacher_outputs": _cache_record(cache, objective, dcfg, teacher),
+        "teacher_outputs": _cache_record(cache),
         "noise": noise_report.to_dict() if noise_report is not None else None,
         "params": count_params(student),
         "train_time_s": result.wall_time,
@@ -310,12 +310,17 @@ def _stop_rule(bench: Any, tokenizer: Any, teacher_metrics: dict[str, float], st
         sets = bench.stop_sets if stop == "match" else bench.stop_sets[:1]
         return evaluate(m, bench, tokenizer, sets=sets)
 
-    rule = {"sets": bench.stop_sets, "match_leaf": bench.retain_metric.name.split("/")[-1]}
+    rule = _rule_args(bench)
 
     def should_stop(m: dict[str, float]) -> bool:
         return recovered(m, teacher_metrics, stop, dcfg.stop_within, **rule)
 
     return evaluate_during, (should_stop if stop != "budget" else None)
+
+
+def _rule_args(bench: Any) -> dict[str, Any]:
+    """What `recovered` reads of the benchmark: its stop sets and the retain metric's leaf."""
+    return {"sets": bench.stop_sets, "match_leaf": bench.retain_metric.name.split("/")[-1]}
 
 
 def _compute(result: Any, student: torch.nn.Module, teacher: torch.nn.Module,
@@ -332,10 +337,10 @@ def _compute(result: Any, student: torch.nn.Module, teacher: torch.nn.Module,
             "flops_incl_teacher": train_flops(n_s, positions) + teacher_flops}
 
 
-def _cache_record(cache: TeacherCache | None, objective: DistillKL, dcfg: DistillConfig,
-                  teacher: torch.nn.Module) -> dict[str, Any]:
+def _cache_record(cache: TeacherCache | None) -> dict[str, Any]:
+    """How the teacher's outputs were had: online (no cache) or from the cache."""
     return {
-        "mode": cache_mode(dcfg, teacher.get_output_embeddings().weight.size(0)),
+        "mode": cache.mode if cache else "online",
         "cache_dir": str(cache.dir) if cache else None,
         "built_chunks": cache.built_chunks if cache else 0,
         # chunks found damaged and rebuilt (undo.integrity): name -> what was wrong

@@ -61,15 +61,15 @@ def check_run_folder(cfg: RunConfig) -> Path:
     path = run_dir(cfg) / "config.yaml"
     new = _settled(to_dict(cfg))
     if path.is_file():
-        if integrity.sidecar(path).is_file():  # a folder of an older undo has none
-            try:
-                integrity.read_file(path)
-            except integrity.IntegrityError as e:
-                raise ConfigError(f"{e}: the run folder's config.yaml is damaged. Delete "
-                                  f"{path} to re-use the folder (its cached stages stay "
-                                  f"valid; the run writes it anew)") from None
+        try:  # a folder of an older undo has no manifest: read as it is
+            text = integrity.read_file(path) if integrity.sidecar(path).is_file() \
+                else path.read_bytes()
+        except integrity.IntegrityError as e:
+            raise ConfigError(f"{e}: the run folder's config.yaml is damaged. Delete "
+                              f"{path} to re-use the folder (its cached stages stay "
+                              f"valid; the run writes it anew)") from None
         try:
-            old = loaded_config(yaml.safe_load(path.read_text()))
+            old = loaded_config(yaml.safe_load(text))
         except (yaml.YAMLError, ConfigError) as e:
             diffs = [f"it no longer loads ({e})"]
         else:
